@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"reflect"
 	"strings"
 
 	kjson "sigs.k8s.io/json"
@@ -24,7 +25,6 @@ func Decode(doc []byte) (Resource, error) {
 	if len(js) == 0 || bytes.Equal(js, []byte("null")) {
 		return nil, ErrEmptyDocument
 	}
-	js = coerceMetadataStrings(js)
 	var tm struct {
 		APIVersion string `json:"apiVersion"`
 		Kind       string `json:"kind"`
@@ -42,17 +42,22 @@ func Decode(doc []byte) (Resource, error) {
 	if tm.APIVersion != APIVersion {
 		return nil, &FieldError{Field: "apiVersion", Detail: fmt.Sprintf("%q is not supported for kind %s; use %s", tm.APIVersion, tm.Kind, APIVersion)}
 	}
-	r := k.New()
-	strictErrs, err := kjson.UnmarshalStrict(js, r, kjson.DisallowDuplicateFields, kjson.DisallowUnknownFields)
-	if err != nil {
-		return nil, decodeError(err)
-	}
+	// Pass one finds unknown and duplicated fields, with their paths, and
+	// matches names case-sensitively as Kubernetes does.
+	strictErrs, _ := kjson.UnmarshalStrict(js, k.New(), kjson.DisallowDuplicateFields, kjson.DisallowUnknownFields)
 	if len(strictErrs) > 0 {
 		var errs ErrorList
 		for _, se := range strictErrs {
 			errs = append(errs, strictError(se))
 		}
 		return nil, errs
+	}
+	// Pass two decodes the values, letting the target's types guide YAML
+	// scalars as kubectl does: an unquoted `containerID: 0123` or
+	// `routeReflector: true` headed for a string field is that text.
+	r := k.New()
+	if err := yaml.Unmarshal(doc, r); err != nil {
+		return nil, decodeError(js, reflect.TypeOf(r), err)
 	}
 	return r, nil
 }
@@ -75,57 +80,99 @@ func strictError(err error) *FieldError {
 	return &FieldError{Detail: err.Error()}
 }
 
-// decodeError gives a type mismatch the path of its field.
-func decodeError(err error) error {
+// decodeError gives a bad value the path of its field. encoding/json names
+// the field of a plain type mismatch, but not of an error returned by a
+// type's own UnmarshalJSON (ports, protocols, AS numbers), so those are
+// located by walking the document against the Go type.
+func decodeError(js []byte, t reflect.Type, err error) error {
 	var te *json.UnmarshalTypeError
 	if errors.As(err, &te) && te.Field != "" {
 		return &FieldError{Field: te.Field, Detail: fmt.Sprintf("cannot use %s value as %s", te.Value, te.Type)}
 	}
-	var fe *FieldError
-	if errors.As(err, &fe) {
-		return fe
+	var doc any
+	if json.Unmarshal(js, &doc) == nil {
+		if path, verr := locateBadValue(doc, t, ""); verr != nil {
+			return &FieldError{Field: string(path), Detail: verr.Error()}
+		}
 	}
 	return err
 }
 
-// coerceMetadataStrings turns unquoted scalar label and annotation values
-// into strings. YAML reads `routeReflector: true` as a boolean, but label and
-// annotation values are strings and Calico's own documentation writes them
-// unquoted, so the literal text is taken as the value.
-func coerceMetadataStrings(js []byte) []byte {
-	var obj map[string]json.RawMessage
-	if json.Unmarshal(js, &obj) != nil {
-		return js
+var unmarshalerType = reflect.TypeFor[json.Unmarshaler]()
+
+// locateBadValue finds the first value in doc that its Go type's own
+// UnmarshalJSON rejects.
+func locateBadValue(doc any, t reflect.Type, path Path) (Path, error) {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
 	}
-	var meta map[string]json.RawMessage
-	if raw, ok := obj["metadata"]; !ok || json.Unmarshal(raw, &meta) != nil {
-		return js
-	}
-	changed := false
-	for _, field := range []string{"labels", "annotations"} {
-		var m map[string]json.RawMessage
-		if raw, ok := meta[field]; !ok || json.Unmarshal(raw, &m) != nil {
-			continue
+	if reflect.PointerTo(t).Implements(unmarshalerType) {
+		raw, _ := json.Marshal(doc)
+		if err := json.Unmarshal(raw, reflect.New(t).Interface()); err != nil {
+			return path, err
 		}
-		coerced := false
-		for k, v := range m {
-			if len(v) > 0 && (v[0] == 't' || v[0] == 'f' || v[0] == '-' || (v[0] >= '0' && v[0] <= '9')) {
-				m[k], _ = json.Marshal(string(v))
-				coerced = true
+		return "", nil
+	}
+	switch v := doc.(type) {
+	case map[string]any:
+		switch t.Kind() {
+		case reflect.Struct:
+			fields := jsonFields(t)
+			for key, val := range v {
+				if ft, ok := fields[key]; ok {
+					if p, err := locateBadValue(val, ft, path.Child(key)); err != nil {
+						return p, err
+					}
+				}
+			}
+		case reflect.Map:
+			for key, val := range v {
+				if p, err := locateBadValue(val, t.Elem(), path.Key(key)); err != nil {
+					return p, err
+				}
 			}
 		}
-		if coerced {
-			meta[field], _ = json.Marshal(m)
-			changed = true
+	case []any:
+		if t.Kind() == reflect.Slice || t.Kind() == reflect.Array {
+			for i, val := range v {
+				if p, err := locateBadValue(val, t.Elem(), path.Index(i)); err != nil {
+					return p, err
+				}
+			}
 		}
 	}
-	if !changed {
-		return js
-	}
-	obj["metadata"], _ = json.Marshal(meta)
-	out, err := json.Marshal(obj)
-	if err != nil {
-		return js
+	return "", nil
+}
+
+// jsonFields maps a struct's JSON names to field types, flattening embedded
+// (inline) structs as encoding/json does.
+func jsonFields(t reflect.Type) map[string]reflect.Type {
+	out := map[string]reflect.Type{}
+	for i := range t.NumField() {
+		f := t.Field(i)
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		if name == "-" {
+			continue
+		}
+		if f.Anonymous && name == "" {
+			ft := f.Type
+			if ft.Kind() == reflect.Pointer {
+				ft = ft.Elem()
+			}
+			if ft.Kind() == reflect.Struct {
+				for k, v := range jsonFields(ft) {
+					out[k] = v
+				}
+				continue
+			}
+		}
+		if !f.IsExported() {
+			continue
+		}
+		if name == "" {
+			name = f.Name
+		}
+		out[name] = f.Type
 	}
 	return out
 }
