@@ -1,0 +1,130 @@
+package datastore
+
+import (
+	"crypto/tls"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"go.etcd.io/etcd/client/pkg/v3/transport"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+)
+
+const (
+	// DefaultEndpoint is where New connects when no endpoint is configured:
+	// the default client URL of Serve and of a packaged etcd.
+	DefaultEndpoint = "http://127.0.0.1:2379"
+
+	// maxMsgBytes bounds a single request or response on the client side. It
+	// matches the embedded server's default request limit, so a transaction
+	// the server accepts is never refused by the client first.
+	maxMsgBytes = 64 << 20
+
+	defaultDialTimeout    = 5 * time.Second
+	defaultRequestTimeout = 10 * time.Second
+	defaultRetryTimeout   = time.Minute
+)
+
+// Config says how to reach an etcd v3 cluster. The zero value connects to
+// DefaultEndpoint without TLS.
+type Config struct {
+	// Endpoints of all members; list every one so the client can move to a
+	// surviving member when one fails.
+	Endpoints []string
+	// TLS client certificate, key and CA bundle. TLS is used when any is set.
+	CertFile, KeyFile, CAFile string
+	DialTimeout               time.Duration
+	Username, Password        string
+
+	// RequestTimeout bounds one attempt of one request (default 10s); a
+	// transient failure within it is retried.
+	RequestTimeout time.Duration
+	// RetryTimeout bounds all attempts of one request (default 1m); after it
+	// the request fails with ErrUnavailable. The caller's context may end it
+	// sooner.
+	RetryTimeout time.Duration
+	// Logger receives retries and watch resyncs (default slog.Default()).
+	Logger *slog.Logger
+}
+
+// ConfigFromEnv reads Calico's etcd variables: ETCD_ENDPOINTS (comma
+// separated), ETCD_CERT_FILE, ETCD_KEY_FILE, ETCD_CA_CERT_FILE,
+// ETCD_USERNAME and ETCD_PASSWORD.
+func ConfigFromEnv() Config {
+	var cfg Config
+	for _, ep := range strings.Split(os.Getenv("ETCD_ENDPOINTS"), ",") {
+		if ep = strings.TrimSpace(ep); ep != "" {
+			cfg.Endpoints = append(cfg.Endpoints, ep)
+		}
+	}
+	cfg.CertFile = os.Getenv("ETCD_CERT_FILE")
+	cfg.KeyFile = os.Getenv("ETCD_KEY_FILE")
+	cfg.CAFile = os.Getenv("ETCD_CA_CERT_FILE")
+	cfg.Username = os.Getenv("ETCD_USERNAME")
+	cfg.Password = os.Getenv("ETCD_PASSWORD")
+	return cfg
+}
+
+func (cfg Config) withDefaults() Config {
+	if len(cfg.Endpoints) == 0 {
+		cfg.Endpoints = []string{DefaultEndpoint}
+	}
+	if cfg.DialTimeout <= 0 {
+		cfg.DialTimeout = defaultDialTimeout
+	}
+	if cfg.RequestTimeout <= 0 {
+		cfg.RequestTimeout = defaultRequestTimeout
+	}
+	if cfg.RetryTimeout <= 0 {
+		cfg.RetryTimeout = defaultRetryTimeout
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return cfg
+}
+
+func (cfg Config) tlsConfig() (*tls.Config, error) {
+	if cfg.CertFile == "" && cfg.KeyFile == "" && cfg.CAFile == "" {
+		return nil, nil
+	}
+	info := transport.TLSInfo{CertFile: cfg.CertFile, KeyFile: cfg.KeyFile, TrustedCAFile: cfg.CAFile}
+	tc, err := info.ClientConfig()
+	if err != nil {
+		return nil, fmt.Errorf("datastore: etcd TLS config: %w", err)
+	}
+	return tc, nil
+}
+
+// New makes a client for the cluster in cfg. It does not wait for the
+// cluster to be reachable; requests retry until it is.
+func New(cfg Config) (*Etcd, error) {
+	cfg = cfg.withDefaults()
+	tc, err := cfg.tlsConfig()
+	if err != nil {
+		return nil, err
+	}
+	cli, err := clientv3.New(clientv3.Config{
+		Endpoints:          cfg.Endpoints,
+		DialTimeout:        cfg.DialTimeout,
+		TLS:                tc,
+		Username:           cfg.Username,
+		Password:           cfg.Password,
+		MaxCallSendMsgSize: maxMsgBytes,
+		MaxCallRecvMsgSize: maxMsgBytes,
+		// Notice a dead member within seconds even when no request is in
+		// flight, so the next request goes to a live one.
+		DialKeepAliveTime:    5 * time.Second,
+		DialKeepAliveTimeout: 3 * time.Second,
+		PermitWithoutStream:  true,
+		// The client's own zap logs would only repeat what our retries log.
+		Logger: zap.NewNop(),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("datastore: etcd client for %v: %w", cfg.Endpoints, err)
+	}
+	return &Etcd{cli: cli, cfg: cfg, log: cfg.Logger.With("component", "datastore")}, nil
+}

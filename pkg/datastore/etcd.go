@@ -1,0 +1,434 @@
+package datastore
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync/atomic"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/etcdserverpb"
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// KV is one key with its value and revisions.
+type KV struct {
+	Key   string
+	Value []byte
+	// Revision is the key's mod revision: Calico's metadata.resourceVersion.
+	Revision       int64
+	CreateRevision int64
+}
+
+// OpType says what an Op does and under which condition.
+type OpType int
+
+const (
+	OpCreate OpType = iota // put, only if the key does not exist
+	OpUpdate               // put, only if the key's mod revision is Rev
+	OpPut                  // put, unconditionally
+	OpDelete               // delete; if Rev != 0 only at mod revision Rev, else only if it exists
+)
+
+func (t OpType) String() string {
+	switch t {
+	case OpCreate:
+		return "create"
+	case OpUpdate:
+		return "update"
+	case OpPut:
+		return "put"
+	case OpDelete:
+		return "delete"
+	}
+	return fmt.Sprintf("OpType(%d)", int(t))
+}
+
+// Op is one operation of a transaction.
+type Op struct {
+	Type  OpType
+	Key   string
+	Value []byte
+	Rev   int64
+}
+
+// Backend is the raw key/value store the rest of tortie is written against.
+type Backend interface {
+	Get(ctx context.Context, key string) (*KV, error)
+	// List returns the keys under prefix sorted by key, and the store
+	// revision the list was read at.
+	List(ctx context.Context, prefix string) (kvs []*KV, revision int64, err error)
+	Create(ctx context.Context, key string, value []byte) (*KV, error)
+	Update(ctx context.Context, key string, value []byte, rev int64) (*KV, error)
+	// Delete removes key (at mod revision rev, or whatever it is when rev is
+	// 0) and returns what was deleted.
+	Delete(ctx context.Context, key string, rev int64) (*KV, error)
+	// Txn applies ops all or nothing in one etcd transaction and returns,
+	// in op order, the written KVs (deleted ones for OpDelete). A failed
+	// condition is a *TxnError naming the op.
+	Txn(ctx context.Context, ops []Op) ([]*KV, error)
+	Watch(ctx context.Context, prefix string, fromRev int64) <-chan WatchEvent
+	Close() error
+}
+
+// listPageSize bounds one range request of List: big enough that a list of
+// hundreds of thousands of keys takes few round trips, small enough that one
+// page stays far below the message size limit for values of a few KB.
+const listPageSize = 2000
+
+// Etcd is the Backend on an etcd v3 cluster. It is safe for concurrent use.
+type Etcd struct {
+	cli *clientv3.Client
+	cfg Config
+	log *slog.Logger
+
+	// seenRev is the highest store revision any response has shown. A write
+	// sent after it was read lands at a higher revision, which is how a
+	// retried write recognises its own earlier attempt (see ownWrite).
+	seenRev atomic.Int64
+}
+
+var _ Backend = (*Etcd)(nil)
+
+// Client exposes the underlying etcd client for maintenance (compaction,
+// status) and tests; resource code must not use it.
+func (e *Etcd) Client() *clientv3.Client { return e.cli }
+
+// Close releases the client's connections.
+func (e *Etcd) Close() error { return e.cli.Close() }
+
+func (e *Etcd) saw(rev int64) {
+	for {
+		cur := e.seenRev.Load()
+		if rev <= cur || e.seenRev.CompareAndSwap(cur, rev) {
+			return
+		}
+	}
+}
+
+// retry runs attempt until it succeeds, fails for good, or the retry budget
+// runs out. Each attempt gets its own timeout so a request stuck on a dead
+// member is abandoned and sent again (clientv3 picks a live endpoint).
+// attempt is told whether an earlier attempt failed in a way that leaves
+// open whether it was applied.
+func (e *Etcd) retry(ctx context.Context, what string, attempt func(ctx context.Context, retried bool) error) error {
+	deadline := time.Now().Add(e.cfg.RetryTimeout)
+	var b backoff
+	retried := false
+	for {
+		attemptEnd := time.Now().Add(e.cfg.RequestTimeout)
+		if attemptEnd.After(deadline) {
+			attemptEnd = deadline
+		}
+		actx, cancel := context.WithDeadline(ctx, attemptEnd)
+		err := attempt(actx, retried)
+		cancel()
+		if !transient(ctx, err) {
+			return translate(err)
+		}
+		wait := b.next()
+		if !time.Now().Add(wait).Before(deadline) {
+			return fmt.Errorf("%w: %s: %v", ErrUnavailable, what, err)
+		}
+		e.log.Debug("retrying etcd request", "op", what, "err", err, "wait", wait)
+		retried = true
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s: %w (last error: %v)", what, ctx.Err(), err)
+		case <-time.After(wait):
+		}
+	}
+}
+
+// backoff is capped exponential backoff with jitter.
+type backoff struct{ cur time.Duration }
+
+func (b *backoff) next() time.Duration {
+	const minWait, maxWait = 50 * time.Millisecond, 2 * time.Second
+	if b.cur == 0 {
+		b.cur = minWait
+	} else {
+		b.cur = min(2*b.cur, maxWait)
+	}
+	return b.cur/2 + rand.N(b.cur/2+1)
+}
+
+func (b *backoff) reset() { b.cur = 0 }
+
+func toKV(kv *mvccpb.KeyValue) *KV {
+	if kv == nil {
+		return nil
+	}
+	return &KV{Key: string(kv.Key), Value: kv.Value, Revision: kv.ModRevision, CreateRevision: kv.CreateRevision}
+}
+
+// Get reads one key (linearizable).
+func (e *Etcd) Get(ctx context.Context, key string) (*KV, error) {
+	var kv *KV
+	err := e.retry(ctx, "get "+key, func(ctx context.Context, _ bool) error {
+		resp, err := e.cli.Get(ctx, key)
+		if err != nil {
+			return err
+		}
+		e.saw(resp.Header.Revision)
+		if len(resp.Kvs) == 0 {
+			return fmt.Errorf("%w: %s", ErrNotFound, key)
+		}
+		kv = toKV(resp.Kvs[0])
+		return nil
+	})
+	return kv, err
+}
+
+// List reads every key under prefix at one store revision, in pages.
+func (e *Etcd) List(ctx context.Context, prefix string) ([]*KV, int64, error) {
+	for {
+		kvs, rev, err := e.listAt(ctx, prefix, 0)
+		if errors.Is(err, rpctypes.ErrCompacted) {
+			// Compacted between two pages: start again at a newer revision.
+			continue
+		}
+		return kvs, rev, err
+	}
+}
+
+// listAt lists prefix at revision rev (0: the current one). A compacted rev
+// is reported as rpctypes.ErrCompacted.
+func (e *Etcd) listAt(ctx context.Context, prefix string, rev int64) ([]*KV, int64, error) {
+	start, end := prefix, clientv3.GetPrefixRangeEnd(prefix)
+	if prefix == "" {
+		start, end = "\x00", "\x00" // the whole keyspace
+	}
+	var kvs []*KV
+	for {
+		var resp *clientv3.GetResponse
+		err := e.retry(ctx, "list "+prefix, func(ctx context.Context, _ bool) error {
+			var err error
+			resp, err = e.cli.Get(ctx, start, clientv3.WithRange(end), clientv3.WithLimit(listPageSize), clientv3.WithRev(rev))
+			return err
+		})
+		if err != nil {
+			return nil, 0, err
+		}
+		e.saw(resp.Header.Revision)
+		if rev == 0 {
+			rev = resp.Header.Revision // later pages read the same snapshot
+		}
+		for _, kv := range resp.Kvs {
+			kvs = append(kvs, toKV(kv))
+		}
+		if !resp.More || len(resp.Kvs) == 0 {
+			return kvs, rev, nil
+		}
+		start = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
+	}
+}
+
+// Create writes key only if it does not exist.
+func (e *Etcd) Create(ctx context.Context, key string, value []byte) (*KV, error) {
+	return e.single(ctx, Op{Type: OpCreate, Key: key, Value: value})
+}
+
+// Update writes key only if its mod revision is rev.
+func (e *Etcd) Update(ctx context.Context, key string, value []byte, rev int64) (*KV, error) {
+	return e.single(ctx, Op{Type: OpUpdate, Key: key, Value: value, Rev: rev})
+}
+
+// Delete deletes key at mod revision rev, or unconditionally when rev is 0;
+// either way ErrNotFound if it does not exist.
+func (e *Etcd) Delete(ctx context.Context, key string, rev int64) (*KV, error) {
+	return e.single(ctx, Op{Type: OpDelete, Key: key, Rev: rev})
+}
+
+// single runs a one-op transaction, so single writes share Txn's conditions
+// and its recognition of retried writes.
+func (e *Etcd) single(ctx context.Context, op Op) (*KV, error) {
+	kvs, err := e.Txn(ctx, []Op{op})
+	var te *TxnError
+	if errors.As(err, &te) {
+		return nil, fmt.Errorf("%w: %s", te.Err, te.Key)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return kvs[0], nil
+}
+
+// Txn applies ops in one etcd transaction: If(every op's condition)
+// Then(every write) Else(read every key). The Else reads say which condition
+// failed, and after an attempt whose outcome is unknown they also show
+// whether that attempt was in fact applied.
+func (e *Etcd) Txn(ctx context.Context, ops []Op) ([]*KV, error) {
+	if len(ops) == 0 {
+		return nil, nil
+	}
+	seen := make(map[string]int, len(ops))
+	var cmps []clientv3.Cmp
+	thenOps := make([]clientv3.Op, len(ops))
+	elseOps := make([]clientv3.Op, len(ops))
+	for i, op := range ops {
+		if j, dup := seen[op.Key]; dup {
+			return nil, fmt.Errorf("datastore: txn ops %d and %d both touch %s", j, i, op.Key)
+		}
+		seen[op.Key] = i
+		switch op.Type {
+		case OpCreate:
+			cmps = append(cmps, clientv3.Compare(clientv3.Version(op.Key), "=", 0))
+			thenOps[i] = clientv3.OpPut(op.Key, string(op.Value))
+		case OpUpdate:
+			cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(op.Key), "=", op.Rev))
+			thenOps[i] = clientv3.OpPut(op.Key, string(op.Value), clientv3.WithPrevKV())
+		case OpPut:
+			thenOps[i] = clientv3.OpPut(op.Key, string(op.Value), clientv3.WithPrevKV())
+		case OpDelete:
+			if op.Rev != 0 {
+				cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(op.Key), "=", op.Rev))
+			} else {
+				cmps = append(cmps, clientv3.Compare(clientv3.Version(op.Key), ">", 0))
+			}
+			thenOps[i] = clientv3.OpDelete(op.Key, clientv3.WithPrevKV())
+		default:
+			return nil, fmt.Errorf("datastore: txn op %d on %s: unknown op type %v", i, op.Key, op.Type)
+		}
+		elseOps[i] = clientv3.OpGet(op.Key)
+	}
+
+	// A write sent from now on lands above this revision.
+	floor := e.seenRev.Load()
+	var out []*KV
+	err := e.retry(ctx, fmt.Sprintf("txn of %d ops (first %s %s)", len(ops), ops[0].Type, ops[0].Key),
+		func(actx context.Context, retried bool) error {
+			resp, err := e.cli.Txn(actx).If(cmps...).Then(thenOps...).Else(elseOps...).Commit()
+			if err != nil {
+				return err
+			}
+			e.saw(resp.Header.Revision)
+			current := make([]*KV, len(ops))
+			for i, r := range resp.Responses {
+				if resp.Succeeded {
+					current[i] = written(ops[i], r, resp.Header.Revision)
+				} else if kvs := r.GetResponseRange().Kvs; len(kvs) > 0 {
+					current[i] = toKV(kvs[0])
+				}
+			}
+			if resp.Succeeded {
+				out = current
+				return nil
+			}
+			if retried {
+				if kvs, ok := e.ownWrite(actx, ops, current, floor); ok {
+					e.log.Info("retried etcd txn had already been applied", "ops", len(ops), "key", ops[0].Key)
+					out = kvs
+					return nil
+				}
+			}
+			return failedCondition(ops, current)
+		})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// written is the KV an applied op produced (for a delete: what it removed).
+func written(op Op, r *etcdserverpb.ResponseOp, rev int64) *KV {
+	if op.Type == OpDelete {
+		if prev := r.GetResponseDeleteRange().PrevKvs; len(prev) > 0 {
+			return toKV(prev[0])
+		}
+		return &KV{Key: op.Key} // the condition guaranteed it existed
+	}
+	kv := &KV{Key: op.Key, Value: op.Value, Revision: rev, CreateRevision: rev}
+	if prev := r.GetResponsePut().GetPrevKv(); prev != nil {
+		kv.CreateRevision = prev.CreateRevision
+	}
+	return kv
+}
+
+// failedCondition names the first op whose condition does not hold in
+// current (the keys' values as the failed transaction read them).
+func failedCondition(ops []Op, current []*KV) error {
+	for i, op := range ops {
+		kv := current[i]
+		var err error
+		switch {
+		case op.Type == OpCreate && kv != nil:
+			err = ErrAlreadyExists
+		case (op.Type == OpUpdate || op.Type == OpDelete) && kv == nil:
+			err = ErrNotFound
+		case (op.Type == OpUpdate || op.Type == OpDelete) && op.Rev != 0 && kv.Revision != op.Rev:
+			err = ErrConflict
+		}
+		if err != nil {
+			return &TxnError{Index: i, Key: op.Key, Err: err}
+		}
+	}
+	// etcd evaluated the same conditions on the same snapshot, so one of
+	// them must have failed.
+	return errors.New("datastore: txn failed but every condition holds")
+}
+
+// ownWrite decides whether the keys as they are now (current) are the
+// result of an earlier attempt of this very transaction whose response was
+// lost. That is so when every written key holds exactly our value, all of
+// them at one mod revision above floor (an etcd transaction writes all its
+// keys at one revision, and floor was read before our first attempt), a
+// created key was created by that same revision, and every deleted key is
+// gone. Another writer producing precisely that state in that window would
+// leave the store exactly as we meant it to be, so reporting success is
+// still true to the caller's intent.
+//
+// The reverse order is safe too: should the lost attempt reach the leader
+// only after the retry was applied, its conditions no longer hold and it
+// does nothing. (An OpPut has no condition; applied twice it writes the same
+// value at two revisions.)
+//
+// It returns the KVs the transaction produced; the value a delete removed is
+// read back from history, when not yet compacted.
+func (e *Etcd) ownWrite(ctx context.Context, ops []Op, current []*KV, floor int64) ([]*KV, bool) {
+	var rev int64
+	for i, op := range ops {
+		kv := current[i]
+		if op.Type == OpDelete {
+			if kv != nil {
+				return nil, false
+			}
+			continue
+		}
+		if kv == nil || !bytes.Equal(kv.Value, op.Value) || kv.Revision <= floor || (rev != 0 && kv.Revision != rev) {
+			return nil, false
+		}
+		if op.Type == OpCreate && kv.CreateRevision != kv.Revision {
+			return nil, false
+		}
+		if op.Type == OpUpdate && kv.CreateRevision == kv.Revision {
+			return nil, false // re-created since, not updated by us
+		}
+		rev = kv.Revision
+	}
+	out := make([]*KV, len(ops))
+	for i, op := range ops {
+		if op.Type != OpDelete {
+			out[i] = current[i]
+			continue
+		}
+		// What did the delete remove? The key as it was just before our
+		// write, or before any revision we may have written at.
+		before := rev - 1
+		if rev == 0 {
+			before = floor
+		}
+		out[i] = &KV{Key: op.Key}
+		if before > 0 {
+			if resp, err := e.cli.Get(ctx, op.Key, clientv3.WithRev(before)); err == nil && len(resp.Kvs) > 0 {
+				out[i] = toKV(resp.Kvs[0])
+			}
+		}
+	}
+	return out, true
+}

@@ -1,0 +1,71 @@
+// Package etcdtest starts real etcd servers for tests: an embedded member in
+// the test's temp dir, and clients for it. It is for tests only.
+package etcdtest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"syscall"
+	"testing"
+
+	"github.com/tortie/tortie/pkg/datastore"
+)
+
+// Start runs an embedded etcd in t.TempDir() on a free loopback port and
+// stops it when the test ends.
+func Start(t testing.TB) *datastore.Server {
+	t.Helper()
+	return StartWith(t, datastore.ServeConfig{})
+}
+
+// StartWith is Start with settings (DataDir and ListenClientURL are filled
+// in when empty).
+func StartWith(t testing.TB, cfg datastore.ServeConfig) *datastore.Server {
+	t.Helper()
+	if cfg.DataDir == "" {
+		cfg.DataDir = t.TempDir()
+	}
+	pickPort := cfg.ListenClientURL == ""
+	// A port found free can be taken by another process before etcd binds
+	// it; then try another.
+	for attempt := 0; ; attempt++ {
+		if pickPort {
+			port, err := FreePort()
+			if err != nil {
+				t.Fatalf("etcdtest: %v", err)
+			}
+			cfg.ListenClientURL = fmt.Sprintf("http://127.0.0.1:%d", port)
+		}
+		srv, err := datastore.Serve(context.Background(), cfg) // lives until Cleanup
+		if err == nil {
+			t.Cleanup(func() { srv.Close() })
+			return srv
+		}
+		if !pickPort || !errors.Is(err, syscall.EADDRINUSE) || attempt == 20 {
+			t.Fatalf("etcdtest: start etcd: %v", err)
+		}
+	}
+}
+
+// FreePort returns a loopback TCP port that was free a moment ago.
+func FreePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// NewClient connects a client to srv and closes it when the test ends.
+func NewClient(t testing.TB, srv *datastore.Server) *datastore.Etcd {
+	t.Helper()
+	c, err := datastore.New(datastore.Config{Endpoints: []string{srv.Endpoint()}})
+	if err != nil {
+		t.Fatalf("etcdtest: client: %v", err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
