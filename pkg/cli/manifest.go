@@ -1,0 +1,201 @@
+package cli
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"sigs.k8s.io/yaml"
+
+	v3 "github.com/tortie/tortie/pkg/apis/v3"
+)
+
+// Document is one resource of a manifest, with where it came from so every
+// error can name the file and the document.
+type Document struct {
+	Source string // file path, or "<stdin>"
+	Index  int    // 1-based position among the source's non-empty documents
+	Raw    []byte
+	Obj    v3.Resource
+}
+
+// Describe names the document for messages: `p.yaml document 2 (IPPool "x")`.
+func (d *Document) Describe() string {
+	s := fmt.Sprintf("%s document %d", d.Source, d.Index)
+	var id struct {
+		Kind     string `json:"kind"`
+		Metadata struct {
+			Name      string `json:"name"`
+			Namespace string `json:"namespace"`
+		} `json:"metadata"`
+	}
+	if d.Obj == nil {
+		_ = yaml.Unmarshal(d.Raw, &id)
+	} else {
+		id.Kind = d.Obj.GetObjectKind().GroupVersionKind().Kind
+		id.Metadata.Name, id.Metadata.Namespace = d.Obj.GetName(), d.Obj.GetNamespace()
+	}
+	switch {
+	case id.Kind != "" && id.Metadata.Namespace != "":
+		s += fmt.Sprintf(" (%s %q in namespace %q)", id.Kind, id.Metadata.Name, id.Metadata.Namespace)
+	case id.Kind != "":
+		s += fmt.Sprintf(" (%s %q)", id.Kind, id.Metadata.Name)
+	}
+	return s
+}
+
+// DocumentErrors is every bad document of a manifest; nothing is written
+// while there is one.
+type DocumentErrors struct {
+	Errs  []string
+	Total int
+}
+
+func (e *DocumentErrors) Error() string {
+	return fmt.Sprintf("%s\n%d of %d document(s) invalid: nothing was written", strings.Join(e.Errs, "\n"), len(e.Errs), e.Total)
+}
+
+// readManifests reads every document of every source: a file, a directory
+// (its *.yaml, *.yml and *.json files, sorted) or "-" for standard input.
+// A list (kind List or <Kind>List with items) counts as its items.
+func readManifests(sources []string, stdin io.Reader) ([]*Document, error) {
+	if len(sources) == 0 {
+		return nil, errors.New("no manifest given: use -f FILE, -f DIR or -f -")
+	}
+	var docs []*Document
+	for _, src := range sources {
+		if src == "-" {
+			ds, err := splitDocuments("<stdin>", stdin)
+			if err != nil {
+				return nil, err
+			}
+			docs = append(docs, ds...)
+			continue
+		}
+		fi, err := os.Stat(src)
+		if err != nil {
+			return nil, err
+		}
+		files := []string{src}
+		if fi.IsDir() {
+			files = nil
+			entries, err := os.ReadDir(src)
+			if err != nil {
+				return nil, err
+			}
+			for _, e := range entries {
+				switch strings.ToLower(filepath.Ext(e.Name())) {
+				case ".yaml", ".yml", ".json":
+					if !e.IsDir() {
+						files = append(files, filepath.Join(src, e.Name()))
+					}
+				}
+			}
+			sort.Strings(files)
+			if len(files) == 0 {
+				return nil, fmt.Errorf("%s: no *.yaml, *.yml or *.json files", src)
+			}
+		}
+		for _, f := range files {
+			fh, err := os.Open(f)
+			if err != nil {
+				return nil, err
+			}
+			ds, err := splitDocuments(f, fh)
+			fh.Close()
+			if err != nil {
+				return nil, err
+			}
+			docs = append(docs, ds...)
+		}
+	}
+	return docs, nil
+}
+
+func splitDocuments(source string, r io.Reader) ([]*Document, error) {
+	rd := utilyaml.NewYAMLReader(bufio.NewReaderSize(r, 1<<20))
+	var docs []*Document
+	for {
+		raw, err := rd.Read()
+		if err == io.EOF {
+			return docs, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", source, err)
+		}
+		if isEmptyDocument(raw) {
+			continue
+		}
+		items, err := expandList(raw)
+		if err != nil {
+			return nil, fmt.Errorf("%s document %d: %w", source, len(docs)+1, err)
+		}
+		for _, it := range items {
+			docs = append(docs, &Document{Source: source, Index: len(docs) + 1, Raw: it})
+		}
+	}
+}
+
+// isEmptyDocument reports a document of only comments and blank lines.
+func isEmptyDocument(raw []byte) bool {
+	for _, line := range bytes.Split(raw, []byte("\n")) {
+		t := bytes.TrimSpace(line)
+		if len(t) > 0 && t[0] != '#' {
+			return false
+		}
+	}
+	return true
+}
+
+// expandList returns the items of a List document, or the document itself.
+func expandList(raw []byte) ([][]byte, error) {
+	var l struct {
+		Kind  string            `json:"kind"`
+		Items []json.RawMessage `json:"items"`
+	}
+	if err := yaml.Unmarshal(raw, &l); err != nil || !strings.HasSuffix(l.Kind, "List") || l.Items == nil {
+		return [][]byte{raw}, nil
+	}
+	out := make([][]byte, len(l.Items))
+	for i, it := range l.Items {
+		out[i] = it
+	}
+	return out, nil
+}
+
+// decodeDocuments decodes, defaults and validates every document and
+// reports all bad ones at once.
+func decodeDocuments(docs []*Document, validate bool) error {
+	var errs []string
+	for _, d := range docs {
+		obj, err := v3.Decode(d.Raw)
+		if err != nil {
+			errs = append(errs, fmt.Sprintf("%s: %v", d.Describe(), err))
+			continue
+		}
+		d.Obj = obj
+		// As calicoctl: a namespaced resource without a namespace is in "default".
+		if v3.KindOf(obj).Namespaced && obj.GetNamespace() == "" {
+			obj.SetNamespace("default")
+		}
+		if !validate {
+			continue
+		}
+		v3.SetDefaults(obj)
+		if err := v3.Validate(obj); err != nil {
+			errs = append(errs, fmt.Sprintf("%s: %v", d.Describe(), err))
+		}
+	}
+	if len(errs) > 0 {
+		return &DocumentErrors{Errs: errs, Total: len(docs)}
+	}
+	return nil
+}

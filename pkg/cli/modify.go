@@ -1,0 +1,211 @@
+package cli
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	v3 "github.com/tortie/tortie/pkg/apis/v3"
+	"github.com/tortie/tortie/pkg/client"
+	"github.com/tortie/tortie/pkg/datastore"
+)
+
+// Version is the tortie version; release builds set it with -ldflags -X.
+var Version = "v0.1.0-dev"
+
+func newLabelCommand(g *globals) *cobra.Command {
+	var (
+		namespace string
+		overwrite bool
+		remove    bool
+	)
+	cmd := &cobra.Command{
+		Use:   "label KIND NAME (key=value [--overwrite] | key --remove)",
+		Short: "Set or remove a label on a resource",
+		Long: `Set a label (key=value) or remove one (key --remove) on one resource.
+Changing the value of a label that exists needs --overwrite. The change is a
+compare-and-swap on the resource's revision, retried if someone else wrote it.`,
+		Example: "  tortie label node h1 rack=r1\n  tortie label node h1 rack=r2 --overwrite\n  tortie label node h1 rack --remove",
+		Args:    cobra.ExactArgs(3),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			k, err := v3.LookupKind(args[0])
+			if err != nil {
+				return err
+			}
+			name := args[1]
+			ch := client.LabelChange{Remove: remove, Overwrite: overwrite}
+			if remove {
+				if overwrite {
+					return errors.New("--overwrite and --remove cannot be used together")
+				}
+				if strings.Contains(args[2], "=") {
+					return fmt.Errorf("with --remove give only the label key, not %q", args[2])
+				}
+				ch.Key = args[2]
+			} else {
+				kv := strings.SplitN(args[2], "=", 2)
+				if len(kv) != 2 {
+					return fmt.Errorf("invalid label %q: want key=value (or key --remove)", args[2])
+				}
+				ch.Key, ch.Value = kv[0], kv[1]
+				if errs := v3.ValidateLabels("metadata.labels", map[string]string{ch.Key: ch.Value}); len(errs) > 0 {
+					return errs
+				}
+			}
+			ns := ""
+			if k.Namespaced {
+				ns = namespaceOrDefault(namespace)
+			}
+			c, closeFn, err := g.connect()
+			if err != nil {
+				return err
+			}
+			defer closeFn()
+			ctx, cancel := g.context()
+			defer cancel()
+			before, err := c.Get(ctx, k, ns, name)
+			if err != nil {
+				return err
+			}
+			_, had := before.GetLabels()[ch.Key]
+			if _, err := c.Label(ctx, k, ns, name, ch); err != nil {
+				return err
+			}
+			switch {
+			case remove:
+				fmt.Fprintf(g.out, "Successfully removed label %s from %s %s\n", ch.Key, args[0], name)
+			case had:
+				fmt.Fprintf(g.out, "Successfully updated label %s on %s %s\n", ch.Key, args[0], name)
+			default:
+				fmt.Fprintf(g.out, "Successfully set label %s on %s %s\n", ch.Key, args[0], name)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&namespace, "namespace", "n", "", "namespace of a namespaced kind (default \"default\")")
+	cmd.Flags().BoolVar(&overwrite, "overwrite", false, "change the value of an existing label")
+	cmd.Flags().BoolVar(&remove, "remove", false, "remove the label")
+	return cmd
+}
+
+func newPatchCommand(g *globals) *cobra.Command {
+	var (
+		namespace string
+		patch     string
+	)
+	cmd := &cobra.Command{
+		Use:   "patch KIND NAME -p JSON",
+		Short: "Change a resource with a JSON merge patch",
+		Long: `Apply a JSON merge patch (RFC 7386: objects merge, null removes a field,
+anything else replaces) to one resource. The result is validated like a
+manifest before it is written, with a compare-and-swap on the revision read.`,
+		Example: `  tortie patch ippool pool-1 -p '{"spec":{"natOutgoing":true}}'
+  tortie patch gnp allow-dns -p '{"spec":{"order":null}}'`,
+		Args: cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if patch == "" {
+				return errors.New("give the patch with -p JSON")
+			}
+			k, err := v3.LookupKind(args[0])
+			if err != nil {
+				return err
+			}
+			ns := ""
+			if k.Namespaced {
+				ns = namespaceOrDefault(namespace)
+			}
+			c, closeFn, err := g.connect()
+			if err != nil {
+				return err
+			}
+			defer closeFn()
+			ctx, cancel := g.context()
+			defer cancel()
+			if _, err := c.Patch(ctx, k, ns, args[1], []byte(patch)); err != nil {
+				return err
+			}
+			fmt.Fprintf(g.out, "Successfully patched 1 '%s' resource\n", k.Kind)
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&namespace, "namespace", "n", "", "namespace of a namespaced kind (default \"default\")")
+	cmd.Flags().StringVarP(&patch, "patch", "p", "", "the JSON merge patch")
+	return cmd
+}
+
+func newVersionCommand(g *globals) *cobra.Command {
+	var clientOnly bool
+	cmd := &cobra.Command{
+		Use:   "version",
+		Short: "Print the client version, and the cluster's when the datastore is reachable",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			fmt.Fprintf(g.out, "Client Version:    %s\n", Version)
+			if clientOnly {
+				return nil
+			}
+			c, closeFn, err := g.connect()
+			if err != nil {
+				return err
+			}
+			defer closeFn()
+			ctx, cancel := g.context()
+			defer cancel()
+			k, _ := v3.KindByKind(v3.KindClusterInformation)
+			r, err := c.Get(ctx, k, "", "default")
+			if errors.Is(err, datastore.ErrNotFound) {
+				fmt.Fprintln(g.out, "Cluster:           not initialised (nothing written yet)")
+				return nil
+			}
+			if err != nil {
+				return fmt.Errorf("reading cluster information: %w", err)
+			}
+			ci := r.(*v3.ClusterInformation)
+			fmt.Fprintf(g.out, "Cluster GUID:      %s\n", ci.Spec.ClusterGUID)
+			fmt.Fprintf(g.out, "Datastore ready:   %v\n", ci.Spec.DatastoreReady != nil && *ci.Spec.DatastoreReady)
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&clientOnly, "client", false, "print the client version only")
+	return cmd
+}
+
+func newDatastoreCommand(g *globals) *cobra.Command {
+	ds := &cobra.Command{Use: "datastore", Short: "Run or inspect the datastore"}
+	var cfg datastore.ServeConfig
+	serve := &cobra.Command{
+		Use:   "serve --data-dir DIR [--listen-client URL]",
+		Short: "Run an embedded single-member etcd for one machine",
+		Long: `Run an embedded etcd v3 server: one member, no peer port, so several can run
+side by side with different client URLs. It stores data in --data-dir and
+serves until interrupted (SIGINT or SIGTERM), then shuts down cleanly.`,
+		Example: "  tortie datastore serve --data-dir /var/lib/tortie/etcd\n  tortie datastore serve --data-dir /tmp/t2 --listen-client http://127.0.0.1:23790",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if cfg.DataDir == "" {
+				return errors.New("--data-dir is required")
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			srv, err := datastore.Serve(ctx, cfg)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(g.out, "tortie datastore serving on %s (data in %s)\n", srv.Endpoint(), cfg.DataDir)
+			select {
+			case <-ctx.Done():
+			case <-srv.Done():
+			}
+			return srv.Close()
+		},
+	}
+	serve.Flags().StringVar(&cfg.DataDir, "data-dir", "", "directory for the datastore's files (created if missing)")
+	serve.Flags().StringVar(&cfg.ListenClientURL, "listen-client", "http://127.0.0.1:2379", "URL clients connect to")
+	ds.AddCommand(serve)
+	return ds
+}

@@ -1,0 +1,300 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+
+	v3 "github.com/tortie/tortie/pkg/apis/v3"
+	"github.com/tortie/tortie/pkg/datastore"
+)
+
+// Op is what a batch does with each of its documents.
+type Op int
+
+const (
+	OpCreate  Op = iota // must not exist
+	OpApply             // create or replace
+	OpReplace           // must exist
+	OpDelete            // must exist
+)
+
+func (o Op) String() string {
+	return [...]string{"create", "apply", "replace", "delete"}[o]
+}
+
+// Result is what a batch wrote (or, for delete, removed), in input order,
+// each with its new resourceVersion.
+type Result struct {
+	Objects []v3.Resource
+	// Txns is how many etcd transactions the writes took.
+	Txns int
+}
+
+// DocError is a problem with one document of a batch, by its index.
+type DocError struct {
+	Index int
+	Err   error
+}
+
+func (e *DocError) Error() string { return fmt.Sprintf("document %d: %v", e.Index, e.Err) }
+func (e *DocError) Unwrap() error { return e.Err }
+
+// DocErrors is every document that was refused before anything was written.
+type DocErrors []*DocError
+
+func (l DocErrors) Error() string {
+	msgs := make([]string, len(l))
+	for i, e := range l {
+		msgs[i] = e.Error()
+	}
+	return strings.Join(msgs, "\n")
+}
+
+// Unwrap lets errors.Is see each document's error.
+func (l DocErrors) Unwrap() []error {
+	out := make([]error, len(l))
+	for i, e := range l {
+		out[i] = e
+	}
+	return out
+}
+
+// BatchError reports a batch that failed while writing. Written lists the
+// documents that are in the datastore nonetheless (earlier transactions of a
+// batch too large for one); Failed is the document whose write failed.
+type BatchError struct {
+	Written []int
+	Failed  int
+	Err     error
+}
+
+func (e *BatchError) Error() string {
+	msg := fmt.Sprintf("document %d: %v", e.Failed, e.Err)
+	if len(e.Written) > 0 {
+		msg += fmt.Sprintf(" (%d document(s) before it were already written: %s)", len(e.Written), indexRanges(e.Written))
+	} else {
+		msg += " (nothing was written)"
+	}
+	return msg
+}
+func (e *BatchError) Unwrap() error { return e.Err }
+
+// DefaultMaxTxnOps is etcd's stock limit on operations per transaction. A
+// batch first tries one transaction for everything (tortie's embedded server
+// allows far more) and falls back to chunks of this size.
+const DefaultMaxTxnOps = 128
+
+// Batch defaults and validates every document, then writes them all in one
+// transaction, or in as few as the server allows. Nothing is written unless
+// every document is valid; a failure while writing names the documents
+// already written.
+func (c *Client) Batch(ctx context.Context, op Op, rs []v3.Resource) (*Result, error) {
+	type item struct {
+		k   *v3.KindInfo
+		key string
+		rv  int64
+	}
+	items := make([]item, len(rs))
+	var derrs DocErrors
+	seen := map[string]int{}
+	for i, r := range rs {
+		k := v3.KindOf(r)
+		if k == nil {
+			derrs = append(derrs, &DocError{i, fmt.Errorf("unknown kind %q", r.GetObjectKind().GroupVersionKind().Kind)})
+			continue
+		}
+		if op != OpDelete {
+			v3.SetDefaults(r)
+			if err := v3.Validate(r); err != nil {
+				derrs = append(derrs, &DocError{i, err})
+				continue
+			}
+		} else if err := checkNamespace(k, r.GetNamespace()); err != nil {
+			derrs = append(derrs, &DocError{i, err})
+			continue
+		}
+		rv, err := parseRV(r)
+		if err != nil {
+			derrs = append(derrs, &DocError{i, err})
+			continue
+		}
+		key := Key(k, r.GetNamespace(), r.GetName())
+		if j, dup := seen[key]; dup {
+			derrs = append(derrs, &DocError{i, fmt.Errorf("%s %s appears twice in this batch (also document %d)", k.Kind, nsName(r.GetNamespace(), r.GetName()), j)})
+			continue
+		}
+		seen[key] = i
+		items[i] = item{k, key, rv}
+	}
+	if len(derrs) > 0 {
+		return nil, derrs
+	}
+	if len(rs) == 0 {
+		return &Result{}, nil
+	}
+
+	var existing map[string]*datastore.KV
+	if op != OpCreate {
+		keys := make([]string, len(items))
+		for i, it := range items {
+			keys[i] = it.key
+		}
+		var err error
+		if existing, err = c.readMany(ctx, keys); err != nil {
+			return nil, err
+		}
+	}
+
+	ops := make([]datastore.Op, len(rs))
+	out := make([]v3.Resource, len(rs))
+	now := c.now()
+	for i, r := range rs {
+		it := items[i]
+		cur := existing[it.key]
+		var curObj v3.Resource
+		if cur != nil {
+			var err error
+			if curObj, err = decode(it.k, cur); err != nil {
+				return nil, &DocError{i, err}
+			}
+		}
+		casRev := it.rv
+		if casRev == 0 && cur != nil {
+			casRev = cur.Revision
+		}
+		switch {
+		case op == OpDelete:
+			if cur == nil {
+				derrs = append(derrs, &DocError{i, resourceError(it.k, r.GetNamespace(), r.GetName(), datastore.ErrNotFound)})
+				continue
+			}
+			if err := c.checkDeletable(ctx, it.k, r.GetName()); err != nil {
+				derrs = append(derrs, &DocError{i, err})
+				continue
+			}
+			ops[i] = datastore.Op{Type: datastore.OpDelete, Key: it.key, Rev: casRev}
+			out[i] = curObj
+			continue
+		case op == OpReplace && cur == nil:
+			derrs = append(derrs, &DocError{i, resourceError(it.k, r.GetNamespace(), r.GetName(), datastore.ErrNotFound)})
+			continue
+		case op == OpCreate || cur == nil:
+			stamp(r, nil, now)
+			ops[i] = datastore.Op{Type: datastore.OpCreate, Key: it.key}
+		default:
+			stamp(r, curObj, now)
+			ops[i] = datastore.Op{Type: datastore.OpUpdate, Key: it.key, Rev: casRev}
+		}
+		_, val, err := encode(r)
+		if err != nil {
+			return nil, &DocError{i, err}
+		}
+		ops[i].Value = val
+		out[i] = r
+	}
+	if len(derrs) > 0 {
+		return nil, derrs
+	}
+	if op != OpDelete {
+		if err := c.EnsureInitialized(ctx); err != nil {
+			return nil, err
+		}
+	}
+
+	res := &Result{Objects: out}
+	var written []int
+	chunk := len(ops)
+	for start := 0; start < len(ops); {
+		end := min(start+chunk, len(ops))
+		kvs, err := c.be.Txn(ctx, ops[start:end])
+		if errors.Is(err, datastore.ErrTooManyOps) && chunk > 1 {
+			chunk = min(chunk/2, DefaultMaxTxnOps)
+			continue
+		}
+		if err != nil {
+			failed, cause := start, err
+			var te *datastore.TxnError
+			if errors.As(err, &te) {
+				failed = start + te.Index
+				it := items[failed]
+				cause = resourceError(it.k, rs[failed].GetNamespace(), rs[failed].GetName(), te.Err)
+			}
+			return nil, &BatchError{Written: written, Failed: failed, Err: cause}
+		}
+		res.Txns++
+		for j, kv := range kvs {
+			i := start + j
+			written = append(written, i)
+			if op != OpDelete && kv != nil {
+				out[i].SetResourceVersion(strconv.FormatInt(kv.Revision, 10))
+			}
+		}
+		start = end
+	}
+	return res, nil
+}
+
+// listThreshold is how many keys of one kind make a List cheaper than one Get
+// each.
+const listThreshold = 16
+
+// readMany fetches the current value of each key, absent keys left out. Many
+// keys of one kind are read with one List rather than one round trip each.
+func (c *Client) readMany(ctx context.Context, keys []string) (map[string]*datastore.KV, error) {
+	byPrefix := map[string][]string{}
+	for _, key := range keys {
+		p := key[:len(ResourcePrefix)+strings.Index(key[len(ResourcePrefix):], "/")+1]
+		byPrefix[p] = append(byPrefix[p], key)
+	}
+	out := make(map[string]*datastore.KV, len(keys))
+	for prefix, ks := range byPrefix {
+		if len(ks) > listThreshold {
+			want := make(map[string]bool, len(ks))
+			for _, k := range ks {
+				want[k] = true
+			}
+			kvs, _, err := c.be.List(ctx, prefix)
+			if err != nil {
+				return nil, err
+			}
+			for _, kv := range kvs {
+				if want[kv.Key] {
+					out[kv.Key] = kv
+				}
+			}
+			continue
+		}
+		for _, k := range ks {
+			kv, err := c.be.Get(ctx, k)
+			if errors.Is(err, datastore.ErrNotFound) {
+				continue
+			}
+			if err != nil {
+				return nil, err
+			}
+			out[k] = kv
+		}
+	}
+	return out, nil
+}
+
+// indexRanges prints sorted indexes compactly: "0-127, 130".
+func indexRanges(idx []int) string {
+	var parts []string
+	for i := 0; i < len(idx); {
+		j := i
+		for j+1 < len(idx) && idx[j+1] == idx[j]+1 {
+			j++
+		}
+		if i == j {
+			parts = append(parts, strconv.Itoa(idx[i]))
+		} else {
+			parts = append(parts, fmt.Sprintf("%d-%d", idx[i], idx[j]))
+		}
+		i = j + 1
+	}
+	return strings.Join(parts, ", ")
+}

@@ -1,0 +1,254 @@
+package client
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"sort"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	v3 "github.com/tortie/tortie/pkg/apis/v3"
+	"github.com/tortie/tortie/pkg/datastore"
+)
+
+// Client reads and writes v3 resources in a datastore.
+type Client struct {
+	be          datastore.Backend
+	initialized atomic.Bool
+	// Now is the clock for creationTimestamp; tests may replace it.
+	Now func() time.Time
+}
+
+// New returns a client on an open backend. The client does not own it.
+func New(be datastore.Backend) *Client {
+	return &Client{be: be, Now: time.Now}
+}
+
+// Backend exposes the raw store, for commands that need keys (ipam, status).
+func (c *Client) Backend() datastore.Backend { return c.be }
+
+func (c *Client) now() metav1.Time {
+	return metav1.NewTime(c.Now().UTC().Truncate(time.Second))
+}
+
+// Get reads one resource. A missing one is an error wrapping
+// datastore.ErrNotFound and naming the kind and name.
+func (c *Client) Get(ctx context.Context, k *v3.KindInfo, ns, name string) (v3.Resource, error) {
+	if err := checkNamespace(k, ns); err != nil {
+		return nil, err
+	}
+	kv, err := c.be.Get(ctx, Key(k, ns, name))
+	if err != nil {
+		return nil, resourceError(k, ns, name, err)
+	}
+	return decode(k, kv)
+}
+
+// List reads every resource of a kind, of one namespace when ns is set,
+// sorted by namespace then name.
+func (c *Client) List(ctx context.Context, k *v3.KindInfo, ns string) ([]v3.Resource, int64, error) {
+	kvs, rev, err := c.be.List(ctx, KindPrefix(k, ns))
+	if err != nil {
+		return nil, 0, fmt.Errorf("listing %s: %w", k.Plural, err)
+	}
+	out := make([]v3.Resource, 0, len(kvs))
+	for _, kv := range kvs {
+		r, err := decode(k, kv)
+		if err != nil {
+			return nil, 0, err
+		}
+		out = append(out, r)
+	}
+	sort.SliceStable(out, func(i, j int) bool {
+		if out[i].GetNamespace() != out[j].GetNamespace() {
+			return out[i].GetNamespace() < out[j].GetNamespace()
+		}
+		return out[i].GetName() < out[j].GetName()
+	})
+	return out, rev, nil
+}
+
+// Create writes a new resource; it fails if one with that name exists.
+func (c *Client) Create(ctx context.Context, r v3.Resource) (v3.Resource, error) {
+	return c.single(ctx, OpCreate, r)
+}
+
+// Update replaces an existing resource. With metadata.resourceVersion set it
+// is a compare-and-swap on that revision; without, on the revision it reads.
+func (c *Client) Update(ctx context.Context, r v3.Resource) (v3.Resource, error) {
+	return c.single(ctx, OpReplace, r)
+}
+
+// Apply creates the resource or replaces the existing one.
+func (c *Client) Apply(ctx context.Context, r v3.Resource) (v3.Resource, error) {
+	return c.single(ctx, OpApply, r)
+}
+
+// Delete removes a resource; with rev non-zero only if it is still at that
+// revision. It returns what was deleted.
+func (c *Client) Delete(ctx context.Context, k *v3.KindInfo, ns, name string, rev int64) (v3.Resource, error) {
+	if err := checkNamespace(k, ns); err != nil {
+		return nil, err
+	}
+	if err := c.checkDeletable(ctx, k, name); err != nil {
+		return nil, err
+	}
+	kv, err := c.be.Delete(ctx, Key(k, ns, name), rev)
+	if err != nil {
+		return nil, resourceError(k, ns, name, err)
+	}
+	return decode(k, kv)
+}
+
+func (c *Client) single(ctx context.Context, op Op, r v3.Resource) (v3.Resource, error) {
+	res, err := c.Batch(ctx, op, []v3.Resource{r})
+	if err != nil {
+		var be *BatchError
+		if errors.As(err, &be) {
+			return nil, be.Err
+		}
+		var derrs DocErrors
+		if errors.As(err, &derrs) && len(derrs) == 1 {
+			return nil, derrs[0].Err
+		}
+		return nil, err
+	}
+	return res.Objects[0], nil
+}
+
+// builtinTiers are the tiers Calico creates on first write, in its order.
+var builtinTiers = []struct {
+	name   string
+	order  float64
+	action string
+}{
+	{"default", 1000000, "Deny"},
+	{"kube-admin", 1000, "Pass"},
+	{"kube-baseline", 10000000, "Pass"},
+}
+
+// EnsureInitialized makes the datastore ready as calicoctl does on its first
+// write: ClusterInformation "default" with datastoreReady, then the built-in
+// tiers. Objects that exist are left alone. Calico's agents refuse to start
+// until this is done.
+func (c *Client) EnsureInitialized(ctx context.Context) error {
+	if c.initialized.Load() {
+		return nil
+	}
+	ciKind, _ := v3.KindByKind(v3.KindClusterInformation)
+	if _, err := c.be.Get(ctx, Key(ciKind, "", "default")); err == nil {
+		c.initialized.Store(true)
+		return nil
+	} else if !errors.Is(err, datastore.ErrNotFound) {
+		return fmt.Errorf("checking datastore initialisation: %w", err)
+	}
+	guid := make([]byte, 16)
+	if _, err := rand.Read(guid); err != nil {
+		return err
+	}
+	ci := ciKind.NewObject().(*v3.ClusterInformation)
+	ci.Name = "default"
+	ready := true
+	ci.Spec.ClusterGUID = hex.EncodeToString(guid)
+	ci.Spec.DatastoreReady = &ready
+	objs := []v3.Resource{ci}
+	tierKind, _ := v3.KindByKind(v3.KindTier)
+	for _, bt := range builtinTiers {
+		t := tierKind.NewObject().(*v3.Tier)
+		t.Name = bt.name
+		order := bt.order
+		t.Spec.Order = &order
+		action := v3.Action(bt.action)
+		t.Spec.DefaultAction = &action
+		objs = append(objs, t)
+	}
+	for _, o := range objs {
+		stamp(o, nil, c.now())
+		key, val, err := encode(o)
+		if err != nil {
+			return err
+		}
+		if _, err := c.be.Create(ctx, key, val); err != nil && !errors.Is(err, datastore.ErrAlreadyExists) {
+			return fmt.Errorf("initialising datastore (%s %s): %w", v3.KindOf(o).Kind, o.GetName(), err)
+		}
+	}
+	c.initialized.Store(true)
+	return nil
+}
+
+// protectedTiers cannot be deleted: Calico's agents expect them.
+var protectedTiers = map[string]bool{"default": true, "kube-admin": true, "kube-baseline": true}
+
+// checkDeletable refuses to delete a built-in tier or a tier that still holds
+// policies (they would be orphaned and never enforced).
+func (c *Client) checkDeletable(ctx context.Context, k *v3.KindInfo, name string) error {
+	if k.Kind != v3.KindTier {
+		return nil
+	}
+	if protectedTiers[name] {
+		return fmt.Errorf("tier %q is built in and cannot be deleted", name)
+	}
+	for _, pk := range v3.Kinds() {
+		if !isPolicyKind(pk) {
+			continue
+		}
+		kvs, _, err := c.be.List(ctx, KindPrefix(pk, ""))
+		if err != nil {
+			return err
+		}
+		for _, kv := range kvs {
+			r, err := decode(pk, kv)
+			if err != nil {
+				return err
+			}
+			if r.(v3.Tiered).PolicyTier() == name {
+				return fmt.Errorf("tier %q still contains %s %s: delete its policies first", name, pk.Kind, nsName(r.GetNamespace(), r.GetName()))
+			}
+		}
+	}
+	return nil
+}
+
+func checkNamespace(k *v3.KindInfo, ns string) error {
+	if k.Namespaced && ns == "" {
+		return fmt.Errorf("%s is namespaced: give a namespace", k.Kind)
+	}
+	return nil
+}
+
+func resourceError(k *v3.KindInfo, ns, name string, err error) error {
+	switch {
+	case errors.Is(err, datastore.ErrNotFound):
+		return fmt.Errorf("%s %s not found: %w", k.Kind, nsName(ns, name), datastore.ErrNotFound)
+	case errors.Is(err, datastore.ErrAlreadyExists):
+		return fmt.Errorf("%s %s already exists: %w", k.Kind, nsName(ns, name), datastore.ErrAlreadyExists)
+	case errors.Is(err, datastore.ErrConflict):
+		return fmt.Errorf("%s %s was changed by someone else (resourceVersion mismatch); get it again and retry: %w", k.Kind, nsName(ns, name), datastore.ErrConflict)
+	}
+	return fmt.Errorf("%s %s: %w", k.Kind, nsName(ns, name), err)
+}
+
+func nsName(ns, name string) string {
+	if ns == "" {
+		return fmt.Sprintf("%q", name)
+	}
+	return fmt.Sprintf("%q in namespace %q", name, ns)
+}
+
+func parseRV(r v3.Resource) (int64, error) {
+	s := r.GetResourceVersion()
+	if s == "" {
+		return 0, nil
+	}
+	rv, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || rv <= 0 {
+		return 0, &v3.FieldError{Field: "metadata.resourceVersion", Detail: fmt.Sprintf("%q is not a revision", s)}
+	}
+	return rv, nil
+}

@@ -1,0 +1,124 @@
+package client
+
+import (
+	"encoding/json"
+	"fmt"
+	"strconv"
+
+	"github.com/google/uuid"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	v3 "github.com/tortie/tortie/pkg/apis/v3"
+	"github.com/tortie/tortie/pkg/datastore"
+)
+
+// Labels and annotations Calico's client adds to policies.
+const (
+	TierLabel          = "projectcalico.org/tier"
+	MetadataAnnotation = "projectcalico.org/metadata"
+	// Workload endpoints carry their namespace and orchestrator as labels so
+	// that selectors can match on them.
+	WorkloadNamespaceLabel    = "projectcalico.org/namespace"
+	WorkloadOrchestratorLabel = "projectcalico.org/orchestrator"
+)
+
+// storedMeta is the content of the metadata annotation: the name as the user
+// wrote it, which may differ from the key's name segment.
+type storedMeta struct {
+	Name string `json:"name"`
+}
+
+// encode renders r as Calico stores it: resourceVersion dropped (it is the
+// key's mod revision), policies labelled with their tier and annotated with
+// their given name. r itself is not modified.
+func encode(r v3.Resource) (key string, value []byte, err error) {
+	k := v3.KindOf(r)
+	if k == nil {
+		return "", nil, fmt.Errorf("unknown kind %q", r.GetObjectKind().GroupVersionKind().Kind)
+	}
+	obj, err := deepCopy(r)
+	if err != nil {
+		return "", nil, err
+	}
+	obj.SetResourceVersion("")
+	if t, ok := obj.(v3.Tiered); ok {
+		labels := copyMap(obj.GetLabels())
+		labels[TierLabel] = t.PolicyTier()
+		obj.SetLabels(labels)
+		ann := copyMap(obj.GetAnnotations())
+		md, _ := json.Marshal(storedMeta{Name: obj.GetName()})
+		ann[MetadataAnnotation] = string(md)
+		obj.SetAnnotations(ann)
+		obj.SetName(storageName(k, obj.GetName()))
+	}
+	if wep, ok := obj.(*v3.WorkloadEndpoint); ok {
+		labels := copyMap(wep.Labels)
+		labels[WorkloadNamespaceLabel] = wep.Namespace
+		labels[WorkloadOrchestratorLabel] = wep.Spec.Orchestrator
+		wep.Labels = labels
+	}
+	value, err = json.Marshal(obj)
+	if err != nil {
+		return "", nil, fmt.Errorf("encoding %s %s: %w", k.Kind, r.GetName(), err)
+	}
+	return Key(k, r.GetNamespace(), r.GetName()), value, nil
+}
+
+// decode reads a stored value. It is lenient about fields it does not know:
+// a newer Calico may have written them, and reading must not fail on that.
+func decode(k *v3.KindInfo, kv *datastore.KV) (v3.Resource, error) {
+	r := k.NewObject()
+	if err := json.Unmarshal(kv.Value, r); err != nil {
+		return nil, fmt.Errorf("stored value at %s is not a valid %s: %w", kv.Key, k.Kind, err)
+	}
+	r.SetResourceVersion(strconv.FormatInt(kv.Revision, 10))
+	if ann := r.GetAnnotations(); ann != nil {
+		if md, ok := ann[MetadataAnnotation]; ok {
+			var sm storedMeta
+			if json.Unmarshal([]byte(md), &sm) == nil && sm.Name != "" {
+				r.SetName(sm.Name)
+			}
+			delete(ann, MetadataAnnotation)
+			if len(ann) == 0 {
+				ann = nil
+			}
+			r.SetAnnotations(ann)
+		}
+	}
+	return r, nil
+}
+
+// stamp gives a new object its identity, or carries the stored one over on
+// update: uid and creationTimestamp never change once written.
+func stamp(r v3.Resource, existing v3.Resource, now metav1.Time) {
+	if existing != nil {
+		r.SetUID(existing.GetUID())
+		r.SetCreationTimestamp(existing.GetCreationTimestamp())
+		return
+	}
+	r.SetUID(newUID())
+	r.SetCreationTimestamp(now)
+}
+
+func newUID() types.UID { return types.UID(uuid.NewString()) }
+
+func deepCopy(r v3.Resource) (v3.Resource, error) {
+	b, err := json.Marshal(r)
+	if err != nil {
+		return nil, err
+	}
+	out := v3.KindOf(r).NewObject()
+	if err := json.Unmarshal(b, out); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func copyMap(m map[string]string) map[string]string {
+	out := make(map[string]string, len(m)+1)
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
+}

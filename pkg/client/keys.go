@@ -1,0 +1,50 @@
+package client
+
+import (
+	"strings"
+
+	v3 "github.com/tortie/tortie/pkg/apis/v3"
+)
+
+// ResourcePrefix is where Calico's etcdv3 datastore keeps v3 resources.
+const ResourcePrefix = "/calico/resources/v3/projectcalico.org/"
+
+// KindPrefix is the key prefix of every resource of a kind, or of one
+// namespace's resources when ns is set and the kind is namespaced.
+func KindPrefix(k *v3.KindInfo, ns string) string {
+	p := ResourcePrefix + k.Plural + "/"
+	if k.Namespaced && ns != "" {
+		p += ns + "/"
+	}
+	return p
+}
+
+// Key is the etcd key of one resource, exactly as Calico writes it.
+func Key(k *v3.KindInfo, ns, name string) string {
+	if k.Namespaced {
+		return ResourcePrefix + k.Plural + "/" + ns + "/" + storageName(k, name)
+	}
+	return ResourcePrefix + k.Plural + "/" + storageName(k, name)
+}
+
+// isPolicyKind reports kinds that live in a tier.
+func isPolicyKind(k *v3.KindInfo) bool {
+	switch k.Kind {
+	case v3.KindNetworkPolicy, v3.KindGlobalNetworkPolicy, v3.KindStagedNetworkPolicy, v3.KindStagedGlobalNetworkPolicy:
+		return true
+	}
+	return false
+}
+
+// defaultTierPrefix is the optional tier prefix of a default-tier policy name.
+const defaultTierPrefix = "default."
+
+// storageName is the name segment of a resource's key. Calico keys a
+// default-tier policy by its plain name, so "default.x" and "x" are the same
+// policy; the name the user gave is kept in the metadata annotation.
+func storageName(k *v3.KindInfo, name string) string {
+	if isPolicyKind(k) {
+		return strings.TrimPrefix(name, defaultTierPrefix)
+	}
+	return name
+}
