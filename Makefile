@@ -1,0 +1,35 @@
+# tortie: the two commands a newcomer needs are `sudo make demo` and `sudo make test`.
+GO      ?= go
+BIN     := bin
+GOFLAGS ?=
+export GOFLAGS
+
+.PHONY: all build deps demo test check bench clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN)/tortie ./cmd/tortie
+
+# Debian packages the tests and demo need (etcd-server for a real cluster,
+# nftables, iproute2). Installs only what is missing.
+deps:
+	bash scripts/install-deps.sh
+
+demo: deps build
+	bash scripts/demo.sh
+
+# gofmt and go vet first: a formatting or vet problem fails the build like a test.
+check:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	  if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+test: deps check
+	$(GO) test -count=1 -timeout 25m ./...
+
+bench: deps build
+	bash scripts/bench.sh
+
+clean:
+	rm -rf $(BIN)

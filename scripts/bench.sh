@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# Reruns tortie's benchmarks and prints one table. Go micro-benchmarks run
+# with `go test -bench`; the CLI benchmarks drive the real binary against the
+# embedded datastore and, side by side, a stock Debian etcd (128 operations
+# per transaction, so a large manifest goes in chunks).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+TORTIE=${TORTIE:-bin/tortie}
+N=${N:-10000}
+work=$(mktemp -d /tmp/tortie-bench.XXXXXX)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+echo "== Go benchmarks"
+go test -run NONE -bench . -benchmem -benchtime 2s ./pkg/selector ./pkg/datastore ./pkg/client ./pkg/apis/... | tee "$work/go.txt" | grep -E '^(Benchmark|ok|FAIL)' || true
+
+echo "== generating $N GlobalNetworkPolicies"
+python3 - "$N" >"$work/policies.yaml" <<'PY'
+import sys
+n = int(sys.argv[1])
+for i in range(n):
+    print(f"""---
+apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata:
+  name: bench-{i:05d}
+spec:
+  order: {i}
+  selector: app == 'app-{i % 97}' && tier in {{'web', 'api'}}
+  ingress:
+    - action: Allow
+      protocol: TCP
+      source:
+        selector: role == 'client-{i % 13}'
+        nets: [10.{i // 256 % 256}.{i % 256}.0/24]
+      destination:
+        ports: [80, 443, "8000:8099"]
+  egress:
+    - action: Allow
+      protocol: UDP
+      destination:
+        ports: [53]""")
+PY
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+}
+
+start_embedded() {
+  "$TORTIE" datastore serve --data-dir "$work/embedded" --listen-client http://127.0.0.1:0 >"$work/embedded.log" 2>&1 &
+  pids+=($!)
+  for _ in $(seq 100); do grep -q "serving on" "$work/embedded.log" && break; sleep 0.1; done
+  sed -n 's/.*serving on \([^ ]*\).*/\1/p' "$work/embedded.log"
+}
+
+start_debian_etcd() {
+  local cport pport
+  cport=$(free_port); pport=$(free_port)
+  /usr/bin/etcd --name bench --data-dir "$work/debian" \
+    --listen-client-urls "http://127.0.0.1:$cport" --advertise-client-urls "http://127.0.0.1:$cport" \
+    --listen-peer-urls "http://127.0.0.1:$pport" --initial-advertise-peer-urls "http://127.0.0.1:$pport" \
+    --initial-cluster "bench=http://127.0.0.1:$pport" >"$work/debian.log" 2>&1 &
+  pids+=($!)
+  for _ in $(seq 100); do ETCDCTL_API=3 etcdctl --endpoints "http://127.0.0.1:$cport" endpoint health >/dev/null 2>&1 && break; sleep 0.1; done
+  echo "http://127.0.0.1:$cport"
+}
+
+store_revision() {
+  ETCDCTL_API=3 etcdctl --endpoints "$1" endpoint status -w json | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["Status"]["header"]["revision"])'
+}
+
+now() { date +%s.%N; }
+
+measure() { # endpoint -> "apply_s txns get_s"
+  local ep=$1 r0 r1 t0 t1 t2
+  export ETCD_ENDPOINTS=$ep
+  "$TORTIE" apply -f - >/dev/null <<<'{"apiVersion":"projectcalico.org/v3","kind":"GlobalNetworkSet","metadata":{"name":"warmup"},"spec":{"nets":["10.0.0.0/8"]}}'
+  r0=$(store_revision "$ep")
+  t0=$(now)
+  "$TORTIE" apply -f "$work/policies.yaml" >/dev/null
+  t1=$(now)
+  r1=$(store_revision "$ep")
+  "$TORTIE" get globalnetworkpolicies -o yaml >"$work/out.yaml"
+  t2=$(now)
+  [ "$(grep -c '^  kind: GlobalNetworkPolicy' "$work/out.yaml")" -eq "$N" ] || { echo "bench: get returned the wrong count" >&2; exit 1; }
+  echo "$(python3 -c "print($t1 - $t0)") $((r1 - r0)) $(python3 -c "print($t2 - $t1)")"
+}
+
+echo "== CLI: apply and get $N policies"
+emb=$(start_embedded)
+read -r ea et eg < <(measure "$emb")
+deb=$(start_debian_etcd)
+read -r da dt dg < <(measure "$deb")
+
+printf '\n| benchmark | tortie datastore serve (embedded etcd 3.7) | Debian etcd 3.4, stock limits |\n|---|---|---|\n'
+printf '| `tortie apply -f` %d policies, seconds | %.2f | %.2f |\n' "$N" "$ea" "$da"
+printf '| etcd transactions for that apply | %d | %d |\n' "$et" "$dt"
+printf '| `tortie get gnp -o yaml` %d policies, seconds | %.2f | %.2f |\n' "$N" "$eg" "$dg"
+printf '\n| Go benchmark | ns/op | B/op | allocs/op |\n|---|---|---|---|\n'
+awk '/^Benchmark/ { ns=""; b=""; a=""; for (i=3;i<=NF;i++) { if ($(i)=="ns/op") ns=$(i-1); if ($(i)=="B/op") b=$(i-1); if ($(i)=="allocs/op") a=$(i-1) } printf "| %s | %s | %s | %s |\n", $1, ns, b, a }' "$work/go.txt"
