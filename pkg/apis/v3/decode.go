@@ -42,9 +42,10 @@ func Decode(doc []byte) (Resource, error) {
 	if tm.APIVersion != APIVersion {
 		return nil, &FieldError{Field: "apiVersion", Detail: fmt.Sprintf("%q is not supported for kind %s; use %s", tm.APIVersion, tm.Kind, APIVersion)}
 	}
-	// Pass one finds unknown and duplicated fields, with their paths, and
+	// One pass finds unknown and duplicated fields, with their paths, and
 	// matches names case-sensitively as Kubernetes does.
-	strictErrs, _ := kjson.UnmarshalStrict(js, k.New(), kjson.DisallowDuplicateFields, kjson.DisallowUnknownFields)
+	r := k.New()
+	strictErrs, err := kjson.UnmarshalStrict(js, r, kjson.DisallowDuplicateFields, kjson.DisallowUnknownFields)
 	if len(strictErrs) > 0 {
 		var errs ErrorList
 		for _, se := range strictErrs {
@@ -52,12 +53,15 @@ func Decode(doc []byte) (Resource, error) {
 		}
 		return nil, errs
 	}
-	// Pass two decodes the values, letting the target's types guide YAML
-	// scalars as kubectl does: an unquoted `containerID: 0123` or
-	// `routeReflector: true` headed for a string field is that text.
-	r := k.New()
-	if err := yaml.Unmarshal(doc, r); err != nil {
-		return nil, decodeError(js, reflect.TypeOf(r), err)
+	if err != nil {
+		// A value of the wrong type: decode again letting the target's types
+		// guide YAML scalars, as kubectl does, so an unquoted
+		// `containerID: 1234` or `routeReflector: true` headed for a string
+		// field is that text. What still fails is a real error.
+		r = k.New()
+		if err := yaml.Unmarshal(doc, r); err != nil {
+			return nil, decodeError(js, reflect.TypeOf(r), err)
+		}
 	}
 	return r, nil
 }
