@@ -426,3 +426,32 @@ func TestConfigFile(t *testing.T) {
 		t.Errorf("kubernetes datastore: %v", err)
 	}
 }
+
+// TestYAMLOutputMatchesSigsYAML: the fast YAML printer prints exactly what
+// sigs.k8s.io/yaml (kubectl's and calicoctl's printer) does.
+func TestYAMLOutputMatchesSigsYAML(t *testing.T) {
+	docs, err := readManifests([]string{examplesFile, "testdata/get-fixtures.yaml"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := decodeDocuments(docs, true); err != nil {
+		t.Fatal(err)
+	}
+	var all []v3.Resource
+	for _, d := range docs {
+		all = append(all, d.Obj)
+	}
+	for _, v := range []any{all, map[string]any{"n": 1e6, "f": 1.5, "s": "123", "b": "true", "e": []string{}}} {
+		want, err := yaml.Marshal(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := toYAML(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(got) != string(want) {
+			t.Errorf("toYAML differs from sigs.k8s.io/yaml\n got:\n%s\nwant:\n%s", got, want)
+		}
+	}
+}

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -10,7 +11,7 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
-	"sigs.k8s.io/yaml"
+	goyaml "go.yaml.in/yaml/v2"
 
 	v3 "github.com/tortie/tortie/pkg/apis/v3"
 	"github.com/tortie/tortie/pkg/client"
@@ -151,12 +152,30 @@ func printResources(g *globals, c *client.Client, ctx context.Context, k *v3.Kin
 		_, err = fmt.Fprintf(g.out, "%s\n", b)
 		return err
 	}
-	b, err := yaml.Marshal(v)
+	b, err := toYAML(v)
 	if err != nil {
 		return err
 	}
 	_, err = g.out.Write(b)
 	return err
+}
+
+// toYAML prints what sigs.k8s.io/yaml.Marshal prints (keys sorted, numbers
+// as written), without its slow step of re-parsing the JSON as YAML: the
+// JSON is decoded with encoding/json, numbers kept as json.Number, which the
+// YAML encoder prints as numbers.
+func toYAML(v any) ([]byte, error) {
+	js, err := json.Marshal(v)
+	if err != nil {
+		return nil, err
+	}
+	dec := json.NewDecoder(bytes.NewReader(js))
+	dec.UseNumber()
+	var generic any
+	if err := dec.Decode(&generic); err != nil {
+		return nil, err
+	}
+	return goyaml.Marshal(generic)
 }
 
 // clusterASN is the AS number nodes without their own use: BGPConfiguration
