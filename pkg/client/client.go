@@ -122,17 +122,6 @@ func (c *Client) single(ctx context.Context, op Op, r v3.Resource) (v3.Resource,
 	return res.Objects[0], nil
 }
 
-// builtinTiers are the tiers Calico creates on first write, in its order.
-var builtinTiers = []struct {
-	name   string
-	order  float64
-	action string
-}{
-	{"default", 1000000, "Deny"},
-	{"kube-admin", 1000, "Pass"},
-	{"kube-baseline", 10000000, "Pass"},
-}
-
 // EnsureInitialized makes the datastore ready as calicoctl does on its first
 // write: ClusterInformation "default" with datastoreReady, then the built-in
 // tiers. Objects that exist are left alone. Calico's agents refuse to start
@@ -159,12 +148,11 @@ func (c *Client) EnsureInitialized(ctx context.Context) error {
 	ci.Spec.DatastoreReady = &ready
 	objs := []v3.Resource{ci}
 	tierKind, _ := v3.KindByKind(v3.KindTier)
-	for _, bt := range builtinTiers {
+	for _, bt := range v3.BuiltinTiers {
 		t := tierKind.NewObject().(*v3.Tier)
-		t.Name = bt.name
-		order := bt.order
+		t.Name = bt.Name
+		order, action := bt.Order, bt.DefaultAction
 		t.Spec.Order = &order
-		action := v3.Action(bt.action)
 		t.Spec.DefaultAction = &action
 		objs = append(objs, t)
 	}
@@ -182,16 +170,14 @@ func (c *Client) EnsureInitialized(ctx context.Context) error {
 	return nil
 }
 
-// protectedTiers cannot be deleted: Calico's agents expect them.
-var protectedTiers = map[string]bool{"default": true, "kube-admin": true, "kube-baseline": true}
-
-// checkDeletable refuses to delete a built-in tier or a tier that still holds
+// checkDeletable refuses to delete a built-in tier (Calico's agents expect
+// them) or a tier that still holds
 // policies (they would be orphaned and never enforced).
 func (c *Client) checkDeletable(ctx context.Context, k *v3.KindInfo, name string) error {
 	if k.Kind != v3.KindTier {
 		return nil
 	}
-	if protectedTiers[name] {
+	if _, builtin := v3.LookupBuiltinTier(name); builtin {
 		return fmt.Errorf("tier %q is built in and cannot be deleted", name)
 	}
 	for _, pk := range v3.Kinds() {

@@ -40,6 +40,30 @@ const (
 	KubeBaselineTierOrder = float64(10_000_000)
 )
 
+// BuiltinTier is a tier Calico creates on the datastore's first write.
+type BuiltinTier struct {
+	Name          string
+	Order         float64
+	DefaultAction Action
+}
+
+// BuiltinTiers lists them in the order Calico creates them.
+var BuiltinTiers = []BuiltinTier{
+	{DefaultTierName, DefaultTierOrder, Deny},
+	{KubeAdminTierName, KubeAdminTierOrder, Pass},
+	{KubeBaselineTierName, KubeBaselineTierOrder, Pass},
+}
+
+// LookupBuiltinTier finds a built-in tier by name.
+func LookupBuiltinTier(name string) (BuiltinTier, bool) {
+	for _, bt := range BuiltinTiers {
+		if bt.Name == name {
+			return bt, true
+		}
+	}
+	return BuiltinTier{}, false
+}
+
 func (t *Tier) setDefaults() {
 	if t.Spec.DefaultAction == nil || *t.Spec.DefaultAction == "" {
 		a := Deny
@@ -72,24 +96,16 @@ func (t *Tier) validate() ErrorList {
 	if a := t.Spec.DefaultAction; a != nil && *a != "" && *a != Deny && *a != Pass {
 		errs = append(errs, spec.Child("defaultAction").Errorf("%q is not one of Deny, Pass", *a))
 	}
-	fixed := map[string]struct {
-		order  float64
-		action Action
-	}{
-		DefaultTierName:      {DefaultTierOrder, Deny},
-		KubeAdminTierName:    {KubeAdminTierOrder, Pass},
-		KubeBaselineTierName: {KubeBaselineTierOrder, Pass},
-	}
-	if f, ok := fixed[t.Name]; ok {
-		if t.Spec.Order == nil || *t.Spec.Order != f.order {
-			errs = append(errs, spec.Child("order").Errorf("the %s tier's order must be %v", t.Name, f.order))
+	if f, ok := LookupBuiltinTier(t.Name); ok {
+		if t.Spec.Order == nil || *t.Spec.Order != f.Order {
+			errs = append(errs, spec.Child("order").Errorf("the %s tier's order must be %v", t.Name, f.Order))
 		}
 		action := Deny
 		if t.Spec.DefaultAction != nil && *t.Spec.DefaultAction != "" {
 			action = *t.Spec.DefaultAction
 		}
-		if action != f.action && (action == Deny || action == Pass) {
-			errs = append(errs, spec.Child("defaultAction").Errorf("the %s tier's defaultAction must be %s", t.Name, f.action))
+		if action != f.DefaultAction && (action == Deny || action == Pass) {
+			errs = append(errs, spec.Child("defaultAction").Errorf("the %s tier's defaultAction must be %s", t.Name, f.DefaultAction))
 		}
 	}
 	return errs
