@@ -1,58 +1,28 @@
 package client
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/tortie/tortie/internal/reference"
 	v3 "github.com/tortie/tortie/pkg/apis/v3"
 	"github.com/tortie/tortie/pkg/datastore"
 	"github.com/tortie/tortie/pkg/datastore/etcdtest"
 )
 
-const layoutFile = "../../../shared/reference/etcd-layout.md"
-
-// storedValue is one key and verbatim value Calico wrote, from the reference.
-type storedValue struct{ key, value string }
-
 // calicoValues reads every v3 resource value observed on real Calico.
-func calicoValues(t *testing.T) []storedValue {
+func calicoValues(t *testing.T) []reference.KeyValue {
 	t.Helper()
-	f, err := os.Open(layoutFile)
+	kvs, err := reference.StoredResources()
 	if err != nil {
-		t.Fatalf("reference data missing: %v", err)
+		t.Fatal(err)
 	}
-	defer f.Close()
-	var out []storedValue
-	seen := map[string]bool{}
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	var key string
-	for sc.Scan() {
-		line := sc.Text()
-		switch {
-		case strings.HasPrefix(line, ResourcePrefix) && !strings.Contains(line, " "):
-			key = line
-		case key != "" && strings.HasPrefix(line, "{"):
-			if !seen[key] {
-				out = append(out, storedValue{key, line})
-				seen[key] = true
-			}
-			key = ""
-		default:
-			key = ""
-		}
-	}
-	if len(out) < 15 {
-		t.Fatalf("found only %d stored values in %s", len(out), layoutFile)
-	}
-	return out
+	return kvs
 }
 
 func newTestClient(t *testing.T) (*Client, *datastore.Etcd) {
@@ -103,15 +73,15 @@ func TestStoredExactlyAsCalico(t *testing.T) {
 	c, be := newTestClient(t)
 	ctx := ctxT(t)
 	values := calicoValues(t)
-	var initial []storedValue
+	var initial []reference.KeyValue
 	for _, sv := range values {
-		if strings.Contains(sv.key, "/clusterinformations/") || strings.HasSuffix(sv.key, "/tiers/default") ||
-			strings.HasSuffix(sv.key, "/tiers/kube-admin") || strings.HasSuffix(sv.key, "/tiers/kube-baseline") {
+		if strings.Contains(sv.Key, "/clusterinformations/") || strings.HasSuffix(sv.Key, "/tiers/default") ||
+			strings.HasSuffix(sv.Key, "/tiers/kube-admin") || strings.HasSuffix(sv.Key, "/tiers/kube-baseline") {
 			initial = append(initial, sv) // written by EnsureInitialized
 			continue
 		}
-		t.Run(strings.TrimPrefix(sv.key, ResourcePrefix), func(t *testing.T) {
-			manifest, ts := asManifest(t, sv.value)
+		t.Run(strings.TrimPrefix(sv.Key, ResourcePrefix), func(t *testing.T) {
+			manifest, ts := asManifest(t, sv.Value)
 			r, err := v3.Decode(manifest)
 			if err != nil {
 				t.Fatalf("decode: %v", err)
@@ -120,25 +90,25 @@ func TestStoredExactlyAsCalico(t *testing.T) {
 			if _, err := c.Create(ctx, r); err != nil {
 				t.Fatalf("create: %v", err)
 			}
-			kv, err := be.Get(ctx, sv.key)
+			kv, err := be.Get(ctx, sv.Key)
 			if err != nil {
 				t.Fatalf("not at Calico's key: %v", err)
 			}
-			got := withSameIdentity(t, string(kv.Value), sv.value)
-			if got != sv.value {
-				t.Errorf("stored value differs from Calico's\n got: %s\nwant: %s", got, sv.value)
+			got := withSameIdentity(t, string(kv.Value), sv.Value)
+			if got != sv.Value {
+				t.Errorf("stored value differs from Calico's\n got: %s\nwant: %s", got, sv.Value)
 			}
 		})
 	}
 	for _, sv := range initial {
-		kv, err := be.Get(ctx, sv.key)
+		kv, err := be.Get(ctx, sv.Key)
 		if err != nil {
-			t.Errorf("%s not created on first write: %v", sv.key, err)
+			t.Errorf("%s not created on first write: %v", sv.Key, err)
 			continue
 		}
-		got := withSameIdentity(t, string(kv.Value), sv.value)
-		if got != sv.value {
-			t.Errorf("%s differs\n got: %s\nwant: %s", sv.key, got, sv.value)
+		got := withSameIdentity(t, string(kv.Value), sv.Value)
+		if got != sv.Value {
+			t.Errorf("%s differs\n got: %s\nwant: %s", sv.Key, got, sv.Value)
 		}
 	}
 }
@@ -174,7 +144,7 @@ func TestReadsCalicoData(t *testing.T) {
 	c, be := newTestClient(t)
 	ctx := ctxT(t)
 	for _, sv := range calicoValues(t) {
-		if _, err := be.Create(ctx, sv.key, []byte(sv.value)); err != nil {
+		if _, err := be.Create(ctx, sv.Key, []byte(sv.Value)); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -2,51 +2,9 @@ package v3
 
 import (
 	"encoding/json"
-	"os"
 	"strings"
 	"testing"
 )
-
-// TestInfraStoredValues decodes the values real Calico wrote to etcd for the
-// infrastructure kinds and checks that marshalling reproduces them byte for
-// byte, that defaulting (already applied by Calico's client) changes nothing,
-// and that they validate.
-func TestInfraStoredValues(t *testing.T) {
-	data, err := os.ReadFile("testdata/infra/stored-values.txt")
-	if err != nil {
-		t.Fatal(err)
-	}
-	lines := strings.Split(strings.TrimSpace(string(data)), "\n")
-	if len(lines) != 14 {
-		t.Fatalf("want 7 key/value line pairs, got %d lines", len(lines))
-	}
-	for i := 0; i < len(lines); i += 2 {
-		key, value := lines[i], lines[i+1]
-		t.Run(strings.TrimPrefix(key, "/calico/resources/v3/projectcalico.org/"), func(t *testing.T) {
-			r, err := Decode([]byte(value))
-			if err != nil {
-				t.Fatalf("decode: %v", err)
-			}
-			b, err := json.Marshal(r)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if string(b) != value {
-				t.Fatalf("marshal differs:\n got  %s\n want %s", b, value)
-			}
-			SetDefaults(r)
-			if b, _ := json.Marshal(r); string(b) != value {
-				t.Fatalf("SetDefaults changed a stored value:\n got  %s\n want %s", b, value)
-			}
-			if err := Validate(r); err != nil {
-				t.Fatalf("validate: %v", err)
-			}
-			if want := "/calico/resources/v3/projectcalico.org/" + KindOf(r).Plural + "/" + r.GetName(); want != key {
-				t.Errorf("key %s, want %s", key, want)
-			}
-		})
-	}
-}
 
 // infraDoc builds a manifest of kind with the given name and spec (YAML,
 // already indented by two spaces per level below spec).

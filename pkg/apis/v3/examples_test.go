@@ -9,6 +9,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/tortie/tortie/internal/reference"
 )
 
 // calicoExamples is the shared set of real Calico documents every kind must
@@ -80,22 +82,17 @@ func TestCalicoExamples(t *testing.T) {
 	}
 }
 
-// TestStoredValues decodes the values real Calico wrote to etcd for this
-// half's kinds and checks that marshalling reproduces them byte for byte,
-// that they validate, and that defaulting (already applied by Calico) leaves
-// them unchanged.
+// TestStoredValues decodes every value real Calico stored (etcd-layout.md):
+// it marshals back byte for byte, defaulting leaves it unchanged, it
+// validates, and its key is where the kind's plural and namespace put it.
 func TestStoredValues(t *testing.T) {
-	data, err := os.ReadFile("testdata/policy-stored-values.txt")
+	kvs, err := reference.StoredResources()
 	if err != nil {
 		t.Fatal(err)
 	}
-	lines := strings.Split(strings.TrimSpace(string(data)), "\n")
-	if len(lines)%2 != 0 || len(lines) < 26 {
-		t.Fatalf("want key/value line pairs, got %d lines", len(lines))
-	}
-	for i := 0; i < len(lines); i += 2 {
-		key, value := lines[i], lines[i+1]
-		t.Run(strings.TrimPrefix(key, "/calico/resources/v3/projectcalico.org/"), func(t *testing.T) {
+	for _, kv := range kvs {
+		key, value := kv.Key, kv.Value
+		t.Run(strings.TrimPrefix(key, reference.ResourcePrefix), func(t *testing.T) {
 			r, err := Decode([]byte(value))
 			if err != nil {
 				t.Fatalf("decode: %v", err)
@@ -115,7 +112,7 @@ func TestStoredValues(t *testing.T) {
 				t.Fatalf("validate: %v", err)
 			}
 			k := KindOf(r)
-			want := "/calico/resources/v3/projectcalico.org/" + k.Plural + "/"
+			want := reference.ResourcePrefix + k.Plural + "/"
 			if k.Namespaced {
 				want += r.GetNamespace() + "/"
 			}

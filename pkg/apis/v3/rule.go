@@ -2,7 +2,6 @@ package v3
 
 import (
 	"math"
-	"net/netip"
 	"strings"
 
 	"k8s.io/apimachinery/pkg/util/validation"
@@ -438,25 +437,6 @@ func usesGlobal(canonical string) bool {
 		}
 	}
 	return false
-}
-
-// ParseNet parses a CIDR or a bare address (taken as a host prefix) without
-// requiring the host bits to be clear, and returns it masked: "10.0.0.1/8"
-// gives 10.0.0.0/8. This is Calico's `cidr` rule (network sets); rule nets use
-// the strict ParseCIDR.
-func ParseNet(p Path, s string) (netip.Prefix, *FieldError) {
-	if !strings.Contains(s, "/") {
-		a, err := netip.ParseAddr(s)
-		if err != nil || a.Zone() != "" {
-			return netip.Prefix{}, p.Errorf("%q is not a valid IP address or CIDR", s)
-		}
-		return netip.PrefixFrom(a, a.BitLen()), nil
-	}
-	pfx, err := netip.ParsePrefix(s)
-	if err != nil {
-		return netip.Prefix{}, p.Errorf("%q is not a valid CIDR", s)
-	}
-	return pfx.Masked(), nil
 }
 
 // validateNameField checks a reference to another resource by name with

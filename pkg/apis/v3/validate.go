@@ -101,6 +101,23 @@ func ValidateSelector(p Path, expr string) ErrorList {
 // ParseCIDR parses a CIDR (or a bare address, taken as a host prefix) and
 // requires it to be masked: 10.0.0.1/8 is an error, as in Calico.
 func ParseCIDR(p Path, s string) (netip.Prefix, *FieldError) {
+	pfx, fe := parsePrefix(p, s)
+	if fe == nil && pfx.Masked() != pfx {
+		return netip.Prefix{}, p.Errorf("CIDR %s has host bits set; did you mean %s?", s, pfx.Masked())
+	}
+	return pfx, fe
+}
+
+// ParseNet parses a CIDR or a bare address (taken as a host prefix) without
+// requiring the host bits to be clear, and returns it masked: "10.0.0.1/8"
+// gives 10.0.0.0/8. This is Calico's `cidr` rule (network sets); rule nets use
+// the strict ParseCIDR.
+func ParseNet(p Path, s string) (netip.Prefix, *FieldError) {
+	pfx, fe := parsePrefix(p, s)
+	return pfx.Masked(), fe
+}
+
+func parsePrefix(p Path, s string) (netip.Prefix, *FieldError) {
 	if !strings.Contains(s, "/") {
 		a, err := netip.ParseAddr(s)
 		if err != nil || a.Zone() != "" {
@@ -111,9 +128,6 @@ func ParseCIDR(p Path, s string) (netip.Prefix, *FieldError) {
 	pfx, err := netip.ParsePrefix(s)
 	if err != nil {
 		return netip.Prefix{}, p.Errorf("%q is not a valid CIDR", s)
-	}
-	if pfx.Masked() != pfx {
-		return netip.Prefix{}, p.Errorf("CIDR %s has host bits set; did you mean %s?", s, pfx.Masked())
 	}
 	return pfx, nil
 }
