@@ -58,15 +58,13 @@ no resources is not.`,
 			}
 			ns := ""
 			if k.Namespaced && !allNamespaces {
-				ns = namespaceOrDefault(namespace)
+				ns = namespaceFor(k, namespace)
 			}
-			c, closeFn, err := g.connect()
+			c, ctx, done, err := g.session()
 			if err != nil {
 				return err
 			}
-			defer closeFn()
-			ctx, cancel := g.context()
-			defer cancel()
+			defer done()
 
 			var objs []v3.Resource
 			var rev int64

@@ -57,17 +57,12 @@ compare-and-swap on the resource's revision, retried if someone else wrote it.`,
 					return errs
 				}
 			}
-			ns := ""
-			if k.Namespaced {
-				ns = namespaceOrDefault(namespace)
-			}
-			c, closeFn, err := g.connect()
+			ns := namespaceFor(k, namespace)
+			c, ctx, done, err := g.session()
 			if err != nil {
 				return err
 			}
-			defer closeFn()
-			ctx, cancel := g.context()
-			defer cancel()
+			defer done()
 			before, err := c.Get(ctx, k, ns, name)
 			if err != nil {
 				return err
@@ -115,17 +110,12 @@ manifest before it is written, with a compare-and-swap on the revision read.`,
 			if err != nil {
 				return err
 			}
-			ns := ""
-			if k.Namespaced {
-				ns = namespaceOrDefault(namespace)
-			}
-			c, closeFn, err := g.connect()
+			ns := namespaceFor(k, namespace)
+			c, ctx, done, err := g.session()
 			if err != nil {
 				return err
 			}
-			defer closeFn()
-			ctx, cancel := g.context()
-			defer cancel()
+			defer done()
 			if _, err := c.Patch(ctx, k, ns, args[1], []byte(patch)); err != nil {
 				return err
 			}
@@ -149,13 +139,11 @@ func newVersionCommand(g *globals) *cobra.Command {
 			if clientOnly {
 				return nil
 			}
-			c, closeFn, err := g.connect()
+			c, ctx, done, err := g.session()
 			if err != nil {
 				return err
 			}
-			defer closeFn()
-			ctx, cancel := g.context()
-			defer cancel()
+			defer done()
 			k, _ := v3.KindByKind(v3.KindClusterInformation)
 			r, err := c.Get(ctx, k, "", "default")
 			if errors.Is(err, datastore.ErrNotFound) {

@@ -151,6 +151,17 @@ func (g *globals) context() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), g.timeout)
 }
 
+// session is connect and context together, for a command's whole run; done
+// releases both.
+func (g *globals) session() (*client.Client, context.Context, func(), error) {
+	c, closeFn, err := g.connect()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	ctx, cancel := g.context()
+	return c, ctx, func() { cancel(); closeFn() }, nil
+}
+
 func splitList(s string) []string {
 	var out []string
 	for _, p := range strings.Split(s, ",") {

@@ -48,13 +48,11 @@ document (counted from 1) and the field.`,
 			if err := decodeDocuments(docs, true); err != nil {
 				return err
 			}
-			c, closeFn, err := g.connect()
+			c, ctx, done, err := g.session()
 			if err != nil {
 				return err
 			}
-			defer closeFn()
-			ctx, cancel := g.context()
-			defer cancel()
+			defer done()
 			objs := make([]v3.Resource, len(docs))
 			for i, d := range docs {
 				objs[i] = d.Obj
@@ -176,10 +174,7 @@ the delete conditional on it.`,
 				if err != nil {
 					return err
 				}
-				ns := ""
-				if k.Namespaced {
-					ns = namespaceOrDefault(namespace)
-				}
+				ns := namespaceFor(k, namespace)
 				for i, name := range args[1:] {
 					obj := k.NewObject()
 					obj.SetName(name)
@@ -189,13 +184,11 @@ the delete conditional on it.`,
 			default:
 				return errors.New("give -f FILE or KIND NAME")
 			}
-			c, closeFn, err := g.connect()
+			c, ctx, done, err := g.session()
 			if err != nil {
 				return err
 			}
-			defer closeFn()
-			ctx, cancel := g.context()
-			defer cancel()
+			defer done()
 			all := make([]v3.Resource, len(docs))
 			for i, d := range docs {
 				all[i] = d.Obj
@@ -238,9 +231,13 @@ func existingOnly(ctx context.Context, c *client.Client, docs []*Document) ([]*D
 	return out, nil
 }
 
-// namespaceOrDefault is calicoctl's rule: namespaced kinds default to "default".
-func namespaceOrDefault(ns string) string {
-	if ns == "" {
+// namespaceFor is calicoctl's rule: a namespaced kind is in the namespace
+// given, else "default"; other kinds have none.
+func namespaceFor(k *v3.KindInfo, ns string) string {
+	switch {
+	case !k.Namespaced:
+		return ""
+	case ns == "":
 		return "default"
 	}
 	return ns
