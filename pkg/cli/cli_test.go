@@ -455,3 +455,42 @@ func TestYAMLOutputMatchesSigsYAML(t *testing.T) {
 		}
 	}
 }
+
+// TestKubernetesKinds: Kubernetes NetworkPolicy and Namespace objects apply
+// and are stored as Calico stores them for a Kubernetes cluster.
+func TestKubernetesKinds(t *testing.T) {
+	e := newEnv(t)
+	manifest := `apiVersion: v1
+kind: Namespace
+metadata:
+  name: x
+  labels: {team: blue}
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: allow-a, namespace: x}
+spec:
+  podSelector: {matchLabels: {pod: a}}
+  ingress:
+  - from: [{namespaceSelector: {matchLabels: {team: blue}}}]
+    ports: [{port: 80}]
+`
+	out, err := e.run(manifest, "apply", "-f", "-")
+	if err != nil || !strings.Contains(out, "Successfully applied 2 resource(s)") {
+		t.Fatalf("apply: %q %v", out, err)
+	}
+	np := e.mustRun("get", "networkpolicy", "knp.default.allow-a", "-n", "x", "-o", "yaml")
+	for _, want := range []string{"tier: default", "order: 1000", "pod == 'a'", "team == 'blue'", "- 80"} {
+		if !strings.Contains(np, want) {
+			t.Errorf("converted policy lacks %q:\n%s", want, np)
+		}
+	}
+	prof := e.mustRun("get", "profile", "kns.x", "-o", "yaml")
+	if !strings.Contains(prof, "pcns.team: blue") {
+		t.Errorf("namespace profile:\n%s", prof)
+	}
+	bad := strings.Replace(manifest, "port: 80", "port: 80, protocol: ICMP", 1)
+	if _, err := e.run(bad, "apply", "-f", "-"); err == nil || !strings.Contains(err.Error(), "document 2") || !strings.Contains(err.Error(), "protocol") {
+		t.Errorf("bad Kubernetes policy: %v", err)
+	}
+}

@@ -15,6 +15,7 @@ import (
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/yaml"
 
+	"github.com/tortie/tortie/pkg/apis/k8s"
 	v3 "github.com/tortie/tortie/pkg/apis/v3"
 )
 
@@ -171,12 +172,25 @@ func expandList(raw []byte) ([][]byte, error) {
 	return out, nil
 }
 
+// decodeResource decodes a projectcalico.org/v3 document, or a Kubernetes
+// NetworkPolicy or Namespace, converted as Calico converts them.
+func decodeResource(raw []byte) (v3.Resource, error) {
+	var tm struct {
+		APIVersion string `json:"apiVersion"`
+		Kind       string `json:"kind"`
+	}
+	if yaml.Unmarshal(raw, &tm) == nil && k8s.IsKubernetesKind(tm.APIVersion, tm.Kind) {
+		return k8s.Decode(raw)
+	}
+	return v3.Decode(raw)
+}
+
 // decodeDocuments decodes, defaults and validates every document and
 // reports all bad ones at once.
 func decodeDocuments(docs []*Document, validate bool) error {
 	var errs []string
 	for _, d := range docs {
-		obj, err := v3.Decode(d.Raw)
+		obj, err := decodeResource(d.Raw)
 		if err != nil {
 			errs = append(errs, fmt.Sprintf("%s: %v", d.Describe(), err))
 			continue

@@ -34,7 +34,13 @@ separated by "---"); a directory means every *.yaml, *.yml and *.json file in it
 Every document is decoded, defaulted and validated before anything is written,
 and all are written in one datastore transaction when they fit in one: a
 manifest with one bad document writes nothing. Errors name the file, the
-document (counted from 1) and the field.`,
+document (counted from 1) and the field.
+
+Besides projectcalico.org/v3 kinds, a manifest may hold Kubernetes
+networking.k8s.io/v1 NetworkPolicy and v1 Namespace objects: they are stored
+as Calico stores them for a Kubernetes cluster (policy knp.default.<name> in
+tier default, order 1000; namespace profile kns.<name> whose labels apply to
+the namespace's endpoints).`,
 		Example: "  tortie " + op.String() + " -f policy.yaml\n  tortie " + op.String() + " -f manifests/\n  cat pool.yaml | tortie " + op.String() + " -f -",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
