@@ -8,6 +8,7 @@ PACKAGES=(
   etcd-client   # etcdctl, to read what tortie wrote exactly as Calico's tools would
   iproute2      # ip netns, veth: kernel tests
   nftables      # the nft binary knftables drives
+  bird2         # a real BGP peer (top-of-rack router) for BGP tests
 )
 
 missing=()
@@ -28,5 +29,5 @@ apt-get install -y -qq --no-install-recommends "${missing[@]}"
 # Debian's etcd-server package enables a system etcd on 2379; tortie's tests and
 # demo bring their own, so keep the packaged one out of the way.
 if command -v systemctl >/dev/null 2>&1; then
-  systemctl disable --now etcd.service >/dev/null 2>&1 || true
+  systemctl disable --now etcd.service bird.service >/dev/null 2>&1 || true
 fi
