@@ -26,7 +26,7 @@ echo "install-deps: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}"
-# Debian's etcd-server package enables a system etcd on 2379; tortie's tests and
+# Debian's etcd-server and bird2 packages enable system services; tortie's tests and
 # demo bring their own, so keep the packaged one out of the way.
 if command -v systemctl >/dev/null 2>&1; then
   systemctl disable --now etcd.service bird.service >/dev/null 2>&1 || true
