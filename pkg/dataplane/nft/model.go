@@ -1,0 +1,165 @@
+package nft
+
+import (
+	"slices"
+	"strings"
+
+	"sigs.k8s.io/knftables"
+)
+
+// The driver keeps two models of its table: want, what the desired state
+// renders to, and have, what the kernel holds as far as the driver knows
+// (after a successful transaction, or as listed by a full sync). A sync is
+// the diff of the two over the objects marked dirty, in one transaction.
+
+type ruleT struct {
+	text, comment string
+}
+
+type elemT struct {
+	key, value []string
+}
+
+// baseSpec makes a chain a base chain.
+type baseSpec struct {
+	typ  knftables.BaseChainType
+	hook knftables.BaseChainHook
+	prio knftables.BaseChainPriority
+}
+
+type chainT struct {
+	base  *baseSpec
+	rules []ruleT
+	// listed: the rules came from listing the kernel, which gives comments
+	// but not rule text; compare comments only.
+	listed bool
+}
+
+type setT struct {
+	isMap   bool
+	typ     string
+	flags   []knftables.SetFlag
+	comment string
+	elems   map[string]elemT
+	// opaque: listed from the kernel in a form that cannot be compared
+	// element by element; compare sizes.
+	opaque      bool
+	listedCount int
+}
+
+type tableModel struct {
+	chains map[string]*chainT
+	sets   map[string]*setT
+}
+
+func newTableModel() *tableModel {
+	return &tableModel{chains: map[string]*chainT{}, sets: map[string]*setT{}}
+}
+
+// elemKey is an element's identity in a set or map, normalised to how nft
+// prints it, so listed elements compare equal to rendered ones.
+func elemKey(key []string) string {
+	parts := make([]string, len(key))
+	for i, k := range key {
+		k = strings.TrimSuffix(k, "/32")
+		k = strings.TrimSuffix(k, "/128")
+		if a, b, ok := strings.Cut(k, "-"); ok && a == b {
+			k = a
+		}
+		parts[i] = k
+	}
+	return strings.Join(parts, " . ")
+}
+
+func sameRules(want, have *chainT) bool {
+	if len(want.rules) != len(have.rules) {
+		return false
+	}
+	for i := range want.rules {
+		if want.rules[i].comment != have.rules[i].comment {
+			return false
+		}
+		if !have.listed && !want.listed && want.rules[i].text != have.rules[i].text {
+			return false
+		}
+	}
+	return true
+}
+
+// dirtySet tracks what changed in want since the last sync.
+type dirtySet struct {
+	chains map[string]struct{}
+	sets   map[string]struct{}
+	// elems are the changed element keys of sets that are not themselves
+	// dirty as a whole.
+	elems map[string]map[string]struct{}
+}
+
+func newDirty() *dirtySet {
+	return &dirtySet{chains: map[string]struct{}{}, sets: map[string]struct{}{}, elems: map[string]map[string]struct{}{}}
+}
+
+func (d *dirtySet) empty() bool {
+	return len(d.chains) == 0 && len(d.sets) == 0 && len(d.elems) == 0
+}
+
+func (d *dirtySet) elem(set, key string) {
+	m := d.elems[set]
+	if m == nil {
+		m = map[string]struct{}{}
+		d.elems[set] = m
+	}
+	m[key] = struct{}{}
+}
+
+// setChain puts a chain in want.
+func (d *Driver) setChain(name string, c *chainT) {
+	d.want.chains[name] = c
+	d.dirty.chains[name] = struct{}{}
+}
+
+func (d *Driver) delChain(name string) {
+	delete(d.want.chains, name)
+	d.dirty.chains[name] = struct{}{}
+}
+
+// ensureSet puts an empty set or map in want if it is not there.
+func (d *Driver) ensureSet(name string, isMap bool, typ string, flags []knftables.SetFlag, comment string) *setT {
+	s := d.want.sets[name]
+	if s == nil {
+		s = &setT{isMap: isMap, typ: typ, flags: flags, comment: comment, elems: map[string]elemT{}}
+		d.want.sets[name] = s
+		d.dirty.sets[name] = struct{}{}
+	}
+	return s
+}
+
+func (d *Driver) delSet(name string) {
+	if _, ok := d.want.sets[name]; ok {
+		delete(d.want.sets, name)
+		d.dirty.sets[name] = struct{}{}
+	}
+}
+
+// setElem adds or changes (value != nil for a map) an element in want.
+func (d *Driver) setElem(set string, key, value []string) {
+	s := d.want.sets[set]
+	k := elemKey(key)
+	if old, ok := s.elems[k]; ok && slices.Equal(old.value, value) {
+		return
+	}
+	s.elems[k] = elemT{key: key, value: value}
+	d.dirty.elem(set, k)
+}
+
+func (d *Driver) delElem(set string, key []string) {
+	s := d.want.sets[set]
+	if s == nil {
+		return
+	}
+	k := elemKey(key)
+	if _, ok := s.elems[k]; ok {
+		delete(s.elems, k)
+		d.dirty.elem(set, k)
+	}
+}

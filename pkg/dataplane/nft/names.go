@@ -1,0 +1,117 @@
+package nft
+
+import (
+	"crypto/sha256"
+	"encoding/base32"
+	"strconv"
+	"strings"
+)
+
+// Every chain, set and map name of the table comes from this file.
+//
+// Fixed objects have constant names. Objects that exist per IP set or per
+// compiled program are named by a hash of their identity or content, so the
+// names are short (well under the kernel's 256-byte NFT_NAME_MAXLEN and
+// readable in `nft list`), stable across restarts (a new Driver finds the
+// names it would have chosen) and never reused for different content.
+
+// Base chains, one per hook the driver filters on.
+const (
+	// ChainForward filters forwarded traffic: workload egress and ingress,
+	// host endpoint applyOnForward policy.
+	ChainForward = "filter-forward"
+	// ChainInput filters traffic to the host: workload egress, the
+	// endpoint-to-host action, failsafe ports, host endpoint ingress.
+	ChainInput = "filter-input"
+	// ChainOutput filters traffic from the host: workload ingress for
+	// host-to-workload traffic, failsafe ports, host endpoint egress.
+	ChainOutput = "filter-output"
+	// ChainPreDNAT runs before DNAT (at mangle priority) for preDNAT policy.
+	ChainPreDNAT = "mangle-prerouting"
+	// ChainRawPrerouting and ChainRawOutput run before connection tracking
+	// for doNotTrack policy.
+	ChainRawPrerouting = "raw-prerouting"
+	ChainRawOutput     = "raw-output"
+	// ChainNATPostrouting masquerades natOutgoing traffic.
+	ChainNATPostrouting = "nat-postrouting"
+)
+
+// Dispatch verdict maps, keyed by interface name.
+const (
+	// MapWorkloadFrom sends packets from a workload interface to the
+	// program of that workload's egress policy.
+	MapWorkloadFrom = "wl-from"
+	// MapWorkloadTo sends packets to a workload interface to the program
+	// of that workload's ingress policy.
+	MapWorkloadTo = "wl-to"
+	// SetWorkloadIfaces holds every known workload interface, so that an
+	// unknown one can be dropped (fail closed).
+	SetWorkloadIfaces = "wl-ifaces"
+
+	MapHostIn          = "hep-in"
+	MapHostOut         = "hep-out"
+	MapHostForwardIn   = "hep-fwd-in"
+	MapHostForwardOut  = "hep-fwd-out"
+	MapHostPreDNATIn   = "hep-prednat-in"
+	MapHostUntrackedIn = "hep-untracked-in"
+	MapHostUntrackOut  = "hep-untracked-out"
+)
+
+// Sets of configuration.
+const (
+	SetFailsafeIn  = "failsafe-in"
+	SetFailsafeOut = "failsafe-out"
+	// SetPoolsV4/V6 hold every IP pool; SetNATPoolsV4/V6 the pools with
+	// natOutgoing.
+	SetPoolsV4    = "pools-v4"
+	SetPoolsV6    = "pools-v6"
+	SetNATPoolsV4 = "nat-pools-v4"
+	SetNATPoolsV6 = "nat-pools-v6"
+)
+
+// Prefixes of hashed names. The driver recognises its per-IP-set and
+// per-program objects by these when it lists the kernel's table.
+const (
+	prefixAddrSet      = "ips-"
+	prefixNamedPortSet = "npt-"
+	prefixProgram      = "p-"
+)
+
+// hashName is the first n characters of a lower-case base32 SHA-256 of s.
+func hashName(s string, n int) string {
+	sum := sha256.Sum256([]byte(s))
+	return strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(sum[:]))[:n]
+}
+
+// ipSetName is the kernel set holding one family of calc IP set id.
+// Named-port sets and address sets get different prefixes so `nft list`
+// says which is which.
+func ipSetName(id string, namedPort bool, v6 bool) string {
+	p := prefixAddrSet
+	if namedPort {
+		p = prefixNamedPortSet
+	}
+	f := "-v4"
+	if v6 {
+		f = "-v6"
+	}
+	return p + hashName(id, 16) + f
+}
+
+// programName is the entry chain of a compiled program; its content hash is
+// the name, so equal programs (endpoints with the same policies) share one.
+func programName(contentHash string) string { return prefixProgram + contentHash }
+
+// programClassMap is a program's (l4proto . dport) dispatch map.
+func programClassMap(prog string) string { return prog + "-cls" }
+
+// programClassChain is the chain of one port class of a program; seg > 0
+// names the chain that continues the class at block seg, the target of a
+// Pass (a goto to the next tier).
+func programClassChain(prog string, class, seg int) string {
+	s := prog + "-c" + strconv.Itoa(class)
+	if seg > 0 {
+		s += "-b" + strconv.Itoa(seg)
+	}
+	return s
+}

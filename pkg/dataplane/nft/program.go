@@ -1,0 +1,373 @@
+package nft
+
+import (
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/tortie/tortie/pkg/calc"
+)
+
+// A program is the compiled policy of one endpoint in one direction (or one
+// of a host endpoint's special lists): every tier, policy, rule and profile
+// that applies, in evaluation order, as a small tree of chains.
+//
+// The port-class dispatch. Evaluating rules one after the other costs every
+// packet that reaches the last rule the whole list. Instead the program
+// first looks up the packet's (l4proto . destination port) in an interval
+// verdict map, which costs the same whatever its size, and jumps to the
+// chain of the packet's *class*: the rules that can possibly match that
+// protocol and port, in their original order. Classes are the cells of the
+// partition of the protocol × port space made by every rule's protocol and
+// destination port ranges; a rule without a port condition belongs to every
+// class of its protocol, a rule without a protocol to every class. Because
+// each class chain is the original sequence with only rules removed that
+// cannot match any packet of the class, first-match order, Pass (a goto to
+// the class's continuation at the next tier), Log, tier default actions and
+// profiles behave exactly as in the full sequence.
+//
+// When a class's outcome does not depend on anything but protocol and port
+// (the first rule that decides is unconditional within the class, as
+// "allow TCP to port 80" is), the class needs no chain: the map element is
+// the verdict itself. So a policy of 10,000 port rules costs a packet one
+// map lookup, and the packets of other protocols go to the class of the
+// rules that do not depend on ports.
+//
+// Programs are named by a hash of their content: endpoints with the same
+// policy share one, and a changed program is a new set of chains, created
+// beside the old one before the dispatch map switches to it; the old one is
+// deleted a sync later, when nothing jumps to it.
+
+// progKind says how a program ends and what Allow means in it.
+type progKind int
+
+const (
+	// kindReturn programs run from a dispatch map and return to the base
+	// chain on Allow, so the other side of the packet can be checked too
+	// (workload egress, then the destination's ingress); nothing allowed:
+	// drop. Workload programs and host endpoint applyOnForward programs.
+	kindReturn progKind = iota
+	// kindAccept programs decide alone: Allow accepts (host endpoint input
+	// and output).
+	kindAccept
+	// kindPreDNAT programs accept on Allow, drop on Deny, and return to
+	// normal processing when nothing decided: tiers have no default action
+	// (as Calico's preDNAT policy).
+	kindPreDNAT
+	// kindUntracked programs mark and notrack on Allow (the filter chains
+	// accept marked packets) and otherwise behave like kindPreDNAT.
+	kindUntracked
+)
+
+// block is a tier or a profile: its rules, then what happens when none
+// decided.
+type block struct {
+	name  string
+	rules []compiledRule
+	// drop: nothing decided in this block drops (a tier with Deny default
+	// action, a missing profile); otherwise evaluation goes on.
+	drop       bool
+	endComment string
+}
+
+// program is the kernel objects of one compiled program.
+type program struct {
+	name   string
+	chains map[string][]ruleT
+	// classMap holds the elements of the class map, nil when the program
+	// has no port classes.
+	classMap []elemT
+	// sets are the kernel sets its rules reference.
+	sets []string
+}
+
+const placeholder = "\x00P"
+
+// verdicts of a program kind: what Allow does, what happens when nothing
+// decided, and whether those two can be map values.
+func verdicts(k progKind, mark uint32) (allow, final string, mappable bool) {
+	switch k {
+	case kindReturn:
+		return "return", "drop", true
+	case kindAccept:
+		return "accept", "drop", true
+	case kindPreDNAT:
+		return "accept", "return", true
+	default:
+		return fmt.Sprintf("meta mark set meta mark | %#x notrack accept", mark), "return", false
+	}
+}
+
+type classKey struct {
+	proto  uint8
+	active string
+}
+
+// buildProgram compiles blocks into a program.
+func buildProgram(k progKind, blocks []block, cfg *Config) *program {
+	allowV, finalV, mappable := verdicts(k, cfg.UntrackedMark)
+	type ref struct {
+		b int
+		r *compiledRule
+	}
+	var flat []ref
+	for bi := range blocks {
+		for ri := range blocks[bi].rules {
+			flat = append(flat, ref{bi, &blocks[bi].rules[ri]})
+		}
+	}
+	// Protocols with port-specific rules get classes; sorted.
+	var protos []uint8
+	for _, f := range flat {
+		if f.r.adm.ranges != nil && !slices.Contains(protos, f.r.adm.proto) {
+			protos = append(protos, f.r.adm.proto)
+		}
+	}
+	slices.Sort(protos)
+
+	type class struct {
+		proto   uint8 // 0: the default class
+		members []int // indices into flat, ascending
+	}
+	classes := []*class{{}}
+	for i, f := range flat {
+		if f.r.adm.all || !slices.Contains(protos, f.r.adm.proto) {
+			classes[0].members = append(classes[0].members, i)
+		}
+	}
+	type span struct {
+		proto       uint8
+		first, last int
+		class       int
+	}
+	var spans []span
+	byKey := map[classKey]int{}
+	for _, p := range protos {
+		var always []int // in every class of p
+		type event struct{ at, idx, delta int }
+		var events []event
+		for i, f := range flat {
+			switch {
+			case f.r.adm.all || (f.r.adm.proto == p && f.r.adm.ranges == nil):
+				always = append(always, i)
+			case f.r.adm.proto == p:
+				for _, rg := range f.r.adm.ranges {
+					events = append(events, event{int(rg.First), i, +1}, event{int(rg.Last) + 1, i, -1})
+				}
+			}
+		}
+		slices.SortFunc(events, func(a, b event) int { return a.at - b.at })
+		var active []int
+		pos := 0
+		for start := 0; start <= 65535; {
+			for pos < len(events) && events[pos].at == start {
+				e := events[pos]
+				if e.delta > 0 {
+					i, _ := slices.BinarySearch(active, e.idx)
+					active = slices.Insert(active, i, e.idx)
+				} else if i, ok := slices.BinarySearch(active, e.idx); ok {
+					active = slices.Delete(active, i, i+1)
+				}
+				pos++
+			}
+			end := 65535
+			if pos < len(events) {
+				end = events[pos].at - 1
+			}
+			key := classKey{p, fmt.Sprint(active)}
+			ci, ok := byKey[key]
+			if !ok {
+				members := append(slices.Clone(always), active...)
+				slices.Sort(members)
+				ci = len(classes)
+				classes = append(classes, &class{proto: p, members: members})
+				byKey[key] = ci
+			}
+			if n := len(spans); n > 0 && spans[n-1].proto == p && spans[n-1].class == ci {
+				spans[n-1].last = end
+			} else {
+				spans = append(spans, span{p, start, end, ci})
+			}
+			start = end + 1
+		}
+	}
+
+	prog := &program{chains: map[string][]ruleT{}}
+	P := placeholder
+	// target is what the dispatch does with a class: its constant verdict,
+	// or a goto to its chain.
+	target := make([]string, len(classes))
+	for ci, c := range classes {
+		inBlock := make([][]*compiledRule, len(blocks))
+		for _, i := range c.members {
+			inBlock[flat[i].b] = append(inBlock[flat[i].b], flat[i].r)
+		}
+		if mappable {
+			if v, ok := constantVerdict(blocks, inBlock, c.proto, allowV, finalV); ok {
+				target[ci] = v
+				continue
+			}
+		}
+		target[ci] = "goto " + programClassChain(P, ci, 0)
+		// Segments: a Pass in block b continues at block b+1, so a chain
+		// starts there.
+		starts := []int{0}
+		for b, rs := range inBlock {
+			if slices.ContainsFunc(rs, func(r *compiledRule) bool { return r.rule.Action == calc.Pass }) && !slices.Contains(starts, b+1) {
+				starts = append(starts, b+1)
+			}
+		}
+		slices.Sort(starts)
+		for si, s := range starts {
+			end := len(blocks)
+			if si+1 < len(starts) {
+				end = starts[si+1]
+			}
+			var rules []ruleT
+			dropped := false
+			for b := s; b < end && !dropped; b++ {
+				for _, r := range inBlock[b] {
+					lines := r.full
+					if c.proto != 0 {
+						lines = r.inClass
+					}
+					var v string
+					switch r.rule.Action {
+					case calc.Allow:
+						v = allowV
+					case calc.Deny:
+						v = "drop"
+					case calc.Pass:
+						v = "goto " + programClassChain(P, ci, b+1)
+					case calc.Log:
+						v = fmt.Sprintf("log prefix %s group %d", quote(r.rule.LogPrefix), cfg.LogGroup)
+					default:
+						continue
+					}
+					for _, l := range lines {
+						rules = append(rules, ruleT{text: strings.TrimSpace(l + " " + v), comment: r.rule.LogPrefix})
+					}
+				}
+				if blocks[b].drop {
+					rules = append(rules, ruleT{text: "drop", comment: blocks[b].endComment})
+					dropped = true
+				}
+			}
+			if !dropped {
+				if end < len(blocks) {
+					rules = append(rules, ruleT{text: "goto " + programClassChain(P, ci, end), comment: "continue with " + blocks[end].name})
+				} else {
+					rules = append(rules, ruleT{text: finalV, comment: finalComment(k)})
+				}
+			}
+			prog.chains[programClassChain(P, ci, s)] = rules
+		}
+	}
+	var entry []ruleT
+	if len(spans) > 0 {
+		entry = append(entry, ruleT{
+			text:    "meta l4proto . th dport vmap @" + programClassMap(P),
+			comment: "port classes: only the rules that can match this protocol and port",
+		})
+		// Neighbouring spans with the same target are one element.
+		var merged []span
+		for _, s := range spans {
+			if n := len(merged); n > 0 && merged[n-1].proto == s.proto && target[merged[n-1].class] == target[s.class] {
+				merged[n-1].last = s.last
+				continue
+			}
+			merged = append(merged, s)
+		}
+		for _, s := range merged {
+			port := strconv.Itoa(s.first)
+			if s.last != s.first {
+				port += "-" + strconv.Itoa(s.last)
+			}
+			prog.classMap = append(prog.classMap, elemT{key: []string{protoName(s.proto), port}, value: []string{target[s.class]}})
+		}
+	}
+	entry = append(entry, ruleT{text: target[0], comment: "rules that do not depend on the destination port"})
+	prog.chains[P] = entry
+
+	// Name by content, then put the name in.
+	var sb strings.Builder
+	names := make([]string, 0, len(prog.chains))
+	for n := range prog.chains {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	for _, n := range names {
+		sb.WriteString(n + "\n")
+		for _, r := range prog.chains[n] {
+			sb.WriteString(r.text + "\t" + r.comment + "\n")
+		}
+	}
+	for _, e := range prog.classMap {
+		sb.WriteString(strings.Join(e.key, " . ") + " : " + e.value[0] + "\n")
+	}
+	prog.name = programName(hashName(sb.String(), 16))
+	fill := func(s string) string { return strings.ReplaceAll(s, P, prog.name) }
+	chains := make(map[string][]ruleT, len(prog.chains))
+	for n, rs := range prog.chains {
+		for i := range rs {
+			rs[i].text = fill(rs[i].text)
+		}
+		chains[fill(n)] = rs
+	}
+	prog.chains = chains
+	for i := range prog.classMap {
+		prog.classMap[i].value[0] = fill(prog.classMap[i].value[0])
+	}
+	seen := map[string]bool{}
+	for _, rs := range prog.chains {
+		for _, r := range rs {
+			for _, w := range strings.Fields(r.text) {
+				if strings.HasPrefix(w, "@") && !strings.HasPrefix(w, "@"+prefixProgram) && !seen[w[1:]] {
+					seen[w[1:]] = true
+					prog.sets = append(prog.sets, w[1:])
+				}
+			}
+		}
+	}
+	slices.Sort(prog.sets)
+	return prog
+}
+
+// constantVerdict evaluates a class whose outcome depends on nothing but
+// the class itself.
+func constantVerdict(blocks []block, inBlock [][]*compiledRule, proto uint8, allowV, finalV string) (string, bool) {
+next:
+	for b := range blocks {
+		for _, r := range inBlock[b] {
+			if r.rule.Action == calc.Log || !r.uncond || !(r.adm.all || (proto != 0 && r.adm.proto == proto)) {
+				return "", false
+			}
+			switch r.rule.Action {
+			case calc.Allow:
+				return allowV, true
+			case calc.Deny:
+				return "drop", true
+			case calc.Pass:
+				continue next
+			}
+		}
+		if blocks[b].drop {
+			return "drop", true
+		}
+	}
+	return finalV, true
+}
+
+func finalComment(k progKind) string {
+	switch k {
+	case kindPreDNAT, kindUntracked:
+		return "no policy decided: continue with normal processing"
+	}
+	return "no policy or profile allowed: drop"
+}
+
+// quote makes s an nft string literal (nft strings cannot contain quotes).
+func quote(s string) string {
+	return `"` + strings.ReplaceAll(s, `"`, "'") + `"`
+}

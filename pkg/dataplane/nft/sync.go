@@ -1,0 +1,315 @@
+package nft
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"slices"
+
+	"sigs.k8s.io/knftables"
+)
+
+// sync writes the difference between want and have, restricted to the
+// dirty objects (everything, for a full sync, after listing the kernel into
+// have), as one transaction. The order inside it is what makes each step
+// valid: sets and chains exist before rules and elements refer to them, and
+// objects are deleted only a sync after the last reference to them went.
+func (d *Driver) sync(full bool) error {
+	ctx := context.Background()
+	d.renderStatic()
+	d.gcPrograms()
+	if full {
+		have, err := d.listKernel(ctx)
+		if err != nil {
+			d.synced = false
+			return fmt.Errorf("listing table %s: %w", d.cfg.TableName, err)
+		}
+		d.have = have
+		for n := range d.want.chains {
+			d.dirty.chains[n] = struct{}{}
+		}
+		for n := range have.chains {
+			d.dirty.chains[n] = struct{}{}
+		}
+		for n := range d.want.sets {
+			d.dirty.sets[n] = struct{}{}
+		}
+		for n := range have.sets {
+			d.dirty.sets[n] = struct{}{}
+		}
+		// Kernel objects nobody wants become pending deletion at once:
+		// they are deleted by the next sync.
+	}
+
+	tx := d.nft.NewTransaction()
+	tx.Add(&knftables.Table{Comment: knftables.PtrTo("tortie: network policy (owned by tortie-node)")})
+
+	// 1. Objects that went out of want in an earlier sync: nothing refers to
+	// them any more, except each other. Flush chains, then drop maps (which
+	// hold gotos), chains, sets.
+	var delChains, delSets []string
+	for n, isChain := range d.pending {
+		if isChain {
+			if _, ok := d.want.chains[n]; !ok && d.have.chains[n] != nil {
+				delChains = append(delChains, n)
+			}
+		} else if _, ok := d.want.sets[n]; !ok && d.have.sets[n] != nil {
+			delSets = append(delSets, n)
+		}
+	}
+	slices.Sort(delChains)
+	slices.Sort(delSets)
+	for _, n := range delChains {
+		tx.Flush(&knftables.Chain{Name: n})
+	}
+	for _, n := range delSets {
+		if d.have.sets[n].isMap {
+			tx.Delete(&knftables.Map{Name: n})
+		}
+	}
+	for _, n := range delChains {
+		tx.Delete(&knftables.Chain{Name: n})
+	}
+	for _, n := range delSets {
+		if !d.have.sets[n].isMap {
+			tx.Delete(&knftables.Set{Name: n})
+		}
+	}
+
+	chains := slices.Sorted(maps.Keys(d.dirty.chains))
+	sets := slices.Sorted(maps.Keys(d.dirty.sets))
+	elemSets := slices.Sorted(maps.Keys(d.dirty.elems))
+
+	// 2. New sets and maps, 3. new chains (empty).
+	for _, n := range sets {
+		w, h := d.want.sets[n], d.have.sets[n]
+		if w == nil || h != nil {
+			continue
+		}
+		if w.isMap {
+			tx.Add(&knftables.Map{Name: n, Type: w.typ, Flags: w.flags, Comment: knftables.PtrTo(w.comment)})
+		} else {
+			tx.Add(&knftables.Set{Name: n, Type: w.typ, Flags: w.flags, Comment: knftables.PtrTo(w.comment)})
+		}
+	}
+	for _, n := range chains {
+		w, h := d.want.chains[n], d.have.chains[n]
+		if w == nil || h != nil {
+			continue
+		}
+		c := &knftables.Chain{Name: n}
+		if b := w.base; b != nil {
+			c.Type, c.Hook, c.Priority = knftables.PtrTo(b.typ), knftables.PtrTo(b.hook), knftables.PtrTo(b.prio)
+			c.Policy = knftables.PtrTo(knftables.AcceptPolicy)
+		}
+		tx.Add(c)
+	}
+	// 4. Elements of plain sets (rules may need them), 5. chain contents,
+	// 6. elements of verdict maps (they point at chains that now have
+	// their rules).
+	writeElems := func(ofMaps bool) {
+		for _, n := range sets {
+			w, h := d.want.sets[n], d.have.sets[n]
+			if w == nil || w.isMap != ofMaps {
+				continue
+			}
+			if h == nil {
+				for _, k := range slices.Sorted(maps.Keys(w.elems)) {
+					addElem(tx, n, w.isMap, w.elems[k])
+				}
+				continue
+			}
+			if h.opaque {
+				if h.listedCount != len(w.elems) {
+					if w.isMap {
+						tx.Flush(&knftables.Map{Name: n})
+					} else {
+						tx.Flush(&knftables.Set{Name: n})
+					}
+					for _, k := range slices.Sorted(maps.Keys(w.elems)) {
+						addElem(tx, n, w.isMap, w.elems[k])
+					}
+				}
+				continue
+			}
+			keys := map[string]struct{}{}
+			for k := range w.elems {
+				keys[k] = struct{}{}
+			}
+			for k := range h.elems {
+				keys[k] = struct{}{}
+			}
+			diffElems(tx, n, w, h, slices.Sorted(maps.Keys(keys)))
+		}
+		for _, n := range elemSets {
+			if _, whole := d.dirty.sets[n]; whole {
+				continue
+			}
+			w, h := d.want.sets[n], d.have.sets[n]
+			if w == nil || h == nil || w.isMap != ofMaps {
+				continue
+			}
+			diffElems(tx, n, w, h, slices.Sorted(maps.Keys(d.dirty.elems[n])))
+		}
+	}
+	writeElems(false)
+	for _, n := range chains {
+		w, h := d.want.chains[n], d.have.chains[n]
+		if w == nil || (h != nil && sameRules(w, h)) {
+			continue
+		}
+		if h != nil && len(h.rules) > 0 {
+			tx.Flush(&knftables.Chain{Name: n})
+		}
+		for _, rl := range w.rules {
+			tx.Add(&knftables.Rule{Chain: n, Rule: rl.text, Comment: knftables.PtrTo(rl.comment)})
+		}
+	}
+	writeElems(true)
+
+	if tx.NumOperations() > 1 || !d.synced {
+		if err := d.nft.Run(ctx, tx); err != nil {
+			d.synced = false
+			return fmt.Errorf("nft transaction (%d operations): %w", tx.NumOperations(), err)
+		}
+	}
+
+	// The kernel now has want for every dirty object; what left want is
+	// pending deletion.
+	for _, n := range delChains {
+		delete(d.have.chains, n)
+		delete(d.pending, n)
+	}
+	for _, n := range delSets {
+		delete(d.have.sets, n)
+		delete(d.pending, n)
+	}
+	for _, n := range chains {
+		if w := d.want.chains[n]; w != nil {
+			d.have.chains[n] = w
+			delete(d.pending, n)
+		} else if d.have.chains[n] != nil {
+			d.pending[n] = true
+		}
+	}
+	for _, n := range sets {
+		if w := d.want.sets[n]; w != nil {
+			d.have.sets[n] = w.clone()
+			delete(d.pending, n)
+		} else if d.have.sets[n] != nil {
+			d.pending[n] = false
+		}
+	}
+	for _, n := range elemSets {
+		w, h := d.want.sets[n], d.have.sets[n]
+		if _, whole := d.dirty.sets[n]; whole || w == nil || h == nil {
+			continue
+		}
+		for k := range d.dirty.elems[n] {
+			if e, ok := w.elems[k]; ok {
+				h.elems[k] = e
+			} else {
+				delete(h.elems, k)
+			}
+		}
+	}
+	d.dirty = newDirty()
+	d.synced = true
+	return nil
+}
+
+func (s *setT) clone() *setT {
+	c := *s
+	c.elems = maps.Clone(s.elems)
+	c.opaque = false
+	return &c
+}
+
+func addElem(tx *knftables.Transaction, set string, isMap bool, e elemT) {
+	if isMap {
+		tx.Add(&knftables.Element{Map: set, Key: e.key, Value: e.value})
+	} else {
+		tx.Add(&knftables.Element{Set: set, Key: e.key})
+	}
+}
+
+func delElem(tx *knftables.Transaction, set string, isMap bool, e elemT) {
+	if isMap {
+		tx.Delete(&knftables.Element{Map: set, Key: e.key})
+	} else {
+		tx.Delete(&knftables.Element{Set: set, Key: e.key})
+	}
+}
+
+// diffElems writes the element operations for keys. A map element whose
+// value changes is deleted and added again: the kernel refuses to add a
+// key that exists with other data.
+func diffElems(tx *knftables.Transaction, set string, w, h *setT, keys []string) {
+	for _, k := range keys {
+		we, inW := w.elems[k]
+		he, inH := h.elems[k]
+		switch {
+		case inW && !inH:
+			addElem(tx, set, w.isMap, we)
+		case !inW && inH:
+			delElem(tx, set, w.isMap, he)
+		case inW && inH && !slices.Equal(we.value, he.value):
+			delElem(tx, set, w.isMap, he)
+			addElem(tx, set, w.isMap, we)
+		}
+	}
+}
+
+// listKernel reads the table into a model: chain names with their rules'
+// comments (the kernel gives no rule text), set and map elements.
+func (d *Driver) listKernel(ctx context.Context) (*tableModel, error) {
+	m := newTableModel()
+	all, err := d.nft.ListAll(ctx)
+	if knftables.IsNotFound(err) {
+		return m, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	for _, n := range all["chain"] {
+		m.chains[n] = &chainT{listed: true}
+	}
+	if len(all["chain"]) > 0 {
+		rules, err := d.nft.ListRules(ctx, "")
+		if err != nil {
+			return nil, err
+		}
+		for _, rl := range rules {
+			c := m.chains[rl.Chain]
+			if c == nil {
+				c = &chainT{listed: true}
+				m.chains[rl.Chain] = c
+			}
+			comment := ""
+			if rl.Comment != nil {
+				comment = *rl.Comment
+			}
+			c.rules = append(c.rules, ruleT{comment: comment})
+		}
+	}
+	for _, kind := range []string{"set", "map"} {
+		for _, n := range all[kind] {
+			s := &setT{isMap: kind == "map", elems: map[string]elemT{}}
+			els, err := d.nft.ListElements(ctx, kind, n)
+			if err != nil {
+				return nil, err
+			}
+			s.listedCount = len(els)
+			for _, e := range els {
+				if slices.Contains(e.Key, "") {
+					// knftables cannot parse interval concatenations
+					// back; such a map is compared by size.
+					s.opaque = true
+				}
+				s.elems[elemKey(e.Key)] = elemT{key: e.Key, value: e.Value}
+			}
+			m.sets[n] = s
+		}
+	}
+	return m, nil
+}
