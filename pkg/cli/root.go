@@ -71,6 +71,7 @@ ETCD_CERT_FILE/ETCD_KEY_FILE/ETCD_CA_CERT_FILE.`,
 		newValidateCommand(g),
 		newVersionCommand(g),
 		newDatastoreCommand(g),
+		newIPAMCommand(g),
 	)
 	return root
 }
