@@ -11,6 +11,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"sigs.k8s.io/yaml"
 
@@ -492,5 +493,19 @@ spec:
 	bad := strings.Replace(manifest, "port: 80", "port: 80, protocol: ICMP", 1)
 	if _, err := e.run(bad, "apply", "-f", "-"); err == nil || !strings.Contains(err.Error(), "document 2") || !strings.Contains(err.Error(), "protocol") {
 		t.Errorf("bad Kubernetes policy: %v", err)
+	}
+}
+
+// TestNoDatastore: with nothing listening, commands fail at once and say
+// what to do.
+func TestNoDatastore(t *testing.T) {
+	e := &env{t: t, ep: "http://127.0.0.1:1"}
+	start := time.Now()
+	_, err := e.run("", "get", "ippools")
+	if err == nil || !strings.Contains(err.Error(), "connection refused") || !strings.Contains(err.Error(), "tortie datastore serve") {
+		t.Errorf("no datastore: %v", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("took %v to report a refused connection", d)
 	}
 }

@@ -135,6 +135,9 @@ func (g *globals) datastoreConfig() (datastore.Config, error) {
 	return cfg, nil
 }
 
+// pingTimeout bounds the reachability check every command makes first.
+const pingTimeout = 10 * time.Second
+
 // connect opens the datastore. The returned close function must be called.
 func (g *globals) connect() (*client.Client, func(), error) {
 	cfg, err := g.datastoreConfig()
@@ -144,6 +147,12 @@ func (g *globals) connect() (*client.Client, func(), error) {
 	be, err := datastore.New(cfg)
 	if err != nil {
 		return nil, nil, fmt.Errorf("connecting to the datastore: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), min(g.timeout, pingTimeout))
+	defer cancel()
+	if err := be.Ping(ctx); err != nil {
+		be.Close()
+		return nil, nil, fmt.Errorf("%w\n(is the datastore running? start one with `tortie datastore serve`, or point at yours with --etcd-endpoints or ETCD_ENDPOINTS)", err)
 	}
 	return client.New(be), func() { be.Close() }, nil
 }

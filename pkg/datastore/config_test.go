@@ -1,10 +1,16 @@
 package datastore_test
 
 import (
+	"context"
+	"errors"
+	"net"
 	"reflect"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/tortie/tortie/pkg/datastore"
+	"github.com/tortie/tortie/pkg/datastore/etcdtest"
 )
 
 func TestConfigFromEnv(t *testing.T) {
@@ -42,5 +48,38 @@ func TestConfigFromEnv(t *testing.T) {
 func TestNewBadTLS(t *testing.T) {
 	if _, err := datastore.New(datastore.Config{CAFile: "/nonexistent/ca.pem"}); err == nil {
 		t.Fatal("New accepted a CA file that does not exist")
+	}
+}
+
+func TestPing(t *testing.T) {
+	srv := etcdtest.Start(t)
+	ok, err := datastore.New(datastore.Config{Endpoints: []string{srv.Endpoint()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ok.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := ok.Ping(ctx); err != nil {
+		t.Errorf("ping of a running server: %v", err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := "http://" + l.Addr().String()
+	l.Close()
+	bad, err := datastore.New(datastore.Config{Endpoints: []string{dead}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bad.Close()
+	start := time.Now()
+	err = bad.Ping(ctx)
+	if !errors.Is(err, datastore.ErrUnavailable) || !strings.Contains(err.Error(), "connection refused") || !strings.Contains(err.Error(), dead) {
+		t.Errorf("ping of nothing: %v", err)
+	}
+	if time.Since(start) > 5*time.Second {
+		t.Errorf("a refused connection took %v to report", time.Since(start))
 	}
 }
