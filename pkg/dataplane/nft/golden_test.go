@@ -63,10 +63,16 @@ type scenario struct {
 	pools []Pool
 }
 
+// goldenSelector is shaped like the calc graph's canonical selectors:
+// strings in double quotes, and long enough to need cutting in a comment.
+func goldenSelector(id string) string {
+	return `app == "` + id + `" && projectcalico.org/namespace == "ns1" && tier in {"api", "db", "web"} && !has(quarantine)`
+}
+
 func newScenario() *scenario { s := calc.NewState(); s.InSync = true; return &scenario{state: s} }
 
 func (s *scenario) set(id string, kind calc.IPSetKind, members ...calc.Member) {
-	set := &calc.IPSet{ID: id, Kind: kind, Selector: "sel-" + id}
+	set := &calc.IPSet{ID: id, Kind: kind, Selector: goldenSelector(id)}
 	if kind == calc.NamedPortSet {
 		set.Protocol, set.PortName = calc.ProtoTCP, "http"
 	}

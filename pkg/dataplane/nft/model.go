@@ -114,6 +114,9 @@ func (d *dirtySet) elem(set, key string) {
 
 // setChain puts a chain in want.
 func (d *Driver) setChain(name string, c *chainT) {
+	for i := range c.rules {
+		c.rules[i].comment = comment(c.rules[i].comment)
+	}
 	d.want.chains[name] = c
 	d.dirty.chains[name] = struct{}{}
 }
@@ -124,10 +127,10 @@ func (d *Driver) delChain(name string) {
 }
 
 // ensureSet puts an empty set or map in want if it is not there.
-func (d *Driver) ensureSet(name string, isMap bool, typ string, flags []knftables.SetFlag, comment string) *setT {
+func (d *Driver) ensureSet(name string, isMap bool, typ string, flags []knftables.SetFlag, text string) *setT {
 	s := d.want.sets[name]
 	if s == nil {
-		s = &setT{isMap: isMap, typ: typ, flags: flags, comment: comment, elems: map[string]elemT{}}
+		s = &setT{isMap: isMap, typ: typ, flags: flags, comment: comment(text), elems: map[string]elemT{}}
 		d.want.sets[name] = s
 		d.dirty.sets[name] = struct{}{}
 	}

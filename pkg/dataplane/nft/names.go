@@ -5,7 +5,29 @@ import (
 	"encoding/base32"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 )
+
+// maxComment is the longest comment nft accepts (NFT_USERDATA_MAXLEN less
+// its framing): a longer one fails the whole transaction.
+const maxComment = 128
+
+// comment makes text safe as an nft comment: nft has no escape for '"', so
+// double quotes (selectors quote strings with them) become single quotes,
+// line breaks become spaces, and the text is cut to maxComment bytes on a
+// character boundary. Every comment the driver writes goes through here, so
+// what it wants and what the kernel lists back compare equal.
+func comment(text string) string {
+	text = strings.NewReplacer(`"`, "'", "\n", " ", "\r", " ").Replace(text)
+	if len(text) <= maxComment {
+		return text
+	}
+	cut := maxComment - len("...")
+	for cut > 0 && !utf8.RuneStart(text[cut]) {
+		cut--
+	}
+	return text[:cut] + "..."
+}
 
 // Every chain, set and map name of the table comes from this file.
 //
