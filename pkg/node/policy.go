@@ -1,0 +1,306 @@
+package node
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"slices"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"sigs.k8s.io/knftables"
+
+	v3 "github.com/tortie/tortie/pkg/apis/v3"
+	"github.com/tortie/tortie/pkg/calc"
+	"github.com/tortie/tortie/pkg/dataplane/nft"
+	"github.com/tortie/tortie/pkg/syncer"
+)
+
+// PolicyConfig configures the policy component.
+type PolicyConfig struct {
+	// NodeName selects the endpoints this host enforces policy for.
+	NodeName string
+	// NFT is the nftables interface for table Driver.TableName, family
+	// inet (knftables.New in the host's network namespace, or
+	// knftables.NewFake in tests).
+	NFT knftables.Interface
+	// Driver is the nftables driver's configuration (TableName defaults to
+	// "tortie").
+	Driver nft.Config
+	// Logger (default slog.Default()).
+	Logger *slog.Logger
+}
+
+// policyKinds are what the calculation graph consumes, plus IP pools for
+// natOutgoing. Staged policies are never enforced, so not watched.
+var policyKinds = []string{
+	v3.KindWorkloadEndpoint, v3.KindHostEndpoint, v3.KindNetworkSet, v3.KindGlobalNetworkSet,
+	v3.KindProfile, v3.KindTier, v3.KindNetworkPolicy, v3.KindGlobalNetworkPolicy,
+	v3.KindIPPool,
+}
+
+// logEachUpTo is how many object changes one apply logs one by one; a
+// bigger burst (a cold start) is logged as counts, and object by object
+// only at debug level.
+const logEachUpTo = 32
+
+// Policy is the policy dataplane: the calculation graph turns resources into
+// this host's desired policy, the nftables driver programs it.
+type Policy struct {
+	graph *calc.Graph
+	drv   *nft.Driver
+	log   *slog.Logger
+
+	pools      map[string]nft.Pool // by IPPool name
+	poolsDirty bool
+	// driverFull says the driver's next Apply is a full sync by itself (a
+	// new driver, or one whose last write failed), so a full apply need not
+	// list the table a second time.
+	driverFull bool
+
+	// What has been handed to the driver, for the active-object gauges.
+	endpoints map[calc.EndpointID]struct{}
+	policies  map[calc.PolicyID]struct{}
+	profiles  map[string]struct{}
+	ipsets    map[string]struct{}
+
+	activeEndpoints prometheus.Gauge
+	activePolicies  prometheus.Gauge
+	activeProfiles  prometheus.Gauge
+	activeIPSets    prometheus.Gauge
+	txns            prometheus.Counter
+	txnFailures     prometheus.Counter
+	txnDuration     prometheus.Histogram
+	collectors      []prometheus.Collector
+}
+
+var (
+	_ Component            = (*Policy)(nil)
+	_ prometheus.Collector = (*Policy)(nil)
+)
+
+// NewPolicy makes the policy component. It touches nothing in the kernel
+// until its first Apply.
+func NewPolicy(cfg PolicyConfig) (*Policy, error) {
+	if cfg.NodeName == "" {
+		return nil, fmt.Errorf("policy: node name is empty")
+	}
+	if cfg.NFT == nil {
+		return nil, fmt.Errorf("policy: no nftables interface")
+	}
+	dc := cfg.Driver.Defaults()
+	if err := dc.Validate(); err != nil {
+		return nil, fmt.Errorf("policy: nftables driver: %w", err)
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	p := &Policy{
+		graph:      calc.New(calc.Config{NodeName: cfg.NodeName}),
+		log:        cfg.Logger.With("component", "policy", "table", dc.TableName),
+		driverFull: true,
+		pools:      map[string]nft.Pool{}, endpoints: map[calc.EndpointID]struct{}{},
+		policies: map[calc.PolicyID]struct{}{}, profiles: map[string]struct{}{}, ipsets: map[string]struct{}{},
+		activeEndpoints: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: metricPrefix + "active_endpoints", Help: "Local workload and host endpoints programmed.",
+		}),
+		activePolicies: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: metricPrefix + "active_policies", Help: "Policies programmed (those selecting a local endpoint).",
+		}),
+		activeProfiles: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: metricPrefix + "active_profiles", Help: "Profiles programmed.",
+		}),
+		activeIPSets: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: metricPrefix + "active_ip_sets", Help: "IP sets (selector and named-port sets) programmed.",
+		}),
+		txns: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: metricPrefix + "nft_transactions_total", Help: "nftables transactions run (nft -f).",
+		}),
+		txnFailures: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: metricPrefix + "nft_transaction_failures_total", Help: "nftables transactions the kernel or nft refused.",
+		}),
+		txnDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: metricPrefix + "nft_transaction_duration_seconds", Help: "Duration of one nftables transaction.",
+			Buckets: latencyBuckets,
+		}),
+	}
+	p.collectors = []prometheus.Collector{p.activeEndpoints, p.activePolicies, p.activeProfiles, p.activeIPSets,
+		p.txns, p.txnFailures, p.txnDuration}
+	p.drv = nft.New(&countingNFT{Interface: cfg.NFT, p: p}, dc)
+	return p, nil
+}
+
+// Name implements Component.
+func (p *Policy) Name() string { return "policy" }
+
+// Kinds implements Component.
+func (p *Policy) Kinds() []string { return slices.Clone(policyKinds) }
+
+// OnUpdate implements Component.
+func (p *Policy) OnUpdate(u syncer.Update) {
+	if u.Kind == v3.KindIPPool {
+		p.updatePool(u)
+		return
+	}
+	p.graph.OnUpdate(calc.Update{Kind: u.Kind, Namespace: u.Namespace, Name: u.Name, Resource: u.Resource})
+}
+
+func (p *Policy) updatePool(u syncer.Update) {
+	old, had := p.pools[u.Name]
+	if u.Resource == nil {
+		if had {
+			delete(p.pools, u.Name)
+			p.poolsDirty = true
+		}
+		return
+	}
+	pool, ok := u.Resource.(*v3.IPPool)
+	if !ok {
+		return
+	}
+	cidr, err := netip.ParsePrefix(pool.Spec.CIDR)
+	if err != nil {
+		p.log.Warn("IP pool with an unreadable CIDR, ignored", "pool", u.Name, "cidr", pool.Spec.CIDR, "err", err)
+		if had {
+			delete(p.pools, u.Name)
+			p.poolsDirty = true
+		}
+		return
+	}
+	next := nft.Pool{CIDR: cidr.Masked(), NATOutgoing: pool.Spec.NATOutgoing}
+	if !had || old != next {
+		p.pools[u.Name] = next
+		p.poolsDirty = true
+	}
+}
+
+// OnInSync implements Component.
+func (p *Policy) OnInSync() { p.graph.OnInSync() }
+
+// Apply implements Component: the graph's changes go to the driver as one
+// transaction; a full apply then lists the table and repairs drift.
+func (p *Policy) Apply(ctx context.Context, full bool) error {
+	if p.poolsDirty {
+		p.drv.SetPools(p.sortedPools())
+		p.poolsDirty = false
+		p.log.Info("IP pools changed", "pools", len(p.pools))
+	}
+	c := p.graph.Flush()
+	// The driver folds c into its desired state before it writes, so c is
+	// not lost when the write fails: the retry (a full sync) includes it.
+	wasFull := p.driverFull
+	err := p.drv.Apply(c)
+	p.record(c)
+	if err != nil {
+		p.driverFull = true
+		return err
+	}
+	p.driverFull = false
+	if full && !wasFull {
+		if err := p.drv.Resync(); err != nil {
+			p.driverFull = true
+			return err
+		}
+	}
+	return nil
+}
+
+
+func (p *Policy) sortedPools() []nft.Pool {
+	out := make([]nft.Pool, 0, len(p.pools))
+	for _, pl := range p.pools {
+		out = append(out, pl)
+	}
+	slices.SortFunc(out, func(a, b nft.Pool) int {
+		return cmp.Or(a.CIDR.Addr().Compare(b.CIDR.Addr()), cmp.Compare(a.CIDR.Bits(), b.CIDR.Bits()))
+	})
+	return slices.CompactFunc(out, func(a, b nft.Pool) bool { return a == b })
+}
+
+// record keeps the active-object gauges and logs what changed, by name.
+func (p *Policy) record(c *calc.Changes) {
+	n := len(c.EndpointUpdates) + len(c.EndpointRemoves) + len(c.PolicyUpdates) + len(c.PolicyRemoves) +
+		len(c.ProfileUpdates) + len(c.ProfileRemoves) + len(c.IPSetUpdates) + len(c.IPSetRemoves)
+	each := slog.LevelInfo
+	if n > logEachUpTo {
+		each = slog.LevelDebug
+		p.log.Info("programming a burst of changes",
+			"endpointUpdates", len(c.EndpointUpdates), "endpointRemoves", len(c.EndpointRemoves),
+			"policyUpdates", len(c.PolicyUpdates), "policyRemoves", len(c.PolicyRemoves),
+			"profileUpdates", len(c.ProfileUpdates), "profileRemoves", len(c.ProfileRemoves),
+			"ipSetUpdates", len(c.IPSetUpdates), "ipSetRemoves", len(c.IPSetRemoves),
+			"memberDeltas", len(c.MemberDeltas))
+	}
+	ctx := context.Background()
+	for _, s := range c.IPSetUpdates {
+		p.ipsets[s.Set.ID] = struct{}{}
+		p.log.Log(ctx, each, "IP set programmed", "set", s.Set.ID, "selector", s.Set.Selector, "members", len(s.Members))
+	}
+	for _, id := range c.IPSetRemoves {
+		delete(p.ipsets, id)
+		p.log.Log(ctx, each, "IP set removed", "set", id)
+	}
+	for _, pol := range c.PolicyUpdates {
+		p.policies[pol.ID] = struct{}{}
+		p.log.Log(ctx, each, "policy programmed", "kind", pol.ID.Kind, "policy", pol.ID.String(), "tier", pol.Tier,
+			"ingressRules", len(pol.Ingress), "egressRules", len(pol.Egress))
+	}
+	for _, id := range c.PolicyRemoves {
+		delete(p.policies, id)
+		p.log.Log(ctx, each, "policy removed", "kind", id.Kind, "policy", id.String())
+	}
+	for _, pr := range c.ProfileUpdates {
+		p.profiles[pr.Name] = struct{}{}
+		p.log.Log(ctx, each, "profile programmed", "profile", pr.Name)
+	}
+	for _, name := range c.ProfileRemoves {
+		delete(p.profiles, name)
+		p.log.Log(ctx, each, "profile removed", "profile", name)
+	}
+	for _, ep := range c.EndpointUpdates {
+		p.endpoints[ep.ID] = struct{}{}
+		p.log.Log(ctx, each, "endpoint programmed", "endpoint", ep.ID.String(), "interface", ep.InterfaceName,
+			"ingressTiers", len(ep.Ingress), "egressTiers", len(ep.Egress), "profiles", len(ep.Profiles))
+	}
+	for _, id := range c.EndpointRemoves {
+		delete(p.endpoints, id)
+		p.log.Log(ctx, each, "endpoint removed", "endpoint", id.String())
+	}
+	p.activeEndpoints.Set(float64(len(p.endpoints)))
+	p.activePolicies.Set(float64(len(p.policies)))
+	p.activeProfiles.Set(float64(len(p.profiles)))
+	p.activeIPSets.Set(float64(len(p.ipsets)))
+}
+
+// Describe implements prometheus.Collector.
+func (p *Policy) Describe(ch chan<- *prometheus.Desc) {
+	for _, c := range p.collectors {
+		c.Describe(ch)
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (p *Policy) Collect(ch chan<- prometheus.Metric) {
+	for _, c := range p.collectors {
+		c.Collect(ch)
+	}
+}
+
+// countingNFT counts the transactions the driver runs.
+type countingNFT struct {
+	knftables.Interface
+	p *Policy
+}
+
+func (c *countingNFT) Run(ctx context.Context, tx *knftables.Transaction) error {
+	t0 := time.Now()
+	err := c.Interface.Run(ctx, tx)
+	c.p.txnDuration.Observe(time.Since(t0).Seconds())
+	c.p.txns.Inc()
+	if err != nil {
+		c.p.txnFailures.Inc()
+	}
+	return err
+}

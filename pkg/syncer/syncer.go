@@ -1,0 +1,318 @@
+package syncer
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	v3 "github.com/tortie/tortie/pkg/apis/v3"
+	"github.com/tortie/tortie/pkg/client"
+	"github.com/tortie/tortie/pkg/datastore"
+)
+
+// Update is one resource created or changed (Resource set) or deleted
+// (Resource nil). Kind, Namespace and Name identify the resource the same
+// way for every update of it, deletes included.
+type Update struct {
+	Kind      string
+	Namespace string
+	Name      string
+	Resource  v3.Resource
+	// Key and Revision are where and at which etcd revision the change
+	// was seen; for logs and debugging.
+	Key      string
+	Revision int64
+}
+
+// Batch is everything that arrived since the previous Take.
+type Batch struct {
+	// Updates in arrival order (per kind, the datastore's order).
+	Updates []Update
+	// InSync is true once every watched prefix has delivered its first
+	// complete snapshot, and stays true. Updates that arrived before that
+	// moment are in the batch that first says InSync, or an earlier one.
+	InSync bool
+	// Oldest is when the first of Updates arrived (zero when none did):
+	// what the agent measures its sync latency from.
+	Oldest time.Time
+	// Resyncs counts prefixes that listed again since the previous batch
+	// (compaction, a watch restarted after a failure), after their first
+	// snapshot.
+	Resyncs int
+	// Skipped counts values that could not be decoded.
+	Skipped int
+}
+
+// Config says what to watch.
+type Config struct {
+	// Kinds to list and watch, one prefix each.
+	Kinds []*v3.KindInfo
+	// Logger (default slog.Default()).
+	Logger *slog.Logger
+	// RestartBackoff is the first pause before a watch that ended on an
+	// error is started again (default 1s, doubling up to 30s).
+	RestartBackoff time.Duration
+}
+
+const maxRestartBackoff = 30 * time.Second
+
+// Syncer lists and watches Config.Kinds. Take and Notify are safe to use
+// from another goroutine than Run's.
+type Syncer struct {
+	be   datastore.Backend
+	cfg  Config
+	log  *slog.Logger
+	note chan struct{}
+
+	mu      sync.Mutex
+	pending []Update
+	oldest  time.Time
+	synced  int // prefixes that delivered their first snapshot
+	resyncs int
+	skipped int
+}
+
+// New returns a syncer on be. Nothing happens until Run.
+func New(be datastore.Backend, cfg Config) *Syncer {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.RestartBackoff <= 0 {
+		cfg.RestartBackoff = time.Second
+	}
+	return &Syncer{be: be, cfg: cfg, log: cfg.Logger.With("component", "syncer"), note: make(chan struct{}, 1)}
+}
+
+// KindsNamed looks kinds up by their manifest names ("IPPool"); the result
+// is sorted and without duplicates.
+func KindsNamed(names ...string) ([]*v3.KindInfo, error) {
+	var out []*v3.KindInfo
+	for _, n := range names {
+		k, ok := v3.KindByKind(n)
+		if !ok {
+			return nil, fmt.Errorf("syncer: unknown kind %q", n)
+		}
+		if !slices.Contains(out, k) {
+			out = append(out, k)
+		}
+	}
+	slices.SortFunc(out, func(a, b *v3.KindInfo) int { return strings.Compare(a.Kind, b.Kind) })
+	return out, nil
+}
+
+// Notify receives a value whenever a batch may be waiting; then call Take.
+// Several arrivals may share one notification.
+func (s *Syncer) Notify() <-chan struct{} { return s.note }
+
+// Take returns and clears what arrived since the previous Take. It never
+// blocks on the watchers for longer than an append.
+func (s *Syncer) Take() Batch {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	b := Batch{
+		Updates: s.pending,
+		InSync:  s.synced == len(s.cfg.Kinds),
+		Oldest:  s.oldest,
+		Resyncs: s.resyncs,
+		Skipped: s.skipped,
+	}
+	s.pending, s.oldest, s.resyncs, s.skipped = nil, time.Time{}, 0, 0
+	return b
+}
+
+// Run watches every kind until ctx is done.
+func (s *Syncer) Run(ctx context.Context) {
+	var wg sync.WaitGroup
+	for _, k := range s.cfg.Kinds {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.watchKind(ctx, k)
+		}()
+	}
+	if len(s.cfg.Kinds) == 0 {
+		s.signal()
+	}
+	wg.Wait()
+}
+
+func (s *Syncer) signal() {
+	select {
+	case s.note <- struct{}{}:
+	default:
+	}
+}
+
+func (s *Syncer) emit(u Update) {
+	s.mu.Lock()
+	if len(s.pending) == 0 {
+		s.oldest = time.Now()
+	}
+	s.pending = append(s.pending, u)
+	s.mu.Unlock()
+	s.signal()
+}
+
+// sent is what the consumer was last told about one key.
+type sent struct {
+	ns, name string
+	rev      int64
+}
+
+// kindWatch is the state of one kind's watch: what the consumer has been
+// told per key, which is what deletes and identity changes are computed
+// from.
+type kindWatch struct {
+	s      *Syncer
+	k      *v3.KindInfo
+	prefix string
+	log    *slog.Logger
+	known  map[string]sent
+	// stale are the keys the consumer has that a restarted watch has not
+	// listed yet; whatever is left at its InSync is gone.
+	stale map[string]struct{}
+}
+
+func (s *Syncer) watchKind(ctx context.Context, k *v3.KindInfo) {
+	w := &kindWatch{s: s, k: k, prefix: client.KindPrefix(k, ""), known: map[string]sent{}}
+	w.log = s.log.With("kind", k.Kind)
+	first := true
+	pause := s.cfg.RestartBackoff
+	for ctx.Err() == nil {
+		// The datastore's watch lists, watches and resyncs by itself; it
+		// ends only on an error retrying cannot fix (or ctx). Then start
+		// over from a fresh list, and delete what that list lacks.
+		for ev := range s.be.Watch(ctx, w.prefix, 0) {
+			switch ev.Type {
+			case datastore.EventAdded, datastore.EventModified:
+				w.put(ev.KV)
+			case datastore.EventDeleted:
+				w.remove(ev.KV.Key, ev.KV.Revision)
+			case datastore.EventInSync:
+				w.inSync(first)
+				first = false
+				pause = s.cfg.RestartBackoff
+			case datastore.EventError:
+				w.log.Error("watch failed, will list again", "prefix", w.prefix, "err", ev.Err)
+			}
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		w.stale = make(map[string]struct{}, len(w.known))
+		for key := range w.known {
+			w.stale[key] = struct{}{}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(pause):
+		}
+		pause = min(2*pause, maxRestartBackoff)
+	}
+}
+
+func (w *kindWatch) inSync(first bool) {
+	if w.stale != nil {
+		gone := make([]string, 0, len(w.stale))
+		for key := range w.stale {
+			gone = append(gone, key)
+		}
+		slices.Sort(gone)
+		for _, key := range gone {
+			w.remove(key, 0)
+		}
+		w.stale = nil
+	}
+	w.s.mu.Lock()
+	if first {
+		w.s.synced++
+	} else {
+		w.s.resyncs++
+	}
+	w.s.mu.Unlock()
+	w.s.signal()
+	if first {
+		w.log.Debug("snapshot delivered", "prefix", w.prefix, "keys", len(w.known))
+	} else {
+		w.log.Info("resynced with the datastore", "prefix", w.prefix, "keys", len(w.known))
+	}
+}
+
+func (w *kindWatch) put(kv *datastore.KV) {
+	delete(w.stale, kv.Key)
+	prev, had := w.known[kv.Key]
+	if had && prev.rev == kv.Revision {
+		return // a re-list found what the consumer already has
+	}
+	r, ns, name, err := w.decode(kv)
+	if err != nil {
+		w.s.mu.Lock()
+		w.s.skipped++
+		w.s.mu.Unlock()
+		if had {
+			// Calico does the same: a value that cannot be read is as good
+			// as gone, and keeping the old one would pretend otherwise.
+			w.log.Warn("undecodable value, treating the resource as deleted", "key", kv.Key, "rev", kv.Revision, "err", err)
+			w.remove(kv.Key, kv.Revision)
+		} else {
+			w.log.Warn("undecodable value, skipped", "key", kv.Key, "rev", kv.Revision, "err", err)
+		}
+		return
+	}
+	if had && (prev.ns != ns || prev.name != name) {
+		// Same key, other identity (a policy renamed between "x" and
+		// "default.x"): the old identity is gone.
+		w.s.emit(Update{Kind: w.k.Kind, Namespace: prev.ns, Name: prev.name, Key: kv.Key, Revision: kv.Revision})
+	}
+	w.known[kv.Key] = sent{ns: ns, name: name, rev: kv.Revision}
+	w.s.emit(Update{Kind: w.k.Kind, Namespace: ns, Name: name, Resource: r, Key: kv.Key, Revision: kv.Revision})
+}
+
+func (w *kindWatch) remove(key string, rev int64) {
+	delete(w.stale, key)
+	prev, had := w.known[key]
+	if !had {
+		return // never delivered (it could not be decoded)
+	}
+	delete(w.known, key)
+	w.s.emit(Update{Kind: w.k.Kind, Namespace: prev.ns, Name: prev.name, Key: key, Revision: rev})
+}
+
+// decode reads a value and works out its identity: the namespace from the
+// key (the key is what makes it unique), the name from the value (a policy's
+// stored metadata carries the name the user gave) or else from the key.
+func (w *kindWatch) decode(kv *datastore.KV) (v3.Resource, string, string, error) {
+	rest, ok := strings.CutPrefix(kv.Key, w.prefix)
+	if !ok || rest == "" {
+		return nil, "", "", fmt.Errorf("key outside %s", w.prefix)
+	}
+	var ns, keyName string
+	if w.k.Namespaced {
+		ns, keyName, ok = strings.Cut(rest, "/")
+		if !ok || ns == "" || keyName == "" || strings.Contains(keyName, "/") {
+			return nil, "", "", fmt.Errorf("key %s is not <prefix>/<namespace>/<name>", kv.Key)
+		}
+	} else {
+		if strings.Contains(rest, "/") {
+			return nil, "", "", fmt.Errorf("key %s is not <prefix>/<name>", kv.Key)
+		}
+		keyName = rest
+	}
+	r, err := client.DecodeKV(w.k, kv)
+	if err != nil {
+		return nil, "", "", err
+	}
+	if r == nil {
+		return nil, "", "", fmt.Errorf("stored value at %s is empty", kv.Key)
+	}
+	name := r.GetName()
+	if name == "" {
+		name = keyName
+	}
+	return r, ns, name, nil
+}
