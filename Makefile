@@ -10,11 +10,15 @@ all: build
 
 build:
 	$(GO) build -o $(BIN)/tortie ./cmd/tortie
+	$(GO) build -o $(BIN)/tortie-node ./cmd/tortie-node
+	$(GO) build -o $(BIN)/tortie-cni ./cmd/tortie-cni
 
 # Debian packages the tests and demo need (etcd-server for a real cluster,
-# nftables, iproute2). Installs only what is missing.
+# nftables, iproute2, bird2), then Go-built test tools (cnitool, host-local)
+# into ./bin. Installs only what is missing.
 deps:
 	bash scripts/install-deps.sh
+	bash scripts/install-tools.sh
 
 demo: deps build
 	bash scripts/demo.sh

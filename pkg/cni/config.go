@@ -1,0 +1,301 @@
+package cni
+
+import (
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/containernetworking/cni/pkg/types"
+	"sigs.k8s.io/yaml"
+
+	"github.com/tortie/tortie/pkg/datastore"
+)
+
+const (
+	// PluginType is the network config "type" of the main plugin.
+	PluginType = "tortie"
+	// IPAMType is the IPAM "type" (and the second name of the binary).
+	IPAMType = "tortie-ipam"
+
+	// NodenameFile is where the node agent writes the name it registered
+	// the node under; the plugin reads it when the config names no node, so
+	// both agree even when the host name differs from the node name.
+	NodenameFile = "/var/lib/tortie/nodename"
+	// DefaultConfigFile is the CLI's datastore config (calicoctl.cfg
+	// format), the last place the plugin looks for the datastore.
+	DefaultConfigFile = "/etc/tortie/tortie.cfg"
+	// DefaultLogFile is where the plugin logs when log_file_path is unset.
+	DefaultLogFile = "/var/log/tortie/cni.log"
+	// DefaultMTU of the workload interface when the config sets none.
+	DefaultMTU = 1500
+	// DefaultDatastoreTimeout bounds every datastore request of one
+	// invocation, retries included: a runtime would rather see an error it
+	// can retry than hang.
+	DefaultDatastoreTimeout = 10 * time.Second
+	// DefaultGCGrace: GC leaves alone allocations and endpoints younger than
+	// this, which may belong to an ADD still in flight.
+	DefaultGCGrace = time.Minute
+	// DefaultNamespace is the namespace of non-Kubernetes workloads.
+	DefaultNamespace = "default"
+)
+
+// NetConf is the network configuration the plugin reads on stdin. Field
+// names follow Calico's plugin so a Calico conflist works unchanged.
+type NetConf struct {
+	types.PluginConf
+
+	// NodeName overrides the node name (else NodenameFile, else hostname).
+	NodeName     string `json:"nodename,omitempty"`
+	NodenameFile string `json:"nodename_file,omitempty"`
+
+	DatastoreType  string `json:"datastore_type,omitempty"`
+	EtcdEndpoints  string `json:"etcd_endpoints,omitempty"`
+	EtcdKeyFile    string `json:"etcd_key_file,omitempty"`
+	EtcdCertFile   string `json:"etcd_cert_file,omitempty"`
+	EtcdCACertFile string `json:"etcd_ca_cert_file,omitempty"`
+	// DatastoreTimeoutSeconds bounds each datastore request (default 10).
+	DatastoreTimeoutSeconds float64 `json:"datastore_timeout_seconds,omitempty"`
+
+	MTU int `json:"mtu,omitempty"`
+
+	LogFilePath string `json:"log_file_path,omitempty"`
+	LogLevel    string `json:"log_level,omitempty"`
+
+	// WorkloadNamespace is the namespace of workloads that are not
+	// Kubernetes pods (default "default").
+	WorkloadNamespace string `json:"workload_namespace,omitempty"`
+	// Profiles of non-Kubernetes workloads (default: one named after the
+	// network, created with allow-all rules if it does not exist).
+	Profiles []string `json:"profiles,omitempty"`
+	// GCGraceSeconds: see DefaultGCGrace; 0 means the default, a negative
+	// value no grace at all.
+	GCGraceSeconds float64 `json:"gc_grace_seconds,omitempty"`
+
+	IPAM IPAMConf `json:"ipam"`
+
+	RuntimeConfig struct {
+		Labels json.RawMessage `json:"labels,omitempty"`
+	} `json:"runtimeConfig,omitempty"`
+	Args struct {
+		CNI struct {
+			Labels []labelKV `json:"labels,omitempty"`
+		} `json:"cni,omitempty"`
+	} `json:"args,omitempty"`
+
+	// ValidAttachments are GC's "cni.dev/valid-attachments".
+	ValidAttachments []types.GCAttachment `json:"cni.dev/valid-attachments,omitempty"`
+}
+
+// IPAMConf is the "ipam" section. For tortie-ipam the pools and families
+// are ours (Calico's names); any other type is delegated as it is.
+type IPAMConf struct {
+	Type       string    `json:"type"`
+	AssignIPv4 *flexBool `json:"assign_ipv4,omitempty"`
+	AssignIPv6 *flexBool `json:"assign_ipv6,omitempty"`
+	IPv4Pools  []string  `json:"ipv4_pools,omitempty"`
+	IPv6Pools  []string  `json:"ipv6_pools,omitempty"`
+}
+
+type labelKV struct {
+	Key   string `json:"key"`
+	Value string `json:"value"`
+}
+
+// flexBool accepts true, "true" and "false" (Calico writes strings).
+type flexBool bool
+
+func (b *flexBool) UnmarshalJSON(data []byte) error {
+	s := strings.Trim(string(data), `"`)
+	v, err := strconv.ParseBool(s)
+	if err != nil {
+		return fmt.Errorf("%s is not a boolean", data)
+	}
+	*b = flexBool(v)
+	return nil
+}
+
+// parseConf decodes and checks the network config.
+func parseConf(stdin []byte) (*NetConf, error) {
+	conf := &NetConf{}
+	if err := json.Unmarshal(stdin, conf); err != nil {
+		return nil, newError(types.ErrDecodingFailure, "the network configuration is not valid JSON", err)
+	}
+	if conf.Name == "" {
+		return nil, newError(types.ErrInvalidNetworkConfig, `the network configuration has no "name"`, nil)
+	}
+	if conf.DatastoreType != "" && conf.DatastoreType != "etcdv3" {
+		return nil, newError(types.ErrInvalidNetworkConfig,
+			fmt.Sprintf("datastore_type %q is not supported: tortie uses etcdv3", conf.DatastoreType), nil)
+	}
+	if conf.MTU == 0 {
+		conf.MTU = DefaultMTU
+	}
+	if conf.MTU < 68 || conf.MTU > 65535 {
+		return nil, newError(types.ErrInvalidNetworkConfig, fmt.Sprintf("mtu %d is out of range (68-65535)", conf.MTU), nil)
+	}
+	if conf.WorkloadNamespace == "" {
+		conf.WorkloadNamespace = DefaultNamespace
+	}
+	for _, list := range [][]string{conf.IPAM.IPv4Pools, conf.IPAM.IPv6Pools} {
+		for _, p := range list {
+			if _, err := netip.ParsePrefix(p); err != nil {
+				return nil, newError(types.ErrInvalidNetworkConfig,
+					fmt.Sprintf("ipam pool %q is not a CIDR (tortie-ipam selects pools by CIDR)", p), nil)
+			}
+		}
+	}
+	return conf, nil
+}
+
+func (c *NetConf) datastoreTimeout() time.Duration {
+	if c.DatastoreTimeoutSeconds > 0 {
+		return time.Duration(c.DatastoreTimeoutSeconds * float64(time.Second))
+	}
+	return DefaultDatastoreTimeout
+}
+
+func (c *NetConf) gcGrace() time.Duration {
+	switch {
+	case c.GCGraceSeconds < 0:
+		return 0
+	case c.GCGraceSeconds > 0:
+		return time.Duration(c.GCGraceSeconds * float64(time.Second))
+	}
+	return DefaultGCGrace
+}
+
+// assignFamilies is how many addresses of each family tortie-ipam hands
+// out: IPv4 unless assign_ipv4 is false, IPv6 only if assign_ipv6.
+func (c *NetConf) assignFamilies() (num4, num6 int) {
+	num4 = 1
+	if c.IPAM.AssignIPv4 != nil && !bool(*c.IPAM.AssignIPv4) {
+		num4 = 0
+	}
+	if c.IPAM.AssignIPv6 != nil && bool(*c.IPAM.AssignIPv6) {
+		num6 = 1
+	}
+	return num4, num6
+}
+
+// nodeName resolves the node: the config, then the file the node agent
+// writes, then the host name (lower case, as Calico does).
+func (c *NetConf) nodeName() (string, error) {
+	if c.NodeName != "" {
+		return c.NodeName, nil
+	}
+	file := c.NodenameFile
+	if file == "" {
+		file = NodenameFile
+	}
+	if b, err := os.ReadFile(file); err == nil {
+		if n := strings.TrimSpace(string(b)); n != "" {
+			return n, nil
+		}
+	}
+	h, err := os.Hostname()
+	if err != nil || h == "" {
+		return "", newError(types.ErrInvalidNetworkConfig,
+			fmt.Sprintf("cannot tell the node name: set \"nodename\" in the network config or start the node agent (it writes %s)", file), err)
+	}
+	return strings.ToLower(strings.TrimSpace(h)), nil
+}
+
+// cliConfig is calicoctl's config file format; only the etcd fields
+// matter. (pkg/cli reads the same file; kept separate so the plugin does
+// not pull in the CLI.)
+type cliConfig struct {
+	Spec struct {
+		DatastoreType  string `json:"datastoreType"`
+		EtcdEndpoints  string `json:"etcdEndpoints"`
+		EtcdCertFile   string `json:"etcdCertFile"`
+		EtcdKeyFile    string `json:"etcdKeyFile"`
+		EtcdCACertFile string `json:"etcdCACertFile"`
+		EtcdUsername   string `json:"etcdUsername"`
+		EtcdPassword   string `json:"etcdPassword"`
+	} `json:"spec"`
+}
+
+// datastoreConfig resolves the datastore: etcd_endpoints in the network
+// config, else Calico's ETCD_* environment variables, else the CLI's config
+// file, else the default endpoint.
+func (c *NetConf) datastoreConfig(configFile string) (datastore.Config, string, error) {
+	var cfg datastore.Config
+	source := "network config"
+	switch {
+	case c.EtcdEndpoints != "":
+		cfg.Endpoints = splitList(c.EtcdEndpoints)
+		cfg.CertFile, cfg.KeyFile, cfg.CAFile = c.EtcdCertFile, c.EtcdKeyFile, c.EtcdCACertFile
+	case os.Getenv("ETCD_ENDPOINTS") != "":
+		cfg = datastore.ConfigFromEnv()
+		source = "ETCD_ENDPOINTS"
+	default:
+		b, err := os.ReadFile(configFile)
+		if err != nil {
+			source = "default endpoint " + datastore.DefaultEndpoint
+			break
+		}
+		var cc cliConfig
+		if err := yaml.Unmarshal(b, &cc); err != nil {
+			return cfg, "", newError(types.ErrInvalidNetworkConfig, fmt.Sprintf("datastore config file %s is not valid", configFile), err)
+		}
+		if cc.Spec.DatastoreType != "" && cc.Spec.DatastoreType != "etcdv3" {
+			return cfg, "", newError(types.ErrInvalidNetworkConfig,
+				fmt.Sprintf("datastore config file %s: datastoreType %q is not supported: tortie uses etcdv3", configFile, cc.Spec.DatastoreType), nil)
+		}
+		cfg.Endpoints = splitList(cc.Spec.EtcdEndpoints)
+		cfg.CertFile, cfg.KeyFile, cfg.CAFile = cc.Spec.EtcdCertFile, cc.Spec.EtcdKeyFile, cc.Spec.EtcdCACertFile
+		cfg.Username, cfg.Password = cc.Spec.EtcdUsername, cc.Spec.EtcdPassword
+		source = configFile
+	}
+	if len(cfg.Endpoints) == 0 {
+		cfg.Endpoints = []string{datastore.DefaultEndpoint}
+	}
+	t := c.datastoreTimeout()
+	cfg.DialTimeout = t
+	cfg.RequestTimeout = t
+	cfg.RetryTimeout = t
+	return cfg, source, nil
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// openLog opens the log file. A plugin must keep stdout for its result and
+// runtimes often show stderr to users, so logs go only to the file; when it
+// cannot be opened, they are dropped rather than sent anywhere else.
+func openLog(c *NetConf) (*slog.Logger, func()) {
+	path := DefaultLogFile
+	level := slog.LevelInfo
+	if c != nil {
+		if c.LogFilePath != "" {
+			path = c.LogFilePath
+		}
+		switch strings.ToLower(c.LogLevel) {
+		case "debug":
+			level = slog.LevelDebug
+		case "warning", "warn":
+			level = slog.LevelWarn
+		case "error":
+			level = slog.LevelError
+		}
+	}
+	_ = os.MkdirAll(filepath.Dir(path), 0o755)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	if err != nil {
+		return slog.New(slog.DiscardHandler), func() {}
+	}
+	return slog.New(slog.NewTextHandler(f, &slog.HandlerOptions{Level: level})), func() { f.Close() }
+}

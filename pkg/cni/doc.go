@@ -1,0 +1,29 @@
+// Package cni is tortie's CNI plugin (spec 1.0.0 and 1.1.0): it puts a
+// workload (a Kubernetes pod, a plain containerd or podman container, a VM's
+// network namespace) on the tortie network the way Calico's plugin does,
+// and records it as a WorkloadEndpoint so that the node agent can apply
+// policy to it.
+//
+// One binary plays two roles, chosen by the name it was called by (or, when
+// the name says nothing, by the config's "type"):
+//
+//   - tortie: ADD, DEL, CHECK, STATUS, GC of a workload interface. It asks
+//     IPAM for addresses (tortie-ipam in-process, or any delegated IPAM
+//     plugin such as host-local), creates the veth pair with Calico's
+//     plumbing (see dataplane.go), and writes the WorkloadEndpoint.
+//   - tortie-ipam: an IPAM plugin alone: addresses for the handle
+//     "<network>.<containerID>" from tortie's block allocator.
+//
+// What it must never do:
+//
+//   - write to stdout anything but the CNI result or error, or log to
+//     stderr (logs go to a file, log_file_path);
+//   - release an address held by another container's handle, or delete an
+//     interface or WorkloadEndpoint that belongs to another container (a
+//     pod's sandbox may have been recreated under the same names);
+//   - leave anything behind after a failed ADD: every stage undoes what
+//     earlier stages did, in reverse order;
+//   - touch host-wide settings: it changes only the sysctls of the veths it
+//     creates (forwarding, proxy ARP/NDP); the host's own forwarding and
+//     its route to 169.254.1.1 are the operator's or node agent's job.
+package cni

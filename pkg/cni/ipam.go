@@ -1,0 +1,212 @@
+package cni
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+
+	"github.com/containernetworking/cni/pkg/types"
+	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/cni/pkg/version"
+	delegated "github.com/containernetworking/plugins/pkg/ipam"
+
+	"github.com/tortie/tortie/pkg/ipam"
+)
+
+// allocation is what IPAM handed out, and how to give it back.
+type allocation struct {
+	addrs   []netip.Addr
+	release func() error
+}
+
+// allocate gets the workload's addresses: from tortie-ipam in-process, or
+// from the delegated IPAM plugin.
+func (p *invocation) allocate() (*allocation, error) {
+	if !p.usesTortieIPAM() {
+		r, err := delegated.ExecAdd(p.conf.IPAM.Type, p.args.StdinData)
+		if err != nil {
+			return nil, delegatedError(p.conf.IPAM.Type, "ADD", err)
+		}
+		release := func() error { return delegated.ExecDel(p.conf.IPAM.Type, p.args.StdinData) }
+		res, err := current.NewResultFromResult(r)
+		if err != nil {
+			_ = release()
+			return nil, newError(types.ErrDecodingFailure, fmt.Sprintf("IPAM plugin %s returned a result tortie cannot read", p.conf.IPAM.Type), err)
+		}
+		a := &allocation{release: release}
+		for _, ipc := range res.IPs {
+			addr, ok := netip.AddrFromSlice(ipc.Address.IP)
+			if !ok {
+				continue
+			}
+			a.addrs = append(a.addrs, addr.Unmap())
+		}
+		if len(a.addrs) == 0 {
+			_ = release()
+			return nil, newError(CodeNoAddresses, fmt.Sprintf("IPAM plugin %s returned no address", p.conf.IPAM.Type), nil)
+		}
+		return a, nil
+	}
+	as, err := p.autoAssign()
+	if err != nil {
+		return nil, err
+	}
+	a := &allocation{release: p.releaseHandle}
+	for _, pr := range slices.Concat(as.IPv4, as.IPv6) {
+		a.addrs = append(a.addrs, pr.Addr())
+	}
+	return a, nil
+}
+
+// autoAssign asks tortie-ipam for the handle's addresses; a failure gives
+// back whatever it did get.
+func (p *invocation) autoAssign() (*ipam.Assignment, error) {
+	if err := p.connect(); err != nil {
+		return nil, err
+	}
+	num4, num6 := p.conf.assignFamilies()
+	if num4+num6 == 0 {
+		return nil, newError(types.ErrInvalidNetworkConfig, "ipam assigns neither IPv4 nor IPv6 (assign_ipv4 and assign_ipv6 are both false)", nil)
+	}
+	args := ipam.AutoAssignArgs{
+		HandleID: p.handleID,
+		Attrs:    p.wl.ipamAttrs(p.node),
+		Num4:     num4,
+		Num6:     num6,
+		Node:     p.node,
+	}
+	for _, s := range p.conf.IPAM.IPv4Pools {
+		args.IPv4Pools = append(args.IPv4Pools, netip.MustParsePrefix(s))
+	}
+	for _, s := range p.conf.IPAM.IPv6Pools {
+		args.IPv6Pools = append(args.IPv6Pools, netip.MustParsePrefix(s))
+	}
+	as, err := p.ipam.AutoAssign(p.ctx, args)
+	if err != nil {
+		if rerr := p.releaseHandle(); rerr != nil {
+			p.log.Warn("could not give back a partial allocation; DEL will", "error", rerr)
+		}
+		return nil, p.ipamError(err)
+	}
+	if len(as.IPv4) < num4 || len(as.IPv6) < num6 {
+		_ = p.releaseHandle()
+		return nil, newError(CodeNoAddresses, fmt.Sprintf("IPAM gave %d IPv4 and %d IPv6 addresses, %d and %d were asked for", len(as.IPv4), len(as.IPv6), num4, num6), nil)
+	}
+	p.log.Info("addresses assigned", "ipv4", as.IPv4, "ipv6", as.IPv6)
+	return as, nil
+}
+
+// releaseHandle frees the addresses of this container's handle (and only
+// those: the handle ID embeds the container ID). A missing handle is fine.
+func (p *invocation) releaseHandle() error {
+	if err := p.connect(); err != nil {
+		return err
+	}
+	got, err := p.ipam.ReleaseByHandle(p.ctx, p.handleID)
+	if err != nil && !errors.Is(err, ipam.ErrHandleNotFound) {
+		return p.datastoreError("releasing the addresses of "+p.handleID, err)
+	}
+	if len(got) > 0 {
+		p.log.Info("addresses released", "addrs", got)
+	}
+	return nil
+}
+
+func delegatedError(plugin, cmd string, err error) *types.Error {
+	var te *types.Error
+	if errors.As(err, &te) {
+		return te
+	}
+	return newError(CodeIPAM, fmt.Sprintf("IPAM plugin %s failed %s", plugin, cmd), err)
+}
+
+// ipamAdd is ADD of tortie-ipam as a plain IPAM plugin: addresses with
+// their block's prefix length, as Calico's IPAM plugin returns them.
+func (p *invocation) ipamAdd() error {
+	as, err := p.autoAssign()
+	if err != nil {
+		return err
+	}
+	res := &current.Result{CNIVersion: current.ImplementedSpecVersion}
+	for _, pr := range slices.Concat(as.IPv4, as.IPv6) {
+		res.IPs = append(res.IPs, &current.IPConfig{Address: net.IPNet{IP: net.IP(pr.Addr().AsSlice()), Mask: net.CIDRMask(pr.Bits(), pr.Addr().BitLen())}})
+	}
+	return types.PrintResult(res, p.conf.CNIVersion)
+}
+
+func (p *invocation) ipamDel() error {
+	return p.releaseHandle()
+}
+
+// ipamCheck verifies that the handle still holds the addresses of the
+// previous result.
+func (p *invocation) ipamCheck() error {
+	want, err := p.prevAddrs(false)
+	if err != nil {
+		return err
+	}
+	return p.checkHandle(want)
+}
+
+func (p *invocation) checkHandle(want []netip.Addr) error {
+	if err := p.connect(); err != nil {
+		return err
+	}
+	have, err := p.ipam.IPsByHandle(p.ctx, p.handleID)
+	if errors.Is(err, ipam.ErrHandleNotFound) {
+		return checkError("IPAM handle %s does not exist: the addresses were released", p.handleID)
+	}
+	if err != nil {
+		return p.datastoreError("reading IPAM handle "+p.handleID, err)
+	}
+	for _, a := range want {
+		if !slices.Contains(have, a) {
+			return checkError("address %s is no longer held by IPAM handle %s (it holds %v)", a, p.handleID, have)
+		}
+	}
+	return nil
+}
+
+// prevAddrs are the addresses of the previous result (CHECK); with
+// containerOnly, only those on the container's interface.
+func (p *invocation) prevAddrs(containerOnly bool) ([]netip.Addr, error) {
+	if p.conf.RawPrevResult == nil {
+		return nil, newError(types.ErrInvalidNetworkConfig, "CHECK needs the previous result (prevResult) in the network config", nil)
+	}
+	if err := version.ParsePrevResult(&p.conf.PluginConf); err != nil {
+		return nil, newError(types.ErrDecodingFailure, "cannot read prevResult", err)
+	}
+	res, err := current.NewResultFromResult(p.conf.PrevResult)
+	if err != nil {
+		return nil, newError(types.ErrDecodingFailure, "cannot convert prevResult", err)
+	}
+	var out []netip.Addr
+	for _, ipc := range res.IPs {
+		if containerOnly && ipc.Interface != nil {
+			i := *ipc.Interface
+			if i < 0 || i >= len(res.Interfaces) || res.Interfaces[i].Sandbox == "" {
+				continue
+			}
+		}
+		if a, ok := netip.AddrFromSlice(ipc.Address.IP); ok {
+			out = append(out, a.Unmap())
+		}
+	}
+	return out, nil
+}
+
+// prevMAC is the container interface's MAC in the previous result.
+func (p *invocation) prevMAC() string {
+	res, err := current.NewResultFromResult(p.conf.PrevResult)
+	if err != nil {
+		return ""
+	}
+	for _, i := range res.Interfaces {
+		if i.Sandbox != "" && i.Name == p.args.IfName {
+			return i.Mac
+		}
+	}
+	return ""
+}

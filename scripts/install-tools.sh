@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs the Go-built tools the tests use into the repository's ./bin:
+#   cnitool     CNI's own command-line runtime (an independent CNI client)
+#   host-local  the reference IPAM plugin (tortie-cni must work with it)
+# Idempotent: a tool already built at the pinned version is left alone, so a
+# second run takes well under a second.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+BIN="$(pwd)/bin"
+GO="${GO:-go}"
+mkdir -p "$BIN"
+
+# name  package@version
+TOOLS=(
+	"cnitool github.com/containernetworking/cni/cnitool@v1.3.1"
+	"host-local github.com/containernetworking/plugins/plugins/ipam/host-local@v1.9.1"
+)
+
+for entry in "${TOOLS[@]}"; do
+	name="${entry%% *}"
+	pkgver="${entry#* }"
+	pkg="${pkgver%@*}"
+	ver="${pkgver#*@}"
+	if [ -x "$BIN/$name" ] && "$GO" version -m "$BIN/$name" 2>/dev/null |
+		awk -v p="$pkg" -v v="$ver" '$1 == "path" && $2 == p { path = 1 } $1 == "mod" && $3 == v { mod = 1 } END { exit !(path && mod) }'; then
+		continue
+	fi
+	echo "install-tools: building $name ($pkgver) into $BIN"
+	# Outside the module: go install pkg@version ignores tortie's go.mod.
+	(cd / && GOFLAGS= GOBIN="$BIN" "$GO" install "$pkgver")
+done
