@@ -72,6 +72,7 @@ ETCD_CERT_FILE/ETCD_KEY_FILE/ETCD_CA_CERT_FILE.`,
 		newVersionCommand(g),
 		newDatastoreCommand(g),
 		newIPAMCommand(g),
+		newNodeCommand(g),
 	)
 	return root
 }

@@ -1,0 +1,166 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/tortie/tortie/pkg/routing"
+)
+
+func newNodeCommand(g *globals) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "node",
+		Short: "Commands about the tortie-node agent on this host",
+	}
+	cmd.AddCommand(newNodeStatusCommand(g))
+	return cmd
+}
+
+func newNodeStatusCommand(g *globals) *cobra.Command {
+	var addr string
+	var timeout time.Duration
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "Show whether tortie-node runs here and the state of its BGP sessions",
+		Long: `Ask the tortie-node agent on this host (not the datastore) for its routing
+status, and print it as calicoctl node status does: one table of BGP peers
+per address family. The agent serves it over HTTP on loopback at
+` + routing.StatusPath + ` (--agent-address, default ` + routing.DefaultStatusAddr + `).
+Exits 1 when the agent cannot be reached.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
+			defer cancel()
+			st, err := fetchNodeStatus(ctx, addr)
+			if err != nil {
+				return err
+			}
+			printNodeStatus(g.out, st, time.Now())
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&addr, "agent-address", routing.DefaultStatusAddr, "host:port where tortie-node serves its status")
+	cmd.Flags().DurationVar(&timeout, "timeout", 5*time.Second, "give up on the agent after this long")
+	return cmd
+}
+
+func fetchNodeStatus(ctx context.Context, addr string) (*routing.Status, error) {
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	url := "http://" + addr + routing.StatusPath
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("tortie-node is not running: cannot reach the agent at %s: %w", url, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		return nil, fmt.Errorf("tortie-node at %s answered %s: %s", url, resp.Status, strings.TrimSpace(string(b)))
+	}
+	var st routing.Status
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+		return nil, fmt.Errorf("tortie-node at %s: unreadable status: %w", url, err)
+	}
+	return &st, nil
+}
+
+// printNodeStatus prints st the way calicoctl node status prints BIRD's
+// view: STATE is BIRD's protocol state ("up" when Established, "start"
+// otherwise), INFO the BGP state and why a session is not up, SINCE the
+// time of day of the last change (the date when older than today).
+func printNodeStatus(w io.Writer, st *routing.Status, now time.Time) {
+	fmt.Fprintln(w, "tortie-node is running.")
+	if !st.BGPEnabled && st.BGPDisabledReason != "" {
+		fmt.Fprintf(w, "\nBGP is not running: %s\n", st.BGPDisabledReason)
+	}
+	for _, fam := range []string{routing.FamilyIPv4, routing.FamilyIPv6} {
+		fmt.Fprintf(w, "\n%s BGP status\n", fam)
+		peers := st.PeersByFamily(fam)
+		if len(peers) == 0 {
+			fmt.Fprintf(w, "No %s peers found.\n", fam)
+			continue
+		}
+		rows := make([][]string, 0, len(peers))
+		for _, p := range peers {
+			state, info := "start", p.State
+			if p.State == "Established" {
+				state = "up"
+			}
+			if p.Info != "" && p.State != "Established" {
+				info += " " + p.Info
+			}
+			rows = append(rows, []string{p.Address, p.Type, state, sinceString(p.Since, now), info})
+		}
+		writeBoxTable(w, []string{"PEER ADDRESS", "PEER TYPE", "STATE", "SINCE", "INFO"}, rows)
+	}
+	if len(st.Warnings) > 0 {
+		fmt.Fprintln(w, "\nWarnings:")
+		for _, m := range st.Warnings {
+			fmt.Fprintf(w, "  - %s\n", m)
+		}
+	}
+	fmt.Fprintln(w)
+}
+
+func sinceString(t, now time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	t = t.In(now.Location())
+	if y, m, d := t.Date(); y == now.Year() && m == now.Month() && d == now.Day() {
+		return t.Format("15:04:05")
+	}
+	return t.Format("2006-01-02")
+}
+
+// writeBoxTable draws the boxed table calicoctl draws: headers centred,
+// cells left-aligned, one space of padding.
+func writeBoxTable(w io.Writer, header []string, rows [][]string) {
+	width := make([]int, len(header))
+	for i, h := range header {
+		width[i] = len(h)
+	}
+	for _, r := range rows {
+		for i, c := range r {
+			width[i] = max(width[i], len(c))
+		}
+	}
+	var sep strings.Builder
+	sep.WriteByte('+')
+	for _, wd := range width {
+		sep.WriteString(strings.Repeat("-", wd+2))
+		sep.WriteByte('+')
+	}
+	line := sep.String()
+	fmt.Fprintln(w, line)
+	var b strings.Builder
+	b.WriteByte('|')
+	for i, h := range header {
+		gap := width[i] - len(h)
+		left := gap / 2
+		b.WriteString(" " + strings.Repeat(" ", left) + h + strings.Repeat(" ", gap-left) + " |")
+	}
+	fmt.Fprintln(w, b.String())
+	fmt.Fprintln(w, line)
+	for _, r := range rows {
+		b.Reset()
+		b.WriteByte('|')
+		for i, c := range r {
+			b.WriteString(" " + c + strings.Repeat(" ", width[i]-len(c)) + " |")
+		}
+		fmt.Fprintln(w, b.String())
+	}
+	fmt.Fprintln(w, line)
+}

@@ -1,0 +1,99 @@
+package cli
+
+import (
+	"bytes"
+	"net"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tortie/tortie/pkg/routing"
+)
+
+func TestNodeStatus(t *testing.T) {
+	now := time.Now()
+	since := time.Date(now.Year(), now.Month(), now.Day(), 0, 30, 4, 0, now.Location())
+	st := routing.Status{
+		NodeName: "h1", Ready: true, BGPEnabled: true,
+		Peers: []routing.PeerStatus{
+			{Address: "172.17.8.102", Family: routing.FamilyIPv4, Type: "node-to-node mesh", State: "Established", Since: since},
+			{Address: "10.0.0.254", Family: routing.FamilyIPv4, Type: "global", State: "Active", Since: time.Date(2020, 1, 2, 3, 4, 5, 0, now.Location()),
+				Info: "Connect: TCP MD5 authentication failed"},
+		},
+		Warnings: []string{"IP pool p (10.5.0.0/16) has ipipMode Always, but this host's kernel has no IP-in-IP support"},
+	}
+	srv := httptest.NewServer(routing.StatusHandler(func() routing.Status { return st }))
+	defer srv.Close()
+
+	var out, errw bytes.Buffer
+	root := NewRootCommand(strings.NewReader(""), &out, &errw)
+	root.SetArgs([]string{"node", "status", "--agent-address", strings.TrimPrefix(srv.URL, "http://")})
+	if err := root.Execute(); err != nil {
+		t.Fatal(err)
+	}
+	want := `tortie-node is running.
+
+IPv4 BGP status
++--------------+-------------------+-------+------------+-----------------------------------------------+
+| PEER ADDRESS |     PEER TYPE     | STATE |   SINCE    |                     INFO                      |
++--------------+-------------------+-------+------------+-----------------------------------------------+
+| 172.17.8.102 | node-to-node mesh | up    | 00:30:04   | Established                                   |
+| 10.0.0.254   | global            | start | 2020-01-02 | Active Connect: TCP MD5 authentication failed |
++--------------+-------------------+-------+------------+-----------------------------------------------+
+
+IPv6 BGP status
+No IPv6 peers found.
+
+Warnings:
+  - IP pool p (10.5.0.0/16) has ipipMode Always, but this host's kernel has no IP-in-IP support
+
+`
+	if got := out.String(); got != want {
+		t.Errorf("got:\n%s\nwant:\n%s", got, want)
+	}
+}
+
+// The layout of calicoctl's own example, cell for cell.
+func TestNodeStatusCalicoLayout(t *testing.T) {
+	var b bytes.Buffer
+	writeBoxTable(&b, []string{"PEER ADDRESS", "PEER TYPE", "STATE", "SINCE", "INFO"},
+		[][]string{{"172.17.8.102", "node-to-node mesh", "up", "23:30:04", "Established"}})
+	want := `+--------------+-------------------+-------+----------+-------------+
+| PEER ADDRESS |     PEER TYPE     | STATE |  SINCE   |    INFO     |
++--------------+-------------------+-------+----------+-------------+
+| 172.17.8.102 | node-to-node mesh | up    | 23:30:04 | Established |
++--------------+-------------------+-------+----------+-------------+
+`
+	if b.String() != want {
+		t.Errorf("got:\n%s\nwant:\n%s", b.String(), want)
+	}
+}
+
+func TestNodeStatusNotRunning(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close() // nothing listens there now
+	var out, errw bytes.Buffer
+	root := NewRootCommand(strings.NewReader(""), &out, &errw)
+	root.SetArgs([]string{"node", "status", "--agent-address", addr})
+	err = root.Execute()
+	if err == nil || !strings.Contains(err.Error(), "tortie-node is not running") {
+		t.Errorf("err = %v", err)
+	}
+	// Main turns the error into exit status 1.
+	if code := Main([]string{"node", "status", "--agent-address", addr}); code != 1 {
+		t.Errorf("exit status %d, want 1", code)
+	}
+}
+
+func TestNodeStatusBGPOff(t *testing.T) {
+	var b bytes.Buffer
+	printNodeStatus(&b, &routing.Status{BGPDisabledReason: "the Node has no spec.bgp.ipv4Address"}, time.Now())
+	if !strings.Contains(b.String(), "BGP is not running: the Node has no spec.bgp.ipv4Address") || !strings.Contains(b.String(), "No IPv4 peers found.") {
+		t.Error(b.String())
+	}
+}

@@ -1,0 +1,44 @@
+// Package routing is the routing half of tortie-node: it makes one host
+// route to every other host's workloads, as Calico's confd + BIRD + felix
+// route manager do together.
+//
+// It has two layers.
+//
+// The calculation (calc.go) is pure: from a Snapshot of the datastore
+// (Nodes, BGPConfigurations, BGPPeers, IPPools, IPAM blocks, this node's
+// WorkloadEndpoints) and the routes learned over BGP, DesiredPeers,
+// DesiredAdvertisements and DesiredRoutes compute the BGP sessions, the
+// announced prefixes and the kernel routes, VXLAN tunnel endpoints
+// included. No I/O, no clocks, no goroutines: table-driven tests cover it.
+//
+// The Component (component.go) does the I/O: it watches the datastore
+// (list, then watch, with resync), folds events into the snapshot, and
+// after the first complete snapshot drives pkg/bgp (SetPeers,
+// SetAdvertisements) and pkg/dataplane/routes (Reconciler, EnsureVXLAN,
+// VXLAN) with what the calculation says. Learned routes flow back from the
+// speaker into the next calculation. A periodic resync repairs kernel
+// drift. It exposes Ready, Status and an HTTP handler (StatusPath) that
+// `tortie node status` reads.
+//
+// Restarts are graceful both ways: on the way out the speaker stops
+// without a NOTIFICATION (peers keep our routes for the restart time) and
+// the kernel keeps its routes; on the way in, routes a previous run left
+// to other hosts are kept until every session has been up for a few
+// seconds (or the restart time passes), so forwarding never stops.
+//
+// Secrets: BGPPeer password.secretKeyRef and BGPConfiguration
+// nodeMeshPassword name a Kubernetes secret, and there is no Kubernetes.
+// FileSecrets reads <dir>/<secret>/<key> (default dir /etc/tortie/secrets:
+// the layout of a mounted secret volume), else the environment variable
+// TORTIE_SECRET_<SECRET>_<KEY>. A missing, non-optional secret leaves that
+// session out and says so in Status.Warnings: a session is never brought
+// up without the password it asks for.
+//
+// IP-in-IP: pools with ipipMode are routed natively here because the
+// kernel has no ipip module; Status.Warnings and the log say so.
+//
+// What this package must never do: program anything before the first
+// complete snapshot, touch a route that is not tortie's (the reconciler's
+// protocol guarantees it), or switch network namespaces (a BGP speaker
+// lives in its process's namespace: run the agent there).
+package routing

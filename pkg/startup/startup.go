@@ -1,0 +1,455 @@
+package startup
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	v3 "github.com/tortie/tortie/pkg/apis/v3"
+	"github.com/tortie/tortie/pkg/apis/v3/numorstring"
+	"github.com/tortie/tortie/pkg/client"
+	"github.com/tortie/tortie/pkg/dataplane/routes"
+	"github.com/tortie/tortie/pkg/datastore"
+	"github.com/tortie/tortie/pkg/ipam"
+	"github.com/tortie/tortie/pkg/selector"
+)
+
+// DefaultNodenameFile is where the node name is written for the CNI
+// plugin. The CNI plugin is to export its own constant for this path (in
+// pkg/cni); until then this is the one definition and the two must agree.
+const DefaultNodenameFile = "/var/lib/tortie/nodename"
+
+// Address settings, as Calico's IP and IP6 variables.
+const (
+	AddrAutodetect = "autodetect"
+	AddrNone       = "none"
+)
+
+// VXLAN tunnel address allocation, as Calico names it.
+const (
+	tunnelHandlePrefix = "vxlan-tunnel-addr-"
+	tunnelAttrType     = "vxlanTunnelAddress"
+)
+
+// Default pool names, as calico-node names them.
+const (
+	DefaultIPv4PoolName = "default-ipv4-ippool"
+	DefaultIPv6PoolName = "default-ipv6-ippool"
+)
+
+// Config is what startup is told.
+type Config struct {
+	// NodeName: empty means NODENAME, then the host name.
+	NodeName string
+	// IPv4, IPv6: AddrAutodetect, AddrNone, or an address (with or without
+	// a prefix length; without, the prefix length of the interface that
+	// has it is used, else /32 or /128). Empty IPv4 means autodetect,
+	// empty IPv6 means none (Calico's defaults).
+	IPv4, IPv6 string
+	// IPv4Method, IPv6Method: autodetection methods (default first-found).
+	IPv4Method, IPv6Method string
+	// ASNumber, when set, is written to spec.bgp.asNumber ("64512" or
+	// "1.10").
+	ASNumber string
+	// Labels are merged into the Node's labels (others' labels are kept).
+	Labels map[string]string
+	// NodenameFile: empty means DefaultNodenameFile; "-" means do not write.
+	NodenameFile string
+	// DefaultIPv4Pool, DefaultIPv6Pool: a CIDR to create a pool from when
+	// no pool of that family exists; empty means create none.
+	DefaultIPv4Pool, DefaultIPv6Pool string
+	// Settings of a created default IPv4 pool (Calico's CALICO_IPV4POOL_*).
+	DefaultPoolVXLANMode v3.EncapsulationMode
+	DefaultPoolIPIPMode  v3.EncapsulationMode
+	DefaultPoolNAT       bool
+	DefaultPoolBlockSize int
+	// Detector finds addresses; zero means HostDetector.
+	Detector Detector
+	Logger   *slog.Logger
+}
+
+// Result is what startup settled.
+type Result struct {
+	NodeName   string
+	IPv4, IPv6 netip.Prefix // invalid when none
+	IPv4Iface  string       // where IPv4 was found ("" when given)
+	IPv6Iface  string
+	Node       *v3.Node // as written
+	// VXLANTunnelAddr and VXLANMAC are set when a VXLAN pool applies.
+	VXLANTunnelAddr netip.Addr
+	VXLANMAC        string
+	// Warnings are conditions the operator must know about that do not
+	// stop the node (IP-in-IP requested without kernel support).
+	Warnings []string
+}
+
+// NodeName resolves the node name: flag, NODENAME, host name.
+func NodeName(flag string) (string, error) {
+	if flag != "" {
+		return flag, nil
+	}
+	if n := strings.TrimSpace(os.Getenv("NODENAME")); n != "" {
+		return n, nil
+	}
+	h, err := os.Hostname()
+	if err != nil {
+		return "", fmt.Errorf("node name: no flag, no NODENAME and no host name: %w", err)
+	}
+	return strings.ToLower(strings.TrimSpace(h)), nil
+}
+
+// Run does the whole startup against the datastore behind c.
+func Run(ctx context.Context, c *client.Client, cfg Config) (*Result, error) {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	log = log.With("component", "startup")
+	if cfg.Detector.Interfaces == nil {
+		cfg.Detector = HostDetector()
+	}
+	name, err := NodeName(cfg.NodeName)
+	if err != nil {
+		return nil, err
+	}
+	res := &Result{NodeName: name}
+
+	if res.IPv4, res.IPv4Iface, err = resolveAddr(ctx, cfg.Detector, cfg.IPv4, AddrAutodetect, cfg.IPv4Method, false); err != nil {
+		return nil, fmt.Errorf("IPv4 address: %w", err)
+	}
+	if res.IPv6, res.IPv6Iface, err = resolveAddr(ctx, cfg.Detector, cfg.IPv6, AddrNone, cfg.IPv6Method, true); err != nil {
+		return nil, fmt.Errorf("IPv6 address: %w", err)
+	}
+	log.Info("node address", "node", name, "ipv4", res.IPv4, "ipv4Interface", res.IPv4Iface, "ipv6", res.IPv6, "ipv6Interface", res.IPv6Iface)
+
+	var asn *numorstring.ASNumber
+	if cfg.ASNumber != "" {
+		a, err := numorstring.ASNumberFromString(cfg.ASNumber)
+		if err != nil {
+			return nil, fmt.Errorf("AS number %q: %w", cfg.ASNumber, err)
+		}
+		asn = &a
+	}
+
+	if err := c.EnsureInitialized(ctx); err != nil {
+		return nil, err
+	}
+	// The Node first, so that pools' nodeSelectors can be matched against
+	// its labels below.
+	node, err := updateNode(ctx, c, name, func(n *v3.Node) {
+		if n.Spec.BGP == nil {
+			n.Spec.BGP = &v3.NodeBGPSpec{}
+		}
+		n.Spec.BGP.IPv4Address = prefixString(res.IPv4)
+		n.Spec.BGP.IPv6Address = prefixString(res.IPv6)
+		if asn != nil {
+			n.Spec.BGP.ASNumber = asn
+		}
+		if len(cfg.Labels) > 0 {
+			if n.Labels == nil {
+				n.Labels = map[string]string{}
+			}
+			maps.Copy(n.Labels, cfg.Labels)
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	res.Node = node
+
+	if err := writeNodename(cfg.NodenameFile, name); err != nil {
+		return nil, err
+	}
+	if err := ensureDefaultPools(ctx, c, cfg, log); err != nil {
+		return nil, err
+	}
+	pools, err := listPools(ctx, c)
+	if err != nil {
+		return nil, err
+	}
+	labels := node.Labels
+	var vxlanPools []netip.Prefix
+	for _, p := range pools {
+		if p.Spec.Disabled || !poolSelects(p, labels) {
+			continue
+		}
+		cidr, err := netip.ParsePrefix(p.Spec.CIDR)
+		if err != nil {
+			continue
+		}
+		if m := p.Spec.IPIPMode; m != "" && m != v3.EncapNever {
+			w := fmt.Sprintf("IP pool %s (%s) asks for ipipMode %s, but this kernel has no IP-in-IP support (no ipip module): its traffic is routed natively, without encapsulation; use vxlanMode instead", p.Name, p.Spec.CIDR, m)
+			log.Warn(w, "pool", p.Name)
+			res.Warnings = append(res.Warnings, w)
+		}
+		if m := p.Spec.VXLANMode; cidr.Addr().Is4() && (m == v3.EncapAlways || m == v3.EncapCrossSubnet) {
+			vxlanPools = append(vxlanPools, cidr)
+		}
+	}
+
+	if err := ensureTunnel(ctx, c, res, vxlanPools, log); err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+func prefixString(p netip.Prefix) string {
+	if !p.IsValid() {
+		return ""
+	}
+	return p.String()
+}
+
+// resolveAddr turns an IP/IP6 setting into an address.
+func resolveAddr(ctx context.Context, d Detector, setting, def, method string, v6 bool) (netip.Prefix, string, error) {
+	if setting == "" {
+		setting = def
+	}
+	switch strings.ToLower(setting) {
+	case AddrNone:
+		return netip.Prefix{}, "", nil
+	case AddrAutodetect:
+		if method == "" {
+			method = MethodFirstFound
+		}
+		return d.Detect(ctx, method, v6)
+	}
+	var p netip.Prefix
+	if strings.Contains(setting, "/") {
+		var err error
+		if p, err = netip.ParsePrefix(setting); err != nil {
+			return netip.Prefix{}, "", err
+		}
+	} else {
+		a, err := netip.ParseAddr(setting)
+		if err != nil {
+			return netip.Prefix{}, "", fmt.Errorf("%q is neither an address nor %q/%q", setting, AddrAutodetect, AddrNone)
+		}
+		p = netip.PrefixFrom(a, a.BitLen())
+		// Calico takes the prefix length from the interface with the address.
+		if ifs, err := d.Interfaces(); err == nil {
+			if q, _, err := pickSource(ifs, a, setting); err == nil {
+				p = q
+			}
+		}
+	}
+	if p.Addr().Is6() != v6 {
+		return netip.Prefix{}, "", fmt.Errorf("%s is of the wrong family", setting)
+	}
+	return p, "", nil
+}
+
+// updateNode reads the Node, applies change and writes it back with
+// compare-and-swap, retrying from a fresh read on conflict. A missing Node
+// is created.
+func updateNode(ctx context.Context, c *client.Client, name string, change func(*v3.Node)) (*v3.Node, error) {
+	kind, _ := v3.KindByKind(v3.KindNode)
+	for attempt := 0; ; attempt++ {
+		r, err := c.Get(ctx, kind, "", name)
+		var n *v3.Node
+		creating := false
+		switch {
+		case errors.Is(err, datastore.ErrNotFound):
+			n = kind.NewObject().(*v3.Node)
+			n.Name = name
+			creating = true
+		case err != nil:
+			return nil, fmt.Errorf("reading Node %s: %w", name, err)
+		default:
+			n = r.(*v3.Node)
+		}
+		before, _ := json.Marshal(n)
+		change(n)
+		after, _ := json.Marshal(n)
+		if !creating && bytes.Equal(before, after) {
+			return n, nil
+		}
+		var out v3.Resource
+		if creating {
+			out, err = c.Create(ctx, n)
+		} else {
+			out, err = c.Update(ctx, n)
+		}
+		if err == nil {
+			return out.(*v3.Node), nil
+		}
+		if (errors.Is(err, datastore.ErrConflict) || errors.Is(err, datastore.ErrAlreadyExists)) && attempt < 20 {
+			select {
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			case <-time.After(time.Duration(attempt+1) * 20 * time.Millisecond):
+			}
+			continue
+		}
+		return nil, fmt.Errorf("writing Node %s: %w", name, err)
+	}
+}
+
+func writeNodename(path, name string) error {
+	if path == "-" {
+		return nil
+	}
+	if path == "" {
+		path = DefaultNodenameFile
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return fmt.Errorf("node name file: %w", err)
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(name), 0o644); err != nil {
+		return fmt.Errorf("node name file: %w", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("node name file: %w", err)
+	}
+	return nil
+}
+
+func listPools(ctx context.Context, c *client.Client) ([]*v3.IPPool, error) {
+	kind, _ := v3.KindByKind(v3.KindIPPool)
+	rs, _, err := c.List(ctx, kind, "")
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*v3.IPPool, 0, len(rs))
+	for _, r := range rs {
+		out = append(out, r.(*v3.IPPool))
+	}
+	return out, nil
+}
+
+func poolSelects(p *v3.IPPool, labels map[string]string) bool {
+	s := p.Spec.NodeSelector
+	if s == "" {
+		return true
+	}
+	sel, err := selector.Parse(s)
+	if err != nil {
+		return false
+	}
+	return sel.Evaluate(labels)
+}
+
+// ensureDefaultPools creates the requested default pools when no pool of
+// their family exists. A pool created meanwhile by another node is fine.
+func ensureDefaultPools(ctx context.Context, c *client.Client, cfg Config, log *slog.Logger) error {
+	if cfg.DefaultIPv4Pool == "" && cfg.DefaultIPv6Pool == "" {
+		return nil
+	}
+	pools, err := listPools(ctx, c)
+	if err != nil {
+		return err
+	}
+	have4, have6 := false, false
+	for _, p := range pools {
+		if cidr, err := netip.ParsePrefix(p.Spec.CIDR); err == nil {
+			if cidr.Addr().Is4() {
+				have4 = true
+			} else {
+				have6 = true
+			}
+		}
+	}
+	kind, _ := v3.KindByKind(v3.KindIPPool)
+	create := func(name, cidr string, v6 bool) error {
+		p := kind.NewObject().(*v3.IPPool)
+		p.Name = name
+		p.Spec.CIDR = cidr
+		p.Spec.NodeSelector = "all()"
+		if !v6 {
+			p.Spec.VXLANMode = cfg.DefaultPoolVXLANMode
+			p.Spec.IPIPMode = cfg.DefaultPoolIPIPMode
+			p.Spec.NATOutgoing = cfg.DefaultPoolNAT
+			p.Spec.BlockSize = cfg.DefaultPoolBlockSize
+		}
+		_, err := c.Create(ctx, p)
+		if errors.Is(err, datastore.ErrAlreadyExists) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("creating default pool %s (%s): %w", name, cidr, err)
+		}
+		log.Info("created default IP pool", "pool", name, "cidr", cidr)
+		return nil
+	}
+	if cfg.DefaultIPv4Pool != "" && !have4 {
+		if err := create(DefaultIPv4PoolName, cfg.DefaultIPv4Pool, false); err != nil {
+			return err
+		}
+	}
+	if cfg.DefaultIPv6Pool != "" && !have6 {
+		if err := create(DefaultIPv6PoolName, cfg.DefaultIPv6Pool, true); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ensureTunnel gives the node a VXLAN tunnel address and MAC when a VXLAN
+// pool applies to it, and takes them away when none does.
+func ensureTunnel(ctx context.Context, c *client.Client, res *Result, vxlanPools []netip.Prefix, log *slog.Logger) error {
+	am := ipam.New(c.Backend(), ipam.Options{Logger: log})
+	handle := tunnelHandlePrefix + res.NodeName
+	if len(vxlanPools) == 0 {
+		if res.Node.Spec.IPv4VXLANTunnelAddr == "" {
+			return nil
+		}
+		if _, err := am.ReleaseByHandle(ctx, handle); err != nil && !errors.Is(err, datastore.ErrNotFound) {
+			log.Warn("releasing VXLAN tunnel address", "handle", handle, "err", err)
+		}
+		n, err := updateNode(ctx, c, res.NodeName, func(n *v3.Node) {
+			n.Spec.IPv4VXLANTunnelAddr = ""
+			n.Spec.VXLANTunnelMACAddr = ""
+		})
+		if err != nil {
+			return err
+		}
+		res.Node = n
+		log.Info("no VXLAN pool applies any more; tunnel address released", "node", res.NodeName)
+		return nil
+	}
+	if !res.IPv4.IsValid() {
+		w := "a VXLAN IP pool applies to this node but it has no IPv4 address: no tunnel"
+		log.Warn(w)
+		res.Warnings = append(res.Warnings, w)
+		return nil
+	}
+	as, err := am.AutoAssign(ctx, ipam.AutoAssignArgs{
+		HandleID:    handle,
+		Num4:        1,
+		Node:        res.NodeName,
+		IPv4Pools:   vxlanPools,
+		IntendedUse: v3.AllowedUseTunnel,
+		Attrs:       map[string]string{ipam.AttrNode: res.NodeName, ipam.AttrType: tunnelAttrType},
+	})
+	if err != nil {
+		return fmt.Errorf("allocating VXLAN tunnel address: %w", err)
+	}
+	if len(as.IPv4) == 0 {
+		return errors.New("allocating VXLAN tunnel address: none handed out")
+	}
+	addr := as.IPv4[0].Addr()
+	n, err := updateNode(ctx, c, res.NodeName, func(n *v3.Node) {
+		n.Spec.IPv4VXLANTunnelAddr = addr.String()
+		if n.Spec.VXLANTunnelMACAddr == "" {
+			n.Spec.VXLANTunnelMACAddr = routes.RandomMAC().String()
+		}
+	})
+	if err != nil {
+		return err
+	}
+	res.Node = n
+	res.VXLANTunnelAddr = addr
+	res.VXLANMAC = n.Spec.VXLANTunnelMACAddr
+	log.Info("VXLAN tunnel address", "node", res.NodeName, "addr", addr, "mac", res.VXLANMAC)
+	return nil
+}
