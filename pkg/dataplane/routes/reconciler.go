@@ -180,11 +180,19 @@ func (r *Reconciler) Apply() (Stats, error) {
 			r.deleteAll(slices.Delete(slices.Clone(existing), i, i+1), &stats, &errs)
 			continue
 		}
+		if slices.ContainsFunc(foreign[dst], func(k netlink.Route) bool { return want.matches(linkIndex, &k) }) {
+			// Another owner programmed exactly this route (the CNI plugin
+			// adds a workload's host route when it plumbs the workload): what
+			// is wanted holds, and it is not ours to replace.
+			stats.Unchanged++
+			r.deleteAll(existing, &stats, &errs)
+			continue
+		}
 
 		nr := want.toNetlink(linkIndex, r.table, r.proto)
 		op := "add"
 		switch {
-		case len(existing) == 1 && !foreign[dst] && existing[0].Priority == defaultMetric(want):
+		case len(existing) == 1 && len(foreign[dst]) == 0 && existing[0].Priority == defaultMetric(want):
 			// Replace matches on (destination, metric): the one route of
 			// ours is the one replaced, with no moment without a route.
 			op = "replace"
@@ -299,13 +307,11 @@ func (r *Reconciler) linkIndexes(desired map[netip.Prefix]Route) (map[string]lin
 
 // dump reads the reconciler's table: our routes by destination, and the
 // destinations of desired routes that also have a route that is not ours.
-func (r *Reconciler) dump(desired map[netip.Prefix]Route) (map[netip.Prefix][]netlink.Route, map[netip.Prefix]bool, error) {
-	var ours map[netip.Prefix][]netlink.Route
-	var foreign map[netip.Prefix]bool
+func (r *Reconciler) dump(desired map[netip.Prefix]Route) (ours, foreign map[netip.Prefix][]netlink.Route, err error) {
 	filter := &netlink.Route{Table: r.table}
-	_, err := retryDump(func() (struct{}, error) {
+	_, err = retryDump(func() (struct{}, error) {
 		ours = make(map[netip.Prefix][]netlink.Route, len(desired))
-		foreign = map[netip.Prefix]bool{}
+		foreign = map[netip.Prefix][]netlink.Route{}
 		err := r.h.RouteListFilteredIter(netlink.FAMILY_ALL, filter, netlink.RT_FILTER_TABLE, func(k netlink.Route) bool {
 			if k.Family != netlink.FAMILY_V4 && k.Family != netlink.FAMILY_V6 {
 				return true
@@ -317,7 +323,7 @@ func (r *Reconciler) dump(desired map[netip.Prefix]Route) (map[netip.Prefix][]ne
 			if k.Protocol == r.proto {
 				ours[dst] = append(ours[dst], k)
 			} else if _, want := desired[dst]; want {
-				foreign[dst] = true
+				foreign[dst] = append(foreign[dst], k)
 			}
 			return true
 		})

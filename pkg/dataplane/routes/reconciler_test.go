@@ -350,3 +350,23 @@ func TestReconcilerOwnTableAndProtocol(t *testing.T) {
 	}
 	checkRoutes(t, n, []string{"blackhole 10.4.0.0/26 scope global"})
 }
+
+// TestReconcilerAcceptsIdenticalForeignRoute: a route another owner already
+// programmed exactly as desired (the CNI plugin's workload host route) is
+// the desired state, not a conflict.
+func TestReconcilerAcceptsIdenticalForeignRoute(t *testing.T) {
+	n := hostNS(t)
+	n.ip(t, "route", "add", "10.1.0.9/32", "dev", "d0", "scope", "link", "proto", "boot")
+	before := n.otherRoutes(t)
+	r := NewReconciler(n.h, Options{Logger: testLogger(t)})
+	r.Set([]Route{WorkloadRoute(mustAddr("10.1.0.9"), "d0")})
+	for i := range 2 {
+		st, err := r.Apply()
+		if err != nil || st.Unchanged != 1 || st.Changes() != 0 {
+			t.Errorf("Apply %d: %+v %v, want 1 unchanged and no error", i, st, err)
+		}
+	}
+	if after := n.otherRoutes(t); after != before {
+		t.Errorf("the other owner's route changed:\nbefore:\n%s\nafter:\n%s", before, after)
+	}
+}
