@@ -219,7 +219,8 @@ func (l *lab) startAgent() time.Duration {
 		l.t.Fatal(err)
 	}
 	cmd := exec.Command("ip", "netns", "exec", l.host, l.bin,
-		"--node-name", "host1", "--etcd-endpoints", l.etcdURL, "--resync-interval", "1s", "--log-level", "debug")
+		"--node-name", "host1", "--etcd-endpoints", l.etcdURL, "--resync-interval", "1s", "--log-level", "debug",
+		"--nodename-file", "-") // the machine's own /var/lib/tortie is not the test's
 	cmd.Stdout, cmd.Stderr = logf, logf
 	t0 := time.Now()
 	if err := cmd.Start(); err != nil {

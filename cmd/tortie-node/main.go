@@ -1,7 +1,8 @@
-// Command tortie-node is the per-host agent: it watches the datastore and
-// programs this host's network namespace (today: network policy in the
-// nftables table "inet tortie"). Everything it does lives in pkg/node; this
-// is flags, logging and signals.
+// Command tortie-node is the per-host agent: node startup (pkg/startup), then
+// it watches the datastore and programs this host's network namespace:
+// network policy in the nftables table "inet tortie" and routes and BGP
+// (pkg/routing). Everything it does lives in those packages and pkg/node;
+// this is flags, logging and signals.
 package main
 
 import (
@@ -19,9 +20,13 @@ import (
 	"github.com/spf13/cobra"
 	"sigs.k8s.io/knftables"
 
+	v3 "github.com/tortie/tortie/pkg/apis/v3"
+	"github.com/tortie/tortie/pkg/client"
 	"github.com/tortie/tortie/pkg/dataplane/nft"
 	"github.com/tortie/tortie/pkg/datastore"
 	"github.com/tortie/tortie/pkg/node"
+	"github.com/tortie/tortie/pkg/routing"
+	"github.com/tortie/tortie/pkg/startup"
 )
 
 func main() {
@@ -47,6 +52,18 @@ type options struct {
 	logFormat        string
 	healthAddr       string
 	metricsAddr      string
+
+	// Node startup and routing.
+	ip, ipMethod     string
+	ip6, ip6Method   string
+	asNumber         string
+	nodenameFile     string
+	defaultIPv4Pool  string
+	defaultIPv6Pool  string
+	defaultPoolVXLAN string
+	defaultPoolNAT   bool
+	noBGP            bool
+	noRouting        bool
 }
 
 func newCommand(logOut io.Writer) *cobra.Command {
@@ -70,9 +87,20 @@ Datastore: --etcd-endpoints, else ETCD_ENDPOINTS, else http://127.0.0.1:2379.
 TLS: --etcd-cert/--etcd-key/--etcd-ca, else ETCD_CERT_FILE/ETCD_KEY_FILE/
 ETCD_CA_CERT_FILE; ETCD_USERNAME and ETCD_PASSWORD are read too.
 
+At start it registers the host as Calico's node startup does: it finds the
+node's address (--ip/--ip-autodetection-method, as IP and
+IP_AUTODETECTION_METHOD in Calico: first-found, interface=REGEX,
+skip-interface=REGEX, can-reach=DEST, cidr=CIDR), creates or updates the Node
+resource, writes the node name where the CNI plugin reads it, and creates a
+default IP pool when asked and none exists. Then, unless --no-routing, it
+routes: blackholes for its own blocks, routes to local workloads, BGP (the
+node-to-node mesh, BGPPeers, route reflectors) and VXLAN for pools that ask
+for it.
+
 Health: GET /liveness (the agent's loop is turning) and /readiness (in sync
-with the datastore and the last apply succeeded) on --health-addr.
-Prometheus metrics (tortie_*) on --metrics-addr /metrics.`,
+with the datastore and the last apply succeeded) on --health-addr; the BGP
+status "tortie node status" shows is at /status/bgp there. Prometheus metrics
+(tortie_*) on --metrics-addr /metrics.`,
 		Args:          cobra.NoArgs,
 		SilenceUsage:  true,
 		SilenceErrors: true,
@@ -94,6 +122,18 @@ Prometheus metrics (tortie_*) on --metrics-addr /metrics.`,
 	f.StringVar(&o.logFormat, "log-format", "text", "text (key=value) or json")
 	f.StringVar(&o.healthAddr, "health-addr", ":9099", "where to serve /liveness and /readiness (empty: nowhere)")
 	f.StringVar(&o.metricsAddr, "metrics-addr", ":9091", "where to serve Prometheus /metrics (empty: nowhere)")
+	f.StringVar(&o.ip, "ip", envOr("IP", startup.AddrAutodetect), "the node's IPv4 address: autodetect, none, or an address[/len] (env IP)")
+	f.StringVar(&o.ipMethod, "ip-autodetection-method", envOr("IP_AUTODETECTION_METHOD", ""), "how to find the IPv4 address: first-found, interface=REGEX, skip-interface=REGEX, can-reach=DEST, cidr=CIDR[,CIDR] (env IP_AUTODETECTION_METHOD)")
+	f.StringVar(&o.ip6, "ip6", envOr("IP6", startup.AddrNone), "the node's IPv6 address: autodetect, none, or an address[/len] (env IP6)")
+	f.StringVar(&o.ip6Method, "ip6-autodetection-method", envOr("IP6_AUTODETECTION_METHOD", ""), "how to find the IPv6 address, as --ip-autodetection-method (env IP6_AUTODETECTION_METHOD)")
+	f.StringVar(&o.asNumber, "as", envOr("AS", ""), "this node's AS number (default: BGPConfiguration's, else 64512) (env AS)")
+	f.StringVar(&o.nodenameFile, "nodename-file", startup.DefaultNodenameFile, "where to write the node name for the CNI plugin (- : do not write)")
+	f.StringVar(&o.defaultIPv4Pool, "default-ipv4-pool", envOr("CALICO_IPV4POOL_CIDR", ""), "create an IPv4 pool with this CIDR when none exists (env CALICO_IPV4POOL_CIDR)")
+	f.StringVar(&o.defaultIPv6Pool, "default-ipv6-pool", envOr("CALICO_IPV6POOL_CIDR", ""), "create an IPv6 pool with this CIDR when none exists (env CALICO_IPV6POOL_CIDR)")
+	f.StringVar(&o.defaultPoolVXLAN, "default-pool-vxlan", envOr("CALICO_IPV4POOL_VXLAN", "Never"), "vxlanMode of a created default pool: Never, Always or CrossSubnet")
+	f.BoolVar(&o.defaultPoolNAT, "default-pool-nat-outgoing", true, "natOutgoing of a created default pool")
+	f.BoolVar(&o.noBGP, "no-bgp", false, "run no BGP speaker: routes only from the datastore (VXLAN-only clusters)")
+	f.BoolVar(&o.noRouting, "no-routing", false, "program policy only: no routes, no BGP, no VXLAN")
 	return cmd
 }
 
@@ -110,6 +150,13 @@ func newLogger(o *options, w io.Writer) (*slog.Logger, error) {
 		return slog.New(slog.NewJSONHandler(w, ho)), nil
 	}
 	return nil, fmt.Errorf("--log-format %q: want text or json", o.logFormat)
+}
+
+func envOr(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
 }
 
 func nodeName(flag string) (string, error) {
@@ -192,10 +239,16 @@ func run(ctx context.Context, o *options, logOut io.Writer) error {
 		return err
 	}
 
-	// Node startup (address autodetection, the Node resource, a default
-	// IP pool) belongs here, before the agent runs; routes and BGP are
-	// further node.Components in this list.
+	res, err := startNode(ctx, o, name, be, log)
+	if err != nil {
+		return err
+	}
 	components := []node.Component{policy}
+	if !o.noRouting {
+		components = append(components, &routingComponent{routing.New(routing.Config{
+			NodeName: name, Backend: be, DisableBGP: o.noBGP, Warnings: res.Warnings, Logger: log,
+		})})
+	}
 
 	resync := o.resyncInterval
 	if resync == 0 {
@@ -213,4 +266,39 @@ func run(ctx context.Context, o *options, logOut io.Writer) error {
 		return err
 	}
 	return nil
+}
+
+// startNode registers this host (Node resource, node name file, default
+// pool), retrying while the datastore cannot be reached: an agent started
+// before etcd must come up once etcd does, not exit.
+func startNode(ctx context.Context, o *options, name string, be datastore.Backend, log *slog.Logger) (*startup.Result, error) {
+	cfg := startup.Config{
+		NodeName: name, IPv4: o.ip, IPv4Method: o.ipMethod, IPv6: o.ip6, IPv6Method: o.ip6Method,
+		ASNumber: o.asNumber, NodenameFile: o.nodenameFile,
+		DefaultIPv4Pool: o.defaultIPv4Pool, DefaultIPv6Pool: o.defaultIPv6Pool,
+		DefaultPoolVXLANMode: v3.EncapsulationMode(o.defaultPoolVXLAN), DefaultPoolNAT: o.defaultPoolNAT,
+		Logger: log,
+	}
+	c := client.New(be)
+	wait := time.Second
+	for {
+		res, err := startup.Run(ctx, c, cfg)
+		if err == nil {
+			for _, w := range res.Warnings {
+				log.Warn("startup", "warning", w)
+			}
+			log.Info("node registered", "node", res.NodeName, "ipv4", res.IPv4, "ipv6", res.IPv6)
+			return res, nil
+		}
+		if !errors.Is(err, datastore.ErrUnavailable) {
+			return nil, fmt.Errorf("node startup: %w", err)
+		}
+		log.Warn("node startup: datastore unreachable; retrying", "err", err, "in", wait)
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 10*time.Second)
+	}
 }

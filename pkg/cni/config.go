@@ -15,6 +15,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/tortie/tortie/pkg/datastore"
+	"github.com/tortie/tortie/pkg/startup"
 )
 
 const (
@@ -26,7 +27,7 @@ const (
 	// NodenameFile is where the node agent writes the name it registered
 	// the node under; the plugin reads it when the config names no node, so
 	// both agree even when the host name differs from the node name.
-	NodenameFile = "/var/lib/tortie/nodename"
+	NodenameFile = startup.DefaultNodenameFile
 	// DefaultConfigFile is the CLI's datastore config (calicoctl.cfg
 	// format), the last place the plugin looks for the datastore.
 	DefaultConfigFile = "/etc/tortie/tortie.cfg"

@@ -24,8 +24,7 @@ import (
 )
 
 // DefaultNodenameFile is where the node name is written for the CNI
-// plugin. The CNI plugin is to export its own constant for this path (in
-// pkg/cni); until then this is the one definition and the two must agree.
+// plugin, which reads it (cni.NodenameFile is this constant).
 const DefaultNodenameFile = "/var/lib/tortie/nodename"
 
 // Address settings, as Calico's IP and IP6 variables.
