@@ -207,7 +207,6 @@ func (p *Policy) Apply(ctx context.Context, full bool) error {
 	return nil
 }
 
-
 func (p *Policy) sortedPools() []nft.Pool {
 	out := make([]nft.Pool, 0, len(p.pools))
 	for _, pl := range p.pools {
