@@ -102,3 +102,16 @@ printf '| etcd transactions for that apply | %d | %d |\n' "$et" "$dt"
 printf '| `tortie get gnp -o yaml` %d policies, seconds | %.2f | %.2f |\n' "$N" "$eg" "$dg"
 printf '\n| Go benchmark | ns/op | B/op | allocs/op |\n|---|---|---|---|\n'
 awk '/^Benchmark/ { ns=""; b=""; a=""; for (i=3;i<=NF;i++) { if ($(i)=="ns/op") ns=$(i-1); if ($(i)=="B/op") b=$(i-1); if ($(i)=="allocs/op") a=$(i-1) } printf "| %s | %s | %s | %s |\n", $1, ns, b, a }' "$work/go.txt"
+
+# Policy end to end (issue 5): the real tortie-node in network namespaces of
+# its own, the real CLI, real TCP. Needs root; prints its own table.
+echo
+echo "== policy: connections/s with 10,000 rules, change to enforcement, apply, cold start (go run ./bench/policy)"
+if [ "$(id -u)" -eq 0 ]; then
+  pflags=${POLICY_BENCH_FLAGS:-}
+  [ "$N" -lt 10000 ] && [ -z "$pflags" ] && pflags=-quick
+  # shellcheck disable=SC2086
+  go run ./bench/policy -tortie "$TORTIE" $pflags
+else
+  echo "(skipped: needs root)"
+fi
