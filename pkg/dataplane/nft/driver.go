@@ -563,7 +563,7 @@ func (d *Driver) acquire(name string) {
 	p := e.prog
 	if len(p.classMap) > 0 {
 		m := programClassMap(p.name)
-		d.ensureSet(m, true, "inet_proto . inet_service : verdict", []knftables.SetFlag{knftables.IntervalFlag}, "port classes of "+p.name)
+		d.ensureSet(m, true, "inet_service . inet_proto : verdict", []knftables.SetFlag{knftables.IntervalFlag}, "port classes of "+p.name)
 	}
 	for n, rs := range p.chains {
 		d.setChain(n, &chainT{rules: rs})

@@ -124,7 +124,7 @@ func ipSetName(id string, namedPort bool, v6 bool) string {
 // the name, so equal programs (endpoints with the same policies) share one.
 func programName(contentHash string) string { return prefixProgram + contentHash }
 
-// programClassMap is a program's (l4proto . dport) dispatch map.
+// programClassMap is a program's (dport . l4proto) dispatch map.
 func programClassMap(prog string) string { return prog + "-cls" }
 
 // programClassChain is the chain of one port class of a program; seg > 0

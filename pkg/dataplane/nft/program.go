@@ -15,7 +15,7 @@ import (
 //
 // The port-class dispatch. Evaluating rules one after the other costs every
 // packet that reaches the last rule the whole list. Instead the program
-// first looks up the packet's (l4proto . destination port) in an interval
+// first looks up the packet's (destination port . l4proto) in an interval
 // verdict map, which costs the same whatever its size, and jumps to the
 // chain of the packet's *class*: the rules that can possibly match that
 // protocol and port, in their original order. Classes are the cells of the
@@ -26,6 +26,13 @@ import (
 // cannot match any packet of the class, first-match order, Pass (a goto to
 // the class's continuation at the next tier), Log, tier default actions and
 // profiles behave exactly as in the full sequence.
+//
+// The key puts the port first on purpose. A concatenated interval map is
+// nftables' "pipapo" set, which narrows the candidates field by field: with
+// the protocol first, every element of a TCP-only policy matches the first
+// field and the lookup walks them all (measured: connect p50 136 µs with
+// 10,000 rules); with the port first, the first field already leaves one
+// element (37 µs, as with no policy).
 //
 // When a class's outcome does not depend on anything but protocol and port
 // (the first rule that decides is unconditional within the class, as
@@ -267,7 +274,7 @@ func buildProgram(k progKind, blocks []block, cfg *Config) *program {
 	var entry []ruleT
 	if len(spans) > 0 {
 		entry = append(entry, ruleT{
-			text:    "meta l4proto . th dport vmap @" + programClassMap(P),
+			text:    "th dport . meta l4proto vmap @" + programClassMap(P),
 			comment: "port classes: only the rules that can match this protocol and port",
 		})
 		// Neighbouring spans with the same target are one element.
@@ -284,7 +291,7 @@ func buildProgram(k progKind, blocks []block, cfg *Config) *program {
 			if s.last != s.first {
 				port += "-" + strconv.Itoa(s.last)
 			}
-			prog.classMap = append(prog.classMap, elemT{key: []string{protoName(s.proto), port}, value: []string{target[s.class]}})
+			prog.classMap = append(prog.classMap, elemT{key: []string{port, protoName(s.proto)}, value: []string{target[s.class]}})
 		}
 	}
 	entry = append(entry, ruleT{text: target[0], comment: "rules that do not depend on the destination port"})

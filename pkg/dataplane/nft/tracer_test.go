@@ -162,6 +162,13 @@ func (tr *tracer) rule(text string, p *packet, res *traceResult) string {
 				return ""
 			}
 			i += 3
+		case w == "th" && tk[i+1] == "dport" && tk[i+2] == "." && tk[i+3] == "meta":
+			// th dport . meta l4proto vmap @x: a program's port classes
+			if tk[i+5] != "vmap" {
+				tr.t.Fatalf("tracer: unexpected %q", strings.Join(tk[i:], " "))
+			}
+			v, _ := tr.lookupMap(tk[i+6][1:], []string{strconv.Itoa(int(p.dport)), protoName(p.proto)})
+			return v
 		case w == "meta" && tk[i+1] == "l4proto" && tk[i+2] == ".":
 			// meta l4proto . th dport (vmap) @x
 			key := []string{protoName(p.proto), strconv.Itoa(int(p.dport))}
