@@ -116,8 +116,11 @@ func New(cfg Config) (*Etcd, error) {
 		MaxCallSendMsgSize: maxMsgBytes,
 		MaxCallRecvMsgSize: maxMsgBytes,
 		// Notice a dead member within seconds even when no request is in
-		// flight, so the next request goes to a live one.
-		DialKeepAliveTime:    5 * time.Second,
+		// flight, so the next request goes to a live one. Not more often:
+		// etcd's servers refuse pings closer than 5 s apart
+		// (--grpc-keepalive-min-time) with a "too_many_pings" GoAway, and
+		// exactly 5 s races with that limit.
+		DialKeepAliveTime:    10 * time.Second,
 		DialKeepAliveTimeout: 3 * time.Second,
 		PermitWithoutStream:  true,
 		// The client's own zap logs would only repeat what our retries log.
