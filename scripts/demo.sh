@@ -1,71 +1,65 @@
 #!/usr/bin/env bash
-# tortie's demo, until the multi-host lab exists: start an embedded
-# datastore, apply the manifests in examples/, show them the way calicoctl
-# would, and show that a manifest with one bad document writes nothing.
+# tortie's demo: a three-host cluster on this machine (`tortie lab`), with
+# workloads in two namespaces made by the real CNI plugin; the connectivity
+# matrix before and after applying examples/lab/policy.yaml; then the lab is
+# taken down, whatever happened (the EXIT trap).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TORTIE=${TORTIE:-bin/tortie}
+LAB=${LAB:-tortie-demo}
 
 say() { printf '\n\033[1m$ %s\033[0m\n' "$*"; }
 run() { say "$*"; "$@"; }
 
+if [ "$(id -u)" != 0 ]; then
+  echo "demo: the lab makes network namespaces: run it as root (sudo make demo)" >&2
+  exit 1
+fi
+
 work=$(mktemp -d /tmp/tortie-demo.XXXXXX)
-ds_pid=""
 cleanup() {
-  [ -n "$ds_pid" ] && kill "$ds_pid" 2>/dev/null && wait "$ds_pid" 2>/dev/null
+  if "$TORTIE" lab list 2>/dev/null | grep -qx "$LAB"; then
+    say "$TORTIE lab down --name $LAB"
+    "$TORTIE" lab down --name "$LAB" || true
+  fi
   rm -rf "$work"
 }
 trap cleanup EXIT
 
-# Port 0: the datastore picks a free loopback port and says which, so the
-# demo never collides with another etcd on this machine.
-say "$TORTIE datastore serve --data-dir $work/etcd --listen-client http://127.0.0.1:0 &"
-"$TORTIE" datastore serve --data-dir "$work/etcd" --listen-client http://127.0.0.1:0 >"$work/datastore.log" 2>&1 &
-ds_pid=$!
-for _ in $(seq 100); do
-  grep -q "serving on" "$work/datastore.log" 2>/dev/null && break
-  kill -0 "$ds_pid" 2>/dev/null || { cat "$work/datastore.log" >&2; exit 1; }
-  sleep 0.1
-done
-export ETCD_ENDPOINTS=$(sed -n 's/.*serving on \([^ ]*\).*/\1/p' "$work/datastore.log")
-[ -n "$ETCD_ENDPOINTS" ] || { echo "demo: the datastore did not start:" >&2; cat "$work/datastore.log" >&2; exit 1; }
-cat "$work/datastore.log"
+# A lab of this name left by an interrupted demo goes first.
+if "$TORTIE" lab list 2>/dev/null | grep -qx "$LAB"; then
+  "$TORTIE" lab down --name "$LAB"
+fi
 
-run "$TORTIE" apply -f examples/
-run "$TORTIE" get ippools -o wide
-run "$TORTIE" get tiers
-run "$TORTIE" get globalnetworkpolicies -o wide
-run "$TORTIE" get networkpolicies -n shop -o wide
-run "$TORTIE" get bgppeers
-run "$TORTIE" get hostendpoints -o wide
-run "$TORTIE" get gnp security.allow-dns -o yaml
+run "$TORTIE" lab up --name "$LAB" --hosts 3
+run "$TORTIE" lab workload add web    --name "$LAB" --host h1 --namespace shop  --labels app=web
+run "$TORTIE" lab workload add db     --name "$LAB" --host h2 --namespace shop  --labels app=db
+run "$TORTIE" lab workload add client --name "$LAB" --host h3 --namespace other --labels app=client
+run "$TORTIE" lab workload add batch  --name "$LAB" --host h1 --namespace other --labels app=batch
+run "$TORTIE" lab status --name "$LAB"
 
-cat >"$work/bad.yaml" <<'YAML'
-apiVersion: projectcalico.org/v3
-kind: GlobalNetworkSet
-metadata:
-  name: good-set
-spec:
-  nets: [192.0.2.0/24]
----
-apiVersion: projectcalico.org/v3
-kind: NetworkPolicy
-metadata:
-  name: bad-ports
-  namespace: shop
-spec:
-  selector: app == 'web'
-  ingress:
-    - action: Allow
-      protocol: TCP
-      destination:
-        ports: ["90:80"]
-YAML
-say "$TORTIE apply -f bad.yaml   # one good document, one bad: nothing is written"
-cat "$work/bad.yaml"
-if "$TORTIE" apply -f "$work/bad.yaml"; then echo "demo: the bad manifest was accepted" >&2; exit 1; fi
-say "$TORTIE get globalnetworksets   # good-set was not written"
-"$TORTIE" get globalnetworksets
-printf '\nThe data is stored exactly as Calico stores it; look with etcdctl:\n'
-run env ETCDCTL_API=3 etcdctl --endpoints "$ETCD_ENDPOINTS" get --prefix /calico/resources/v3/projectcalico.org/ippools/
-printf '\ndemo done: the datastore is stopped and its files removed.\n'
+say "$TORTIE lab matrix --name $LAB --ports 80,81   # every workload to every other, before any policy"
+"$TORTIE" lab matrix --name "$LAB" --ports 80,81 | tee "$work/before.txt"
+
+# Other commands reach the lab's datastore without flags when the lab could
+# write the CLI's config file (it leaves one it did not write alone).
+cfg=()
+if ! grep -qs "for lab $LAB;" /etc/tortie/tortie.cfg; then
+  cfg=(--config "/run/tortie/lab/$LAB/tortie.cfg")
+fi
+say "cat examples/lab/policy.yaml"
+cat examples/lab/policy.yaml
+run "$TORTIE" "${cfg[@]}" apply -f examples/lab/policy.yaml
+run "$TORTIE" "${cfg[@]}" get networkpolicies -n shop -o wide
+sleep 1 # the agents enforce within milliseconds; a second is plenty
+
+say "$TORTIE lab matrix --name $LAB --ports 80,81   # the same, with the policy"
+"$TORTIE" lab matrix --name "$LAB" --ports 80,81 | tee "$work/after.txt"
+printf '\n\033[1mWhat the policy changed (< before, > after):\033[0m\n'
+diff "$work/before.txt" "$work/after.txt" || true
+
+say "$TORTIE lab probe --name $LAB other/client shop/db --port 80   # exit 1: blocked"
+"$TORTIE" lab probe --name "$LAB" other/client shop/db --port 80 || echo "(exit status $?)"
+run "$TORTIE" lab probe --name "$LAB" shop/web shop/db --port 80
+
+printf '\ndemo done: the lab is taken down now.\n'

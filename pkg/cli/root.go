@@ -73,6 +73,7 @@ ETCD_CERT_FILE/ETCD_KEY_FILE/ETCD_CA_CERT_FILE.`,
 		newDatastoreCommand(g),
 		newIPAMCommand(g),
 		newNodeCommand(g),
+		newLabCommand(g),
 	)
 	return root
 }

@@ -1,0 +1,546 @@
+package lab_test
+
+// These tests drive the real binaries (built here) as a user would:
+// `tortie lab up`, `workload add`, `matrix -o json`, `tortie apply`, `lab
+// down`, and check what the machine looks like before and after.
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/tortie/tortie/pkg/lab"
+)
+
+func requireRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() == 0 {
+		return
+	}
+	if os.Getenv("CI") != "" {
+		t.Fatal("needs root (network namespaces); CI is set, so this is a failure, not a skip")
+	}
+	t.Skip("needs root (network namespaces)")
+}
+
+var (
+	buildOnce sync.Once
+	binDir    string
+	buildErr  error
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binDir != "" {
+		os.RemoveAll(binDir)
+	}
+	os.Exit(code)
+}
+
+// bins builds tortie, tortie-node and tortie-cni once per test binary.
+func bins(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		binDir, buildErr = os.MkdirTemp("", "tortie-lab-test-bin-")
+		if buildErr != nil {
+			return
+		}
+		for _, c := range []string{"tortie", "tortie-node", "tortie-cni"} {
+			out, err := exec.Command("go", "build", "-o", filepath.Join(binDir, c), "github.com/tortie/tortie/cmd/"+c).CombinedOutput()
+			if err != nil {
+				buildErr = fmt.Errorf("go build %s: %v\n%s", c, err, out)
+				return
+			}
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binDir
+}
+
+// tortie runs the CLI (without ETCD_ENDPOINTS, so that the config file
+// decides) and returns its stdout and exit status.
+func tortie(t *testing.T, args ...string) (string, int) {
+	t.Helper()
+	cmd := exec.Command(filepath.Join(bins(t), "tortie"), args...)
+	var env []string
+	for _, e := range os.Environ() {
+		if !strings.HasPrefix(e, "ETCD_") {
+			env = append(env, e)
+		}
+	}
+	cmd.Env = env
+	var stdout, stderr strings.Builder
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	var ee *exec.ExitError
+	switch {
+	case errors.As(err, &ee):
+		if s := stderr.String(); s != "" {
+			t.Logf("tortie %s: stderr: %s", strings.Join(args, " "), lastBytes(s, 3000))
+		}
+		return stdout.String(), ee.ExitCode()
+	case err != nil:
+		t.Fatalf("tortie %s: %v", strings.Join(args, " "), err)
+	}
+	return stdout.String(), 0
+}
+
+func lastBytes(s string, n int) string {
+	if len(s) > n {
+		return "…" + s[len(s)-n:]
+	}
+	return s
+}
+
+func mustTortie(t *testing.T, args ...string) string {
+	t.Helper()
+	out, code := tortie(t, args...)
+	if code != 0 {
+		t.Fatalf("tortie %s: exit %d\n%s", strings.Join(args, " "), code, out)
+	}
+	return out
+}
+
+func randName(t *testing.T) string {
+	b := make([]byte, 3)
+	rand.Read(b)
+	return "tl" + hex.EncodeToString(b)
+}
+
+// upLab brings a lab up and registers its removal; it returns the name.
+func upLab(t *testing.T, args ...string) string {
+	t.Helper()
+	name := randName(t)
+	t0 := time.Now()
+	t.Cleanup(func() {
+		if _, err := os.Stat(lab.Dir(name)); err == nil {
+			if out, code := tortie(t, "lab", "down", "--name", name); code != 0 {
+				t.Errorf("lab down %s: %s", name, out)
+			}
+		}
+	})
+	out := mustTortie(t, append([]string{"lab", "up", "--name", name, "--bin-dir", bins(t)}, args...)...)
+	t.Logf("timing: lab up %s (%s) took %v", name, strings.Join(args, " "), time.Since(t0).Round(time.Millisecond))
+	if !strings.Contains(out, "lab "+name+" is up") {
+		t.Fatalf("lab up said:\n%s", out)
+	}
+	return name
+}
+
+func addWorkload(t *testing.T, labName, ns, name, host, labels string) {
+	t.Helper()
+	args := []string{"lab", "--name", labName, "workload", "add", name, "--host", host, "--namespace", ns}
+	if labels != "" {
+		args = append(args, "--labels", labels)
+	}
+	mustTortie(t, args...)
+}
+
+func matrix(t *testing.T, labName string, args ...string) []lab.Result {
+	t.Helper()
+	out := mustTortie(t, append([]string{"lab", "--name", labName, "matrix", "-o", "json"}, args...)...)
+	var rs []lab.Result
+	if err := json.Unmarshal([]byte(out), &rs); err != nil {
+		t.Fatalf("matrix -o json: %v\n%s", err, out)
+	}
+	return rs
+}
+
+// mismatches lists the results that differ from want.
+func mismatches(rs []lab.Result, want func(lab.Result) bool) []string {
+	var bad []string
+	for _, r := range rs {
+		if r.Connected != want(r) {
+			bad = append(bad, fmt.Sprintf("%s → %s %s/%d connected=%v", r.From, r.To, r.Protocol, r.Port, r.Connected))
+		}
+	}
+	return bad
+}
+
+// waitMatrix re-probes until the matrix is as wanted; it returns how long
+// that took and the last matrix's duration.
+func waitMatrix(t *testing.T, labName string, timeout time.Duration, want func(lab.Result) bool, args ...string) (time.Duration, time.Duration) {
+	t.Helper()
+	t0 := time.Now()
+	for {
+		m0 := time.Now()
+		rs := matrix(t, labName, args...)
+		took := time.Since(m0)
+		bad := mismatches(rs, want)
+		if len(bad) == 0 {
+			return time.Since(t0), took
+		}
+		if time.Since(t0) > timeout {
+			t.Fatalf("matrix not as expected after %v: %d flows differ:\n%s", timeout, len(bad), strings.Join(bad, "\n"))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+func all(lab.Result) bool { return true }
+
+var fullPorts = []string{"--ports", "80,81", "--protocols", "tcp,udp"}
+
+// policyWant is what examples/lab/policy.yaml allows: shop/db only from
+// shop/web on TCP 80; shop/web only from namespace shop; the rest open.
+func policyWant(r lab.Result) bool {
+	switch r.To {
+	case "shop/db":
+		return r.From == "shop/web" && r.Protocol == "tcp" && r.Port == 80
+	case "shop/web":
+		return strings.HasPrefix(r.From, "shop/")
+	}
+	return true
+}
+
+// snapshot is what the machine looks like from the root namespace.
+type snapshot struct {
+	netns, links, nft, procs []string
+	cfg                      string
+}
+
+func lines(t *testing.T, args ...string) []string {
+	out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	var ls []string
+	for _, l := range strings.Split(string(out), "\n") {
+		if f := strings.Fields(l); len(f) > 0 {
+			ls = append(ls, f[0])
+		}
+	}
+	slices.Sort(ls)
+	return ls
+}
+
+func takeSnapshot(t *testing.T) snapshot {
+	s := snapshot{netns: lines(t, "ip", "netns", "list")}
+	for _, l := range strings.Split(strings.TrimSpace(mustRun(t, "ip", "-o", "link")), "\n") {
+		if f := strings.Fields(l); len(f) > 1 {
+			name, _, _ := strings.Cut(strings.TrimSuffix(f[1], ":"), "@")
+			s.links = append(s.links, name)
+		}
+	}
+	slices.Sort(s.links)
+	s.nft = strings.Split(strings.TrimSpace(mustRun(t, "nft", "list", "tables")), "\n")
+	slices.Sort(s.nft)
+	// Processes running one of the test's binaries, or BIRD on a lab's config.
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		exe, err := os.Readlink(filepath.Join("/proc", e.Name(), "exe"))
+		if err != nil {
+			continue
+		}
+		cmdline, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if strings.HasPrefix(exe, bins(t)) || strings.Contains(string(cmdline), lab.RunDir) {
+			s.procs = append(s.procs, e.Name()+" "+strings.ReplaceAll(string(cmdline), "\x00", " "))
+		}
+	}
+	b, _ := os.ReadFile(lab.CLIConfigFile)
+	s.cfg = string(b)
+	return s
+}
+
+func mustRun(t *testing.T, args ...string) string {
+	out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// diff returns what is in b and not in a.
+func diff(a, b []string) []string {
+	var out []string
+	for _, x := range b {
+		if !slices.Contains(a, x) {
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+// compareSnapshots fails on anything a lab left; other changes (other
+// programs on the machine) are only logged.
+func compareSnapshots(t *testing.T, before, after snapshot, labNames ...string) {
+	t.Helper()
+	ours := func(s string) bool {
+		for _, n := range labNames {
+			if strings.Contains(s, n) {
+				return true
+			}
+		}
+		return strings.Contains(s, "tortie")
+	}
+	for _, c := range []struct {
+		what string
+		a, b []string
+	}{{"netns", before.netns, after.netns}, {"links", before.links, after.links}, {"nft tables", before.nft, after.nft}} {
+		for _, x := range diff(c.a, c.b) {
+			if ours(x) {
+				t.Errorf("after lab down, new %s: %s", c.what, x)
+			} else {
+				t.Logf("after lab down, new %s not named from a lab (another program's?): %s", c.what, x)
+			}
+		}
+		for _, x := range diff(c.b, c.a) {
+			// Nothing of the machine's is the lab's to remove.
+			t.Logf("after lab down, %s %s is gone (another program's doing?)", c.what, x)
+		}
+	}
+	if len(after.procs) > 0 {
+		t.Errorf("processes left: %v", after.procs)
+	}
+	if before.cfg != after.cfg {
+		t.Errorf("%s changed:\nbefore: %q\nafter: %q", lab.CLIConfigFile, before.cfg, after.cfg)
+	}
+	if _, err := os.Stat(lab.RunDir); err == nil {
+		if names, _ := lab.Names(); len(names) == 0 {
+			t.Errorf("%s left behind", lab.RunDir)
+		}
+	}
+}
+
+// TestLab: a 3-host mesh; workloads on every host reach each other; the
+// example policy changes the matrix as it says; a second lab coexists; an
+// agent restart and a host link flap while the matrix is re-probed; lab
+// down leaves the machine as it was.
+func TestLab(t *testing.T) {
+	requireRoot(t)
+	bins(t)
+	before := takeSnapshot(t)
+	a := upLab(t, "--hosts", "3")
+	if out := mustTortie(t, "lab", "up", "--name", a, "--bin-dir", bins(t)); !strings.Contains(out, "already up") {
+		t.Errorf("second up: %s", out)
+	}
+	t0 := time.Now()
+	addWorkload(t, a, "shop", "web", "h1", "app=web")
+	addWorkload(t, a, "shop", "db", "h2", "app=db")
+	addWorkload(t, a, "other", "client", "h3", "app=client")
+	addWorkload(t, a, "other", "batch", "h1", "app=batch")
+	t.Logf("timing: 4 workloads added in %v", time.Since(t0).Round(time.Millisecond))
+	conv, took := waitMatrix(t, a, 20*time.Second, all, fullPorts...)
+	t.Logf("timing: all connected %v after the last workload; one 4×4 matrix, 4 port/protocols (48 probes): %v", conv.Round(time.Millisecond), took.Round(time.Millisecond))
+
+	// The CLI finds the lab by itself, when the lab could write its config.
+	cfgFlag := []string{"--config", lab.ConfigFile(a)}
+	if b, _ := os.ReadFile(lab.CLIConfigFile); strings.Contains(string(b), "for lab "+a+";") {
+		cfgFlag = nil
+		if out := mustTortie(t, "get", "workloadendpoints", "-A"); strings.Count(out, "cali") != 4 {
+			t.Errorf("tortie get workloadendpoints -A (no flags):\n%s", out)
+		}
+	} else {
+		t.Logf("%s is not a lab's: using --config", lab.CLIConfigFile)
+	}
+	mustTortie(t, append(cfgFlag, "apply", "-f", "../../examples/lab/policy.yaml")...)
+	conv, _ = waitMatrix(t, a, 20*time.Second, policyWant, fullPorts...)
+	t.Logf("timing: policy applied → matrix as the policy says after %v", conv.Round(time.Millisecond))
+
+	// Probe's exit statuses.
+	for _, c := range []struct {
+		args []string
+		code int
+	}{
+		{[]string{"shop/web", "shop/db", "--port", "80"}, 0},
+		{[]string{"client", "db", "--port", "80"}, 1},
+		{[]string{"web", "db", "--port", "81", "--protocol", "udp"}, 1},
+		{[]string{"client", "nosuch", "--port", "80"}, 2},
+	} {
+		if _, code := tortie(t, append([]string{"lab", "--name", a, "probe"}, c.args...)...); code != c.code {
+			t.Errorf("probe %v: exit %d, want %d", c.args, code, c.code)
+		}
+	}
+	if out := mustTortie(t, "lab", "--name", a, "exec", "h1", "--", filepath.Join(bins(t), "tortie"), "node", "status"); !strings.Contains(out, "Established") {
+		t.Errorf("tortie node status in h1:\n%s", out)
+	}
+	if _, code := tortie(t, "lab", "--name", a, "exec", "web", "--", "sh", "-c", "exit 7"); code != 7 {
+		t.Errorf("exec exit status %d, want 7", code)
+	}
+
+	t.Run("second-lab", func(t *testing.T) {
+		b := upLab(t, "--hosts", "2")
+		addWorkload(t, b, "default", "x", "h1", "")
+		addWorkload(t, b, "default", "y", "h2", "")
+		waitMatrix(t, b, 20*time.Second, all)
+		if bad := mismatches(matrix(t, a, fullPorts...), policyWant); len(bad) > 0 {
+			t.Errorf("lab %s changed while %s came up: %v", a, b, bad)
+		}
+		mustTortie(t, "lab", "down", "--name", b)
+		for _, n := range lines(t, "ip", "netns", "list") {
+			if strings.HasPrefix(n, b+"-") {
+				t.Errorf("namespace %s left", n)
+			}
+		}
+	})
+
+	t.Run("agent-restart", func(t *testing.T) {
+		done := make(chan string)
+		go func() {
+			out, code := tortie(t, "lab", "--name", a, "agent", "restart", "h2")
+			done <- fmt.Sprintf("exit %d: %s", code, out)
+		}()
+		rounds := 0
+		for {
+			select {
+			case res := <-done:
+				if !strings.HasPrefix(res, "exit 0") {
+					t.Fatalf("agent restart: %s", res)
+				}
+				t.Logf("%d matrices probed during h2's agent restart, all as the policy says", rounds)
+				waitMatrix(t, a, 20*time.Second, policyWant, fullPorts...)
+				return
+			default:
+			}
+			// Policy stays in the kernel and routes stay on the others
+			// (graceful restart): nothing changes while the agent is away.
+			if bad := mismatches(matrix(t, a, fullPorts...), policyWant); len(bad) > 0 {
+				t.Errorf("during the restart: %v", bad)
+			}
+			rounds++
+		}
+	})
+
+	t.Run("link-flap", func(t *testing.T) {
+		mustTortie(t, "lab", "--name", a, "link", "h3", "down")
+		// other/client is on h3: it reaches nobody and nobody reaches it.
+		cut := func(r lab.Result) bool {
+			return r.From != "other/client" && r.To != "other/client" && policyWant(r)
+		}
+		waitMatrix(t, a, 10*time.Second, cut, fullPorts...)
+		mustTortie(t, "lab", "--name", a, "link", "h3", "up")
+		back, _ := waitMatrix(t, a, 60*time.Second, policyWant, fullPorts...)
+		t.Logf("timing: h3's link restored → matrix back after %v", back.Round(time.Millisecond))
+	})
+
+	mustTortie(t, "lab", "workload", "--name", a, "del", "other/batch")
+	if out := mustTortie(t, "lab", "--name", a, "workload", "list"); strings.Contains(out, "batch") {
+		t.Errorf("deleted workload still listed:\n%s", out)
+	}
+	mustTortie(t, "lab", "down", "--name", a)
+	compareSnapshots(t, before, takeSnapshot(t), a)
+}
+
+// TestLabTopologies: every topology and encapsulation, every workload
+// pair connected.
+func TestLabTopologies(t *testing.T) {
+	requireRoot(t)
+	for _, c := range []struct {
+		name  string
+		args  []string
+		hosts int
+		check func(t *testing.T, name string)
+	}{
+		{"tor", []string{"--topology", "tor"}, 3, func(t *testing.T, name string) {
+			out := mustRun(t, "birdc", "-s", lab.BirdSocket(name), "show", "route")
+			if n := strings.Count(out, "/26"); n < 3 {
+				t.Errorf("BIRD knows %d blocks, want 3:\n%s", n, out)
+			}
+		}},
+		{"rr", []string{"--topology", "rr", "--hosts", "4"}, 4, func(t *testing.T, name string) {
+			var st lab.Status
+			if err := json.Unmarshal([]byte(mustTortie(t, "lab", "--name", name, "status", "-o", "json")), &st); err != nil {
+				t.Fatal(err)
+			}
+			for _, h := range st.Hosts {
+				want := 1
+				if h.Name == "h1" {
+					want = 3
+				}
+				if h.Peers != want || h.Established != want {
+					t.Errorf("%s: %d sessions (%d Established), want %d", h.Name, h.Peers, h.Established, want)
+				}
+			}
+		}},
+		{"vxlan-crosssubnet", []string{"--encap", "vxlan-crosssubnet"}, 3, func(t *testing.T, name string) {
+			// h1 and h2 share a subnet, h3 is behind the router: h1 routes
+			// to h3's block through the tunnel, to h2's natively.
+			out := mustRun(t, "ip", "-n", name+"-h1", "route")
+			if !strings.Contains(out, "dev vxlan.calico") || !strings.Contains(out, "via 198.18.") {
+				t.Errorf("h1's routes:\n%s", out)
+			}
+		}},
+		{"vxlan", []string{"--encap", "vxlan", "--hosts", "2"}, 2, nil},
+		{"ipv6", []string{"--ipv6", "--hosts", "2"}, 2, func(t *testing.T, name string) {
+			waitMatrix(t, name, 20*time.Second, all, "--ipv6", "--protocols", "tcp,udp")
+		}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			args := c.args
+			if !slices.Contains(args, "--hosts") {
+				args = append(args, "--hosts", fmt.Sprint(c.hosts))
+			}
+			name := upLab(t, args...)
+			for i := 1; i <= c.hosts; i++ {
+				addWorkload(t, name, "default", fmt.Sprintf("w%d", i), fmt.Sprintf("h%d", i), "")
+			}
+			conv, took := waitMatrix(t, name, 30*time.Second, all, "--protocols", "tcp,udp")
+			t.Logf("timing: %s: all connected after %v (matrix %v)", c.name, conv.Round(time.Millisecond), took.Round(time.Millisecond))
+			if c.check != nil {
+				c.check(t, name)
+			}
+			mustTortie(t, "lab", "down", "--name", name)
+		})
+	}
+}
+
+// TestLabDownAfterCrash: `lab up` killed halfway; `lab down` still removes
+// everything it made.
+func TestLabDownAfterCrash(t *testing.T) {
+	requireRoot(t)
+	bins(t)
+	name := randName(t)
+	cmd := exec.Command(filepath.Join(bins(t), "tortie"), "lab", "up", "--name", name, "--hosts", "3", "--bin-dir", bins(t))
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { exec.Command(filepath.Join(bins(t), "tortie"), "lab", "down", "--name", name).Run() })
+	// Kill it once an agent runs: namespaces, the datastore and agents exist.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		b, _ := os.ReadFile(filepath.Join(lab.Dir(name), "state.json"))
+		if strings.Contains(string(b), `"role": "agent"`) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("lab up never started an agent: %s", b)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	cmd.Process.Signal(syscall.SIGKILL)
+	cmd.Wait()
+	if out, code := tortie(t, "lab", "up", "--name", name, "--bin-dir", bins(t)); code == 0 {
+		_ = out
+		t.Errorf("up of a half-made lab: exit %d, want a refusal", code)
+	}
+	mustTortie(t, "lab", "down", "--name", name)
+	for _, n := range lines(t, "ip", "netns", "list") {
+		if strings.HasPrefix(n, name+"-") {
+			t.Errorf("namespace %s left", n)
+		}
+	}
+	if _, err := exec.Command("ip", "link", "show", name+"-ds").CombinedOutput(); err == nil {
+		t.Errorf("interface %s-ds left", name)
+	}
+	for _, p := range takeSnapshot(t).procs {
+		if strings.Contains(p, name) {
+			t.Errorf("process left: %s", p)
+		}
+	}
+	if _, err := os.Stat(lab.Dir(name)); err == nil {
+		t.Errorf("%s left", lab.Dir(name))
+	}
+}

@@ -1,0 +1,160 @@
+package lab
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"sort"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/tortie/tortie/pkg/routing"
+)
+
+// HostStatus is what a host's agent says about itself.
+type HostStatus struct {
+	Host
+	AgentPID    int                  `json:"agentPID"`
+	AgentAlive  bool                 `json:"agentAlive"`
+	Ready       bool                 `json:"ready"`
+	Peers       int                  `json:"peers"`
+	Peers4      int                  `json:"peers4"`
+	Established int                  `json:"established"`
+	Sessions    []routing.PeerStatus `json:"sessions,omitempty"`
+	Error       string               `json:"error,omitempty"`
+}
+
+// Status is the whole lab's.
+type Status struct {
+	Name      string       `json:"name"`
+	Phase     string       `json:"phase"`
+	Topology  string       `json:"topology"`
+	Encap     string       `json:"encap"`
+	Endpoint  string       `json:"endpoint"`
+	Datastore bool         `json:"datastoreAlive"`
+	Hosts     []HostStatus `json:"hosts"`
+	Workloads []*Workload  `json:"workloads"`
+	Procs     []Proc       `json:"processes"`
+}
+
+var httpClient = &http.Client{Timeout: 2 * time.Second}
+
+// hostStatus asks a host's agent over the underlay (the root namespace
+// reaches every host through the lab's root leg).
+func (l *Lab) hostStatus(ctx context.Context, h Host) HostStatus {
+	hs := HostStatus{Host: h}
+	for _, p := range l.st.Procs {
+		if p.Role == "agent" && p.Name == h.Name {
+			hs.AgentPID, hs.AgentAlive = p.PID, p.alive()
+		}
+	}
+	if !hs.AgentAlive {
+		hs.Error = "agent not running"
+		return hs
+	}
+	base := "http://" + net.JoinHostPort(h.Addr, strconv.Itoa(HealthPort))
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, base+"/readiness", nil)
+	resp, err := httpClient.Do(req)
+	if err != nil {
+		hs.Error = err.Error()
+		return hs
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	hs.Ready = resp.StatusCode == http.StatusOK
+	req, _ = http.NewRequestWithContext(ctx, http.MethodGet, base+routing.StatusPath, nil)
+	resp, err = httpClient.Do(req)
+	if err != nil {
+		hs.Error = err.Error()
+		return hs
+	}
+	defer resp.Body.Close()
+	var st routing.Status
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+		hs.Error = "BGP status: " + err.Error()
+		return hs
+	}
+	hs.Sessions = st.Peers
+	for _, p := range st.Peers {
+		hs.Peers++
+		if p.Family == routing.FamilyIPv4 {
+			hs.Peers4++
+		}
+		if p.State == "Established" {
+			hs.Established++
+		}
+	}
+	return hs
+}
+
+// Status gathers the lab's state and asks every agent.
+func (l *Lab) Status(ctx context.Context) *Status {
+	s := &Status{Name: l.st.Name, Phase: l.st.Phase, Topology: l.st.Options.Topology, Encap: l.st.Options.Encap,
+		Endpoint: l.st.Endpoint, Workloads: l.st.Workloads, Procs: l.st.Procs}
+	for _, p := range l.st.Procs {
+		if p.Role == "datastore" {
+			s.Datastore = p.alive()
+		}
+	}
+	for _, h := range l.st.Hosts {
+		s.Hosts = append(s.Hosts, l.hostStatus(ctx, h))
+	}
+	return s
+}
+
+// Print writes the status as tables.
+func (s *Status) Print(w io.Writer) {
+	ds := "running"
+	if !s.Datastore {
+		ds = "NOT RUNNING"
+	}
+	fmt.Fprintf(w, "lab %s (%s): topology %s, encapsulation %s; datastore %s at %s\n\n", s.Name, s.Phase, s.Topology, s.Encap, ds, s.Endpoint)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "HOST\tNODE\tADDRESS\tAGENT\tBGP SESSIONS")
+	for _, h := range s.Hosts {
+		agent := "ready"
+		switch {
+		case !h.AgentAlive:
+			agent = "not running"
+		case !h.Ready:
+			agent = "not ready"
+		}
+		addr := h.Addr
+		if h.Addr6 != "" {
+			addr += "," + h.Addr6
+		}
+		var peers []string
+		for _, p := range h.Sessions {
+			peers = append(peers, fmt.Sprintf("%s %s", p.Address, p.State))
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s (pid %d)\t%d/%d Established: %s\n", h.Name, h.Node, addr, agent, h.AgentPID, h.Established, h.Peers, strings.Join(peers, ", "))
+	}
+	tw.Flush()
+	fmt.Fprintln(w)
+	PrintWorkloads(w, s.Workloads)
+}
+
+// PrintWorkloads writes the workloads as a table.
+func PrintWorkloads(w io.Writer, wls []*Workload) {
+	if len(wls) == 0 {
+		fmt.Fprintln(w, "no workloads (add one with `tortie lab workload add NAME --host h1`)")
+		return
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "WORKLOAD\tHOST\tADDRESSES\tINTERFACE\tLABELS\tLISTENS")
+	for _, wl := range wls {
+		var labels []string
+		for k, v := range wl.Labels {
+			labels = append(labels, k+"="+v)
+		}
+		sort.Strings(labels)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", wl.ID(), wl.Host, strings.Join(wl.IPs, ","), wl.Interface,
+			strings.Join(labels, ","), strings.Join(wl.Listen, ","))
+	}
+	tw.Flush()
+}

@@ -1,0 +1,171 @@
+package lab
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestValidName(t *testing.T) {
+	for _, ok := range []string{"tortie", "a", "tl3fa9c2", "my-lab-2"} {
+		if err := ValidName(ok); err != nil {
+			t.Errorf("%q: %v", ok, err)
+		}
+	}
+	for _, bad := range []string{"", "-a", "a-", "A", "a_b", "a.b", strings.Repeat("x", 33), "a/b"} {
+		if ValidName(bad) == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+	// Interface names fit the kernel's 15 characters and differ per lab.
+	seen := map[string]bool{}
+	for _, n := range []string{"a", "tortie", "tortie-demo", "twelve-chars", "thirteen-char", strings.Repeat("x", 32), strings.Repeat("x", 31)} {
+		r := rootLinkName(n)
+		if len(r) > 15 || seen[r] {
+			t.Errorf("rootLinkName(%q) = %q", n, r)
+		}
+		seen[r] = true
+	}
+}
+
+func TestParseListen(t *testing.T) {
+	got, err := ParseListen([]string{"TCP:80", " udp:53 ", ""})
+	if err != nil || strings.Join(got, ",") != "tcp:80,udp:53" {
+		t.Fatalf("got %v, %v", got, err)
+	}
+	for _, bad := range []string{"tcp", "sctp:80", "tcp:0", "tcp:65536", "udp:x"} {
+		if _, err := ParseListen([]string{bad}); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}
+
+func freePort(t *testing.T) int {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// TestServe: the built-in server echoes over TCP and UDP; as root, the
+// probe (made in a namespace: here our own) sees it, and sees a closed
+// port as blocked.
+func TestServe(t *testing.T) {
+	port := freePort(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	var out bytes.Buffer
+	pr, pw := io.Pipe()
+	done := make(chan error, 1)
+	go func() {
+		done <- Serve(ctx, []string{"tcp:" + strconv.Itoa(port), "udp:" + strconv.Itoa(port)}, io.MultiWriter(&out, pw))
+	}()
+	buf := make([]byte, 256)
+	if n, _ := pr.Read(buf); !strings.Contains(string(buf[:n]), ServeReadyLine) {
+		t.Fatalf("server said %q", buf[:n])
+	}
+	go io.Copy(io.Discard, pr)
+	for _, proto := range []string{"tcp", "udp"} {
+		c, err := net.Dial(proto, "127.0.0.1:"+strconv.Itoa(port))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(2 * time.Second))
+		c.Write([]byte("hello"))
+		n, err := c.Read(buf)
+		if err != nil || string(buf[:n]) != "hello" {
+			t.Errorf("%s echo: %q, %v", proto, buf[:n], err)
+		}
+		c.Close()
+	}
+	if os.Geteuid() == 0 {
+		for _, proto := range []string{"tcp", "udp"} {
+			ok, detail, err := ProbeIn("/proc/self/ns/net", net.ParseIP("127.0.0.1"), port, proto, time.Second)
+			if err != nil || !ok {
+				t.Errorf("probe %s: %v %s %v", proto, ok, detail, err)
+			}
+			closed := freePort(t)
+			if ok, detail, err := ProbeIn("/proc/self/ns/net", net.ParseIP("127.0.0.1"), closed, proto, 300*time.Millisecond); err != nil || ok {
+				t.Errorf("probe %s to a closed port: %v %s %v", proto, ok, detail, err)
+			}
+		}
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestPrintMatrix(t *testing.T) {
+	var b bytes.Buffer
+	PrintMatrix(&b, []Result{
+		{From: "a/x", To: "b/y", Port: 80, Protocol: "tcp", Connected: true},
+		{From: "b/y", To: "a/x", Port: 80, Protocol: "tcp", Connected: false},
+	})
+	want := `tcp/80 (row: from, column: to)
+     a/x  b/y
+a/x  .    ok
+b/y  -    .
+
+1 of 2 flows connected
+`
+	if b.String() != want {
+		t.Errorf("got:\n%s\nwant:\n%s", b.String(), want)
+	}
+}
+
+// TestCLIConfigRestore: the config file is written when absent, put back
+// as it was on down, and never written over when a lab did not write it.
+func TestCLIConfigRestore(t *testing.T) {
+	dir := t.TempDir()
+	oldRun, oldCfg := RunDir, CLIConfigFile
+	RunDir, CLIConfigFile = dir+"/run", dir+"/etc/tortie/tortie.cfg"
+	t.Cleanup(func() { RunDir, CLIConfigFile = oldRun, oldCfg })
+	mk := func(name string) *Lab {
+		l := &Lab{st: &State{Name: name, Endpoint: "http://198.18.0.254:1"}}
+		if err := os.MkdirAll(Dir(name), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		return l
+	}
+	a, b := mk("a"), mk("b")
+	if err := a.writeCLIConfig(); err != nil {
+		t.Fatal(err)
+	}
+	aText, _ := os.ReadFile(CLIConfigFile)
+	if err := b.writeCLIConfig(); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.restoreCLIConfig(); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := os.ReadFile(CLIConfigFile); string(got) != string(aText) {
+		t.Errorf("after b's down: %q, want a's", got)
+	}
+	if err := a.restoreCLIConfig(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(dir + "/etc/tortie"); !os.IsNotExist(err) {
+		t.Errorf("the directory the lab made is still there: %v", err)
+	}
+	// Someone else's file is left alone.
+	os.MkdirAll(dir+"/etc/tortie", 0o755)
+	os.WriteFile(CLIConfigFile, []byte("mine\n"), 0o644)
+	c := mk("c")
+	if err := c.writeCLIConfig(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.restoreCLIConfig(); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := os.ReadFile(CLIConfigFile); string(got) != "mine\n" {
+		t.Errorf("someone else's config: %q", got)
+	}
+}

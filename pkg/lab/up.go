@@ -1,0 +1,862 @@
+package lab
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"io"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"time"
+
+	v3 "github.com/tortie/tortie/pkg/apis/v3"
+	"github.com/tortie/tortie/pkg/client"
+	"github.com/tortie/tortie/pkg/datastore"
+)
+
+// Options say what lab to build.
+type Options struct {
+	Name     string   `json:"name"`
+	Hosts    int      `json:"hosts"`
+	Topology string   `json:"topology"`
+	Encap    string   `json:"encap"`
+	Pool     string   `json:"pool"`
+	Pool6    string   `json:"pool6,omitempty"`
+	IPv6     bool     `json:"ipv6,omitempty"`
+	Bins     Binaries `json:"binaries"`
+	// Timeout bounds the wait for agents and sessions (default 90s).
+	Timeout time.Duration `json:"-"`
+	// Log receives progress lines (default: nowhere).
+	Log io.Writer `json:"-"`
+}
+
+// Binaries are the programs the lab runs.
+type Binaries struct {
+	Tortie string `json:"tortie"` // datastore serve, lab serve
+	Node   string `json:"node"`
+	CNI    string `json:"cni"`
+	Bird   string `json:"bird,omitempty"`
+}
+
+// defaults fills in what was left out and checks the rest.
+func (o *Options) defaults() error {
+	if o.Name == "" {
+		o.Name = DefaultName
+	}
+	if err := ValidName(o.Name); err != nil {
+		return err
+	}
+	if o.Hosts == 0 {
+		o.Hosts = 3
+	}
+	if o.Hosts < 1 || o.Hosts > 60 {
+		return fmt.Errorf("--hosts %d: want 1 to 60", o.Hosts)
+	}
+	if o.Topology == "" {
+		o.Topology = TopologyMesh
+	}
+	if o.Encap == "" {
+		o.Encap = EncapNone
+	}
+	switch o.Topology {
+	case TopologyMesh, TopologyToR, TopologyRR:
+	default:
+		return fmt.Errorf("--topology %q: want mesh, tor or rr", o.Topology)
+	}
+	switch o.Encap {
+	case EncapNone, EncapVXLAN, EncapCrossSubnet:
+	default:
+		return fmt.Errorf("--encap %q: want none, vxlan or vxlan-crosssubnet", o.Encap)
+	}
+	if o.Topology == TopologyRR && o.Hosts < 2 {
+		return errors.New("--topology rr needs at least 2 hosts")
+	}
+	if o.Encap == EncapCrossSubnet && o.Hosts < 2 {
+		return errors.New("--encap vxlan-crosssubnet needs at least 2 hosts (they are split over two subnets)")
+	}
+	if o.Pool == "" {
+		o.Pool = DefaultPool
+	}
+	if p, err := netip.ParsePrefix(o.Pool); err != nil || !p.Addr().Is4() {
+		return fmt.Errorf("--pool %q: want an IPv4 CIDR", o.Pool)
+	}
+	if o.IPv6 && o.Pool6 == "" {
+		o.Pool6 = DefaultPool6
+	}
+	if o.Pool6 != "" {
+		if p, err := netip.ParsePrefix(o.Pool6); err != nil || !p.Addr().Is6() {
+			return fmt.Errorf("--pool6 %q: want an IPv6 CIDR", o.Pool6)
+		}
+		o.IPv6 = true
+	}
+	if o.Timeout == 0 {
+		o.Timeout = 90 * time.Second
+	}
+	return o.Bins.resolve(o.Topology == TopologyToR)
+}
+
+// resolve finds the binaries: given, else beside the running tortie, else
+// on PATH.
+func (b *Binaries) resolve(bird bool) error {
+	self, _ := os.Executable()
+	dir := filepath.Dir(self)
+	find := func(p *string, name string) error {
+		if *p != "" {
+			abs, err := filepath.Abs(*p)
+			if err != nil {
+				return err
+			}
+			*p = abs
+			if _, err := os.Stat(abs); err != nil {
+				return fmt.Errorf("%s: %w", name, err)
+			}
+			return nil
+		}
+		if self != "" {
+			if c := filepath.Join(dir, name); isExec(c) {
+				*p = c
+				return nil
+			}
+		}
+		found, err := exec.LookPath(name)
+		if err != nil {
+			return fmt.Errorf("cannot find %s beside %s or on PATH (run `make build`)", name, self)
+		}
+		*p, _ = filepath.Abs(found)
+		return nil
+	}
+	if b.Tortie == "" && strings.HasPrefix(filepath.Base(self), "tortie") && !strings.HasSuffix(self, ".test") {
+		b.Tortie = self
+	}
+	for _, f := range []struct {
+		p    *string
+		name string
+	}{{&b.Tortie, "tortie"}, {&b.Node, "tortie-node"}, {&b.CNI, "tortie-cni"}} {
+		if err := find(f.p, f.name); err != nil {
+			return err
+		}
+	}
+	if bird {
+		if b.Bird == "" {
+			b.Bird = "/usr/sbin/bird"
+		}
+		if !isExec(b.Bird) {
+			return fmt.Errorf("--topology tor needs BIRD 2 (%s; Debian package bird2)", b.Bird)
+		}
+	}
+	return nil
+}
+
+func isExec(p string) bool {
+	fi, err := os.Stat(p)
+	return err == nil && !fi.IsDir() && fi.Mode()&0o111 != 0
+}
+
+// Lab is a lab that exists, with its state.
+type Lab struct {
+	st  *State
+	log io.Writer
+}
+
+// State returns a copy of the lab's state.
+func (l *Lab) State() State { return *l.st }
+
+// Name is the lab's name.
+func (l *Lab) Name() string { return l.st.Name }
+
+// Endpoint is the lab's datastore URL.
+func (l *Lab) Endpoint() string { return l.st.Endpoint }
+
+func (l *Lab) logf(format string, args ...any) {
+	if l.log != nil {
+		fmt.Fprintf(l.log, format+"\n", args...)
+	}
+}
+
+// Open loads an existing lab.
+func Open(name string) (*Lab, error) {
+	if name == "" {
+		var err error
+		if name, err = defaultLab(); err != nil {
+			return nil, err
+		}
+	}
+	st, err := loadState(name)
+	if err != nil {
+		return nil, err
+	}
+	return &Lab{st: st}, nil
+}
+
+// defaultLab is the only lab there is, or DefaultName.
+func defaultLab() (string, error) {
+	names, err := Names()
+	if err != nil {
+		return "", err
+	}
+	if len(names) == 1 {
+		return names[0], nil
+	}
+	for _, n := range names {
+		if n == DefaultName {
+			return n, nil
+		}
+	}
+	if len(names) == 0 {
+		return "", fmt.Errorf("no lab is up (start one with `tortie lab up`)")
+	}
+	return "", fmt.Errorf("several labs are up (%s): say which with --name", strings.Join(names, ", "))
+}
+
+// ErrExists is wrapped by Up's error when the lab is already up.
+var ErrExists = errors.New("lab already up")
+
+// Up builds a lab and returns when every agent is ready and every BGP
+// session Established. A lab that is already up is returned as it is,
+// with existed true.
+func Up(ctx context.Context, o Options) (l *Lab, existed bool, err error) {
+	if err := o.defaults(); err != nil {
+		return nil, false, err
+	}
+	unlock, err := lockLab(o.Name)
+	if err != nil {
+		return nil, false, err
+	}
+	defer unlock()
+	if st, err := loadState(o.Name); err == nil {
+		l := &Lab{st: st, log: o.Log}
+		if st.Phase != PhaseUp {
+			return nil, false, fmt.Errorf("lab %q is half made (a crash?): remove it with `tortie lab down --name %s`", o.Name, o.Name)
+		}
+		if dead := l.deadProcs(); len(dead) > 0 {
+			return l, true, fmt.Errorf("lab %q is up but %s stopped: `tortie lab down --name %s` and up again", o.Name, strings.Join(dead, ", "), o.Name)
+		}
+		return l, true, nil
+	} else if !errors.Is(err, ErrNoLab) {
+		return nil, false, err
+	}
+
+	l = &Lab{st: &State{Name: o.Name, Phase: PhaseCreating, Created: time.Now().UTC(), Options: o}, log: o.Log}
+	if err := l.build(ctx); err != nil {
+		tail := l.logTails()
+		l.logf("lab %s: %v; removing what was made", o.Name, err)
+		if derr := l.teardown(); derr != nil {
+			err = fmt.Errorf("%w (and cleaning up: %v)", err, derr)
+		}
+		return nil, false, fmt.Errorf("%w%s", err, tail)
+	}
+	return l, false, nil
+}
+
+func (l *Lab) deadProcs() []string {
+	var dead []string
+	for _, p := range l.st.Procs {
+		if !p.alive() {
+			dead = append(dead, fmt.Sprintf("%s %s (pid %d)", p.Role, p.Name, p.PID))
+		}
+	}
+	return dead
+}
+
+// logTails is the end of every agent's and the datastore's log, for an
+// error message.
+func (l *Lab) logTails() string {
+	var b strings.Builder
+	for _, p := range l.st.Procs {
+		if p.Role == "server" {
+			continue
+		}
+		data, err := os.ReadFile(p.Log)
+		if err != nil || len(data) == 0 {
+			continue
+		}
+		if len(data) > 1500 {
+			data = data[len(data)-1500:]
+		}
+		fmt.Fprintf(&b, "\n--- %s %s log (%s), last lines ---\n%s", p.Role, p.Name, p.Log, data)
+	}
+	return b.String()
+}
+
+func (l *Lab) save() error { return l.st.save() }
+
+// addNetns records, then makes, a namespace with its loopback up.
+func (l *Lab) addNetns(name string) error {
+	if _, err := os.Stat(filepath.Join("/run/netns", name)); err == nil {
+		return fmt.Errorf("network namespace %s exists already and is not this lab's", name)
+	}
+	l.st.Netns = append(l.st.Netns, name)
+	if err := l.save(); err != nil {
+		return err
+	}
+	if err := ipn("", "netns", "add", name); err != nil {
+		l.st.Netns = l.st.Netns[:len(l.st.Netns)-1]
+		_ = l.save()
+		return err
+	}
+	return ipn(name, "link", "set", "lo", "up")
+}
+
+func (l *Lab) build(ctx context.Context) error {
+	o := &l.st.Options
+	if err := os.MkdirAll(Dir(o.Name), 0o755); err != nil {
+		return err
+	}
+	// The underlay octet, chosen under a machine-wide lock and recorded
+	// before the lock is released, so that two labs never share it.
+	unlock, err := lockAlloc()
+	if err != nil {
+		return err
+	}
+	l.st.Octet, err = pickOctet(o.Name)
+	if err == nil {
+		err = l.save()
+	}
+	unlock()
+	if err != nil {
+		return err
+	}
+	t0 := time.Now()
+	if err := l.buildFabric(); err != nil {
+		return err
+	}
+	if err := l.startDatastore(ctx); err != nil {
+		return err
+	}
+	if err := l.configure(ctx); err != nil {
+		return err
+	}
+	if o.Topology == TopologyToR {
+		if err := l.startBird(); err != nil {
+			return err
+		}
+	}
+	if err := l.makeCNIPath(); err != nil {
+		return err
+	}
+	for _, h := range l.st.Hosts {
+		if err := l.startAgent(h); err != nil {
+			return err
+		}
+	}
+	l.logf("waiting for %d agents to be ready and their BGP sessions Established...", len(l.st.Hosts))
+	if err := l.waitConverged(ctx, o.Timeout); err != nil {
+		return err
+	}
+	if err := l.writeCLIConfig(); err != nil {
+		return err
+	}
+	l.st.Phase = PhaseUp
+	if err := l.save(); err != nil {
+		return err
+	}
+	l.logf("lab %s up in %v", o.Name, time.Since(t0).Round(time.Millisecond))
+	return nil
+}
+
+// pickOctet chooses R for 198.18.R.0/24 and 198.19.R.0/24: starting from
+// a hash of the name, the first that neither another lab nor anything in
+// the root namespace uses.
+func pickOctet(name string) (int, error) {
+	used := map[int]bool{}
+	names, _ := Names()
+	for _, n := range names {
+		if st, err := loadState(n); err == nil && n != name {
+			used[st.Octet] = true
+		}
+	}
+	addrs, _ := run("ip", "-o", "addr")
+	routes4, _ := run("ip", "-4", "route", "show", "table", "all")
+	all := addrs + routes4
+	h := fnv.New32a()
+	h.Write([]byte(name))
+	start := int(h.Sum32() % 240)
+	for k := 0; k < 240; k++ {
+		r := 8 + (start+k)%240
+		if used[r] || strings.Contains(all, fmt.Sprintf("198.18.%d.", r)) || strings.Contains(all, fmt.Sprintf("198.19.%d.", r)) {
+			continue
+		}
+		return r, nil
+	}
+	return 0, errors.New("no free 198.18.x.0/24 for the lab's underlay")
+}
+
+// subnets is how many underlay subnets the lab has.
+func (o *Options) subnets() int {
+	if o.Encap == EncapCrossSubnet {
+		return 2
+	}
+	return 1
+}
+
+// hostSubnet puts the second half of the hosts in subnet 1 when there are two.
+func (o *Options) hostSubnet(i int) int {
+	if o.subnets() == 2 && i > (o.Hosts+1)/2 {
+		return 1
+	}
+	return 0
+}
+
+func (l *Lab) buildFabric() error {
+	o, st := &l.st.Options, l.st
+	fab, rt := fabricNetns(o.Name), routerNetns(o.Name)
+	if err := l.addNetns(fab); err != nil {
+		return err
+	}
+	if err := l.addNetns(rt); err != nil {
+		return err
+	}
+	for s := 0; s < o.subnets(); s++ {
+		br := fmt.Sprintf("%s%d", bridgePrefix, s)
+		if err := ipn(fab, "link", "add", br, "type", "bridge"); err != nil {
+			return err
+		}
+		if err := ipn(fab, "link", "set", br, "up"); err != nil {
+			return err
+		}
+	}
+	// The router: every host's default gateway; it knows the underlay
+	// subnets and nothing else.
+	for s := 0; s < o.subnets(); s++ {
+		a6 := netip.Addr{}
+		if o.IPv6 {
+			a6 = subnetAddr6(st.Octet, s, routerHost)
+		}
+		if err := l.plug(rt, fmt.Sprintf("eth%d", s), fmt.Sprintf("p-rt%d", s), s, subnetAddr(st.Octet, s, routerHost), a6); err != nil {
+			return err
+		}
+	}
+	kv := []string{"net.ipv4.ip_forward=1"}
+	if o.IPv6 {
+		kv = append(kv, "net.ipv6.conf.all.forwarding=1")
+	}
+	if err := sysctl(rt, kv...); err != nil {
+		return err
+	}
+
+	// The root namespace's leg, for the datastore.
+	root := rootLinkName(o.Name)
+	if _, err := run("ip", "link", "show", "dev", root); err == nil {
+		return fmt.Errorf("interface %s exists already and is not this lab's", root)
+	}
+	st.RootLink = root
+	if err := l.save(); err != nil {
+		return err
+	}
+	if err := ipn("", "link", "add", root, "type", "veth", "peer", "name", "p-root", "netns", fab); err != nil {
+		return err
+	}
+	if err := ipn(fab, "link", "set", "p-root", "master", bridgePrefix+"0", "up"); err != nil {
+		return err
+	}
+	if err := ipn("", "addr", "add", subnetAddr(st.Octet, 0, rootHost).String()+"/24", "dev", root); err != nil {
+		return err
+	}
+	if err := ipn("", "link", "set", root, "up"); err != nil {
+		return err
+	}
+	if o.subnets() > 1 {
+		// Replies to the hosts of the second subnet, through the router;
+		// the route goes with the interface.
+		if err := ipn("", "route", "add", fmt.Sprintf("198.19.%d.0/24", st.Octet), "via", subnetAddr(st.Octet, 0, routerHost).String(), "dev", root); err != nil {
+			return err
+		}
+	}
+
+	for i := 1; i <= o.Hosts; i++ {
+		s := o.hostSubnet(i)
+		h := Host{Name: hostName(i), Node: hostNetns(o.Name, i), Netns: hostNetns(o.Name, i),
+			Addr: subnetAddr(st.Octet, s, i).String(), Subnet: s, Port: "p-" + hostName(i)}
+		if o.IPv6 {
+			h.Addr6 = subnetAddr6(st.Octet, s, i).String()
+		}
+		st.Hosts = append(st.Hosts, h)
+		if err := l.addNetns(h.Netns); err != nil {
+			return err
+		}
+		var a6 netip.Addr
+		if o.IPv6 {
+			a6 = subnetAddr6(st.Octet, s, i)
+		}
+		if err := l.plug(h.Netns, "eth0", h.Port, s, subnetAddr(st.Octet, s, i), a6); err != nil {
+			return err
+		}
+		// The default route is also what makes proxy ARP answer for
+		// 169.254.1.1 (a route to it through another device than the
+		// workload's; see pkg/cni).
+		if err := ipn(h.Netns, "route", "add", "default", "via", subnetAddr(st.Octet, s, routerHost).String()); err != nil {
+			return err
+		}
+		kv := []string{"net.ipv4.ip_forward=1"}
+		if o.IPv6 {
+			kv = append(kv, "net.ipv6.conf.all.forwarding=1")
+			if err := ipn(h.Netns, "-6", "route", "add", "default", "via", subnetAddr6(st.Octet, s, routerHost).String()); err != nil {
+				return err
+			}
+		}
+		if err := sysctl(h.Netns, kv...); err != nil {
+			return err
+		}
+	}
+	return l.save()
+}
+
+// plug connects namespace ns to subnet s's bridge: port in the fabric, dev
+// in ns with addr/24 (and addr6/64).
+func (l *Lab) plug(ns, dev, port string, s int, addr, addr6 netip.Addr) error {
+	fab := fabricNetns(l.st.Name)
+	if err := ipn(fab, "link", "add", port, "type", "veth", "peer", "name", dev, "netns", ns); err != nil {
+		return err
+	}
+	if err := ipn(fab, "link", "set", port, "master", fmt.Sprintf("%s%d", bridgePrefix, s), "up"); err != nil {
+		return err
+	}
+	if err := ipn(ns, "addr", "add", addr.String()+"/24", "dev", dev); err != nil {
+		return err
+	}
+	if addr6.IsValid() {
+		if err := ipn(ns, "addr", "add", addr6.String()+"/64", "dev", dev, "nodad"); err != nil {
+			return err
+		}
+	}
+	return ipn(ns, "link", "set", dev, "up")
+}
+
+var servingRE = regexp.MustCompile(`serving on (\S+)`)
+
+func (l *Lab) startDatastore(ctx context.Context) error {
+	dir := Dir(l.st.Name)
+	logPath := filepath.Join(dir, "datastore.log")
+	url := fmt.Sprintf("http://%s:0", subnetAddr(l.st.Octet, 0, rootHost))
+	p, err := spawn("datastore", "etcd", "", logPath, nil, l.st.Options.Bins.Tortie,
+		"datastore", "serve", "--data-dir", filepath.Join(dir, "etcd"), "--listen-client", url)
+	if err != nil {
+		return err
+	}
+	l.st.Procs = append(l.st.Procs, p)
+	if err := l.save(); err != nil {
+		return err
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		if b, _ := os.ReadFile(logPath); len(b) > 0 {
+			if m := servingRE.FindSubmatch(b); m != nil {
+				l.st.Endpoint = string(m[1])
+				l.logf("datastore: %s (pid %d)", l.st.Endpoint, p.PID)
+				return l.save()
+			}
+		}
+		if !p.alive() {
+			return errors.New("the datastore exited")
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return errors.New("the datastore did not say where it serves within 30s")
+}
+
+// connect opens the lab's datastore.
+func (l *Lab) connect() (*client.Client, func(), error) {
+	be, err := datastore.New(datastore.Config{Endpoints: []string{l.st.Endpoint}})
+	if err != nil {
+		return nil, nil, err
+	}
+	return client.New(be), func() { be.Close() }, nil
+}
+
+// applyYAML applies documents in order.
+func applyYAML(ctx context.Context, c *client.Client, docs ...string) error {
+	for _, d := range docs {
+		r, err := v3.Decode([]byte(d))
+		if err != nil {
+			return fmt.Errorf("lab resource %s: %w", d, err)
+		}
+		if _, err := c.Apply(ctx, r); err != nil {
+			return fmt.Errorf("applying %s: %w", d, err)
+		}
+	}
+	return nil
+}
+
+// configure writes what the agents need before they start: the BGP
+// configuration, the pools, the peers of the topology.
+func (l *Lab) configure(ctx context.Context) error {
+	o, st := &l.st.Options, l.st
+	c, done, err := l.connect()
+	if err != nil {
+		return err
+	}
+	defer done()
+	if err := c.EnsureInitialized(ctx); err != nil {
+		return err
+	}
+	mesh := o.Topology == TopologyMesh
+	docs := []string{fmt.Sprintf(`
+apiVersion: projectcalico.org/v3
+kind: BGPConfiguration
+metadata: {name: default}
+spec: {nodeToNodeMeshEnabled: %v, asNumber: %d}
+`, mesh, DefaultAS)}
+	vx := map[string]string{EncapNone: "Never", EncapVXLAN: "Always", EncapCrossSubnet: "CrossSubnet"}[o.Encap]
+	docs = append(docs, fmt.Sprintf(`
+apiVersion: projectcalico.org/v3
+kind: IPPool
+metadata: {name: lab-ipv4}
+spec: {cidr: %q, vxlanMode: %s, natOutgoing: false, nodeSelector: all()}
+`, o.Pool, vx))
+	if o.IPv6 {
+		docs = append(docs, fmt.Sprintf(`
+apiVersion: projectcalico.org/v3
+kind: IPPool
+metadata: {name: lab-ipv6}
+spec: {cidr: %q, natOutgoing: false, nodeSelector: all()}
+`, o.Pool6))
+	}
+	switch o.Topology {
+	case TopologyToR:
+		docs = append(docs, fmt.Sprintf(`
+apiVersion: projectcalico.org/v3
+kind: BGPPeer
+metadata: {name: tor}
+spec: {peerIP: %q, asNumber: %d}
+`, subnetAddr(st.Octet, 0, routerHost), DefaultAS))
+		if o.IPv6 {
+			docs = append(docs, fmt.Sprintf(`
+apiVersion: projectcalico.org/v3
+kind: BGPPeer
+metadata: {name: tor-v6}
+spec: {peerIP: %q, asNumber: %d}
+`, subnetAddr6(st.Octet, 0, routerHost), DefaultAS))
+		}
+	case TopologyRR:
+		// The first host reflects; its Node is made before its agent
+		// starts (startup keeps what it does not own).
+		docs = append(docs, fmt.Sprintf(`
+apiVersion: projectcalico.org/v3
+kind: Node
+metadata: {name: %s, labels: {route-reflector: "true"}}
+spec: {bgp: {routeReflectorClusterID: 224.0.0.1}}
+`, st.Hosts[0].Node), `
+apiVersion: projectcalico.org/v3
+kind: BGPPeer
+metadata: {name: peer-with-route-reflectors}
+spec: {nodeSelector: all(), peerSelector: "route-reflector == 'true'"}
+`)
+	}
+	return applyYAML(ctx, c, docs...)
+}
+
+// makeCNIPath is the CNI_PATH: the plugin under both its names.
+func (l *Lab) makeCNIPath() error {
+	dir := filepath.Join(Dir(l.st.Name), "cni")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	for _, n := range []string{"tortie", "tortie-ipam"} {
+		p := filepath.Join(dir, n)
+		_ = os.Remove(p)
+		if err := os.Symlink(l.st.Options.Bins.CNI, p); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (l *Lab) hostDir() string { return filepath.Join(Dir(l.st.Name), "hosts") }
+
+func (l *Lab) startAgent(h Host) error {
+	if err := os.MkdirAll(l.hostDir(), 0o755); err != nil {
+		return err
+	}
+	o := &l.st.Options
+	args := []string{o.Bins.Node,
+		"--node-name", h.Node, "--etcd-endpoints", l.st.Endpoint,
+		"--ip", "autodetect", "--ip-autodetection-method", "interface=eth0",
+		"--nodename-file", filepath.Join(l.hostDir(), h.Name+".nodename"),
+		"--health-addr", fmt.Sprintf(":%d", HealthPort), "--metrics-addr", fmt.Sprintf(":%d", MetricsPort),
+	}
+	if o.IPv6 {
+		args = append(args, "--ip6", "autodetect", "--ip6-autodetection-method", "interface=eth0")
+	}
+	p, err := spawn("agent", h.Name, h.Netns, filepath.Join(l.hostDir(), h.Name+".log"), []string{"NODENAME=" + h.Node}, args...)
+	if err != nil {
+		return err
+	}
+	// Replace the host's old agent record, if any (a restart).
+	procs := l.st.Procs[:0]
+	for _, q := range l.st.Procs {
+		if !(q.Role == "agent" && q.Name == h.Name) {
+			procs = append(procs, q)
+		}
+	}
+	l.st.Procs = append(procs, p)
+	return l.save()
+}
+
+// startBird runs BIRD 2 in the router namespace as the hosts' route
+// reflector (the mesh is off in the tor topology).
+func (l *Lab) startBird() error {
+	o, st := &l.st.Options, l.st
+	dir := filepath.Join(Dir(o.Name), "bird")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	var b strings.Builder
+	rt := subnetAddr(st.Octet, 0, routerHost)
+	fmt.Fprintf(&b, "router id %s;\nlog stderr all;\nprotocol device { scan time 2; }\nprotocol direct { ipv4; %s}\n", rt, map[bool]string{true: "ipv6; ", false: ""}[o.IPv6])
+	for _, h := range st.Hosts {
+		fmt.Fprintf(&b, `protocol bgp %s {
+	local %s as %d;
+	neighbor %s as %d;
+	rr client;
+	direct;
+	hold time 9; keepalive time 3; connect delay time 1; connect retry time 2; error wait time 1, 5;
+	ipv4 { import all; export all; next hop keep; gateway direct; };
+}
+`, h.Name, subnetAddr(st.Octet, h.Subnet, routerHost), DefaultAS, h.Addr, DefaultAS)
+		if o.IPv6 {
+			fmt.Fprintf(&b, `protocol bgp %s_v6 {
+	local %s as %d;
+	neighbor %s as %d;
+	rr client;
+	direct;
+	hold time 9; keepalive time 3; connect delay time 1; connect retry time 2; error wait time 1, 5;
+	ipv6 { import all; export all; next hop keep; gateway direct; };
+}
+`, h.Name, subnetAddr6(st.Octet, h.Subnet, routerHost), DefaultAS, h.Addr6, DefaultAS)
+		}
+	}
+	conf := filepath.Join(dir, "bird.conf")
+	if err := os.WriteFile(conf, []byte(b.String()), 0o644); err != nil {
+		return err
+	}
+	p, err := spawn("bird", "router", routerNetns(o.Name), filepath.Join(dir, "bird.log"), nil,
+		o.Bins.Bird, "-f", "-c", conf, "-s", BirdSocket(o.Name))
+	if err != nil {
+		return err
+	}
+	st.Procs = append(st.Procs, p)
+	return l.save()
+}
+
+// BirdSocket is the control socket of a tor lab's BIRD (for birdc -s).
+func BirdSocket(lab string) string { return filepath.Join(Dir(lab), "bird", "bird.ctl") }
+
+// expectedPeers is how many IPv4 sessions each host should have.
+func (l *Lab) expectedPeers(h Host) int {
+	n := len(l.st.Hosts)
+	switch l.st.Options.Topology {
+	case TopologyToR:
+		return 1
+	case TopologyRR:
+		if h.Name == l.st.Hosts[0].Name {
+			return n - 1
+		}
+		return 1
+	}
+	return n - 1
+}
+
+// waitConverged waits until every agent is ready and every host has its
+// sessions, all Established.
+func (l *Lab) waitConverged(ctx context.Context, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	var why string
+	for {
+		ok := true
+		why = ""
+		if dead := l.deadProcs(); len(dead) > 0 {
+			return fmt.Errorf("%s stopped", strings.Join(dead, ", "))
+		}
+		for _, h := range l.st.Hosts {
+			hs := l.hostStatus(ctx, h)
+			if !hs.Ready {
+				ok, why = false, h.Name+": agent not ready"
+				break
+			}
+			if hs.Established != hs.Peers || hs.Peers4 != l.expectedPeers(h) {
+				ok, why = false, fmt.Sprintf("%s: %d of %d sessions Established (want %d IPv4 sessions)", h.Name, hs.Established, hs.Peers, l.expectedPeers(h))
+				break
+			}
+		}
+		if ok {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("not converged within %v: %s", timeout, why)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// WaitConverged is waitConverged for callers (after an agent restart).
+func (l *Lab) WaitConverged(ctx context.Context, timeout time.Duration) error {
+	return l.waitConverged(ctx, timeout)
+}
+
+// RestartAgent stops a host's agent (SIGTERM, so graceful restart applies)
+// and starts it again.
+func (l *Lab) RestartAgent(host string) error {
+	unlock, err := lockLab(l.st.Name)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	if err := l.reload(); err != nil {
+		return err
+	}
+	h, err := l.host(host)
+	if err != nil {
+		return err
+	}
+	for _, p := range l.st.Procs {
+		if p.Role == "agent" && p.Name == h.Name {
+			p.stop(10 * time.Second)
+		}
+	}
+	return l.startAgent(*h)
+}
+
+func (l *Lab) reload() error {
+	st, err := loadState(l.st.Name)
+	if err != nil {
+		return err
+	}
+	l.st = st
+	return nil
+}
+
+// host finds a host by short name (h1), node name or namespace.
+func (l *Lab) host(name string) (*Host, error) {
+	for i := range l.st.Hosts {
+		h := &l.st.Hosts[i]
+		if name == h.Name || name == h.Node || name == h.Netns {
+			return h, nil
+		}
+	}
+	var names []string
+	for _, h := range l.st.Hosts {
+		names = append(names, h.Name)
+	}
+	return nil, fmt.Errorf("lab %s has no host %q (hosts: %s)", l.st.Name, name, strings.Join(names, ", "))
+}
+
+// SetLink sets a host's link on the fabric up or down (a cable pulled).
+func (l *Lab) SetLink(host string, up bool) error {
+	h, err := l.host(host)
+	if err != nil {
+		return err
+	}
+	return ipn(fabricNetns(l.st.Name), "link", "set", h.Port, map[bool]string{true: "up", false: "down"}[up])
+}
