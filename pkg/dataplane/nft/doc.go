@@ -11,9 +11,11 @@
 // What it must never do:
 //
 //   - Flush or delete the table, or any chain, set or map a packet may still
-//     be jumping to: a restart reconciles in place, changed programs are new
-//     chains beside the old ones, and unreferenced objects are deleted only
-//     by the sync after the one that stopped referring to them.
+//     be jumping to: a restart reconciles in place, a changed program is
+//     updated in one transaction (changed classes get new chains beside the
+//     old ones, their class map elements are replaced), and unreferenced
+//     objects are deleted only by the sync after the one that stopped
+//     referring to them.
 //   - Rebuild an IP set to change its members: membership changes are
 //     element adds and deletes.
 //   - Let traffic through when it does not know better: an unknown workload

@@ -44,9 +44,24 @@ type Driver struct {
 	proUsers map[string]map[calc.EndpointID]struct{}
 	// wildcards are host endpoints with interface "*", per dispatch map.
 	wildcards map[string]map[calc.EndpointID]string
-	memo      map[string]*program
+	memo      map[string]bool // programs compiled in this Apply
+	// chainRefs counts the installed programs that have each class chain.
+	chainRefs map[string]int
+	// chainNames caches classChainName by content.
+	chainNames map[string]string
+	ruleCache  map[calc.PolicyID]*cachedRules
+	proCache   map[string]*cachedRules
+	ruleIDs    uint64
 	// indexed is each endpoint as polUsers and proUsers know it.
 	indexed map[calc.EndpointID]*calc.Endpoint
+}
+
+// cachedRules are the compiled rules of one version of a policy or
+// profile.
+type cachedRules struct {
+	pol             *calc.Policy
+	pro             *calc.Profile
+	ingress, egress []compiledRule
 }
 
 type progEntry struct {
@@ -72,7 +87,8 @@ func New(nft knftables.Interface, cfg Config) *Driver {
 		members: map[string]map[netip.Prefix]struct{}{}, progs: map[string]*progEntry{},
 		epRefs: map[calc.EndpointID][]dispatch{}, polUsers: map[calc.PolicyID]map[calc.EndpointID]struct{}{},
 		proUsers: map[string]map[calc.EndpointID]struct{}{}, wildcards: map[string]map[calc.EndpointID]string{},
-		indexed: map[calc.EndpointID]*calc.Endpoint{},
+		indexed: map[calc.EndpointID]*calc.Endpoint{}, chainRefs: map[string]int{}, chainNames: map[string]string{},
+		ruleCache: map[calc.PolicyID]*cachedRules{}, proCache: map[string]*cachedRules{},
 	}
 }
 
@@ -92,7 +108,7 @@ func (d *Driver) Apply(c *calc.Changes) error {
 		return nil
 	}
 	d.renderStatic()
-	d.memo = map[string]*program{}
+	d.memo = map[string]bool{}
 	defer func() { d.memo = nil }()
 	dirtyEps := map[calc.EndpointID]struct{}{}
 	users := func(m map[calc.EndpointID]struct{}) {
@@ -110,10 +126,12 @@ func (d *Driver) Apply(c *calc.Changes) error {
 	}
 	for _, p := range c.PolicyUpdates {
 		d.policies[p.ID] = p
+		delete(d.ruleCache, p.ID)
 		users(d.polUsers[p.ID])
 	}
 	for _, p := range c.ProfileUpdates {
 		d.profiles[p.Name] = p
+		delete(d.proCache, p.Name)
 		users(d.proUsers[p.Name])
 	}
 	for _, e := range c.EndpointUpdates {
@@ -126,10 +144,12 @@ func (d *Driver) Apply(c *calc.Changes) error {
 	}
 	for _, n := range c.ProfileRemoves {
 		delete(d.profiles, n)
+		delete(d.proCache, n)
 		users(d.proUsers[n])
 	}
 	for _, id := range c.PolicyRemoves {
 		delete(d.policies, id)
+		delete(d.ruleCache, id)
 		users(d.polUsers[id])
 	}
 	ids := make([]calc.EndpointID, 0, len(dirtyEps))
@@ -485,29 +505,41 @@ func (d *Driver) endpointDispatch(ep *calc.Endpoint) []dispatch {
 	return out
 }
 
-// compile builds (or finds) the program for one list and returns its name.
-func (d *Driver) compile(k progKind, tiers []calc.TierPolicies, dir calc.Direction, profiles []calc.ProfileRef, withProfiles bool) string {
-	sig := fmt.Sprint(k, dir, tiers, withProfiles)
-	if withProfiles {
-		sig += fmt.Sprint(profiles)
+// programSig is what a program is compiled from; its hash names the
+// program. Equal signatures compile to equal programs (at any one time),
+// so endpoints share them; the policies' contents are not part of it, so a
+// policy change updates the program in place.
+func programSig(k progKind, dir calc.Direction, tiers []calc.TierPolicies, profiles []calc.ProfileRef, withProfiles bool) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "kind %d %s\n", k, dir)
+	for _, t := range tiers {
+		fmt.Fprintf(&b, "tier %q %s\n", t.Name, t.DefaultAction)
+		for _, p := range t.Policies {
+			fmt.Fprintf(&b, "policy %q %q %q\n", p.Kind, p.Namespace, p.Name)
+		}
 	}
-	if p := d.memo[sig]; p != nil {
-		return p.name
+	if withProfiles {
+		for _, p := range profiles {
+			fmt.Fprintf(&b, "profile %q %v\n", p.Name, p.Missing)
+		}
+	}
+	return b.String()
+}
+
+// compile builds the program for one list, updates it in place if it is
+// in the table, and returns its name. Each program is compiled once per
+// Apply.
+func (d *Driver) compile(k progKind, tiers []calc.TierPolicies, dir calc.Direction, profiles []calc.ProfileRef, withProfiles bool) string {
+	name := programName(hashName(programSig(k, dir, tiers, profiles, withProfiles), 16))
+	if d.memo[name] {
+		return name
 	}
 	var blocks []block
 	tierDefaults := k == kindReturn || k == kindAccept
 	for _, t := range tiers {
 		b := block{name: "tier " + t.Name}
 		for _, pid := range t.Policies {
-			pol := d.policies[pid]
-			if pol == nil {
-				continue
-			}
-			rules := pol.Ingress
-			if dir == calc.Egress {
-				rules = pol.Egress
-			}
-			b.rules = append(b.rules, d.compileRules(rules)...)
+			b.rules = append(b.rules, d.policyRules(pid, dir)...)
 		}
 		if tierDefaults && t.DefaultAction != calc.Pass {
 			b.drop = true
@@ -523,29 +555,69 @@ func (d *Driver) compile(k progKind, tiers []calc.TierPolicies, dir calc.Directi
 				b.drop = true
 				b.endComment = "profile " + ref.Name + " does not exist: fail closed"
 			} else {
-				rules := pr.Ingress
-				if dir == calc.Egress {
-					rules = pr.Egress
-				}
-				b.rules = d.compileRules(rules)
+				b.rules = d.profileRules(pr, dir)
 			}
 			blocks = append(blocks, b)
 		}
 	}
-	p := buildProgram(k, blocks, &d.cfg)
+	var memo *classMemo
+	if e := d.progs[name]; e != nil {
+		memo = e.prog.memo
+	}
+	p := buildProgram(name, k, blocks, &d.cfg, d.classChainName, memo)
 	if d.memo != nil {
-		d.memo[sig] = p
+		d.memo[name] = true
 	}
-	if e := d.progs[p.name]; e == nil {
-		d.progs[p.name] = &progEntry{prog: p}
+	switch e := d.progs[name]; {
+	case e == nil:
+		d.progs[name] = &progEntry{prog: p}
+	case e.refs > 0:
+		d.install(e.prog, p)
+		e.prog = p
+	default:
+		e.prog = p
 	}
-	return p.name
+	return name
+}
+
+// policyRules are the compiled rules of one policy in one direction,
+// compiled once per policy version.
+func (d *Driver) policyRules(id calc.PolicyID, dir calc.Direction) []compiledRule {
+	pol := d.policies[id]
+	if pol == nil {
+		return nil
+	}
+	c := d.ruleCache[id]
+	if c == nil || c.pol != pol {
+		c = &cachedRules{pol: pol, ingress: d.compileRules(pol.Ingress), egress: d.compileRules(pol.Egress)}
+		d.ruleCache[id] = c
+	}
+	if dir == calc.Egress {
+		return c.egress
+	}
+	return c.ingress
+}
+
+// profileRules are the compiled rules of a profile in one direction,
+// compiled once per profile version.
+func (d *Driver) profileRules(pr *calc.Profile, dir calc.Direction) []compiledRule {
+	c := d.proCache[pr.Name]
+	if c == nil || c.pro != pr {
+		c = &cachedRules{pro: pr, ingress: d.compileRules(pr.Ingress), egress: d.compileRules(pr.Egress)}
+		d.proCache[pr.Name] = c
+	}
+	if dir == calc.Egress {
+		return c.egress
+	}
+	return c.ingress
 }
 
 func (d *Driver) compileRules(rules []calc.Rule) []compiledRule {
 	out := make([]compiledRule, 0, len(rules))
 	for i := range rules {
 		if c, ok := compileRule(&rules[i], ipSetName); ok {
+			d.ruleIDs++
+			c.id = d.ruleIDs
 			out = append(out, c)
 		}
 	}
@@ -557,19 +629,8 @@ func (d *Driver) compileRules(rules []calc.Rule) []compiledRule {
 func (d *Driver) acquire(name string) {
 	e := d.progs[name]
 	e.refs++
-	if e.refs > 1 {
-		return
-	}
-	p := e.prog
-	if len(p.classMap) > 0 {
-		m := programClassMap(p.name)
-		d.ensureSet(m, true, "inet_service . inet_proto : verdict", []knftables.SetFlag{knftables.IntervalFlag}, "port classes of "+p.name)
-	}
-	for n, rs := range p.chains {
-		d.setChain(n, &chainT{rules: rs})
-	}
-	for _, el := range p.classMap {
-		d.setElem(programClassMap(p.name), el.key, el.value)
+	if e.refs == 1 {
+		d.install(nil, e.prog)
 	}
 }
 
@@ -585,11 +646,94 @@ func (d *Driver) release(name string) {
 		return
 	}
 	delete(d.progs, name)
-	for n := range e.prog.chains {
-		d.delChain(n)
+	d.install(e.prog, nil)
+}
+
+// install changes want from program old to program new (same name; either
+// may be nil) by differences: chains and class map elements only new has
+// are added, those only old has are let go (chains are referenced before
+// others are let go, so a chain both use stays), changed elements are
+// replaced, and the entry chain is rewritten when it changed.
+func (d *Driver) install(old, new *program) {
+	if old == nil {
+		old = &program{}
 	}
-	if len(e.prog.classMap) > 0 {
-		d.delSet(programClassMap(name))
+	if new == nil {
+		new = &program{name: old.name}
+	}
+	for n, rs := range new.chains {
+		if _, ok := old.chains[n]; !ok {
+			d.refChain(n, rs)
+		}
+	}
+	for n := range old.chains {
+		if _, ok := new.chains[n]; !ok {
+			d.unrefChain(n)
+		}
+	}
+	m := programClassMap(new.name)
+	if len(new.classMap) > 0 {
+		d.ensureSet(m, true, "inet_service . inet_proto : verdict", []knftables.SetFlag{knftables.IntervalFlag}, "port classes of "+new.name)
+		was := make(map[string]string, len(old.classKeys))
+		for i, k := range old.classKeys {
+			was[k] = old.classMap[i].value[0]
+		}
+		for i, k := range new.classKeys {
+			if v, ok := was[k]; ok {
+				delete(was, k)
+				if v == new.classMap[i].value[0] && d.want.sets[m].elems[k].value != nil {
+					continue
+				}
+			}
+			d.setElem(m, new.classMap[i].key, new.classMap[i].value)
+		}
+		for i, k := range old.classKeys {
+			if _, gone := was[k]; gone {
+				d.delElem(m, old.classMap[i].key)
+			}
+		}
+	} else if len(old.classMap) > 0 {
+		d.delSet(m)
+	}
+	if new.entry == nil {
+		d.delChain(new.name)
+		return
+	}
+	if c := d.want.chains[new.name]; c == nil || !slices.Equal(c.rules, new.entry) {
+		d.setChain(new.name, &chainT{rules: slices.Clone(new.entry)})
+	}
+}
+
+// classChainName names a class chain by its content (remembered: the
+// same chains come back at each compile of a program).
+func (d *Driver) classChainName(content string) string {
+	if n, ok := d.chainNames[content]; ok {
+		return n
+	}
+	if len(d.chainNames) > 2*len(d.chainRefs)+4096 {
+		clear(d.chainNames)
+	}
+	n := classChainName(hashName(content, 16))
+	d.chainNames[content] = n
+	return n
+}
+
+// refChain takes a reference on a class chain, putting it in want on the
+// first.
+func (d *Driver) refChain(name string, rules []ruleT) {
+	d.chainRefs[name]++
+	if d.chainRefs[name] == 1 {
+		d.setChain(name, &chainT{rules: slices.Clone(rules)})
+	}
+}
+
+// unrefChain drops a reference on a class chain; the last one takes it out
+// of want.
+func (d *Driver) unrefChain(name string) {
+	d.chainRefs[name]--
+	if d.chainRefs[name] <= 0 {
+		delete(d.chainRefs, name)
+		d.delChain(name)
 	}
 }
 

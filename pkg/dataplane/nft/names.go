@@ -3,7 +3,6 @@ package nft
 import (
 	"crypto/sha256"
 	"encoding/base32"
-	"strconv"
 	"strings"
 	"unicode/utf8"
 )
@@ -97,6 +96,7 @@ const (
 	prefixAddrSet      = "ips-"
 	prefixNamedPortSet = "npt-"
 	prefixProgram      = "p-"
+	prefixClassChain   = "c-"
 )
 
 // hashName is the first n characters of a lower-case base32 SHA-256 of s.
@@ -120,20 +120,19 @@ func ipSetName(id string, namedPort bool, v6 bool) string {
 	return p + hashName(id, 16) + f
 }
 
-// programName is the entry chain of a compiled program; its content hash is
-// the name, so equal programs (endpoints with the same policies) share one.
-func programName(contentHash string) string { return prefixProgram + contentHash }
+// programName is the entry chain of a compiled program. Its hash is of
+// what the program is compiled from (see Driver.compile), not of its
+// content: equal programs (endpoints with the same policies) share one,
+// and a policy change updates it in place.
+func programName(sigHash string) string { return prefixProgram + sigHash }
 
 // programClassMap is a program's (dport . l4proto) dispatch map.
-func programClassMap(prog string) string { return prog + "-cls" }
+func programClassMap(prog string) string { return prog + classMapSuffix }
 
-// programClassChain is the chain of one port class of a program; seg > 0
-// names the chain that continues the class at block seg, the target of a
-// Pass (a goto to the next tier).
-func programClassChain(prog string, class, seg int) string {
-	s := prog + "-c" + strconv.Itoa(class)
-	if seg > 0 {
-		s += "-b" + strconv.Itoa(seg)
-	}
-	return s
-}
+const classMapSuffix = "-cls"
+
+// classChainName is a chain of one port class (or the continuation of one
+// at a later tier, the target of a Pass), named by a hash of its rules:
+// unchanged classes keep their chains when a program changes, and programs
+// with the same class share its chain.
+func classChainName(contentHash string) string { return prefixClassChain + contentHash }

@@ -1,6 +1,7 @@
 package nft
 
 import (
+	"encoding/binary"
 	"fmt"
 	"slices"
 	"strconv"
@@ -41,10 +42,16 @@ import (
 // map lookup, and the packets of other protocols go to the class of the
 // rules that do not depend on ports.
 //
-// Programs are named by a hash of their content: endpoints with the same
-// policy share one, and a changed program is a new set of chains, created
-// beside the old one before the dispatch map switches to it; the old one is
-// deleted a sync later, when nothing jumps to it.
+// Updates in place. A program's entry chain and class map are named by
+// what it is compiled from (kind, direction, tiers with their policy IDs,
+// profiles), so endpoints with the same policies share one, and a changed
+// policy changes the program in place: class chains are named by their own
+// content, so the classes whose rules did not change keep their chains; a
+// changed class gets a new chain beside the old one, and the class map
+// elements that lead to it are replaced in the same transaction (element
+// differences only). Old chains are deleted a sync later, when nothing goes
+// to them. A packet sees the program before or after the transaction,
+// never a missing chain.
 
 // progKind says how a program ends and what Allow means in it.
 type progKind int
@@ -80,16 +87,51 @@ type block struct {
 
 // program is the kernel objects of one compiled program.
 type program struct {
-	name   string
+	// name is the entry chain, named by what the program is compiled from
+	// (programName): it is updated in place when a policy changes.
+	name  string
+	entry []ruleT
+	// chains are the class chains, named by their content
+	// (classChainName) and shared by every program that has them.
 	chains map[string][]ruleT
 	// classMap holds the elements of the class map, nil when the program
 	// has no port classes.
 	classMap []elemT
-	// sets are the kernel sets its rules reference.
-	sets []string
+	// classKeys are elemKey of each element of classMap.
+	classKeys []string
+	// digest identifies entry and classMap (see entryComment).
+	digest string
+	memo   *classMemo
 }
 
-const placeholder = "\x00P"
+// classMemo remembers how a program's classes compiled, so that compiling
+// it again after one policy changed builds only the classes whose rules
+// changed. A class is known by its protocol and its rules (block and
+// compiledRule.id, which a new version of a policy does not reuse), valid
+// for the same block shape (kind is part of the program's name).
+type classMemo struct {
+	blocks string
+	byKey  map[string]classResult
+}
+
+type classResult struct {
+	target string
+	chains []namedChain
+}
+
+type namedChain struct {
+	name  string
+	rules []ruleT
+}
+
+// blockShape is what of blocks a class chain depends on besides its rules.
+func blockShape(blocks []block) string {
+	var b strings.Builder
+	for _, bl := range blocks {
+		fmt.Fprintf(&b, "%q %v %q\n", bl.name, bl.drop, bl.endComment)
+	}
+	return b.String()
+}
 
 // verdicts of a program kind: what Allow does, what happens when nothing
 // decided, and whether those two can be map values.
@@ -112,7 +154,7 @@ type classKey struct {
 }
 
 // buildProgram compiles blocks into a program.
-func buildProgram(k progKind, blocks []block, cfg *Config) *program {
+func buildProgram(name string, k progKind, blocks []block, cfg *Config, chainName func(content string) string, old *classMemo) *program {
 	allowV, finalV, mappable := verdicts(k, cfg.UntrackedMark)
 	type ref struct {
 		b int
@@ -150,6 +192,7 @@ func buildProgram(k progKind, blocks []block, cfg *Config) *program {
 	}
 	var spans []span
 	byKey := map[classKey]int{}
+	var kb []byte
 	for _, p := range protos {
 		var always []int // in every class of p
 		type event struct{ at, idx, delta int }
@@ -182,7 +225,12 @@ func buildProgram(k progKind, blocks []block, cfg *Config) *program {
 			if pos < len(events) {
 				end = events[pos].at - 1
 			}
-			key := classKey{p, fmt.Sprint(active)}
+			kb = kb[:0]
+			for _, a := range active {
+				kb = strconv.AppendInt(kb, int64(a), 36)
+				kb = append(kb, ',')
+			}
+			key := classKey{p, string(kb)}
 			ci, ok := byKey[key]
 			if !ok {
 				members := append(slices.Clone(always), active...)
@@ -200,12 +248,37 @@ func buildProgram(k progKind, blocks []block, cfg *Config) *program {
 		}
 	}
 
-	prog := &program{chains: map[string][]ruleT{}}
-	P := placeholder
+	prog := &program{name: name, chains: make(map[string][]ruleT, len(classes))}
 	// target is what the dispatch does with a class: its constant verdict,
-	// or a goto to its chain.
+	// or a goto to its first chain. Class chains are named by their own
+	// content (a continuation's name is part of the content of the chains
+	// that go to it, so they are built last first): a class whose rules did
+	// not change keeps its chain, whatever else changed in the program.
 	target := make([]string, len(classes))
+	var sb strings.Builder
+	memo := &classMemo{blocks: blockShape(blocks), byKey: make(map[string]classResult, len(classes))}
+	if old != nil && old.blocks != memo.blocks {
+		old = nil
+	}
+	prog.memo = memo
 	for ci, c := range classes {
+		kb = append(kb[:0], c.proto)
+		for _, i := range c.members {
+			kb = binary.AppendUvarint(kb, uint64(flat[i].b))
+			kb = binary.AppendUvarint(kb, flat[i].r.id)
+		}
+		if old != nil {
+			if res, ok := old.byKey[string(kb)]; ok {
+				memo.byKey[string(kb)] = res
+				target[ci] = res.target
+				for _, ch := range res.chains {
+					prog.chains[ch.name] = ch.rules
+				}
+				continue
+			}
+		}
+		var res classResult
+		key := string(kb)
 		inBlock := make([][]*compiledRule, len(blocks))
 		for _, i := range c.members {
 			inBlock[flat[i].b] = append(inBlock[flat[i].b], flat[i].r)
@@ -213,10 +286,10 @@ func buildProgram(k progKind, blocks []block, cfg *Config) *program {
 		if mappable {
 			if v, ok := constantVerdict(blocks, inBlock, c.proto, allowV, finalV); ok {
 				target[ci] = v
+				memo.byKey[key] = classResult{target: v}
 				continue
 			}
 		}
-		target[ci] = "goto " + programClassChain(P, ci, 0)
 		// Segments: a Pass in block b continues at block b+1, so a chain
 		// starts there.
 		starts := []int{0}
@@ -226,7 +299,9 @@ func buildProgram(k progKind, blocks []block, cfg *Config) *program {
 			}
 		}
 		slices.Sort(starts)
-		for si, s := range starts {
+		segName := make(map[int]string, len(starts))
+		for si := len(starts) - 1; si >= 0; si-- {
+			s := starts[si]
 			end := len(blocks)
 			if si+1 < len(starts) {
 				end = starts[si+1]
@@ -246,7 +321,7 @@ func buildProgram(k progKind, blocks []block, cfg *Config) *program {
 					case calc.Deny:
 						v = "drop"
 					case calc.Pass:
-						v = "goto " + programClassChain(P, ci, b+1)
+						v = "goto " + segName[b+1]
 					case calc.Log:
 						v = fmt.Sprintf("log prefix %s group %d", quote(r.rule.LogPrefix), cfg.LogGroup)
 					default:
@@ -263,18 +338,31 @@ func buildProgram(k progKind, blocks []block, cfg *Config) *program {
 			}
 			if !dropped {
 				if end < len(blocks) {
-					rules = append(rules, ruleT{text: "goto " + programClassChain(P, ci, end), comment: "continue with " + blocks[end].name})
+					rules = append(rules, ruleT{text: "goto " + segName[end], comment: "continue with " + blocks[end].name})
 				} else {
 					rules = append(rules, ruleT{text: finalV, comment: finalComment(k)})
 				}
 			}
-			prog.chains[programClassChain(P, ci, s)] = rules
+			sb.Reset()
+			for _, r := range rules {
+				sb.WriteString(r.text)
+				sb.WriteByte('\t')
+				sb.WriteString(r.comment)
+				sb.WriteByte('\n')
+			}
+			n := chainName(sb.String())
+			segName[s] = n
+			prog.chains[n] = rules
+			res.chains = append(res.chains, namedChain{n, rules})
 		}
+		target[ci] = "goto " + segName[0]
+		res.target = target[ci]
+		memo.byKey[key] = res
 	}
-	var entry []ruleT
+	sb.Reset()
 	if len(spans) > 0 {
-		entry = append(entry, ruleT{
-			text:    "th dport . meta l4proto vmap @" + programClassMap(P),
+		prog.entry = append(prog.entry, ruleT{
+			text:    "th dport . meta l4proto vmap @" + programClassMap(name),
 			comment: "port classes: only the rules that can match this protocol and port",
 		})
 		// Neighbouring spans with the same target are one element.
@@ -286,59 +374,47 @@ func buildProgram(k progKind, blocks []block, cfg *Config) *program {
 			}
 			merged = append(merged, s)
 		}
+		prog.classMap = make([]elemT, 0, len(merged))
+		prog.classKeys = make([]string, 0, len(merged))
 		for _, s := range merged {
 			port := strconv.Itoa(s.first)
 			if s.last != s.first {
 				port += "-" + strconv.Itoa(s.last)
 			}
-			prog.classMap = append(prog.classMap, elemT{key: []string{port, protoName(s.proto)}, value: []string{target[s.class]}})
+			e := elemT{key: []string{port, protoName(s.proto)}, value: []string{target[s.class]}}
+			prog.classMap = append(prog.classMap, e)
+			key := port + " . " + e.key[1] // as elemKey(e.key)
+			prog.classKeys = append(prog.classKeys, key)
+			sb.WriteString(key + " : " + e.value[0] + "\n")
 		}
 	}
-	entry = append(entry, ruleT{text: target[0], comment: "rules that do not depend on the destination port"})
-	prog.chains[P] = entry
-
-	// Name by content, then put the name in.
-	var sb strings.Builder
-	names := make([]string, 0, len(prog.chains))
-	for n := range prog.chains {
-		names = append(names, n)
-	}
-	slices.Sort(names)
-	for _, n := range names {
-		sb.WriteString(n + "\n")
-		for _, r := range prog.chains[n] {
-			sb.WriteString(r.text + "\t" + r.comment + "\n")
-		}
-	}
-	for _, e := range prog.classMap {
-		sb.WriteString(strings.Join(e.key, " . ") + " : " + e.value[0] + "\n")
-	}
-	prog.name = programName(hashName(sb.String(), 16))
-	fill := func(s string) string { return strings.ReplaceAll(s, P, prog.name) }
-	chains := make(map[string][]ruleT, len(prog.chains))
-	for n, rs := range prog.chains {
-		for i := range rs {
-			rs[i].text = fill(rs[i].text)
-		}
-		chains[fill(n)] = rs
-	}
-	prog.chains = chains
-	for i := range prog.classMap {
-		prog.classMap[i].value[0] = fill(prog.classMap[i].value[0])
-	}
-	seen := map[string]bool{}
-	for _, rs := range prog.chains {
-		for _, r := range rs {
-			for _, w := range strings.Fields(r.text) {
-				if strings.HasPrefix(w, "@") && !strings.HasPrefix(w, "@"+prefixProgram) && !seen[w[1:]] {
-					seen[w[1:]] = true
-					prog.sets = append(prog.sets, w[1:])
-				}
-			}
-		}
-	}
-	slices.Sort(prog.sets)
+	sb.WriteString(target[0])
+	// The entry chain's last comment carries a digest of the program's
+	// dispatch (class map and default target). The kernel lists rule
+	// comments but neither rule text nor, for this map, element keys: the
+	// digest is how a full sync (after a restart) sees that a program
+	// changed in place.
+	prog.digest = hashName(sb.String(), 16)
+	prog.entry = append(prog.entry, ruleT{text: target[0], comment: entryComment + prog.digest + ")"})
 	return prog
+}
+
+// entryComment starts the comment of a program's last entry rule; the
+// program digest and ")" follow.
+const entryComment = "rules that do not depend on the destination port (program "
+
+// programDigest is the digest in the entry chain of program name in m, ""
+// when there is none.
+func programDigest(m *tableModel, name string) string {
+	c := m.chains[name]
+	if c == nil || len(c.rules) == 0 {
+		return ""
+	}
+	d, ok := strings.CutPrefix(c.rules[len(c.rules)-1].comment, entryComment)
+	if !ok {
+		return ""
+	}
+	return strings.TrimSuffix(d, ")")
 }
 
 // constantVerdict evaluates a class whose outcome depends on nothing but

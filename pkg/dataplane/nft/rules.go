@@ -57,7 +57,11 @@ type admission struct {
 // compiledRule is a calc.Rule ready to be placed in class chains.
 type compiledRule struct {
 	rule *calc.Rule
-	adm  admission
+	// id identifies this compilation of the rule within a Driver (never
+	// reused): class chains built from the same rules are remembered by
+	// their ids (see classMemo).
+	id  uint64
+	adm admission
 	// full are the match lines with every condition; inClass are the same
 	// lines without the protocol and destination port conditions, which a
 	// class chain of the rule's protocol already guarantees.

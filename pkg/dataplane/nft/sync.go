@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 
 	"sigs.k8s.io/knftables"
 )
@@ -120,7 +121,11 @@ func (d *Driver) sync(full bool) error {
 				continue
 			}
 			if h.opaque {
-				if h.listedCount != len(w.elems) {
+				// Listed elements that cannot be compared: compare the
+				// count and, for a program's class map, the digest its
+				// entry chain carries (programs change in place).
+				prog := strings.TrimSuffix(n, classMapSuffix)
+				if h.listedCount != len(w.elems) || programDigest(d.have, prog) != programDigest(d.want, prog) {
 					if w.isMap {
 						tx.Flush(&knftables.Map{Name: n})
 					} else {
@@ -241,20 +246,23 @@ func delElem(tx *knftables.Transaction, set string, isMap bool, e elemT) {
 	}
 }
 
-// diffElems writes the element operations for keys. A map element whose
-// value changes is deleted and added again: the kernel refuses to add a
-// key that exists with other data.
+// diffElems writes the element operations for keys: every delete first,
+// then the adds. A map element whose value changes is deleted and added
+// again (the kernel refuses to add a key that exists with other data), and
+// in an interval map a new element may overlap one that goes: deleted
+// first, the two never coexist.
 func diffElems(tx *knftables.Transaction, set string, w, h *setT, keys []string) {
 	for _, k := range keys {
 		we, inW := w.elems[k]
 		he, inH := h.elems[k]
-		switch {
-		case inW && !inH:
-			addElem(tx, set, w.isMap, we)
-		case !inW && inH:
+		if inH && (!inW || !slices.Equal(we.value, he.value)) {
 			delElem(tx, set, w.isMap, he)
-		case inW && inH && !slices.Equal(we.value, he.value):
-			delElem(tx, set, w.isMap, he)
+		}
+	}
+	for _, k := range keys {
+		we, inW := w.elems[k]
+		he, inH := h.elems[k]
+		if inW && (!inH || !slices.Equal(we.value, he.value)) {
 			addElem(tx, set, w.isMap, we)
 		}
 	}

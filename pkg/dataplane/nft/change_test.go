@@ -1,0 +1,277 @@
+package nft
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+	"testing"
+
+	v3 "github.com/tortie/tortie/pkg/apis/v3"
+	"github.com/tortie/tortie/pkg/calc"
+)
+
+// bigScenario is bench/policy's state: 100 policies of 100 ingress rules
+// selecting one workload, each rule allowing TCP to its own port from a
+// selector or a /24, then one policy deciding port 80.
+func bigScenario() (*scenario, []*calc.Policy) {
+	s := newScenario()
+	for k := range 100 {
+		id := fmt.Sprintf("s:svc-%d", k)
+		s.set(id, calc.AddressSet, member(fmt.Sprintf("10.66.%d.%d/32", k/250, 2+k%250)))
+	}
+	s.set("s:client", calc.AddressSet, member("10.65.0.2/32"))
+	var pols []*calc.Policy
+	for i := range 100 {
+		var rules []calc.Rule
+		for j := range 100 {
+			port := uint16(20000 + 100*i + j)
+			rules = append(rules, rule(fmt.Sprintf("bench svc-%03d I%d", i, j), calc.Allow, func(r *calc.Rule) {
+				r.Protocol = calc.ProtoTCP
+				r.Dst.Ports = ports(port, port)
+				if j%2 == 0 {
+					r.Src.IPSet = fmt.Sprintf("s:svc-%d", (i+j)%100)
+				} else {
+					r.Src.Nets = []netip.Prefix{pfx(fmt.Sprintf("172.%d.%d.0/24", 16+i%16, j))}
+				}
+			}))
+		}
+		p := gpol(fmt.Sprintf("svc-%03d", i), "default", rules, nil)
+		s.pol(p)
+		pols = append(pols, p)
+	}
+	allow := gpol("allow-client", "default", []calc.Rule{allowClient(calc.Allow)}, nil)
+	s.pol(allow)
+	pols = append(pols, allow)
+	ep := wl("server", "caliserver", "10.65.0.3/32")
+	ep.Ingress = []calc.TierPolicies{tierOf("default", calc.Deny, pols...)}
+	ep.Profiles = []calc.ProfileRef{{Name: "open"}}
+	s.prof(&calc.Profile{Name: "open", Ingress: []calc.Rule{rule("profile open I0", calc.Allow, nil)}, Egress: []calc.Rule{rule("profile open E0", calc.Allow, nil)}})
+	s.ep(ep)
+	return s, pols
+}
+
+func allowClient(a calc.Action) calc.Rule {
+	return rule("bench allow-client I0", a, func(r *calc.Rule) {
+		r.Protocol = calc.ProtoTCP
+		r.Dst.Ports = ports(80, 80)
+		r.Src.IPSet = "s:client"
+	})
+}
+
+// withRule is p with rule i replaced.
+func withRule(p *calc.Policy, i int, f func(*calc.Rule)) *calc.Policy {
+	q := *p
+	q.Ingress = append([]calc.Rule(nil), p.Ingress...)
+	f(&q.Ingress[i])
+	return &q
+}
+
+// txOps are the operations of a recorded transaction, less the table.
+func txOps(tx string) []string {
+	var out []string
+	for _, l := range strings.Split(strings.TrimSpace(tx), "\n") {
+		if l != "" && !strings.HasPrefix(l, "add table ") {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// TestOneRuleChangeIsSmall: among 100 × 100 rules, changing one rule of
+// one policy writes a handful of operations (a new class chain, the class
+// map elements that lead to it, the entry chain with its digest), and the
+// next sync deletes the chain it replaced; the result equals a full render.
+func TestOneRuleChangeIsSmall(t *testing.T) {
+	s, pols := bigScenario()
+	f := newFake()
+	rec := &recorder{Interface: f}
+	d := New(rec, Config{})
+	if err := d.Apply(changesOf(s.state)); err != nil {
+		t.Fatal(err)
+	}
+	apply := func(ps ...*calc.Policy) []string {
+		t.Helper()
+		n := len(rec.txs)
+		if err := d.Apply(&calc.Changes{InSync: true, PolicyUpdates: ps}); err != nil {
+			t.Fatal(err)
+		}
+		if len(rec.txs) == n {
+			return nil
+		}
+		return txOps(rec.last())
+	}
+	check := func(what string, ops []string, min, max int) {
+		t.Helper()
+		t.Logf("%s: %d operations\n%s", what, len(ops), strings.Join(ops, "\n"))
+		if len(ops) < min || len(ops) > max {
+			t.Errorf("%s: %d operations, want %d..%d:\n%s", what, len(ops), min, max, strings.Join(ops, "\n"))
+		}
+		for _, op := range ops {
+			if strings.HasPrefix(op, "flush map") || strings.HasPrefix(op, "flush set") ||
+				(strings.HasPrefix(op, "delete map") || strings.HasPrefix(op, "add map")) {
+				t.Errorf("%s rewrote a map: %s", what, op)
+			}
+		}
+	}
+
+	// The source of one rule: its class gets a new chain.
+	p := withRule(pols[37], 5, func(r *calc.Rule) { r.Src.Nets = []netip.Prefix{pfx("192.0.2.0/24")} })
+	pols[37] = p
+	s.pol(p)
+	check("new source", apply(p), 1, 8)
+	check("deleting the old chain", apply(), 1, 3)
+
+	// The port of one rule: the class map elements around it change.
+	p = withRule(pols[50], 7, func(r *calc.Rule) { r.Dst.Ports = ports(40000, 40000) })
+	pols[50] = p
+	s.pol(p)
+	// Its class chain does not name the port: the chain moves with it.
+	check("new port", apply(p), 1, 14)
+	check("nothing to delete", apply(), 0, 0)
+
+	// The action of the rule that decides port 80, as bench/policy does.
+	for _, a := range []calc.Action{calc.Deny, calc.Allow, calc.Deny} {
+		p = gpol("allow-client", "default", []calc.Rule{allowClient(a)}, nil)
+		s.pol(p)
+		check("port 80 "+string(a), apply(p), 1, 11)
+	}
+	apply()
+
+	if testing.Short() {
+		return // the fake takes seconds to load 10,000 map elements
+	}
+	full, _ := render(t, s)
+	if got, want := sortedDump(f), sortedDump(full); got != want {
+		t.Errorf("after the changes the table differs from a full render")
+	}
+}
+
+// BenchmarkPolicyChange is one changed policy among 100 × 100 rules:
+// compile, diff and the transaction on the fake, as the agent's Apply.
+func BenchmarkPolicyChange(b *testing.B) {
+	s, _ := bigScenario()
+	d := New(newFake(), Config{})
+	if err := d.Apply(changesOf(s.state)); err != nil {
+		b.Fatal(err)
+	}
+	actions := []calc.Action{calc.Deny, calc.Allow}
+	b.ResetTimer()
+	for i := 0; b.Loop(); i++ {
+		p := gpol("allow-client", "default", []calc.Rule{allowClient(actions[i%2])}, nil)
+		if err := d.Apply(&calc.Changes{InSync: true, PolicyUpdates: []*calc.Policy{p}}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// TestKernelInPlaceChange: in the kernel, a changed policy updates its
+// program in place (class map elements replaced, intervals split), the
+// next sync deletes the replaced chain, and a driver restarted after the
+// policy changed while it was down repairs the class map it cannot list
+// element by element (the entry chain's digest says it differs).
+func TestKernelInPlaceChange(t *testing.T) {
+	requireRoot(t)
+	tp := newTopology(t, map[string]string{"calia": "10.65.0.1", "calib": "10.65.0.2"})
+	nft := newNSNFT(t, tp.host)
+	rec := &recorder{Interface: nft}
+	d := New(rec, Config{})
+	st := kernelState()
+	if err := d.Apply(changesOf(st)); err != nil {
+		t.Fatal(err)
+	}
+	a, b := tp.wls["calia"], tp.wls["calib"]
+	for _, p := range []string{"8080", "8081", "8082", "9000"} {
+		listen(t, b, "tcp", "10.65.0.2:"+p)
+	}
+	check := func(when string, open ...string) {
+		t.Helper()
+		for _, p := range []string{"8080", "8081", "8082", "9000"} {
+			want := strings.Contains(strings.Join(open, ","), p)
+			if got := probe(t, a, "tcp", "10.65.0.2:"+p); got != want {
+				t.Errorf("%s: tcp %s: connected %v, want %v", when, p, got, want)
+			}
+		}
+	}
+	check("programmed", "8080")
+	pid := calc.PolicyID{Kind: v3.KindGlobalNetworkPolicy, Name: "allow-8080"}
+	old := st.Policies[pid]
+	if old == nil {
+		t.Fatalf("no policy %v", pid)
+	}
+	change := func(d *Driver, p *calc.Policy) {
+		t.Helper()
+		st.Policies[p.ID] = p
+		if err := d.Apply(&calc.Changes{InSync: true, PolicyUpdates: []*calc.Policy{p}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// 8080 → 8081-8082 (an interval element splits and merges), then a
+	// source condition (a class chain replaces a verdict element).
+	change(d, withRule(old, 1, func(r *calc.Rule) { r.Dst.Ports = ports(8081, 8082) }))
+	check("ports changed", "8081", "8082")
+	change(d, withRule(st.Policies[pid], 1, func(r *calc.Rule) { r.Src.Nets = []netip.Prefix{pfx("10.65.0.0/24")} }))
+	check("source added", "8081", "8082")
+	change(d, withRule(st.Policies[pid], 1, func(r *calc.Rule) { r.Src.Nets = []netip.Prefix{pfx("10.66.0.0/24")} }))
+	check("source changed", "")
+	if err := d.Apply(&calc.Changes{InSync: true}); err != nil { // deletes replaced chains
+		t.Fatal(err)
+	}
+	for _, tx := range rec.txs[1:] {
+		if strings.Contains(tx, "flush map") || strings.Contains(tx, "add map") || strings.Contains(tx, "delete map") {
+			t.Errorf("a policy change rewrote a map:\n%s", tx)
+		}
+	}
+	list := func() string {
+		return sh(t, "ip", "netns", "exec", tp.hostName, "nft", "list", "table", "inet", "tortie")
+	}
+
+	// Changed while no driver runs: 8082 only, as many class map elements
+	// as before (0-8081, 8082, 8083-65535 for tcp). A new driver repairs
+	// it in place.
+	p := withRule(st.Policies[pid], 1, func(r *calc.Rule) { r.Dst.Ports = ports(8082, 8082); r.Src.Nets = nil })
+	st.Policies[pid] = p
+	d2 := New(nft, Config{})
+	if err := d2.Apply(changesOf(st)); err != nil {
+		t.Fatal(err)
+	}
+	check("restarted after a change", "8082")
+	if err := d2.Apply(&calc.Changes{InSync: true}); err != nil {
+		t.Fatal(err)
+	}
+	// A second restart changes nothing.
+	before := list()
+	rec3 := &recorder{Interface: nft}
+	d3 := New(rec3, Config{})
+	if err := d3.Apply(changesOf(st)); err != nil {
+		t.Fatal(err)
+	}
+	for _, tx := range rec3.txs {
+		if strings.Contains(tx, "flush") || strings.Contains(tx, "delete") {
+			t.Errorf("restart wrote:\n%s", tx)
+		}
+	}
+	if after := list(); after != before {
+		t.Errorf("ruleset after restart differs:\n%s\nbefore:\n%s", after, before)
+	}
+	check("restarted again", "8082")
+}
+
+// BenchmarkKernelPolicyChange is BenchmarkPolicyChange against the real
+// nft in a network namespace (root only).
+func BenchmarkKernelPolicyChange(b *testing.B) {
+	requireRoot(b)
+	n, _ := newNS(b)
+	nft := newNSNFT(b, n)
+	s, _ := bigScenario()
+	d := New(nft, Config{})
+	if err := d.Apply(changesOf(s.state)); err != nil {
+		b.Fatal(err)
+	}
+	actions := []calc.Action{calc.Deny, calc.Allow}
+	for i := 0; b.Loop(); i++ {
+		p := gpol("allow-client", "default", []calc.Rule{allowClient(actions[i%2])}, nil)
+		if err := d.Apply(&calc.Changes{InSync: true, PolicyUpdates: []*calc.Policy{p}}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
