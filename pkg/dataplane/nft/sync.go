@@ -45,43 +45,11 @@ func (d *Driver) sync(full bool) error {
 	tx := d.nft.NewTransaction()
 	tx.Add(&knftables.Table{Comment: knftables.PtrTo("tortie: network policy (owned by tortie-node)")})
 
-	// 1. Objects that went out of want in an earlier sync: nothing refers to
-	// them any more, except each other. Flush chains, then drop maps (which
-	// hold gotos), chains, sets.
-	var delChains, delSets []string
-	for n, isChain := range d.pending {
-		if isChain {
-			if _, ok := d.want.chains[n]; !ok && d.have.chains[n] != nil {
-				delChains = append(delChains, n)
-			}
-		} else if _, ok := d.want.sets[n]; !ok && d.have.sets[n] != nil {
-			delSets = append(delSets, n)
-		}
-	}
-	slices.Sort(delChains)
-	slices.Sort(delSets)
-	for _, n := range delChains {
-		tx.Flush(&knftables.Chain{Name: n})
-	}
-	for _, n := range delSets {
-		if d.have.sets[n].isMap {
-			tx.Delete(&knftables.Map{Name: n})
-		}
-	}
-	for _, n := range delChains {
-		tx.Delete(&knftables.Chain{Name: n})
-	}
-	for _, n := range delSets {
-		if !d.have.sets[n].isMap {
-			tx.Delete(&knftables.Set{Name: n})
-		}
-	}
-
 	chains := slices.Sorted(maps.Keys(d.dirty.chains))
 	sets := slices.Sorted(maps.Keys(d.dirty.sets))
 	elemSets := slices.Sorted(maps.Keys(d.dirty.elems))
 
-	// 2. New sets and maps, 3. new chains (empty).
+	// 1. New sets and maps, 2. new chains (empty).
 	for _, n := range sets {
 		w, h := d.want.sets[n], d.have.sets[n]
 		if w == nil || h != nil {
@@ -105,8 +73,8 @@ func (d *Driver) sync(full bool) error {
 		}
 		tx.Add(c)
 	}
-	// 4. Elements of plain sets (rules may need them), 5. chain contents,
-	// 6. elements of verdict maps (they point at chains that now have
+	// 3. Elements of plain sets (rules may need them), 4. chain contents,
+	// 5. elements of verdict maps (they point at chains that now have
 	// their rules).
 	writeElems := func(ofMaps bool) {
 		for _, n := range sets {
@@ -171,6 +139,42 @@ func (d *Driver) sync(full bool) error {
 		}
 	}
 	writeElems(true)
+
+	// 6. Objects that went out of want in an earlier sync, last: only now
+	// has every kept chain its new rules and every kept map its new
+	// elements, so nothing refers to them any more but each other (a
+	// program deleted and wanted again under the same name, as a policy
+	// deleted and re-created is, still pointed at its old class chains
+	// until its rules were rewritten above). Flush chains, then drop maps
+	// (which hold gotos), chains, sets.
+	var delChains, delSets []string
+	for n, isChain := range d.pending {
+		if isChain {
+			if _, ok := d.want.chains[n]; !ok && d.have.chains[n] != nil {
+				delChains = append(delChains, n)
+			}
+		} else if _, ok := d.want.sets[n]; !ok && d.have.sets[n] != nil {
+			delSets = append(delSets, n)
+		}
+	}
+	slices.Sort(delChains)
+	slices.Sort(delSets)
+	for _, n := range delChains {
+		tx.Flush(&knftables.Chain{Name: n})
+	}
+	for _, n := range delSets {
+		if d.have.sets[n].isMap {
+			tx.Delete(&knftables.Map{Name: n})
+		}
+	}
+	for _, n := range delChains {
+		tx.Delete(&knftables.Chain{Name: n})
+	}
+	for _, n := range delSets {
+		if !d.have.sets[n].isMap {
+			tx.Delete(&knftables.Set{Name: n})
+		}
+	}
 
 	if tx.NumOperations() > 1 || !d.synced {
 		if err := d.nft.Run(ctx, tx); err != nil {
