@@ -33,6 +33,7 @@ import (
 	"github.com/tortie/tortie/pkg/cli"
 	"github.com/tortie/tortie/pkg/client"
 	"github.com/tortie/tortie/pkg/datastore"
+	"github.com/tortie/tortie/pkg/datastore/embedded"
 )
 
 // MarkerDir holds one file per running suite (its ID): the test process's
@@ -67,7 +68,7 @@ type SingleHost struct {
 	rootIP  netip.Addr
 	nsNames []string
 
-	srv     *datastore.Server
+	srv     *embedded.Server
 	be      *datastore.Etcd
 	cl      *client.Client
 	etcdURL string
@@ -301,7 +302,7 @@ func (c *SingleHost) buildNetwork() error {
 
 func (c *SingleHost) startDatastore() error {
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	srv, err := datastore.Serve(context.Background(), datastore.ServeConfig{
+	srv, err := embedded.Serve(context.Background(), embedded.ServeConfig{
 		DataDir: filepath.Join(c.dir, "etcd"), ListenClientURL: "http://" + c.rootIP.String() + ":0", Logger: logger,
 	})
 	if err != nil {

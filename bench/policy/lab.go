@@ -21,7 +21,7 @@ import (
 
 	"github.com/containernetworking/plugins/pkg/ns"
 
-	"github.com/tortie/tortie/pkg/datastore"
+	"github.com/tortie/tortie/pkg/datastore/embedded"
 )
 
 // cleaner runs registered undo steps in reverse order, once: at the end of
@@ -175,9 +175,9 @@ func newLab(dir string) *lab {
 
 // serveEtcd starts an embedded etcd (in this process) on the root side of
 // the veth, on a free port, with its data under the lab's dir.
-func (l *lab) serveEtcd(name string) *datastore.Server {
+func (l *lab) serveEtcd(name string) *embedded.Server {
 	data := filepath.Join(l.dir, name)
-	srv, err := datastore.Serve(context.Background(), datastore.ServeConfig{
+	srv, err := embedded.Serve(context.Background(), embedded.ServeConfig{
 		DataDir:         data,
 		ListenClientURL: "http://" + net.JoinHostPort(l.rootIP.String(), "0"),
 		Logger:          slog.New(slog.NewTextHandler(io.Discard, nil)),

@@ -27,6 +27,7 @@ import (
 	v3 "github.com/tortie/tortie/pkg/apis/v3"
 	"github.com/tortie/tortie/pkg/client"
 	"github.com/tortie/tortie/pkg/datastore"
+	"github.com/tortie/tortie/pkg/datastore/embedded"
 )
 
 // This test runs the real tortie-node binary in a "host" network namespace
@@ -124,9 +125,9 @@ func newLab(t *testing.T) *lab {
 }
 
 // serveEtcd starts the embedded etcd on the lab's data dir at url.
-func (l *lab) serveEtcd(url string) *datastore.Server {
+func (l *lab) serveEtcd(url string) *embedded.Server {
 	l.t.Helper()
-	srv, err := datastore.Serve(context.Background(), datastore.ServeConfig{DataDir: l.data, ListenClientURL: url})
+	srv, err := embedded.Serve(context.Background(), embedded.ServeConfig{DataDir: l.data, ListenClientURL: url})
 	if err != nil {
 		l.t.Fatalf("etcd at %s: %v", url, err)
 	}

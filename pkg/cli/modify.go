@@ -13,6 +13,7 @@ import (
 	v3 "github.com/tortie/tortie/pkg/apis/v3"
 	"github.com/tortie/tortie/pkg/client"
 	"github.com/tortie/tortie/pkg/datastore"
+	"github.com/tortie/tortie/pkg/datastore/embedded"
 )
 
 // Version is the tortie version; release builds set it with -ldflags -X.
@@ -165,7 +166,7 @@ func newVersionCommand(g *globals) *cobra.Command {
 
 func newDatastoreCommand(g *globals) *cobra.Command {
 	ds := &cobra.Command{Use: "datastore", Short: "Run or inspect the datastore"}
-	var cfg datastore.ServeConfig
+	var cfg embedded.ServeConfig
 	serve := &cobra.Command{
 		Use:   "serve --data-dir DIR [--listen-client URL]",
 		Short: "Run an embedded single-member etcd for one machine",
@@ -180,7 +181,7 @@ serves until interrupted (SIGINT or SIGTERM), then shuts down cleanly.`,
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			srv, err := datastore.Serve(ctx, cfg)
+			srv, err := embedded.Serve(ctx, cfg)
 			if err != nil {
 				return err
 			}

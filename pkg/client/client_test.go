@@ -12,6 +12,7 @@ import (
 	"github.com/tortie/tortie/internal/reference"
 	v3 "github.com/tortie/tortie/pkg/apis/v3"
 	"github.com/tortie/tortie/pkg/datastore"
+	"github.com/tortie/tortie/pkg/datastore/embedded"
 	"github.com/tortie/tortie/pkg/datastore/etcdtest"
 )
 
@@ -302,7 +303,7 @@ func TestBatchAllOrNothing(t *testing.T) {
 // TestBatchSplitsForSmallServers: against a server with etcd's stock limit
 // a large manifest goes in chunks; a failure names what was written.
 func TestBatchSplitsForSmallServers(t *testing.T) {
-	srv := etcdtest.StartWith(t, datastore.ServeConfig{MaxTxnOps: 8})
+	srv := etcdtest.StartWith(t, embedded.ServeConfig{MaxTxnOps: 8})
 	c := New(etcdtest.NewClient(t, srv))
 	ctx := ctxT(t)
 	var docs []v3.Resource

@@ -34,6 +34,7 @@ import (
 	"github.com/tortie/tortie/pkg/client"
 	"github.com/tortie/tortie/pkg/cni"
 	"github.com/tortie/tortie/pkg/datastore"
+	"github.com/tortie/tortie/pkg/datastore/embedded"
 	"github.com/tortie/tortie/pkg/datastore/etcdtest"
 	"github.com/tortie/tortie/pkg/ipam"
 )
@@ -135,7 +136,7 @@ type env struct {
 	hostNS   string // name under /run/netns
 	host     ns.NetNS
 	rootAddr string // our end of the veth into the host namespace
-	srv      *datastore.Server
+	srv      *embedded.Server
 	be       *datastore.Etcd
 	cl       *client.Client
 	ipam     *ipam.IPAM
@@ -194,7 +195,7 @@ func newEnv(tb testing.TB) *env {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	e.srv = etcdtest.StartWith(tb, datastore.ServeConfig{ListenClientURL: fmt.Sprintf("http://%s:%d", rootIP, port)})
+	e.srv = etcdtest.StartWith(tb, embedded.ServeConfig{ListenClientURL: fmt.Sprintf("http://%s:%d", rootIP, port)})
 	e.be = etcdtest.NewClient(tb, e.srv)
 	e.cl = client.New(e.be)
 	e.ipam = ipam.New(e.be, ipam.Options{})

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/tortie/tortie/pkg/datastore"
+	"github.com/tortie/tortie/pkg/datastore/embedded"
 	"github.com/tortie/tortie/pkg/datastore/etcdtest"
 )
 
@@ -214,7 +215,7 @@ func kvEqual(a, b *datastore.KV) bool {
 
 func TestTxnTooManyOps(t *testing.T) {
 	ctx := context.Background()
-	c := etcdtest.NewClient(t, etcdtest.StartWith(t, datastore.ServeConfig{MaxTxnOps: 10, MaxRequestBytes: 1 << 20}))
+	c := etcdtest.NewClient(t, etcdtest.StartWith(t, embedded.ServeConfig{MaxTxnOps: 10, MaxRequestBytes: 1 << 20}))
 	ops := func(n, size int) []datastore.Op {
 		var ops []datastore.Op
 		for i := range n {

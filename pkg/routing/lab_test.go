@@ -47,6 +47,7 @@ import (
 	"github.com/tortie/tortie/pkg/client"
 	"github.com/tortie/tortie/pkg/dataplane/routes"
 	"github.com/tortie/tortie/pkg/datastore"
+	"github.com/tortie/tortie/pkg/datastore/embedded"
 	"github.com/tortie/tortie/pkg/datastore/etcdtest"
 	"github.com/tortie/tortie/pkg/ipam"
 	"github.com/tortie/tortie/pkg/startup"
@@ -168,7 +169,7 @@ type lab struct {
 	rt     string
 	rootIf string
 	nss    []string // every namespace made, for cleanup
-	etcd   *datastore.Server
+	etcd   *embedded.Server
 	be     *datastore.Etcd
 	c      *client.Client
 	dir    string
@@ -229,7 +230,7 @@ func newLab(t testing.TB, subnets int) *lab {
 	if subnets > 1 {
 		run(t, "ip", "route", "add", fmt.Sprintf("198.19.%d.0/24", l.r), "via", l.subnetAddr(0, 253).String(), "dev", l.rootIf)
 	}
-	l.etcd = etcdtest.StartWith(t, datastore.ServeConfig{ListenClientURL: "http://" + l.subnetAddr(0, 254).String() + ":0"})
+	l.etcd = etcdtest.StartWith(t, embedded.ServeConfig{ListenClientURL: "http://" + l.subnetAddr(0, 254).String() + ":0"})
 	l.be = etcdtest.NewClient(t, l.etcd)
 	l.c = client.New(l.be)
 	if err := l.c.EnsureInitialized(context.Background()); err != nil {

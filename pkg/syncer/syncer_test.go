@@ -14,6 +14,7 @@ import (
 	"github.com/tortie/tortie/pkg/calc"
 	"github.com/tortie/tortie/pkg/client"
 	"github.com/tortie/tortie/pkg/datastore"
+	"github.com/tortie/tortie/pkg/datastore/embedded"
 	"github.com/tortie/tortie/pkg/datastore/etcdtest"
 	"github.com/tortie/tortie/pkg/syncer"
 )
@@ -193,7 +194,7 @@ func (m *mirror) synced() bool {
 	return m.inSync
 }
 
-func setup(t *testing.T) (*datastore.Server, *datastore.Etcd, *client.Client) {
+func setup(t *testing.T) (*embedded.Server, *datastore.Etcd, *client.Client) {
 	srv := etcdtest.Start(t)
 	be := etcdtest.NewClient(t, srv)
 	cl := client.New(be)

@@ -11,18 +11,19 @@ import (
 	"testing"
 
 	"github.com/tortie/tortie/pkg/datastore"
+	"github.com/tortie/tortie/pkg/datastore/embedded"
 )
 
 // Start runs an embedded etcd in t.TempDir() on a free loopback port and
 // stops it when the test ends.
-func Start(t testing.TB) *datastore.Server {
+func Start(t testing.TB) *embedded.Server {
 	t.Helper()
-	return StartWith(t, datastore.ServeConfig{})
+	return StartWith(t, embedded.ServeConfig{})
 }
 
 // StartWith is Start with settings (DataDir and ListenClientURL are filled
 // in when empty).
-func StartWith(t testing.TB, cfg datastore.ServeConfig) *datastore.Server {
+func StartWith(t testing.TB, cfg embedded.ServeConfig) *embedded.Server {
 	t.Helper()
 	if cfg.DataDir == "" {
 		cfg.DataDir = t.TempDir()
@@ -38,7 +39,7 @@ func StartWith(t testing.TB, cfg datastore.ServeConfig) *datastore.Server {
 			}
 			cfg.ListenClientURL = fmt.Sprintf("http://127.0.0.1:%d", port)
 		}
-		srv, err := datastore.Serve(context.Background(), cfg) // lives until Cleanup
+		srv, err := embedded.Serve(context.Background(), cfg) // lives until Cleanup
 		if err == nil {
 			t.Cleanup(func() { srv.Close() })
 			return srv
@@ -60,7 +61,7 @@ func FreePort() (int, error) {
 }
 
 // NewClient connects a client to srv and closes it when the test ends.
-func NewClient(t testing.TB, srv *datastore.Server) *datastore.Etcd {
+func NewClient(t testing.TB, srv *embedded.Server) *datastore.Etcd {
 	t.Helper()
 	c, err := datastore.New(datastore.Config{Endpoints: []string{srv.Endpoint()}})
 	if err != nil {

@@ -1,4 +1,8 @@
-package datastore
+// Package embedded runs a single-member etcd inside the process: the
+// datastore `tortie datastore serve` and the tests use. It is its own package
+// so that binaries that only talk to a datastore (the CNI plugin, started
+// for every container) do not link etcd's server and pay its start-up.
+package embedded
 
 import (
 	"context"
@@ -14,6 +18,8 @@ import (
 	"time"
 
 	"go.etcd.io/etcd/server/v3/embed"
+
+	"github.com/tortie/tortie/pkg/datastore"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 )
@@ -63,7 +69,7 @@ func Serve(ctx context.Context, cfg ServeConfig) (*Server, error) {
 		return nil, fmt.Errorf("datastore: serve: no data dir")
 	}
 	if cfg.ListenClientURL == "" {
-		cfg.ListenClientURL = DefaultEndpoint
+		cfg.ListenClientURL = datastore.DefaultEndpoint
 	}
 	if cfg.MaxTxnOps == 0 {
 		cfg.MaxTxnOps = defaultMaxTxnOps

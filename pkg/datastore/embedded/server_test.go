@@ -1,4 +1,4 @@
-package datastore_test
+package embedded_test
 
 import (
 	"bytes"
@@ -12,7 +12,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/tortie/tortie/pkg/datastore"
+	"github.com/tortie/tortie/pkg/datastore/embedded"
 	"github.com/tortie/tortie/pkg/datastore/etcdtest"
 )
 
@@ -20,7 +20,7 @@ import (
 // only its client port (no TCP peer port, which is what lets them coexist).
 func TestTwoServersSideBySide(t *testing.T) {
 	ctx := context.Background()
-	srvs := []*datastore.Server{etcdtest.Start(t), etcdtest.Start(t)}
+	srvs := []*embedded.Server{etcdtest.Start(t), etcdtest.Start(t)}
 	if srvs[0].Endpoint() == srvs[1].Endpoint() {
 		t.Fatalf("both servers on %s", srvs[0].Endpoint())
 	}
@@ -85,7 +85,7 @@ func listeningTCPPorts(t *testing.T) []string {
 func TestServeRestartKeepsData(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	srv := etcdtest.StartWith(t, datastore.ServeConfig{DataDir: dir})
+	srv := etcdtest.StartWith(t, embedded.ServeConfig{DataDir: dir})
 	c := etcdtest.NewClient(t, srv)
 	if _, err := c.Create(ctx, "/persist", []byte("v")); err != nil {
 		t.Fatal(err)
@@ -101,7 +101,7 @@ func TestServeRestartKeepsData(t *testing.T) {
 	if err := os.Rename(dir, moved); err != nil {
 		t.Fatal(err)
 	}
-	srv2 := etcdtest.StartWith(t, datastore.ServeConfig{DataDir: moved})
+	srv2 := etcdtest.StartWith(t, embedded.ServeConfig{DataDir: moved})
 	kv, err := etcdtest.NewClient(t, srv2).Get(ctx, "/persist")
 	if err != nil || !bytes.Equal(kv.Value, []byte("v")) {
 		t.Fatalf("after restart: %v, %v", kv, err)
@@ -110,7 +110,7 @@ func TestServeRestartKeepsData(t *testing.T) {
 
 func TestServeStopsWithContext(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
-	srv, err := datastore.Serve(ctx, datastore.ServeConfig{DataDir: t.TempDir(), ListenClientURL: "http://127.0.0.1:0"})
+	srv, err := embedded.Serve(ctx, embedded.ServeConfig{DataDir: t.TempDir(), ListenClientURL: "http://127.0.0.1:0"})
 	if err != nil {
 		t.Fatal(err)
 	}
