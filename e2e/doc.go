@@ -10,11 +10,12 @@
 //     veth, workloads in their own namespaces created by the real CNI plugin
 //     (through libcni, as a container runtime would), a second namespace
 //     "outside" the cluster behind the host's uplink.
-//   - the multi-host lab (issue 7) can back the same interface: every
-//     workload is still a network namespace on this machine, so the probing
-//     helpers here (Probe, Serve, the reachability matrix) work unchanged; a
-//     lab backend only has to say how to apply manifests, create pods and
-//     where its hosts are.
+//   - LabCluster (lab.go): a 3-host lab (pkg/lab: one real tortie-node per
+//     host namespace, BGP mesh, pods through the real CNI plugin), the 9 pods
+//     spread so that every namespace spans all three hosts. Tests named
+//     TestLab* run on it (TestLab runs the whole suite there); a scenario
+//     that needs the single host's layout is listed in singleHostOnly with
+//     its reason.
 //
 // Probing is real: a TCP connect plus an echo, a UDP datagram and its echo,
 // or an ICMP echo, from inside the source's network namespace, with a short
@@ -29,7 +30,8 @@
 // when the run ends, also when it fails; a run killed outright leaves a
 // marker under /run/tortie-e2e that the next run uses to clean up after it.
 //
-// Running: `sudo go test ./e2e/` (about 70 s here). Without root it skips,
+// Running: `sudo go test ./e2e/` (about 2.5 minutes here; `-run TestLab` for
+// the lab only, `-skip TestLab` for the single host only). Without root it skips,
 // unless CI is set, when it fails. It builds cmd/tortie-node and
 // cmd/tortie-cni from the tree; TORTIE_E2E_BIN=<dir> uses binaries from
 // there instead. TORTIE_E2E_RESYNC=<duration> passes --resync-interval to

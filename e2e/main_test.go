@@ -7,29 +7,66 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 )
 
-// The suite shares one cluster and one set of pods (x, y, z × a, b, c);
-// each scenario starts from Reset and the all-allowed matrix.
+// The suite shares one cluster per backend and one set of pods (x, y, z ×
+// a, b, c) on it; each scenario starts from Reset and the all-allowed
+// matrix. Two backends: SingleHost (every test but TestLab*), and the
+// multi-host lab (TestLab*, see lab_test.go), each built on first use.
+
+type backend struct {
+	name string
+	make func(logf func(string, ...any)) (Cluster, func(), error)
+
+	once  sync.Once
+	err   error
+	c     Cluster
+	m     *Model
+	close func()
+}
 
 var (
-	setupOnce sync.Once
-	setupErr  error
-	shared    *SingleHost
-	model     *Model
-	suiteT0   time.Time
-	binDir    string
+	singleBackend = &backend{name: "single-host", make: newSingleHostBackend}
+	labBackend    = &backend{name: "lab", make: newLabBackend}
+	backends      = []*backend{singleBackend, labBackend}
+
+	suiteT0 time.Time
+	binOnce sync.Once
+	binErr  error
+	binDir  string
 )
+
+// backendFor: the lab for TestLab and its subtests, SingleHost otherwise.
+func backendFor(t testing.TB) *backend {
+	if strings.HasPrefix(t.Name(), "TestLab") {
+		return labBackend
+	}
+	return singleBackend
+}
 
 func TestMain(m *testing.M) {
 	suiteT0 = time.Now()
+	// Interrupted runs clean up too.
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	go func() {
+		<-sig
+		teardown()
+		os.Exit(2)
+	}()
 	code := m.Run()
+	up := false
+	for _, b := range backends {
+		up = up || b.c != nil
+	}
 	teardown()
-	if shared != nil || testing.Verbose() {
+	if up || testing.Verbose() {
 		fmt.Fprintf(os.Stderr, "e2e: suite time %v; %s\n", time.Since(suiteT0).Round(time.Millisecond), Stats.Summary())
 	}
 	os.Exit(code)
@@ -39,8 +76,10 @@ var teardownOnce sync.Once
 
 func teardown() {
 	teardownOnce.Do(func() {
-		if shared != nil {
-			shared.Close()
+		for _, b := range backends {
+			if b.close != nil {
+				b.close()
+			}
 		}
 		if binDir != "" && os.Getenv("TORTIE_E2E_BIN") == "" {
 			os.RemoveAll(binDir)
@@ -91,8 +130,9 @@ func (m *Model) NamespaceManifest(key string, labels map[string]string) string {
 	return s
 }
 
-// cluster returns the shared cluster and model, building them on first use.
-func cluster(t *testing.T) (*SingleHost, *Model) {
+// cluster returns the shared cluster and model of the test's backend,
+// building them on first use.
+func cluster(t *testing.T) (Cluster, *Model) {
 	t.Helper()
 	requireRoot(t)
 	for _, tool := range []string{"ip", "nft"} {
@@ -103,47 +143,89 @@ func cluster(t *testing.T) (*SingleHost, *Model) {
 			t.Skipf("%s is not installed", tool)
 		}
 	}
-	setupOnce.Do(func() { setupErr = setup() })
-	if setupErr != nil {
-		t.Fatalf("cluster setup: %v", setupErr)
+	b := backendFor(t)
+	if b == labBackend {
+		if why := singleHostOnlyReason(t); why != "" {
+			t.Skipf("needs the single-host backend (the same scenario runs outside TestLab): %s", why)
+		}
 	}
-	return shared, model
+	b.once.Do(func() { b.err = b.setup() })
+	if b.err != nil {
+		t.Fatalf("%s cluster setup: %v", b.name, b.err)
+	}
+	if prevBackend.Swap(b) != b {
+		// The other backend ran since this one's last change: the time
+		// from that change is not a convergence to record.
+		b.c.(interface{ restartClock() }).restartClock()
+	}
+	return b.c, b.m
 }
 
-func setup() error {
-	t0 := time.Now()
-	logf := func(format string, args ...any) { fmt.Fprintf(os.Stderr, "e2e: "+format+"\n", args...) }
-	CleanStale(logf)
-	binDir = os.Getenv("TORTIE_E2E_BIN")
-	if binDir == "" {
-		var err error
-		if binDir, err = os.MkdirTemp("", "tortie-e2e-bin-"); err != nil {
-			return err
+// prevBackend is the backend of the last test that asked for a cluster.
+var prevBackend atomic.Pointer[backend]
+
+func logf(format string, args ...any) { fmt.Fprintf(os.Stderr, "e2e: "+format+"\n", args...) }
+
+// buildBinaries builds what both backends run, once: tortie-node and
+// tortie-cni, and tortie (the lab's datastore); TORTIE_E2E_BIN=<dir> uses
+// binaries from there instead.
+func buildBinaries() (string, error) {
+	binOnce.Do(func() {
+		CleanStaleLabs(logf)
+		CleanStale(logf)
+		binDir = os.Getenv("TORTIE_E2E_BIN")
+		if binDir != "" {
+			return
+		}
+		if binDir, binErr = os.MkdirTemp("", "tortie-e2e-bin-"); binErr != nil {
+			return
 		}
 		out, err := exec.Command("go", "build", "-o", binDir+string(filepath.Separator),
-			"github.com/tortie/tortie/cmd/tortie-node", "github.com/tortie/tortie/cmd/tortie-cni").CombinedOutput()
+			"github.com/tortie/tortie/cmd/tortie-node", "github.com/tortie/tortie/cmd/tortie-cni",
+			"github.com/tortie/tortie/cmd/tortie").CombinedOutput()
 		if err != nil {
-			return fmt.Errorf("go build: %v\n%s", err, out)
+			binErr = fmt.Errorf("go build: %v\n%s", err, out)
 		}
+	})
+	return binDir, binErr
+}
+
+func newSingleHostBackend(logf func(string, ...any)) (Cluster, func(), error) {
+	dir, err := buildBinaries()
+	if err != nil {
+		return nil, nil, err
 	}
-	tb := time.Now()
 	var agentArgs []string
 	if v := os.Getenv("TORTIE_E2E_RESYNC"); v != "" {
 		agentArgs = append(agentArgs, "--resync-interval", v)
 	}
-	c, err := NewSingleHost(SingleHostOptions{BinDir: binDir, Logf: logf, AgentArgs: agentArgs})
+	c, err := NewSingleHost(SingleHostOptions{BinDir: dir, Logf: logf, AgentArgs: agentArgs})
+	if err != nil {
+		return nil, nil, err
+	}
+	return c, c.Close, nil
+}
+
+func newLabBackend(logf func(string, ...any)) (Cluster, func(), error) {
+	dir, err := buildBinaries()
+	if err != nil {
+		return nil, nil, err
+	}
+	c, err := NewLab(LabOptions{BinDir: dir, Logf: logf})
+	if err != nil {
+		return nil, nil, err
+	}
+	return c, c.Close, nil
+}
+
+// setup builds the backend's cluster and the model on it.
+func (b *backend) setup() error {
+	t0 := time.Now()
+	c, closeFn, err := b.make(logf)
 	if err != nil {
 		return err
 	}
-	shared = c
-	// Interrupted runs clean up too.
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
-	go func() {
-		<-sig
-		teardown()
-		os.Exit(2)
-	}()
+	b.close = closeFn
 	tc := time.Now()
 
 	m := &Model{NS: map[string]string{}, pod: map[string]*Pod{}}
@@ -166,12 +248,16 @@ func setup() error {
 			m.pod[key+"/"+name] = p
 		}
 	}
-	if err := ft.run(func(tb testing.TB) { c.Baseline(tb) }); err != nil {
+	if err := ft.run(func(tb testing.TB) { c.(interface{ Baseline(testing.TB) }).Baseline(tb) }); err != nil {
 		return err
 	}
-	model = m
-	logf("cluster %s up: build %v, host+etcd+agent %v, namespaces+9 pods %v", c.ID(),
-		tb.Sub(t0).Round(time.Millisecond), tc.Sub(tb).Round(time.Millisecond), time.Since(tc).Round(time.Millisecond))
+	b.c, b.m = c, m
+	var where []string
+	for _, p := range m.Pods {
+		where = append(where, p.Short()+"@"+p.Node)
+	}
+	logf("%s cluster %s up: build and hosts+etcd+agents %v, namespaces+9 pods %v (%s)", b.name, c.ID(),
+		tc.Sub(t0).Round(time.Millisecond), time.Since(tc).Round(time.Millisecond), strings.Join(where, " "))
 	return nil
 }
 

@@ -12,6 +12,7 @@ import (
 	"io"
 	"log/slog"
 	mrand "math/rand/v2"
+	"net"
 	"net/http"
 	"net/netip"
 	"os"
@@ -238,13 +239,40 @@ func (c *SingleHost) newNetNS(suffix string) (ns.NetNS, string, error) {
 	return n, name, nil
 }
 
+// freeSubnet picks a /29 of 198.18.0.0/15 whose /24 no address of the root
+// namespace is in: labs (this suite's and others') take whole /24s there.
+func freeSubnet() (netip.Addr, error) {
+	used := map[[3]byte]bool{}
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return netip.Addr{}, err
+	}
+	for _, a := range addrs {
+		if p, err := netip.ParsePrefix(a.String()); err == nil && p.Addr().Is4() {
+			b := p.Addr().As4()
+			used[[3]byte{b[0], b[1], b[2]}] = true
+		}
+	}
+	for range 1000 {
+		k := mrand.IntN(1 << 14)
+		base := netip.AddrFrom4([4]byte{198, 18 + byte(k>>13), byte(k >> 5), byte(k<<3) & 0xf8})
+		b := base.As4()
+		if !used[[3]byte{b[0], b[1], b[2]}] {
+			return base, nil
+		}
+	}
+	return netip.Addr{}, fmt.Errorf("no free /24 left in 198.18.0.0/15")
+}
+
 // buildNetwork: the host namespace, joined to the root namespace by the
 // management veth (etcd, health, metrics) and to the outside namespace by
 // its uplink. Addresses: a /29 of 198.18.0.0/15 per run; .1/.2 the
 // management link, .5/.6 the uplink.
 func (c *SingleHost) buildNetwork() error {
-	k := mrand.IntN(1 << 14)
-	base := netip.AddrFrom4([4]byte{198, 18 + byte(k>>13), byte(k >> 5), byte(k<<3) & 0xf8})
+	base, err := freeSubnet()
+	if err != nil {
+		return err
+	}
 	at := func(n int) netip.Addr {
 		a := base
 		for range n {

@@ -1,0 +1,83 @@
+package e2e
+
+import (
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestLab runs the Kubernetes network policy scenarios on the multi-host
+// lab (pkg/lab): 3 hosts in a BGP mesh, one tortie-node each, the model's
+// pods spread so that the pods of one namespace are on three different
+// hosts (x/a on h1, x/b on h2, x/c on h3; y and z rotated by one and two),
+// so nearly every flow of the matrix crosses hosts. The scenarios are the
+// same functions as on SingleHost: start(t) and cluster(t) give every test
+// under TestLab the lab backend.
+func TestLab(t *testing.T) {
+	m0, p0 := statsMark()
+	t0 := time.Now()
+	defer func() {
+		t.Logf("lab: %v; %s", time.Since(t0).Round(time.Millisecond), statsSince(m0, p0).Summary())
+	}()
+	t.Run("pods spread over the hosts", func(t *testing.T) {
+		_, m := cluster(t)
+		for _, key := range []string{"x", "y", "z"} {
+			nodes := map[string]bool{}
+			for _, name := range []string{"a", "b", "c"} {
+				nodes[m.P(key+"/"+name).Node] = true
+			}
+			if len(nodes) != 3 {
+				t.Errorf("the pods of %s are on %d hosts, want 3", key, len(nodes))
+			}
+		}
+	})
+	for _, suite := range []struct {
+		name      string
+		scenarios []scenarioT
+	}{
+		{"NetworkPolicy between server and client", serverClientScenarios},
+		{"NetworkPolicy between server and client using UDP", udpScenarios},
+	} {
+		t.Run(suite.name, func(t *testing.T) {
+			for _, sc := range suite.scenarios {
+				t.Run(sc.name, sc.run)
+			}
+		})
+	}
+	t.Run("SCTP", TestNetpolSCTP)
+	t.Run("Calico", TestCalico)
+	t.Run("API", TestNetpolAPI)
+	t.Run("PolicyRecreatedSameName", TestPolicyRecreatedSameName)
+}
+
+// singleHostOnly are the scenarios that need what only SingleHost has, by
+// their test name under TestLab: on the lab, start(t) reports them as
+// skipped with the reason; the single-host suite of the same run runs them.
+var singleHostOnly = map[string]string{
+	"Calico/HostEndpoint with failsafe ports": "a host endpoint on the host's uplink, which on the lab also carries BGP and the datastore",
+}
+
+// singleHostOnlyReason is why the lab test t runs on SingleHost only, or "".
+func singleHostOnlyReason(t testing.TB) string {
+	for name, why := range singleHostOnly {
+		if strings.HasSuffix(t.Name(), "/"+strings.ReplaceAll(name, " ", "_")) {
+			return why
+		}
+	}
+	return ""
+}
+
+// statsMark and statsSince cut the lab's share out of the suite-wide
+// convergence record.
+func statsMark() (int, int) {
+	Stats.mu.Lock()
+	defer Stats.mu.Unlock()
+	return len(Stats.Matrix), len(Stats.Programmed)
+}
+
+func statsSince(m0, p0 int) *Convergence {
+	Stats.mu.Lock()
+	defer Stats.mu.Unlock()
+	return &Convergence{Matrix: slices.Clone(Stats.Matrix[m0:]), Programmed: slices.Clone(Stats.Programmed[p0:])}
+}
