@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"reflect"
 	"sort"
-	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
@@ -98,28 +97,12 @@ func Decode(doc []byte) (v3.Resource, error) {
 func decodeStrict(js []byte, obj any) error {
 	strictErrs, err := kjson.UnmarshalStrict(js, obj, kjson.DisallowDuplicateFields, kjson.DisallowUnknownFields)
 	if len(strictErrs) > 0 {
-		var errs v3.ErrorList
-		for _, se := range strictErrs {
-			errs = append(errs, strictError(se))
-		}
-		return errs
+		return v3.StrictErrors(strictErrs)
 	}
 	if err != nil {
 		return typeError(js, reflect.TypeOf(obj), err)
 	}
 	return nil
-}
-
-func strictError(err error) *v3.FieldError {
-	var fe kjson.FieldError
-	if errors.As(err, &fe) {
-		detail := "unknown field"
-		if strings.HasPrefix(err.Error(), "duplicate field") {
-			detail = "duplicate field"
-		}
-		return &v3.FieldError{Field: fe.FieldPath(), Detail: detail}
-	}
-	return &v3.FieldError{Detail: err.Error()}
 }
 
 // typeError gives a bad value the full path of its field, list indexes and
@@ -167,7 +150,7 @@ func locateBadValue(doc any, t reflect.Type, path v3.Path) (v3.Path, string) {
 		if !ok {
 			return mismatch()
 		}
-		fields := jsonFields(t)
+		fields := v3.JSONFields(t)
 		for _, key := range sortedKeys(m) {
 			if ft, ok := fields[key]; ok {
 				if p, d := locateBadValue(m[key], ft, path.Child(key)); d != "" {
@@ -239,37 +222,4 @@ func sortedKeys(m map[string]any) []string {
 	}
 	sort.Strings(keys)
 	return keys
-}
-
-// jsonFields maps a struct's JSON names to field types, flattening inline
-// embedded structs.
-func jsonFields(t reflect.Type) map[string]reflect.Type {
-	out := map[string]reflect.Type{}
-	for i := range t.NumField() {
-		f := t.Field(i)
-		name, opts, _ := strings.Cut(f.Tag.Get("json"), ",")
-		if name == "-" {
-			continue
-		}
-		if f.Anonymous && (name == "" || strings.Contains(opts, "inline")) {
-			ft := f.Type
-			if ft.Kind() == reflect.Pointer {
-				ft = ft.Elem()
-			}
-			if ft.Kind() == reflect.Struct {
-				for k, v := range jsonFields(ft) {
-					out[k] = v
-				}
-				continue
-			}
-		}
-		if !f.IsExported() {
-			continue
-		}
-		if name == "" {
-			name = f.Name
-		}
-		out[name] = f.Type
-	}
-	return out
 }

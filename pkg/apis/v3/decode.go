@@ -47,11 +47,7 @@ func Decode(doc []byte) (Resource, error) {
 	r := k.New()
 	strictErrs, err := kjson.UnmarshalStrict(js, r, kjson.DisallowDuplicateFields, kjson.DisallowUnknownFields)
 	if len(strictErrs) > 0 {
-		var errs ErrorList
-		for _, se := range strictErrs {
-			errs = append(errs, strictError(se))
-		}
-		return nil, errs
+		return nil, StrictErrors(strictErrs)
 	}
 	if err != nil {
 		// A value of the wrong type: decode again letting the target's types
@@ -69,8 +65,16 @@ func Decode(doc []byte) (Resource, error) {
 // ErrEmptyDocument is returned for a document with no content (a stray "---").
 var ErrEmptyDocument = errors.New("empty document")
 
-// strictError turns sigs.k8s.io/json's `unknown field "spec.foo"` into a
-// FieldError at that path.
+// StrictErrors turns sigs.k8s.io/json's strict-decoding errors
+// (`unknown field "spec.foo"`, duplicates) into FieldErrors at their paths.
+func StrictErrors(errs []error) ErrorList {
+	out := make(ErrorList, len(errs))
+	for i, e := range errs {
+		out[i] = strictError(e)
+	}
+	return out
+}
+
 func strictError(err error) *FieldError {
 	var fe kjson.FieldError
 	if errors.As(err, &fe) {
@@ -121,7 +125,7 @@ func locateBadValue(doc any, t reflect.Type, path Path) (Path, error) {
 	case map[string]any:
 		switch t.Kind() {
 		case reflect.Struct:
-			fields := jsonFields(t)
+			fields := JSONFields(t)
 			for key, val := range v {
 				if ft, ok := fields[key]; ok {
 					if p, err := locateBadValue(val, ft, path.Child(key)); err != nil {
@@ -148,23 +152,23 @@ func locateBadValue(doc any, t reflect.Type, path Path) (Path, error) {
 	return "", nil
 }
 
-// jsonFields maps a struct's JSON names to field types, flattening embedded
+// JSONFields maps a struct's JSON names to field types, flattening embedded
 // (inline) structs as encoding/json does.
-func jsonFields(t reflect.Type) map[string]reflect.Type {
+func JSONFields(t reflect.Type) map[string]reflect.Type {
 	out := map[string]reflect.Type{}
 	for i := range t.NumField() {
 		f := t.Field(i)
-		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		name, opts, _ := strings.Cut(f.Tag.Get("json"), ",")
 		if name == "-" {
 			continue
 		}
-		if f.Anonymous && name == "" {
+		if f.Anonymous && (name == "" || strings.Contains(opts, "inline")) {
 			ft := f.Type
 			if ft.Kind() == reflect.Pointer {
 				ft = ft.Elem()
 			}
 			if ft.Kind() == reflect.Struct {
-				for k, v := range jsonFields(ft) {
+				for k, v := range JSONFields(ft) {
 					out[k] = v
 				}
 				continue
