@@ -187,6 +187,9 @@ func TestRouteReflector(t *testing.T) {
 func TestBIRD(t *testing.T) {
 	l := newLab(t, 2)
 	if _, err := os.Stat("/usr/sbin/bird"); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatal("BIRD 2 not installed (scripts/install-deps.sh installs bird2)")
+		}
 		t.Skip("BIRD 2 not installed (Debian bird2)")
 	}
 	dir := t.TempDir()

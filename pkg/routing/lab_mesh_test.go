@@ -168,6 +168,9 @@ func TestLabMesh(t *testing.T) {
 // every node's kernel.
 func TestLabBIRD(t *testing.T) {
 	if _, err := os.Stat("/usr/sbin/bird"); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatal("BIRD 2 not installed (scripts/install-deps.sh installs bird2)")
+		}
 		t.Skip("BIRD 2 not installed (Debian bird2)")
 	}
 	l, hs := meshLab(t, 3)
