@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/tortie/tortie/internal/testenv"
 )
 
 // The suite shares one cluster per backend and one set of pods (x, y, z ×
@@ -87,17 +89,6 @@ func teardown() {
 	})
 }
 
-func requireRoot(t testing.TB) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("CI") != "" {
-		t.Fatal("the e2e suite needs root (network namespaces, nftables) and CI is set: it must not be skipped")
-	}
-	t.Skip("needs root")
-}
-
 // Model is the upstream model: namespaces x, y, z with pods a, b, c, each
 // serving 80 and 81 over TCP and UDP.
 type Model struct {
@@ -134,7 +125,7 @@ func (m *Model) NamespaceManifest(key string, labels map[string]string) string {
 // building them on first use.
 func cluster(t *testing.T) (Cluster, *Model) {
 	t.Helper()
-	requireRoot(t)
+	testenv.RequireRoot(t)
 	for _, tool := range []string{"ip", "nft"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			if os.Getenv("CI") != "" {

@@ -24,27 +24,12 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/containernetworking/plugins/pkg/testutils"
 
+	"github.com/tortie/tortie/internal/testenv"
 	v3 "github.com/tortie/tortie/pkg/apis/v3"
 	"github.com/tortie/tortie/pkg/client"
 	"github.com/tortie/tortie/pkg/datastore"
 	"github.com/tortie/tortie/pkg/datastore/embedded"
 )
-
-// This test runs the real tortie-node binary in a "host" network namespace
-// against an embedded etcd in the test process, reached over a veth pair
-// from the root namespace; the workloads are namespaces plumbed by hand as
-// the CNI plugin would. Real TCP connections check what is enforced.
-
-func requireRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("CI") != "" {
-		t.Fatal("this test needs root and CI is set: it must not be skipped")
-	}
-	t.Skip("needs root")
-}
 
 func sh(t *testing.T, args ...string) string {
 	t.Helper()
@@ -422,12 +407,9 @@ func percentile(ds []time.Duration, p float64) time.Duration {
 }
 
 func TestAgentEndToEnd(t *testing.T) {
-	requireRoot(t)
+	testenv.RequireRoot(t)
 	if _, err := exec.LookPath("nft"); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal("no nft binary (scripts/install-deps.sh installs nftables)")
-		}
-		t.Skip("no nft binary")
+		testenv.Missing(t, "the nft binary (scripts/install-deps.sh installs nftables)")
 	}
 	l := newLab(t)
 	l.bin = filepath.Join(t.TempDir(), "tortie-node")

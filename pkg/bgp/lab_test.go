@@ -35,6 +35,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/tortie/tortie/internal/testenv"
 )
 
 const childEnv = "TORTIE_BGP_TEST_CHILD"
@@ -144,17 +146,6 @@ func proveNamespace() (*nsProof, error) {
 	return p, nil
 }
 
-func requireRoot(t testing.TB) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("CI") != "" {
-		t.Fatal("needs root (network namespaces); CI is set, so this is a failure, not a skip")
-	}
-	t.Skip("needs root (network namespaces)")
-}
-
 func run(t testing.TB, args ...string) string {
 	t.Helper()
 	out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
@@ -175,7 +166,7 @@ type lab struct {
 
 func newLab(t testing.TB, n int) *lab {
 	t.Helper()
-	requireRoot(t)
+	testenv.RequireRoot(t)
 	b := make([]byte, 3)
 	rand.Read(b)
 	l := &lab{t: t, id: hex.EncodeToString(b)}

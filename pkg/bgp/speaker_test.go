@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tortie/tortie/internal/testenv"
 )
 
 // twoNodes starts speakers on hosts 1 and 2 of l, meshed, each advertising
@@ -187,10 +189,7 @@ func TestRouteReflector(t *testing.T) {
 func TestBIRD(t *testing.T) {
 	l := newLab(t, 2)
 	if _, err := os.Stat("/usr/sbin/bird"); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal("BIRD 2 not installed (scripts/install-deps.sh installs bird2)")
-		}
-		t.Skip("BIRD 2 not installed (Debian bird2)")
+		testenv.Missing(t, "BIRD 2 (scripts/install-deps.sh installs bird2)")
 	}
 	dir := t.TempDir()
 	conf := filepath.Join(dir, "bird.conf")

@@ -30,6 +30,7 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/tortie/tortie/internal/testenv"
 	v3 "github.com/tortie/tortie/pkg/apis/v3"
 	"github.com/tortie/tortie/pkg/client"
 	"github.com/tortie/tortie/pkg/cni"
@@ -43,17 +44,6 @@ const (
 	testPoolV4 = "10.65.0.0/16"
 	testPoolV6 = "fd00:65::/48"
 )
-
-func requireRoot(tb testing.TB) {
-	tb.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("CI") != "" {
-		tb.Fatal("this test needs root (network namespaces, veths) and CI is set: CI must run every test")
-	}
-	tb.Skip("needs root: network namespaces and veths")
-}
 
 var (
 	buildOnce sync.Once
@@ -152,7 +142,7 @@ type env struct {
 // newEnv builds the host namespace, the etcd, the pools and the CNI_PATH.
 func newEnv(tb testing.TB) *env {
 	tb.Helper()
-	requireRoot(tb)
+	testenv.RequireRoot(tb)
 	bin := pluginBinary(tb)
 	e := &env{t: tb, id: randHex(4), node: "node-" + randHex(2)}
 

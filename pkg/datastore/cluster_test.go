@@ -29,6 +29,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
+	"github.com/tortie/tortie/internal/testenv"
 	"github.com/tortie/tortie/pkg/datastore"
 	"github.com/tortie/tortie/pkg/datastore/etcdtest"
 )
@@ -57,10 +58,7 @@ func (m *member) endpoint() string { return m.clientURL }
 func startCluster(t *testing.T, n int, pki *pki) *cluster {
 	bin, err := exec.LookPath("etcd")
 	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal("etcd not installed (scripts/install-deps.sh installs etcd-server)")
-		}
-		t.Skip("etcd not installed; scripts/install-deps.sh installs etcd-server")
+		testenv.Missing(t, "etcd (scripts/install-deps.sh installs etcd-server)")
 	}
 	c := &cluster{t: t, bin: bin, pki: pki}
 	t.Cleanup(c.stop)

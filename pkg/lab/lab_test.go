@@ -20,19 +20,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tortie/tortie/internal/testenv"
 	"github.com/tortie/tortie/pkg/lab"
 )
-
-func requireRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("CI") != "" {
-		t.Fatal("needs root (network namespaces); CI is set, so this is a failure, not a skip")
-	}
-	t.Skip("needs root (network namespaces)")
-}
 
 var (
 	buildOnce sync.Once
@@ -325,7 +315,7 @@ func compareSnapshots(t *testing.T, before, after snapshot, labNames ...string) 
 // agent restart and a host link flap while the matrix is re-probed; lab
 // down leaves the machine as it was.
 func TestLab(t *testing.T) {
-	requireRoot(t)
+	testenv.RequireRoot(t)
 	bins(t)
 	before := takeSnapshot(t)
 	a := upLab(t, "--hosts", "3")
@@ -442,7 +432,7 @@ func TestLab(t *testing.T) {
 // TestLabTopologies: every topology and encapsulation, every workload
 // pair connected.
 func TestLabTopologies(t *testing.T) {
-	requireRoot(t)
+	testenv.RequireRoot(t)
 	for _, c := range []struct {
 		name  string
 		args  []string
@@ -505,7 +495,7 @@ func TestLabTopologies(t *testing.T) {
 // TestLabDownAfterCrash: `lab up` killed halfway; `lab down` still removes
 // everything it made.
 func TestLabDownAfterCrash(t *testing.T) {
-	requireRoot(t)
+	testenv.RequireRoot(t)
 	bins(t)
 	name := randName(t)
 	cmd := exec.Command(filepath.Join(bins(t), "tortie"), "lab", "up", "--name", name, "--hosts", "3", "--bin-dir", bins(t))

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tortie/tortie/internal/testenv"
 	v3 "github.com/tortie/tortie/pkg/apis/v3"
 )
 
@@ -23,7 +24,7 @@ func BenchmarkThroughput(b *testing.B) {
 			name = "vxlan"
 		}
 		b.Run(name, func(b *testing.B) {
-			requireRoot(b)
+			testenv.RequireRoot(b)
 			l := newLab(b, 1)
 			l.createPool("lab", labPool, func(p *v3.IPPoolSpec) { p.VXLANMode = mode })
 			hs := []*host{l.addHost(1, 0), l.addHost(2, 0)}

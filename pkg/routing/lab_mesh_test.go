@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/tortie/tortie/internal/testenv"
 	v3 "github.com/tortie/tortie/pkg/apis/v3"
 	"github.com/tortie/tortie/pkg/apis/v3/numorstring"
 	"github.com/tortie/tortie/pkg/ipam"
@@ -168,10 +169,7 @@ func TestLabMesh(t *testing.T) {
 // every node's kernel.
 func TestLabBIRD(t *testing.T) {
 	if _, err := os.Stat("/usr/sbin/bird"); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal("BIRD 2 not installed (scripts/install-deps.sh installs bird2)")
-		}
-		t.Skip("BIRD 2 not installed (Debian bird2)")
+		testenv.Missing(t, "BIRD 2 (scripts/install-deps.sh installs bird2)")
 	}
 	l, hs := meshLab(t, 3)
 	birdNS := "trt" + l.id + "bird"

@@ -43,6 +43,7 @@ import (
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
+	"github.com/tortie/tortie/internal/testenv"
 	v3 "github.com/tortie/tortie/pkg/apis/v3"
 	"github.com/tortie/tortie/pkg/client"
 	"github.com/tortie/tortie/pkg/dataplane/routes"
@@ -141,17 +142,6 @@ func childMain() int {
 	}
 }
 
-func requireRoot(t testing.TB) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("CI") != "" {
-		t.Fatal("needs root (network namespaces); CI is set, so this is a failure, not a skip")
-	}
-	t.Skip("needs root (network namespaces)")
-}
-
 func run(t testing.TB, args ...string) string {
 	t.Helper()
 	out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
@@ -200,7 +190,7 @@ func (l *lab) subnetAddr(subnet, i int) netip.Addr {
 // newLab makes the switch, the router and the etcd; hosts come with addHost.
 func newLab(t testing.TB, subnets int) *lab {
 	t.Helper()
-	requireRoot(t)
+	testenv.RequireRoot(t)
 	b := make([]byte, 3)
 	rand.Read(b)
 	l := &lab{t: t, id: hex.EncodeToString(b), hosts: map[string]*host{}, dir: t.TempDir()}

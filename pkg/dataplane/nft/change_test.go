@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/tortie/tortie/internal/testenv"
 	v3 "github.com/tortie/tortie/pkg/apis/v3"
 	"github.com/tortie/tortie/pkg/calc"
 )
@@ -170,7 +171,7 @@ func BenchmarkPolicyChange(b *testing.B) {
 // policy changed while it was down repairs the class map it cannot list
 // element by element (the entry chain's digest says it differs).
 func TestKernelInPlaceChange(t *testing.T) {
-	requireRoot(t)
+	testenv.RequireRoot(t)
 	tp := newTopology(t, map[string]string{"calia": "10.65.0.1", "calib": "10.65.0.2"})
 	nft := newNSNFT(t, tp.host)
 	rec := &recorder{Interface: nft}
@@ -259,7 +260,7 @@ func TestKernelInPlaceChange(t *testing.T) {
 // BenchmarkKernelPolicyChange is BenchmarkPolicyChange against the real
 // nft in a network namespace (root only).
 func BenchmarkKernelPolicyChange(b *testing.B) {
-	requireRoot(b)
+	testenv.RequireRoot(b)
 	n, _ := newNS(b)
 	nft := newNSNFT(b, n)
 	s, _ := bigScenario()

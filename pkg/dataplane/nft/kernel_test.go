@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -15,20 +14,9 @@ import (
 	"github.com/containernetworking/plugins/pkg/testutils"
 	"sigs.k8s.io/knftables"
 
+	"github.com/tortie/tortie/internal/testenv"
 	"github.com/tortie/tortie/pkg/calc"
 )
-
-// requireRoot skips a kernel test when not root, except under CI.
-func requireRoot(tb testing.TB) {
-	tb.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("CI") != "" {
-		tb.Fatal("this test needs root and CI is set: it must not be skipped")
-	}
-	tb.Skip("needs root")
-}
 
 func newNS(tb testing.TB) (ns.NetNS, string) {
 	tb.Helper()
@@ -222,7 +210,7 @@ func kernelState() *calc.State {
 }
 
 func TestKernel(t *testing.T) {
-	requireRoot(t)
+	testenv.RequireRoot(t)
 	tp := newTopology(t, map[string]string{"calia": "10.65.0.1", "calib": "10.65.0.2"})
 	nft := newNSNFT(t, tp.host)
 	d := New(nft, Config{})
@@ -301,7 +289,7 @@ func stripHandles(s string) string { return s }
 // TestGoldenLoadsInKernel feeds every golden ruleset to the real nft in a
 // fresh namespace: the text the fake accepted must be valid nftables.
 func TestGoldenLoadsInKernel(t *testing.T) {
-	requireRoot(t)
+	testenv.RequireRoot(t)
 	files, _ := filepath.Glob("testdata/*.golden")
 	for _, f := range files {
 		_, n := newNS(t)

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -19,20 +18,9 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
-)
 
-// requireRoot skips a kernel test when not root, except under CI, where
-// every test must run.
-func requireRoot(tb testing.TB) {
-	tb.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("CI") != "" {
-		tb.Fatal("this test needs root (CAP_NET_ADMIN) and CI is set: it must not be skipped")
-	}
-	tb.Skip("needs root (CAP_NET_ADMIN)")
-}
+	"github.com/tortie/tortie/internal/testenv"
+)
 
 // testNS is a network namespace made for one test: a bind mount under
 // /var/run/netns with a random name (so `ip -n` can inspect it), and a netlink
@@ -45,7 +33,7 @@ type testNS struct {
 
 func newTestNS(tb testing.TB) *testNS {
 	tb.Helper()
-	requireRoot(tb)
+	testenv.RequireRoot(tb)
 	n, err := testutils.NewNS()
 	if err != nil {
 		tb.Fatalf("creating netns: %v", err)

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/tortie/tortie/internal/testenv"
 	"github.com/tortie/tortie/pkg/datastore/embedded"
 	"github.com/tortie/tortie/pkg/datastore/etcdtest"
 )
@@ -54,10 +55,7 @@ func TestTwoServersSideBySide(t *testing.T) {
 func listeningTCPPorts(t *testing.T) []string {
 	t.Helper()
 	if _, err := exec.LookPath("ss"); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal("ss (iproute2) not installed")
-		}
-		t.Skip("ss (iproute2) not installed")
+		testenv.Missing(t, "ss (iproute2)")
 	}
 	out, err := exec.Command("ss", "-Hltnp").Output()
 	if err != nil {
