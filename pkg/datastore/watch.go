@@ -47,6 +47,10 @@ type WatchEvent struct {
 	// PrevKV, for Deleted, is the last value delivered (or known).
 	PrevKV *KV
 	Err    error // for EventError
+	// More says that further events of the same etcd watch response (one
+	// transaction's changes arrive in one) follow at once: a consumer that
+	// wants to act on whole transactions waits for an event without it.
+	More bool
 }
 
 // watchBuffer lets the watcher run a little ahead of a slow consumer.
@@ -235,7 +239,7 @@ func (w *watcher) stream(ctx context.Context, rev int64) (next int64, resync, pr
 			next = max(next, resp.Header.Revision+1)
 			continue
 		}
-		for _, ev := range resp.Events {
+		for i, ev := range resp.Events {
 			kv := toKV(ev.Kv)
 			var out WatchEvent
 			if ev.Type == clientv3.EventTypeDelete {
@@ -255,6 +259,7 @@ func (w *watcher) stream(ctx context.Context, rev int64) (next int64, resync, pr
 				}
 				w.known[kv.Key] = kv
 			}
+			out.More = i < len(resp.Events)-1
 			if !w.send(ctx, out) {
 				return next, false, progressed, nil
 			}

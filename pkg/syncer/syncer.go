@@ -147,12 +147,15 @@ func (s *Syncer) signal() {
 	}
 }
 
-func (s *Syncer) emit(u Update) {
+func (s *Syncer) emit(us ...Update) {
+	if len(us) == 0 {
+		return
+	}
 	s.mu.Lock()
 	if len(s.pending) == 0 {
 		s.oldest = time.Now()
 	}
-	s.pending = append(s.pending, u)
+	s.pending = append(s.pending, us...)
 	s.mu.Unlock()
 	s.signal()
 }
@@ -175,6 +178,27 @@ type kindWatch struct {
 	// stale are the keys the consumer has that a restarted watch has not
 	// listed yet; whatever is left at its InSync is gone.
 	stale map[string]struct{}
+	// held are updates of a watch response whose last event has not
+	// arrived yet: one transaction reaches the consumer as one batch.
+	held []Update
+	more bool
+}
+
+// emit hands an update on, or holds it while more of its watch response
+// follows.
+func (w *kindWatch) emit(u Update) {
+	if w.more {
+		w.held = append(w.held, u)
+		return
+	}
+	w.s.emit(append(w.held, u)...)
+	w.held = nil
+}
+
+// flush hands on what is held.
+func (w *kindWatch) flush() {
+	w.s.emit(w.held...)
+	w.held = nil
 }
 
 func (s *Syncer) watchKind(ctx context.Context, k *v3.KindInfo) {
@@ -187,6 +211,7 @@ func (s *Syncer) watchKind(ctx context.Context, k *v3.KindInfo) {
 		// ends only on an error retrying cannot fix (or ctx). Then start
 		// over from a fresh list, and delete what that list lacks.
 		for ev := range s.be.Watch(ctx, w.prefix, 0) {
+			w.more = ev.More
 			switch ev.Type {
 			case datastore.EventAdded, datastore.EventModified:
 				w.put(ev.KV)
@@ -199,7 +224,12 @@ func (s *Syncer) watchKind(ctx context.Context, k *v3.KindInfo) {
 			case datastore.EventError:
 				w.log.Error("watch failed, will list again", "prefix", w.prefix, "err", ev.Err)
 			}
+			if !w.more {
+				w.flush()
+			}
 		}
+		w.more = false
+		w.flush()
 		if ctx.Err() != nil {
 			return
 		}
@@ -267,10 +297,10 @@ func (w *kindWatch) put(kv *datastore.KV) {
 	if had && (prev.ns != ns || prev.name != name) {
 		// Same key, other identity (a policy renamed between "x" and
 		// "default.x"): the old identity is gone.
-		w.s.emit(Update{Kind: w.k.Kind, Namespace: prev.ns, Name: prev.name, Key: kv.Key, Revision: kv.Revision})
+		w.emit(Update{Kind: w.k.Kind, Namespace: prev.ns, Name: prev.name, Key: kv.Key, Revision: kv.Revision})
 	}
 	w.known[kv.Key] = sent{ns: ns, name: name, rev: kv.Revision}
-	w.s.emit(Update{Kind: w.k.Kind, Namespace: ns, Name: name, Resource: r, Key: kv.Key, Revision: kv.Revision})
+	w.emit(Update{Kind: w.k.Kind, Namespace: ns, Name: name, Resource: r, Key: kv.Key, Revision: kv.Revision})
 }
 
 func (w *kindWatch) remove(key string, rev int64) {
@@ -280,7 +310,7 @@ func (w *kindWatch) remove(key string, rev int64) {
 		return // never delivered (it could not be decoded)
 	}
 	delete(w.known, key)
-	w.s.emit(Update{Kind: w.k.Kind, Namespace: prev.ns, Name: prev.name, Key: key, Revision: rev})
+	w.emit(Update{Kind: w.k.Kind, Namespace: prev.ns, Name: prev.name, Key: key, Revision: rev})
 }
 
 // decode reads a value and works out its identity: the namespace from the

@@ -505,3 +505,35 @@ func TestKindsNamed(t *testing.T) {
 		t.Error("unknown kind accepted")
 	}
 }
+
+// TestOneTransactionOneBatch: the changes of one datastore transaction
+// reach the consumer in one batch, so the agent programs them together
+// rather than in pieces.
+func TestOneTransactionOneBatch(t *testing.T) {
+	_, be, cl := setup(t)
+	m := start(t, be, policyKinds...)
+	eventually(t, "in sync", m.synced)
+	var rs []v3.Resource
+	for i := range 300 {
+		r, err := v3.Decode([]byte(netpol(fmt.Sprintf("p%03d", i), "role == 'server'")))
+		if err != nil {
+			t.Fatal(err)
+		}
+		rs = append(rs, r)
+	}
+	if _, err := cl.Batch(context.Background(), client.OpApply, rs); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the policies", func() bool {
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		return len(m.objs) >= len(rs)
+	})
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, b := range m.batches {
+		if n := len(b.Updates); n > 0 && n != len(rs) && b.InSync {
+			t.Errorf("a batch of %d updates: one transaction of %d arrived in pieces", n, len(rs))
+		}
+	}
+}
