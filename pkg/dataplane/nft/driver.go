@@ -17,6 +17,7 @@ import (
 // Resync periodically, from one goroutine.
 type Driver struct {
 	nft knftables.Interface
+	nl  *Netlink // nil: every transaction through nft
 	cfg Config
 
 	// The desired state as far as rendering needs it (IP set members live
@@ -47,11 +48,9 @@ type Driver struct {
 	memo      map[string]bool // programs compiled in this Apply
 	// chainRefs counts the installed programs that have each class chain.
 	chainRefs map[string]int
-	// chainNames caches classChainName by content.
-	chainNames map[string]string
-	ruleCache  map[calc.PolicyID]*cachedRules
-	proCache   map[string]*cachedRules
-	ruleIDs    uint64
+	ruleCache map[calc.PolicyID]*cachedRules
+	proCache  map[string]*cachedRules
+	ruleIDs   uint64
 	// indexed is each endpoint as polUsers and proUsers know it.
 	indexed map[calc.EndpointID]*calc.Endpoint
 }
@@ -87,7 +86,7 @@ func New(nft knftables.Interface, cfg Config) *Driver {
 		members: map[string]map[netip.Prefix]struct{}{}, progs: map[string]*progEntry{},
 		epRefs: map[calc.EndpointID][]dispatch{}, polUsers: map[calc.PolicyID]map[calc.EndpointID]struct{}{},
 		proUsers: map[string]map[calc.EndpointID]struct{}{}, wildcards: map[string]map[calc.EndpointID]string{},
-		indexed: map[calc.EndpointID]*calc.Endpoint{}, chainRefs: map[string]int{}, chainNames: map[string]string{},
+		indexed: map[calc.EndpointID]*calc.Endpoint{}, chainRefs: map[string]int{},
 		ruleCache: map[calc.PolicyID]*cachedRules{}, proCache: map[string]*cachedRules{},
 	}
 }
@@ -564,7 +563,7 @@ func (d *Driver) compile(k progKind, tiers []calc.TierPolicies, dir calc.Directi
 	if e := d.progs[name]; e != nil {
 		memo = e.prog.memo
 	}
-	p := buildProgram(name, k, blocks, &d.cfg, d.classChainName, memo)
+	p := buildProgram(name, k, blocks, &d.cfg, memo)
 	if d.memo != nil {
 		d.memo[name] = true
 	}
@@ -662,8 +661,11 @@ func (d *Driver) install(old, new *program) {
 		new = &program{name: old.name}
 	}
 	for n, rs := range new.chains {
-		if _, ok := old.chains[n]; !ok {
+		if was, ok := old.chains[n]; !ok {
 			d.refChain(n, rs)
+		} else if !slices.Equal(was, rs) {
+			// A class chain (named by place, not content) has new rules.
+			d.setChain(n, &chainT{rules: slices.Clone(rs)})
 		}
 	}
 	for n := range old.chains {
@@ -702,20 +704,6 @@ func (d *Driver) install(old, new *program) {
 	if c := d.want.chains[new.name]; c == nil || !slices.Equal(c.rules, new.entry) {
 		d.setChain(new.name, &chainT{rules: slices.Clone(new.entry)})
 	}
-}
-
-// classChainName names a class chain by its content (remembered: the
-// same chains come back at each compile of a program).
-func (d *Driver) classChainName(content string) string {
-	if n, ok := d.chainNames[content]; ok {
-		return n
-	}
-	if len(d.chainNames) > 2*len(d.chainRefs)+4096 {
-		clear(d.chainNames)
-	}
-	n := classChainName(hashName(content, 16))
-	d.chainNames[content] = n
-	return n
 }
 
 // refChain takes a reference on a class chain, putting it in want on the

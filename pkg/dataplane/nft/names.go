@@ -3,6 +3,7 @@ package nft
 import (
 	"crypto/sha256"
 	"encoding/base32"
+	"strconv"
 	"strings"
 	"unicode/utf8"
 )
@@ -96,7 +97,6 @@ const (
 	prefixAddrSet      = "ips-"
 	prefixNamedPortSet = "npt-"
 	prefixProgram      = "p-"
-	prefixClassChain   = "c-"
 )
 
 // hashName is the first n characters of a lower-case base32 SHA-256 of s.
@@ -131,8 +131,20 @@ func programClassMap(prog string) string { return prog + classMapSuffix }
 
 const classMapSuffix = "-cls"
 
-// classChainName is a chain of one port class (or the continuation of one
-// at a later tier, the target of a Pass), named by a hash of its rules:
-// unchanged classes keep their chains when a program changes, and programs
-// with the same class share its chain.
-func classChainName(contentHash string) string { return prefixClassChain + contentHash }
+// classChainName is a chain of one port class of a program (seg > 0: its
+// continuation at block seg, the target of a Pass), named by where the
+// class starts (its protocol, 0 for the class of rules without ports, and
+// first port): when the rules of a class change, its chain is rewritten in
+// place and the class map, which a packet looks up to reach it, stays as it
+// is (replacing one of 10,000 elements of that interval map costs the
+// kernel 10–20 ms; rewriting a chain costs it one validation of the table).
+func classChainName(prog string, proto uint8, first, seg int) string {
+	n := prog + "-" + protoName(proto) + "-" + strconv.Itoa(first)
+	if proto == 0 {
+		n = prog + "-any"
+	}
+	if seg > 0 {
+		n += "-s" + strconv.Itoa(seg)
+	}
+	return n
+}

@@ -154,7 +154,7 @@ type classKey struct {
 }
 
 // buildProgram compiles blocks into a program.
-func buildProgram(name string, k progKind, blocks []block, cfg *Config, chainName func(content string) string, old *classMemo) *program {
+func buildProgram(name string, k progKind, blocks []block, cfg *Config, old *classMemo) *program {
 	allowV, finalV, mappable := verdicts(k, cfg.UntrackedMark)
 	type ref struct {
 		b int
@@ -178,6 +178,7 @@ func buildProgram(name string, k progKind, blocks []block, cfg *Config, chainNam
 	type class struct {
 		proto   uint8 // 0: the default class
 		members []int // indices into flat, ascending
+		first   int   // the first port of the class's first span
 	}
 	classes := []*class{{}}
 	for i, f := range flat {
@@ -236,7 +237,7 @@ func buildProgram(name string, k progKind, blocks []block, cfg *Config, chainNam
 				members := append(slices.Clone(always), active...)
 				slices.Sort(members)
 				ci = len(classes)
-				classes = append(classes, &class{proto: p, members: members})
+				classes = append(classes, &class{proto: p, members: members, first: start})
 				byKey[key] = ci
 			}
 			if n := len(spans); n > 0 && spans[n-1].proto == p && spans[n-1].class == ci {
@@ -262,7 +263,10 @@ func buildProgram(name string, k progKind, blocks []block, cfg *Config, chainNam
 	}
 	prog.memo = memo
 	for ci, c := range classes {
+		// A class's chains are named by where it starts: its memo entry
+		// is valid only there.
 		kb = append(kb[:0], c.proto)
+		kb = binary.AppendUvarint(kb, uint64(c.first))
 		for _, i := range c.members {
 			kb = binary.AppendUvarint(kb, uint64(flat[i].b))
 			kb = binary.AppendUvarint(kb, flat[i].r.id)
@@ -343,6 +347,10 @@ func buildProgram(name string, k progKind, blocks []block, cfg *Config, chainNam
 					rules = append(rules, ruleT{text: finalV, comment: finalComment(k)})
 				}
 			}
+			// The last rule's comment carries a digest of the chain's
+			// rules: the kernel lists comments but not rule text, and a
+			// chain named by place (not content) must show a restarted
+			// driver that its rules changed.
 			sb.Reset()
 			for _, r := range rules {
 				sb.WriteString(r.text)
@@ -350,7 +358,9 @@ func buildProgram(name string, k progKind, blocks []block, cfg *Config, chainNam
 				sb.WriteString(r.comment)
 				sb.WriteByte('\n')
 			}
-			n := chainName(sb.String())
+			last := &rules[len(rules)-1]
+			last.comment = "[" + hashName(sb.String(), 10) + "] " + last.comment
+			n := classChainName(name, c.proto, c.first, s)
 			segName[s] = n
 			prog.chains[n] = rules
 			res.chains = append(res.chains, namedChain{n, rules})

@@ -215,7 +215,7 @@ func entityExprs(e *calc.EntityMatch, addr, port string, f int, skipPorts bool, 
 		}
 	}
 	if len(e.NotPorts) > 0 {
-		common = append(common, fmt.Sprintf("th %s != %s", port, portSet(mergeRanges(e.NotPorts))))
+		common = append(common, fmt.Sprintf("th %s != %s", port, notPortSet(mergeRanges(e.NotPorts))))
 	}
 	for _, id := range e.NotNamedPortSets {
 		common = append(common, fmt.Sprintf("%s %s . meta l4proto . th %s != @%s", ipkw, addr, port, names(id, true, f == 6)))
@@ -290,6 +290,17 @@ func portSet(rs []calc.PortRange) string {
 		return s[0]
 	}
 	return "{ " + strings.Join(s, ", ") + " }"
+}
+
+// notPortSet is portSet for a != match. One port is written as a range of
+// one ("53-53"): nft merges two single-value compares of neighbouring
+// fields into one, so `th sport != 53 th dport != 80` would become
+// "not (sport 53 and dport 80)"; a range compare is never merged.
+func notPortSet(rs []calc.PortRange) string {
+	if len(rs) == 1 && rs[0].First == rs[0].Last {
+		return fmt.Sprintf("%d-%d", rs[0].First, rs[0].Last)
+	}
+	return portSet(rs)
 }
 
 // mergeRanges sorts port ranges and merges overlapping or adjacent ones.

@@ -42,8 +42,8 @@ func (d *Driver) sync(full bool) error {
 		// they are deleted by the next sync.
 	}
 
-	tx := d.nft.NewTransaction()
-	tx.Add(&knftables.Table{Comment: knftables.PtrTo("tortie: network policy (owned by tortie-node)")})
+	tx := &txn{}
+	tx.add(op{kind: opAddTable})
 
 	chains := slices.Sorted(maps.Keys(d.dirty.chains))
 	sets := slices.Sorted(maps.Keys(d.dirty.sets))
@@ -55,23 +55,14 @@ func (d *Driver) sync(full bool) error {
 		if w == nil || h != nil {
 			continue
 		}
-		if w.isMap {
-			tx.Add(&knftables.Map{Name: n, Type: w.typ, Flags: w.flags, Comment: knftables.PtrTo(w.comment)})
-		} else {
-			tx.Add(&knftables.Set{Name: n, Type: w.typ, Flags: w.flags, Comment: knftables.PtrTo(w.comment)})
-		}
+		tx.add(op{kind: opAddSet, name: n, set: w})
 	}
 	for _, n := range chains {
 		w, h := d.want.chains[n], d.have.chains[n]
 		if w == nil || h != nil {
 			continue
 		}
-		c := &knftables.Chain{Name: n}
-		if b := w.base; b != nil {
-			c.Type, c.Hook, c.Priority = knftables.PtrTo(b.typ), knftables.PtrTo(b.hook), knftables.PtrTo(b.prio)
-			c.Policy = knftables.PtrTo(knftables.AcceptPolicy)
-		}
-		tx.Add(c)
+		tx.add(op{kind: opAddChain, name: n, chain: w})
 	}
 	// 3. Elements of plain sets (rules may need them), 4. chain contents,
 	// 5. elements of verdict maps (they point at chains that now have
@@ -84,7 +75,7 @@ func (d *Driver) sync(full bool) error {
 			}
 			if h == nil {
 				for _, k := range slices.Sorted(maps.Keys(w.elems)) {
-					addElem(tx, n, w.isMap, w.elems[k])
+					addElem(tx, w, n, w.elems[k])
 				}
 				continue
 			}
@@ -94,13 +85,9 @@ func (d *Driver) sync(full bool) error {
 				// entry chain carries (programs change in place).
 				prog := strings.TrimSuffix(n, classMapSuffix)
 				if h.listedCount != len(w.elems) || programDigest(d.have, prog) != programDigest(d.want, prog) {
-					if w.isMap {
-						tx.Flush(&knftables.Map{Name: n})
-					} else {
-						tx.Flush(&knftables.Set{Name: n})
-					}
+					tx.add(op{kind: opFlushSet, name: n, set: w})
 					for _, k := range slices.Sorted(maps.Keys(w.elems)) {
-						addElem(tx, n, w.isMap, w.elems[k])
+						addElem(tx, w, n, w.elems[k])
 					}
 				}
 				continue
@@ -132,10 +119,10 @@ func (d *Driver) sync(full bool) error {
 			continue
 		}
 		if h != nil && len(h.rules) > 0 {
-			tx.Flush(&knftables.Chain{Name: n})
+			tx.add(op{kind: opFlushChain, name: n})
 		}
 		for _, rl := range w.rules {
-			tx.Add(&knftables.Rule{Chain: n, Rule: rl.text, Comment: knftables.PtrTo(rl.comment)})
+			tx.add(op{kind: opAddRule, name: n, rule: rl})
 		}
 	}
 	writeElems(true)
@@ -160,26 +147,26 @@ func (d *Driver) sync(full bool) error {
 	slices.Sort(delChains)
 	slices.Sort(delSets)
 	for _, n := range delChains {
-		tx.Flush(&knftables.Chain{Name: n})
+		tx.add(op{kind: opFlushChain, name: n})
 	}
 	for _, n := range delSets {
-		if d.have.sets[n].isMap {
-			tx.Delete(&knftables.Map{Name: n})
+		if h := d.have.sets[n]; h.isMap {
+			tx.add(op{kind: opDelSet, name: n, set: h})
 		}
 	}
 	for _, n := range delChains {
-		tx.Delete(&knftables.Chain{Name: n})
+		tx.add(op{kind: opDelChain, name: n})
 	}
 	for _, n := range delSets {
-		if !d.have.sets[n].isMap {
-			tx.Delete(&knftables.Set{Name: n})
+		if h := d.have.sets[n]; !h.isMap {
+			tx.add(op{kind: opDelSet, name: n, set: h})
 		}
 	}
 
-	if tx.NumOperations() > 1 || !d.synced {
-		if err := d.nft.Run(ctx, tx); err != nil {
+	if len(tx.ops) > 1 || !d.synced {
+		if err := d.run(ctx, tx, full); err != nil {
 			d.synced = false
-			return fmt.Errorf("nft transaction (%d operations): %w", tx.NumOperations(), err)
+			return err
 		}
 	}
 
@@ -234,20 +221,12 @@ func (s *setT) clone() *setT {
 	return &c
 }
 
-func addElem(tx *knftables.Transaction, set string, isMap bool, e elemT) {
-	if isMap {
-		tx.Add(&knftables.Element{Map: set, Key: e.key, Value: e.value})
-	} else {
-		tx.Add(&knftables.Element{Set: set, Key: e.key})
-	}
+func addElem(tx *txn, set *setT, name string, e elemT) {
+	tx.add(op{kind: opAddElem, name: name, set: set, elem: e})
 }
 
-func delElem(tx *knftables.Transaction, set string, isMap bool, e elemT) {
-	if isMap {
-		tx.Delete(&knftables.Element{Map: set, Key: e.key})
-	} else {
-		tx.Delete(&knftables.Element{Set: set, Key: e.key})
-	}
+func delElem(tx *txn, set *setT, name string, e elemT) {
+	tx.add(op{kind: opDelElem, name: name, set: set, elem: e})
 }
 
 // diffElems writes the element operations for keys: every delete first,
@@ -255,19 +234,19 @@ func delElem(tx *knftables.Transaction, set string, isMap bool, e elemT) {
 // again (the kernel refuses to add a key that exists with other data), and
 // in an interval map a new element may overlap one that goes: deleted
 // first, the two never coexist.
-func diffElems(tx *knftables.Transaction, set string, w, h *setT, keys []string) {
+func diffElems(tx *txn, set string, w, h *setT, keys []string) {
 	for _, k := range keys {
 		we, inW := w.elems[k]
 		he, inH := h.elems[k]
 		if inH && (!inW || !slices.Equal(we.value, he.value)) {
-			delElem(tx, set, w.isMap, he)
+			delElem(tx, w, set, he)
 		}
 	}
 	for _, k := range keys {
 		we, inW := w.elems[k]
 		he, inH := h.elems[k]
 		if inW && (!inH || !slices.Equal(we.value, he.value)) {
-			addElem(tx, set, w.isMap, we)
+			addElem(tx, w, set, we)
 		}
 	}
 }

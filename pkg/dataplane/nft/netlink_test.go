@@ -1,0 +1,153 @@
+package nft
+
+import (
+	"net/netip"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/google/nftables"
+
+	"github.com/tortie/tortie/internal/testenv"
+	"github.com/tortie/tortie/pkg/calc"
+)
+
+// newNSNetlink opens a Netlink in n and counts what goes which way.
+func newNSNetlink(tb testing.TB, n ns.NetNS) (*Netlink, *nlCount) {
+	tb.Helper()
+	nl, err := NewNetlink(nftables.WithNetNSFd(int(n.Fd())))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { _ = nl.Close() })
+	c := &nlCount{}
+	nl.SetObserver(func(d time.Duration, err error) {
+		c.runs++
+		c.took += d
+		if err != nil {
+			tb.Errorf("netlink transaction: %v", err)
+		}
+	}, func(err error) {
+		c.fallbacks++
+		c.last = err
+	})
+	return nl, c
+}
+
+type nlCount struct {
+	runs, fallbacks int
+	took            time.Duration // of the runs
+	last            error
+}
+
+// TestKernelNetlinkEqualsNft drives two drivers through the same changes,
+// one writing everything with nft, one writing incremental changes over
+// netlink, each in its own network namespace: after every step the two
+// kernels must list the same table. And the steps that only add rules,
+// chains and elements must have gone over netlink.
+func TestKernelNetlinkEqualsNft(t *testing.T) {
+	testenv.RequireRoot(t)
+	n1, name1 := newNS(t)
+	n2, name2 := newNS(t)
+	viaNft := New(newNSNFT(t, n1), Config{})
+	viaNL := New(newNSNFT(t, n2), Config{})
+	nl, count := newNSNetlink(t, n2)
+	viaNL.SetNetlink(nl)
+	list := func(name string) string {
+		return sortElements(sh(t, "ip", "netns", "exec", name, "nft", "list", "table", "inet", "tortie"))
+	}
+
+	final := featureScenario()
+	steps := changesOf(final.state)
+	web := func(a calc.Action, port uint16, src ...netip.Prefix) *calc.Policy {
+		return gpol("web", "default", []calc.Rule{
+			rule("default web I0", a, func(r *calc.Rule) {
+				r.Protocol = calc.ProtoTCP
+				r.Dst.Ports = ports(port, port)
+				r.Src.Nets = src
+			}),
+			rule("default web I1", calc.Allow, func(r *calc.Rule) { r.Protocol = calc.ProtoTCP; r.Dst.NamedPortSets = []string{"n:http"} }),
+		}, nil)
+	}
+	twin := wl("web2", "caliweb2", "10.0.0.4/32")
+	for _, e := range steps.EndpointUpdates {
+		if e.ID.Name == "web" {
+			twin.Ingress, twin.Profiles = e.Ingress, e.Profiles
+		}
+	}
+	type step struct {
+		name    string
+		c       calc.Changes
+		netlink bool // must go over netlink
+	}
+	for _, s := range []step{
+		{name: "empty table", c: calc.Changes{}},
+		{name: "IP sets", c: calc.Changes{IPSetUpdates: steps.IPSetUpdates}},
+		{name: "policies and profiles", c: calc.Changes{PolicyUpdates: steps.PolicyUpdates, ProfileUpdates: steps.ProfileUpdates}},
+		{name: "endpoints", c: calc.Changes{EndpointUpdates: steps.EndpointUpdates}},
+		{name: "a rule's port", c: calc.Changes{PolicyUpdates: []*calc.Policy{web(calc.Allow, 81)}}, netlink: true},
+		{name: "a rule's action", c: calc.Changes{PolicyUpdates: []*calc.Policy{web(calc.Deny, 81)}}, netlink: true},
+		{name: "a rule's sources", c: calc.Changes{PolicyUpdates: []*calc.Policy{
+			web(calc.Allow, 81, pfx("10.1.0.0/16"), pfx("10.2.3.4/32"), pfx("fd00:1::/64"))}}, netlink: true},
+		{name: "port ranges", c: calc.Changes{PolicyUpdates: []*calc.Policy{web(calc.Allow, 8000)}}, netlink: true},
+		{name: "members added", c: calc.Changes{MemberDeltas: []calc.MemberDelta{
+			{SetID: "s:front", Added: []calc.Member{member("10.9.0.0/16"), member("fd00::9/128"), member("10.0.2.7/32")}},
+			{SetID: "n:http", Added: []calc.Member{npMember("10.0.0.9/32", 8080), npMember("fd00::9/128", 9090)}}}}, netlink: true},
+		{name: "members removed", c: calc.Changes{MemberDeltas: []calc.MemberDelta{
+			{SetID: "s:front", Removed: []calc.Member{member("10.0.1.1/32"), member("10.9.0.0/16")}},
+			{SetID: "n:http", Removed: []calc.Member{npMember("10.0.0.9/32", 8080)}}}}, netlink: true},
+		{name: "an endpoint with the same policies", c: calc.Changes{EndpointUpdates: []*calc.Endpoint{twin}}, netlink: true},
+		{name: "that endpoint gone", c: calc.Changes{EndpointRemoves: []calc.EndpointID{twin.ID}}, netlink: true},
+		{name: "nothing changed", c: calc.Changes{}},
+		{name: "an endpoint with its own program removed", c: calc.Changes{EndpointRemoves: []calc.EndpointID{wl("db", "calidb").ID}}},
+		{name: "cleanup", c: calc.Changes{}},
+	} {
+		before := count.runs
+		for _, d := range []*Driver{viaNft, viaNL} {
+			c := s.c
+			c.InSync = true
+			if err := d.Apply(&c); err != nil {
+				t.Fatalf("%s: %v", s.name, err)
+			}
+		}
+		if got, want := list(name2), list(name1); got != want {
+			t.Fatalf("%s: the table written over netlink differs from nft's:\n--- netlink\n%s\n--- nft\n%s", s.name, got, want)
+		}
+		if s.netlink && count.runs == before {
+			t.Errorf("%s: not written over netlink (last fallback: %v)", s.name, count.last)
+		}
+	}
+	t.Logf("%d transactions over netlink, %d through nft for want of a netlink form (last: %v)", count.runs, count.fallbacks, count.last)
+}
+
+// sortElements sorts the elements of every set and map in an `nft list`
+// output: the kernel lists a hash set in its own order.
+func sortElements(listing string) string {
+	var out []string
+	lines := strings.Split(listing, "\n")
+	for i := 0; i < len(lines); i++ {
+		l := lines[i]
+		head, rest, ok := strings.Cut(l, "elements = { ")
+		if !ok {
+			out = append(out, l)
+			continue
+		}
+		body := rest
+		for !strings.HasSuffix(strings.TrimSpace(body), "}") && i+1 < len(lines) {
+			i++
+			body += " " + strings.TrimSpace(lines[i])
+		}
+		body = strings.TrimSuffix(strings.TrimSpace(body), "}")
+		var els []string
+		for _, e := range strings.Split(body, ",") {
+			if e = strings.TrimSpace(e); e != "" {
+				els = append(els, e)
+			}
+		}
+		slices.Sort(els)
+		out = append(out, head+"elements = { "+strings.Join(els, ", ")+" }")
+	}
+	return strings.Join(out, "\n")
+}

@@ -1,0 +1,123 @@
+package nft
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"sigs.k8s.io/knftables"
+)
+
+// A transaction is built as a list of operations and then written one of
+// two ways: as an `nft -f` script through knftables (any operation, what a
+// full sync and the tests' fake use), or straight over netlink (Netlink:
+// an incremental sync whose operations all have a netlink form). Both are
+// one atomic kernel transaction.
+
+type opKind uint8
+
+const (
+	opAddTable opKind = iota
+	opAddSet          // set: the declaration (a set or a map)
+	opAddChain        // chain: the declaration (base or regular)
+	opFlushChain
+	opAddRule // rule
+	opAddElem // set, elem
+	opDelElem // set, elem
+	opFlushSet
+	opDelSet // set: the kernel's declaration
+	opDelChain
+)
+
+type op struct {
+	kind  opKind
+	name  string // the chain's or set's name
+	set   *setT
+	chain *chainT
+	rule  ruleT
+	elem  elemT
+}
+
+type txn struct{ ops []op }
+
+func (t *txn) add(o op) { t.ops = append(t.ops, o) }
+
+// tableComment is the table's comment, written with every nft transaction.
+const tableComment = "tortie: network policy (owned by tortie-node)"
+
+// knft renders the operations as a knftables transaction.
+func (t *txn) knft(tx *knftables.Transaction) *knftables.Transaction {
+	for _, o := range t.ops {
+		switch o.kind {
+		case opAddTable:
+			tx.Add(&knftables.Table{Comment: knftables.PtrTo(tableComment)})
+		case opAddSet:
+			if o.set.isMap {
+				tx.Add(&knftables.Map{Name: o.name, Type: o.set.typ, Flags: o.set.flags, Comment: knftables.PtrTo(o.set.comment)})
+			} else {
+				tx.Add(&knftables.Set{Name: o.name, Type: o.set.typ, Flags: o.set.flags, Comment: knftables.PtrTo(o.set.comment)})
+			}
+		case opAddChain:
+			c := &knftables.Chain{Name: o.name}
+			if b := o.chain.base; b != nil {
+				c.Type, c.Hook, c.Priority = knftables.PtrTo(b.typ), knftables.PtrTo(b.hook), knftables.PtrTo(b.prio)
+				c.Policy = knftables.PtrTo(knftables.AcceptPolicy)
+			}
+			tx.Add(c)
+		case opFlushChain:
+			tx.Flush(&knftables.Chain{Name: o.name})
+		case opAddRule:
+			tx.Add(&knftables.Rule{Chain: o.name, Rule: o.rule.text, Comment: knftables.PtrTo(o.rule.comment)})
+		case opAddElem, opDelElem:
+			e := &knftables.Element{Key: o.elem.key}
+			if o.set.isMap {
+				e.Map, e.Value = o.name, o.elem.value
+			} else {
+				e.Set = o.name
+			}
+			if o.kind == opAddElem {
+				tx.Add(e)
+			} else {
+				tx.Delete(e)
+			}
+		case opFlushSet:
+			if o.set.isMap {
+				tx.Flush(&knftables.Map{Name: o.name})
+			} else {
+				tx.Flush(&knftables.Set{Name: o.name})
+			}
+		case opDelSet:
+			if o.set.isMap {
+				tx.Delete(&knftables.Map{Name: o.name})
+			} else {
+				tx.Delete(&knftables.Set{Name: o.name})
+			}
+		case opDelChain:
+			tx.Delete(&knftables.Chain{Name: o.name})
+		}
+	}
+	return tx
+}
+
+// run writes tx: over netlink when the driver has a Netlink, the sync is
+// incremental (the table and what tx refers to exist), every operation can
+// be encoded and the batch is not too big; through nft otherwise.
+func (d *Driver) run(ctx context.Context, tx *txn, full bool) error {
+	if d.nl != nil && !full && d.synced && len(tx.ops) <= 4*maxDirectMessages {
+		t0 := time.Now()
+		err := d.nl.run(d.cfg.TableName, tx.ops)
+		if !errors.Is(err, errNotEncodable) {
+			d.nl.observe(time.Since(t0), err)
+			if err != nil {
+				return fmt.Errorf("netlink transaction (%d operations): %w", len(tx.ops), err)
+			}
+			return nil
+		}
+		d.nl.notEncodable(err)
+	}
+	if err := d.nft.Run(ctx, tx.knft(d.nft.NewTransaction())); err != nil {
+		return fmt.Errorf("nft transaction (%d operations): %w", len(tx.ops), err)
+	}
+	return nil
+}
