@@ -302,10 +302,24 @@ func (l *lab) metric(name string) (float64, error) {
 	if code != http.StatusOK {
 		return 0, fmt.Errorf("metrics: %d %s", code, body)
 	}
+	// A name without labels sums the metric over all its label values.
+	var sum float64
+	found := false
 	for _, line := range strings.Split(body, "\n") {
-		if v, ok := strings.CutPrefix(line, name+" "); ok {
-			return strconv.ParseFloat(strings.TrimSpace(v), 64)
+		v, ok := strings.CutPrefix(line, name+" ")
+		if !ok && !strings.Contains(name, "{") && strings.HasPrefix(line, name+"{") {
+			_, v, ok = strings.Cut(line, "} ")
+		}
+		if ok {
+			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			if err != nil {
+				return 0, fmt.Errorf("metric %s: %w", name, err)
+			}
+			sum, found = sum+f, true
 		}
 	}
-	return 0, errors.New("no metric " + name)
+	if !found {
+		return 0, errors.New("no metric " + name)
+	}
+	return sum, nil
 }

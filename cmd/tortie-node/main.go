@@ -45,6 +45,7 @@ type options struct {
 	keyFile          string
 	caFile           string
 	table            string
+	nftOnly          bool
 	ifacePrefixes    string
 	resyncInterval   time.Duration
 	minApplyInterval time.Duration
@@ -115,6 +116,7 @@ status "tortie node status" shows is at /status/bgp there. Prometheus metrics
 	f.StringVar(&o.keyFile, "etcd-key", "", "client key for etcd TLS (env ETCD_KEY_FILE)")
 	f.StringVar(&o.caFile, "etcd-ca", "", "CA certificate for etcd TLS (env ETCD_CA_CERT_FILE)")
 	f.StringVar(&o.table, "nft-table", "tortie", "the nftables table (family inet) the agent owns")
+	f.BoolVar(&o.nftOnly, "nft-only", false, "write every change by running nft; by default incremental changes go straight over netlink (nft still writes full syncs)")
 	f.StringVar(&o.ifacePrefixes, "interface-prefix", "cali", "comma-separated prefixes of workload interfaces; unknown ones are dropped")
 	f.DurationVar(&o.resyncInterval, "resync-interval", 90*time.Second, "how often to compare the whole table with the kernel and repair drift (0: never)")
 	f.DurationVar(&o.minApplyInterval, "min-apply-interval", 20*time.Millisecond, "least time between two kernel updates; changes arriving meanwhile are applied together")
@@ -225,6 +227,15 @@ func run(ctx context.Context, o *options, logOut io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("nftables: %w", err)
 	}
+	var nl *nft.Netlink
+	if !o.nftOnly {
+		if nl, err = nft.NewNetlink(); err != nil {
+			log.Warn("incremental changes will run nft", "err", err)
+			nl = nil
+		} else {
+			defer nl.Close()
+		}
+	}
 	var prefixes []string
 	for _, p := range strings.Split(o.ifacePrefixes, ",") {
 		if p = strings.TrimSpace(p); p != "" {
@@ -232,7 +243,7 @@ func run(ctx context.Context, o *options, logOut io.Writer) error {
 		}
 	}
 	policy, err := node.NewPolicy(node.PolicyConfig{
-		NodeName: name, NFT: nftIface, Logger: log,
+		NodeName: name, NFT: nftIface, Netlink: nl, Logger: log,
 		Driver: nft.Config{TableName: o.table, InterfacePrefixes: prefixes},
 	})
 	if err != nil {

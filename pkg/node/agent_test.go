@@ -300,8 +300,8 @@ func TestAgentProgramsAfterInSync(t *testing.T) {
 	}
 	for _, want := range []string{
 		"tortie_datastore_in_sync 1", "tortie_ready 1", "tortie_active_endpoints 2", "tortie_active_policies 1",
-		"tortie_active_profiles 1", "tortie_active_ip_sets ", "tortie_nft_transactions_total ",
-		"tortie_nft_transaction_failures_total 0", "tortie_apply_duration_seconds_bucket{component=\"policy\",mode=\"full\"",
+		"tortie_active_profiles 1", "tortie_active_ip_sets ", "tortie_nft_transactions_total{path=\"nft\"} ",
+		"tortie_nft_transaction_failures_total{path=\"nft\"} 0", "tortie_apply_duration_seconds_bucket{component=\"policy\",mode=\"full\"",
 		"tortie_sync_latency_seconds_bucket", "tortie_datastore_resyncs_total 0",
 		"tortie_datastore_first_sync_seconds ", "tortie_dataplane_first_programmed_seconds ",
 		"tortie_datastore_updates_total{kind=\"WorkloadEndpoint\"} 3", "go_goroutines", "process_resident_memory_bytes",
@@ -372,7 +372,7 @@ func TestAgentRepairsDriftAndRecoversFromFailure(t *testing.T) {
 		t.Errorf("the change made while nft failed was not applied:\n%s", d)
 	}
 	_, body := get(t, "http://"+e.agent.MetricsAddr()+"/metrics")
-	if !regexp.MustCompile(`tortie_nft_transaction_failures_total [1-9]`).MatchString(body) ||
+	if !regexp.MustCompile(`tortie_nft_transaction_failures_total\{path="nft"\} [1-9]`).MatchString(body) ||
 		!regexp.MustCompile(`tortie_apply_failures_total\{component="policy"\} [1-9]`).MatchString(body) {
 		t.Errorf("failures not counted:\n%s", grep(body, "failures"))
 	}

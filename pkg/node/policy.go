@@ -29,6 +29,9 @@ type PolicyConfig struct {
 	// Driver is the nftables driver's configuration (TableName defaults to
 	// "tortie").
 	Driver nft.Config
+	// Netlink, when set, writes incremental changes straight over netlink
+	// (in the same network namespace as NFT); nil: every change runs nft.
+	Netlink *nft.Netlink
 	// Logger (default slog.Default()).
 	Logger *slog.Logger
 }
@@ -70,9 +73,10 @@ type Policy struct {
 	activePolicies  prometheus.Gauge
 	activeProfiles  prometheus.Gauge
 	activeIPSets    prometheus.Gauge
-	txns            prometheus.Counter
-	txnFailures     prometheus.Counter
-	txnDuration     prometheus.Histogram
+	txns            *prometheus.CounterVec
+	txnFailures     *prometheus.CounterVec
+	txnDuration     *prometheus.HistogramVec
+	nlFallbacks     prometheus.Counter
 	collectors      []prometheus.Collector
 }
 
@@ -115,21 +119,46 @@ func NewPolicy(cfg PolicyConfig) (*Policy, error) {
 		activeIPSets: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: metricPrefix + "active_ip_sets", Help: "IP sets (selector and named-port sets) programmed.",
 		}),
-		txns: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: metricPrefix + "nft_transactions_total", Help: "nftables transactions run (nft -f).",
-		}),
-		txnFailures: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: metricPrefix + "nft_transaction_failures_total", Help: "nftables transactions the kernel or nft refused.",
-		}),
-		txnDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name: metricPrefix + "nft_transaction_duration_seconds", Help: "Duration of one nftables transaction.",
+		txns: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: metricPrefix + "nft_transactions_total",
+			Help: "nftables transactions written, by path: nft (nft -f) or netlink (direct, incremental changes).",
+		}, []string{"path"}),
+		txnFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: metricPrefix + "nft_transaction_failures_total", Help: "nftables transactions the kernel or nft refused, by path.",
+		}, []string{"path"}),
+		txnDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: metricPrefix + "nft_transaction_duration_seconds", Help: "Duration of one nftables transaction, by path.",
 			Buckets: latencyBuckets,
+		}, []string{"path"}),
+		nlFallbacks: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: metricPrefix + "nft_netlink_fallbacks_total",
+			Help: "Incremental transactions written through nft because an operation had no netlink form.",
 		}),
 	}
+	for _, path := range []string{"nft", "netlink"} {
+		p.txns.WithLabelValues(path)
+		p.txnFailures.WithLabelValues(path)
+	}
 	p.collectors = []prometheus.Collector{p.activeEndpoints, p.activePolicies, p.activeProfiles, p.activeIPSets,
-		p.txns, p.txnFailures, p.txnDuration}
+		p.txns, p.txnFailures, p.txnDuration, p.nlFallbacks}
 	p.drv = nft.New(&countingNFT{Interface: cfg.NFT, p: p}, dc)
+	if cfg.Netlink != nil {
+		cfg.Netlink.SetObserver(func(d time.Duration, err error) { p.observeTxn("netlink", d, err) },
+			func(err error) {
+				p.nlFallbacks.Inc()
+				p.log.Debug("transaction written through nft", "reason", err)
+			})
+		p.drv.SetNetlink(cfg.Netlink)
+	}
 	return p, nil
+}
+
+func (p *Policy) observeTxn(path string, d time.Duration, err error) {
+	p.txnDuration.WithLabelValues(path).Observe(d.Seconds())
+	p.txns.WithLabelValues(path).Inc()
+	if err != nil {
+		p.txnFailures.WithLabelValues(path).Inc()
+	}
 }
 
 // Name implements Component.
@@ -296,10 +325,6 @@ type countingNFT struct {
 func (c *countingNFT) Run(ctx context.Context, tx *knftables.Transaction) error {
 	t0 := time.Now()
 	err := c.Interface.Run(ctx, tx)
-	c.p.txnDuration.Observe(time.Since(t0).Seconds())
-	c.p.txns.Inc()
-	if err != nil {
-		c.p.txnFailures.Inc()
-	}
+	c.p.observeTxn("nft", time.Since(t0), err)
 	return err
 }
