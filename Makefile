@@ -12,6 +12,7 @@ build:
 	$(GO) build -o $(BIN)/tortie ./cmd/tortie
 	$(GO) build -o $(BIN)/tortie-node ./cmd/tortie-node
 	$(GO) build -o $(BIN)/tortie-cni ./cmd/tortie-cni
+	$(GO) build -o $(BIN)/tortie-datastore ./cmd/tortie-datastore
 
 # Debian packages the tests and demo need (etcd-server for a real cluster,
 # nftables, iproute2, bird2), then Go-built test tools (cnitool, host-local)

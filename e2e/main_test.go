@@ -158,7 +158,8 @@ var prevBackend atomic.Pointer[backend]
 func logf(format string, args ...any) { fmt.Fprintf(os.Stderr, "e2e: "+format+"\n", args...) }
 
 // buildBinaries builds what both backends run, once: tortie-node and
-// tortie-cni, and tortie (the lab's datastore); TORTIE_E2E_BIN=<dir> uses
+// tortie-cni, and tortie with tortie-datastore (the lab's datastore);
+// TORTIE_E2E_BIN=<dir> uses
 // binaries from there instead.
 func buildBinaries() (string, error) {
 	binOnce.Do(func() {
@@ -173,7 +174,7 @@ func buildBinaries() (string, error) {
 		}
 		out, err := exec.Command("go", "build", "-o", binDir+string(filepath.Separator),
 			"github.com/tortie/tortie/cmd/tortie-node", "github.com/tortie/tortie/cmd/tortie-cni",
-			"github.com/tortie/tortie/cmd/tortie").CombinedOutput()
+			"github.com/tortie/tortie/cmd/tortie", "github.com/tortie/tortie/cmd/tortie-datastore").CombinedOutput()
 		if err != nil {
 			binErr = fmt.Errorf("go build: %v\n%s", err, out)
 		}

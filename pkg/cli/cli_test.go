@@ -509,3 +509,18 @@ func TestNoDatastore(t *testing.T) {
 		t.Errorf("took %v to report a refused connection", d)
 	}
 }
+
+// TestDatastoreServeNeedsItsProgram: `tortie datastore serve` becomes
+// tortie-datastore; without it, it says where it looked and what to run.
+func TestDatastoreServeNeedsItsProgram(t *testing.T) {
+	t.Setenv("PATH", t.TempDir())
+	e := &env{t: t, ep: "http://127.0.0.1:1"}
+	_, err := e.run("", "datastore", "serve", "--data-dir", t.TempDir())
+	if err == nil || !strings.Contains(err.Error(), "tortie-datastore is neither next to tortie nor on the PATH") ||
+		!strings.Contains(err.Error(), "make build") {
+		t.Errorf("datastore serve without tortie-datastore: %v", err)
+	}
+	if _, err := e.run("", "datastore", "serve"); err == nil || !strings.Contains(err.Error(), "--data-dir is required") {
+		t.Errorf("datastore serve without --data-dir: %v", err)
+	}
+}

@@ -4,7 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/signal"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"syscall"
 
@@ -13,7 +14,6 @@ import (
 	v3 "github.com/tortie/tortie/pkg/apis/v3"
 	"github.com/tortie/tortie/pkg/client"
 	"github.com/tortie/tortie/pkg/datastore"
-	"github.com/tortie/tortie/pkg/datastore/embedded"
 )
 
 // Version is the tortie version; release builds set it with -ldflags -X.
@@ -166,35 +166,48 @@ func newVersionCommand(g *globals) *cobra.Command {
 
 func newDatastoreCommand(g *globals) *cobra.Command {
 	ds := &cobra.Command{Use: "datastore", Short: "Run or inspect the datastore"}
-	var cfg embedded.ServeConfig
+	var dataDir, listen string
 	serve := &cobra.Command{
 		Use:   "serve --data-dir DIR [--listen-client URL]",
 		Short: "Run an embedded single-member etcd for one machine",
 		Long: `Run an embedded etcd v3 server: one member, no peer port, so several can run
 side by side with different client URLs. It stores data in --data-dir and
-serves until interrupted (SIGINT or SIGTERM), then shuts down cleanly.`,
+serves until interrupted (SIGINT or SIGTERM), then shuts down cleanly.
+
+The server is the program tortie-datastore, found next to tortie or on the
+PATH (make build builds both); this command becomes it.`,
 		Example: "  tortie datastore serve --data-dir /var/lib/tortie/etcd\n  tortie datastore serve --data-dir /tmp/t2 --listen-client http://127.0.0.1:23790",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if cfg.DataDir == "" {
+			if dataDir == "" {
 				return errors.New("--data-dir is required")
 			}
-			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
-			defer stop()
-			srv, err := embedded.Serve(ctx, cfg)
+			bin, err := siblingProgram("tortie-datastore")
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(g.out, "tortie datastore serving on %s (data in %s)\n", srv.Endpoint(), cfg.DataDir)
-			select {
-			case <-ctx.Done():
-			case <-srv.Done():
-			}
-			return srv.Close()
+			// Become the server: signals, exit status and output are its.
+			return syscall.Exec(bin, []string{bin, "--data-dir", dataDir, "--listen-client", listen}, os.Environ())
 		},
 	}
-	serve.Flags().StringVar(&cfg.DataDir, "data-dir", "", "directory for the datastore's files (created if missing)")
-	serve.Flags().StringVar(&cfg.ListenClientURL, "listen-client", "http://127.0.0.1:2379", "URL clients connect to")
+	serve.Flags().StringVar(&dataDir, "data-dir", "", "directory for the datastore's files (created if missing)")
+	serve.Flags().StringVar(&listen, "listen-client", "http://127.0.0.1:2379", "URL clients connect to")
 	ds.AddCommand(serve)
 	return ds
+}
+
+// siblingProgram finds a tortie program next to this executable, else on
+// the PATH.
+func siblingProgram(name string) (string, error) {
+	if self, err := os.Executable(); err == nil {
+		p := filepath.Join(filepath.Dir(self), name)
+		if st, err := os.Stat(p); err == nil && !st.IsDir() && st.Mode()&0o111 != 0 {
+			return p, nil
+		}
+	}
+	p, err := exec.LookPath(name)
+	if err != nil {
+		return "", fmt.Errorf("%s is neither next to tortie nor on the PATH (make build builds it into bin/)", name)
+	}
+	return p, nil
 }

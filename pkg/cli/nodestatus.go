@@ -11,7 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/tortie/tortie/pkg/routing"
+	"github.com/tortie/tortie/pkg/nodestatus"
 )
 
 func newNodeCommand(g *globals) *cobra.Command {
@@ -32,7 +32,7 @@ func newNodeStatusCommand(g *globals) *cobra.Command {
 		Long: `Ask the tortie-node agent on this host (not the datastore) for its routing
 status, and print it as calicoctl node status does: one table of BGP peers
 per address family. The agent serves it over HTTP on loopback at
-` + routing.StatusPath + ` (--agent-address, default ` + routing.DefaultStatusAddr + `).
+` + nodestatus.StatusPath + ` (--agent-address, default ` + nodestatus.DefaultStatusAddr + `).
 Exits 1 when the agent cannot be reached.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -46,16 +46,16 @@ Exits 1 when the agent cannot be reached.`,
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&addr, "agent-address", routing.DefaultStatusAddr, "host:port where tortie-node serves its status")
+	cmd.Flags().StringVar(&addr, "agent-address", nodestatus.DefaultStatusAddr, "host:port where tortie-node serves its status")
 	cmd.Flags().DurationVar(&timeout, "timeout", 5*time.Second, "give up on the agent after this long")
 	return cmd
 }
 
-func fetchNodeStatus(ctx context.Context, addr string) (*routing.Status, error) {
+func fetchNodeStatus(ctx context.Context, addr string) (*nodestatus.Status, error) {
 	if ctx == nil {
 		ctx = context.Background()
 	}
-	url := "http://" + addr + routing.StatusPath
+	url := "http://" + addr + nodestatus.StatusPath
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return nil, err
@@ -69,7 +69,7 @@ func fetchNodeStatus(ctx context.Context, addr string) (*routing.Status, error) 
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
 		return nil, fmt.Errorf("tortie-node at %s answered %s: %s", url, resp.Status, strings.TrimSpace(string(b)))
 	}
-	var st routing.Status
+	var st nodestatus.Status
 	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
 		return nil, fmt.Errorf("tortie-node at %s: unreadable status: %w", url, err)
 	}
@@ -80,12 +80,12 @@ func fetchNodeStatus(ctx context.Context, addr string) (*routing.Status, error) 
 // view: STATE is BIRD's protocol state ("up" when Established, "start"
 // otherwise), INFO the BGP state and why a session is not up, SINCE the
 // time of day of the last change (the date when older than today).
-func printNodeStatus(w io.Writer, st *routing.Status, now time.Time) {
+func printNodeStatus(w io.Writer, st *nodestatus.Status, now time.Time) {
 	fmt.Fprintln(w, "tortie-node is running.")
 	if !st.BGPEnabled && st.BGPDisabledReason != "" {
 		fmt.Fprintf(w, "\nBGP is not running: %s\n", st.BGPDisabledReason)
 	}
-	for _, fam := range []string{routing.FamilyIPv4, routing.FamilyIPv6} {
+	for _, fam := range []string{nodestatus.FamilyIPv4, nodestatus.FamilyIPv6} {
 		fmt.Fprintf(w, "\n%s BGP status\n", fam)
 		peers := st.PeersByFamily(fam)
 		if len(peers) == 0 {

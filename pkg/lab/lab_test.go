@@ -38,7 +38,8 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// bins builds tortie, tortie-node and tortie-cni once per test binary.
+// bins builds tortie, tortie-datastore, tortie-node and tortie-cni once per
+// test binary.
 func bins(t *testing.T) string {
 	t.Helper()
 	buildOnce.Do(func() {
@@ -46,7 +47,7 @@ func bins(t *testing.T) string {
 		if buildErr != nil {
 			return
 		}
-		for _, c := range []string{"tortie", "tortie-node", "tortie-cni"} {
+		for _, c := range []string{"tortie", "tortie-datastore", "tortie-node", "tortie-cni"} {
 			out, err := exec.Command("go", "build", "-o", filepath.Join(binDir, c), "github.com/tortie/tortie/cmd/"+c).CombinedOutput()
 			if err != nil {
 				buildErr = fmt.Errorf("go build %s: %v\n%s", c, err, out)

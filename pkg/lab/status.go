@@ -13,20 +13,20 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/tortie/tortie/pkg/routing"
+	"github.com/tortie/tortie/pkg/nodestatus"
 )
 
 // HostStatus is what a host's agent says about itself.
 type HostStatus struct {
 	Host
-	AgentPID    int                  `json:"agentPID"`
-	AgentAlive  bool                 `json:"agentAlive"`
-	Ready       bool                 `json:"ready"`
-	Peers       int                  `json:"peers"`
-	Peers4      int                  `json:"peers4"`
-	Established int                  `json:"established"`
-	Sessions    []routing.PeerStatus `json:"sessions,omitempty"`
-	Error       string               `json:"error,omitempty"`
+	AgentPID    int                     `json:"agentPID"`
+	AgentAlive  bool                    `json:"agentAlive"`
+	Ready       bool                    `json:"ready"`
+	Peers       int                     `json:"peers"`
+	Peers4      int                     `json:"peers4"`
+	Established int                     `json:"established"`
+	Sessions    []nodestatus.PeerStatus `json:"sessions,omitempty"`
+	Error       string                  `json:"error,omitempty"`
 }
 
 // Status is the whole lab's.
@@ -67,14 +67,14 @@ func (l *Lab) hostStatus(ctx context.Context, h Host) HostStatus {
 	io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
 	hs.Ready = resp.StatusCode == http.StatusOK
-	req, _ = http.NewRequestWithContext(ctx, http.MethodGet, base+routing.StatusPath, nil)
+	req, _ = http.NewRequestWithContext(ctx, http.MethodGet, base+nodestatus.StatusPath, nil)
 	resp, err = httpClient.Do(req)
 	if err != nil {
 		hs.Error = err.Error()
 		return hs
 	}
 	defer resp.Body.Close()
-	var st routing.Status
+	var st nodestatus.Status
 	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
 		hs.Error = "BGP status: " + err.Error()
 		return hs
@@ -82,7 +82,7 @@ func (l *Lab) hostStatus(ctx context.Context, h Host) HostStatus {
 	hs.Sessions = st.Peers
 	for _, p := range st.Peers {
 		hs.Peers++
-		if p.Family == routing.FamilyIPv4 {
+		if p.Family == nodestatus.FamilyIPv4 {
 			hs.Peers4++
 		}
 		if p.State == "Established" {

@@ -141,6 +141,13 @@ func (b *Binaries) resolve(bird bool) error {
 			return err
 		}
 	}
+	// `tortie datastore serve` becomes tortie-datastore, found beside the
+	// tortie the lab runs.
+	if ds := filepath.Join(filepath.Dir(b.Tortie), "tortie-datastore"); !isExec(ds) {
+		if _, err := exec.LookPath("tortie-datastore"); err != nil {
+			return fmt.Errorf("cannot find tortie-datastore beside %s or on PATH (run `make build`)", b.Tortie)
+		}
+	}
 	if bird {
 		if b.Bird == "" {
 			b.Bird = "/usr/sbin/bird"

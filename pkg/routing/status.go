@@ -1,76 +1,26 @@
 package routing
 
 import (
-	"encoding/json"
 	"net/http"
 	"slices"
-	"time"
 
 	"github.com/tortie/tortie/pkg/bgp"
+	"github.com/tortie/tortie/pkg/nodestatus"
 )
 
-// Status endpoint: the agent serves Handler on loopback, and `tortie node
-// status` reads it. GET StatusPath returns Status as JSON (200), whether
-// or not BGP runs; any other method gets 405.
+// The status endpoint's types live in package nodestatus, which the CLI
+// reads without linking the BGP speaker; these are their names here.
 const (
-	// DefaultStatusAddr is where the agent serves its health and status
-	// (the port of Calico's health endpoint).
-	DefaultStatusAddr = "127.0.0.1:9099"
-	StatusPath        = "/status/bgp"
+	DefaultStatusAddr = nodestatus.DefaultStatusAddr
+	StatusPath        = nodestatus.StatusPath
+	FamilyIPv4        = nodestatus.FamilyIPv4
+	FamilyIPv6        = nodestatus.FamilyIPv6
 )
 
-// Address families as the status tables name them.
-const (
-	FamilyIPv4 = "IPv4"
-	FamilyIPv6 = "IPv6"
+type (
+	Status     = nodestatus.Status
+	PeerStatus = nodestatus.PeerStatus
 )
-
-// Status is the routing state of this node, for `tortie node status`.
-type Status struct {
-	NodeName string `json:"nodeName"`
-	Ready    bool   `json:"ready"`
-	// BGPEnabled is false when no speaker runs; BGPDisabledReason says why.
-	BGPEnabled        bool   `json:"bgpEnabled"`
-	BGPDisabledReason string `json:"bgpDisabledReason,omitempty"`
-	RouterID          string `json:"routerID,omitempty"`
-	ASNumber          uint32 `json:"asNumber,omitempty"`
-	// Peers are every configured session, IPv4 then IPv6, each by address.
-	Peers          []PeerStatus `json:"peers"`
-	Advertisements []string     `json:"advertisements,omitempty"`
-	LearnedRoutes  int          `json:"learnedRoutes"`
-	// Routes is the number of kernel routes desired; RoutesPending of them
-	// wait for their device.
-	Routes          int    `json:"routes"`
-	RoutesPending   int    `json:"routesPending,omitempty"`
-	VXLAN           bool   `json:"vxlan"`
-	VXLANTunnelAddr string `json:"vxlanTunnelAddr,omitempty"`
-	// Warnings are conditions an operator must see: IP-in-IP requested on a
-	// kernel without it, a peer whose password secret is missing.
-	Warnings  []string  `json:"warnings,omitempty"`
-	LastError string    `json:"lastError,omitempty"`
-	LastApply time.Time `json:"lastApply,omitzero"`
-}
-
-// PeerStatus is one session.
-type PeerStatus struct {
-	Address string    `json:"address"`
-	Family  string    `json:"family"` // FamilyIPv4, FamilyIPv6 (of the session's address)
-	Type    string    `json:"type"`   // bgp.PeerTypeMesh, PeerTypeGlobal, PeerTypeNodeSpecific
-	State   string    `json:"state"`  // BGP FSM state: Idle … Established
-	Since   time.Time `json:"since,omitzero"`
-	Info    string    `json:"info,omitempty"` // why it is not up
-}
-
-// PeersByFamily splits peers into the per-family tables.
-func (s Status) PeersByFamily(family string) []PeerStatus {
-	var out []PeerStatus
-	for _, p := range s.Peers {
-		if p.Family == family {
-			out = append(out, p)
-		}
-	}
-	return out
-}
 
 // Status returns the current state.
 func (c *Component) Status() Status {
@@ -113,18 +63,4 @@ func peerStatuses(ps []bgp.PeerStatus) []PeerStatus {
 func (c *Component) Handler() http.Handler { return StatusHandler(c.Status) }
 
 // StatusHandler serves status() as JSON at StatusPath.
-func StatusHandler(status func() Status) http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc(StatusPath, func(w http.ResponseWriter, r *http.Request) {
-		if r.Method != http.MethodGet && r.Method != http.MethodHead {
-			w.Header().Set("Allow", "GET, HEAD")
-			http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
-			return
-		}
-		w.Header().Set("Content-Type", "application/json")
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		enc.Encode(status())
-	})
-	return mux
-}
+func StatusHandler(status func() Status) http.Handler { return nodestatus.Handler(status) }

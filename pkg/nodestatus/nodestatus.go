@@ -1,0 +1,90 @@
+// Package nodestatus is what tortie-node serves about its routing at
+// StatusPath and what `tortie node status` reads: plain types, so the CLI
+// does not link the BGP speaker.
+package nodestatus
+
+import (
+	"encoding/json"
+	"net/http"
+	"time"
+)
+
+// Status endpoint: the agent serves Handler on loopback, and `tortie node
+// status` reads it. GET StatusPath returns Status as JSON (200), whether
+// or not BGP runs; any other method gets 405.
+const (
+	// DefaultStatusAddr is where the agent serves its health and status
+	// (the port of Calico's health endpoint).
+	DefaultStatusAddr = "127.0.0.1:9099"
+	StatusPath        = "/status/bgp"
+)
+
+// Address families as the status tables name them.
+const (
+	FamilyIPv4 = "IPv4"
+	FamilyIPv6 = "IPv6"
+)
+
+// Status is the routing state of this node, for `tortie node status`.
+type Status struct {
+	NodeName string `json:"nodeName"`
+	Ready    bool   `json:"ready"`
+	// BGPEnabled is false when no speaker runs; BGPDisabledReason says why.
+	BGPEnabled        bool   `json:"bgpEnabled"`
+	BGPDisabledReason string `json:"bgpDisabledReason,omitempty"`
+	RouterID          string `json:"routerID,omitempty"`
+	ASNumber          uint32 `json:"asNumber,omitempty"`
+	// Peers are every configured session, IPv4 then IPv6, each by address.
+	Peers          []PeerStatus `json:"peers"`
+	Advertisements []string     `json:"advertisements,omitempty"`
+	LearnedRoutes  int          `json:"learnedRoutes"`
+	// Routes is the number of kernel routes desired; RoutesPending of them
+	// wait for their device.
+	Routes          int    `json:"routes"`
+	RoutesPending   int    `json:"routesPending,omitempty"`
+	VXLAN           bool   `json:"vxlan"`
+	VXLANTunnelAddr string `json:"vxlanTunnelAddr,omitempty"`
+	// Warnings are conditions an operator must see: IP-in-IP requested on a
+	// kernel without it, a peer whose password secret is missing.
+	Warnings  []string  `json:"warnings,omitempty"`
+	LastError string    `json:"lastError,omitempty"`
+	LastApply time.Time `json:"lastApply,omitzero"`
+}
+
+// PeerStatus is one session.
+type PeerStatus struct {
+	Address string    `json:"address"`
+	Family  string    `json:"family"` // FamilyIPv4, FamilyIPv6 (of the session's address)
+	Type    string    `json:"type"`   // mesh, global or node-specific (bgp.PeerType*)
+	State   string    `json:"state"`  // BGP FSM state: Idle … Established
+	Since   time.Time `json:"since,omitzero"`
+	Info    string    `json:"info,omitempty"` // why it is not up
+}
+
+// PeersByFamily splits peers into the per-family tables.
+func (s Status) PeersByFamily(family string) []PeerStatus {
+	var out []PeerStatus
+	for _, p := range s.Peers {
+		if p.Family == family {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// Handler serves status() as JSON at StatusPath.
+func Handler(status func() Status) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc(StatusPath, func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			w.Header().Set("Allow", "GET, HEAD")
+			http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		enc.Encode(status())
+	})
+	return mux
+}
