@@ -972,9 +972,12 @@ func encodeElem(typ string, interval, isMap bool, e elemT) ([]nftables.SetElemen
 	if isMap {
 		return fail() // interval maps of one field: not used, not checked
 	}
-	out := []nftables.SetElement{el}
-	if end := successor(vals[0].hi); end != nil {
-		out = append(out, nftables.SetElement{Key: end, IntervalEnd: true})
+	end := successor(vals[0].hi)
+	if end == nil {
+		// An interval up to the last address has no end element; nft marks
+		// it "open" in the element's user data, which google/nftables
+		// cannot send. nft writes those (0.0.0.0/0, 255.255.255.255).
+		return fail()
 	}
-	return out, nil
+	return []nftables.SetElement{el, {Key: end, IntervalEnd: true}}, nil
 }

@@ -21,6 +21,21 @@ import (
 	"github.com/tortie/tortie/internal/testenv"
 )
 
+// TestEncodeElemOpenInterval: an interval that ends at the last address
+// has no end element, and nft marks it in user data google/nftables cannot
+// send: such elements are left to nft.
+func TestEncodeElemOpenInterval(t *testing.T) {
+	for _, k := range []string{"0.0.0.0/0", "255.255.255.255", "128.0.0.0/1", "::/0", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"} {
+		typ := "ipv4_addr"
+		if strings.Contains(k, ":") {
+			typ = "ipv6_addr"
+		}
+		if _, err := encodeElem(typ, true, false, elemT{key: []string{k}}); !errors.Is(err, errNotEncodable) {
+			t.Errorf("%s: %v, want errNotEncodable", k, err)
+		}
+	}
+}
+
 func TestEncodeRuleNotEncodable(t *testing.T) {
 	tbl := &nftables.Table{Name: "tortie", Family: nftables.TableFamilyINet}
 	for _, text := range []string{
@@ -517,14 +532,14 @@ func nlencExtraSets() []*goldenSet {
 		return s
 	}
 	return []*goldenSet{
+		// Intervals that end at the last address are nft's (see
+		// TestEncodeElemOpenInterval).
 		set("ipv4_addr", true, false, []string{"10.0.1.66", "10.0.1.67", "10.0.2.0/24", "10.0.3.0/25", "192.168.0.0/16",
-			"1.2.3.4", "255.255.255.255", "255.255.255.0/31"}, "10.0.1.67", "10.0.3.0/25", "255.255.255.255"),
-		set("ipv4_addr", true, false, []string{"0.0.0.0/0"}, "0.0.0.0/0"),
-		set("ipv4_addr", true, false, []string{"0.0.0.0/1", "128.0.0.0/1"}, "0.0.0.0/1"),
+			"1.2.3.4", "255.255.255.254", "255.255.255.0/31"}, "10.0.1.67", "10.0.3.0/25", "255.255.255.254"),
+		set("ipv4_addr", true, false, []string{"0.0.0.0/1", "128.0.0.0/2"}, "0.0.0.0/1"),
 		set("ipv4_addr", true, false, []string{"0.0.0.0", "10.0.0.0/8"}, "0.0.0.0"),
 		set("ipv6_addr", true, false, []string{"fd00::1", "fd00:1::/64", "2001:db8::/32", "::1",
-			"ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", "fe80::/10"}, "fd00:1::/64", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"),
-		set("ipv6_addr", true, false, []string{"::/0"}, "::/0"),
+			"ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffe", "fe80::/10"}, "fd00:1::/64", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffe"),
 		set("ipv4_addr . inet_proto . inet_service", false, false, []string{"10.0.0.2 . tcp . 8080",
 			"10.0.0.3 . udp . 53", "10.0.0.4 . sctp . 9", "10.0.0.5 . 47 . 0", "255.255.255.255 . udplite . 65535"},
 			"10.0.0.3 . udp . 53"),
