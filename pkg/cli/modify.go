@@ -170,12 +170,9 @@ func newDatastoreCommand(g *globals) *cobra.Command {
 	serve := &cobra.Command{
 		Use:   "serve --data-dir DIR [--listen-client URL]",
 		Short: "Run an embedded single-member etcd for one machine",
-		Long: `Run an embedded etcd v3 server: one member, no peer port, so several can run
-side by side with different client URLs. It stores data in --data-dir and
-serves until interrupted (SIGINT or SIGTERM), then shuts down cleanly.
-
-The server is the program tortie-datastore, found next to tortie or on the
-PATH (make build builds both); this command becomes it.`,
+		Long: `Become tortie-datastore (found next to tortie or on the PATH; make build
+builds both): an embedded etcd v3 server with one member and no peer port,
+serving from --data-dir until SIGINT or SIGTERM. See tortie-datastore --help.`,
 		Example: "  tortie datastore serve --data-dir /var/lib/tortie/etcd\n  tortie datastore serve --data-dir /tmp/t2 --listen-client http://127.0.0.1:23790",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
