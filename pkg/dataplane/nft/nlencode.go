@@ -954,6 +954,9 @@ func encodeElem(typ string, interval, isMap bool, e elemT) ([]nftables.SetElemen
 			return fail()
 		}
 		w := strings.Fields(e.value[0])
+		if len(w) == 0 {
+			return fail()
+		}
 		k, ok := verdictKinds[w[0]]
 		chain := len(w) == 2 && (k == expr.VerdictGoto || k == expr.VerdictJump) && objName(w[1])
 		if !ok || len(w) != 1 && !chain || len(w) == 1 && (k == expr.VerdictGoto || k == expr.VerdictJump) {

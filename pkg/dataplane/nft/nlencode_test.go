@@ -21,10 +21,14 @@ import (
 	"github.com/tortie/tortie/internal/testenv"
 )
 
-// TestEncodeElemOpenInterval: an interval that ends at the last address
+// TestEncodeElemLeftToNft: a map element without a verdict is an error,
+// and an interval that ends at the last address
 // has no end element, and nft marks it in user data google/nftables cannot
 // send: such elements are left to nft.
-func TestEncodeElemOpenInterval(t *testing.T) {
+func TestEncodeElemLeftToNft(t *testing.T) {
+	if _, err := encodeElem("ifname : verdict", false, true, elemT{key: []string{"cali1"}, value: []string{""}}); !errors.Is(err, errNotEncodable) {
+		t.Errorf("empty verdict: %v", err)
+	}
 	for _, k := range []string{"0.0.0.0/0", "255.255.255.255", "128.0.0.0/1", "::/0", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"} {
 		typ := "ipv4_addr"
 		if strings.Contains(k, ":") {
@@ -533,7 +537,7 @@ func nlencExtraSets() []*goldenSet {
 	}
 	return []*goldenSet{
 		// Intervals that end at the last address are nft's (see
-		// TestEncodeElemOpenInterval).
+		// TestEncodeElemLeftToNft).
 		set("ipv4_addr", true, false, []string{"10.0.1.66", "10.0.1.67", "10.0.2.0/24", "10.0.3.0/25", "192.168.0.0/16",
 			"1.2.3.4", "255.255.255.254", "255.255.255.0/31"}, "10.0.1.67", "10.0.3.0/25", "255.255.255.254"),
 		set("ipv4_addr", true, false, []string{"0.0.0.0/1", "128.0.0.0/2"}, "0.0.0.0/1"),
@@ -688,4 +692,29 @@ func TestNLEncodeElems(t *testing.T) {
 	apply(true)
 	check("delete")
 	t.Logf("%d sets compared after adds and deletes", len(cases))
+}
+
+// FuzzEncode: the encoders never panic, whatever the text: anything they
+// cannot read is errNotEncodable (and goes to nft).
+func FuzzEncode(f *testing.F) {
+	for _, r := range nlencExtraRules {
+		f.Add(r)
+	}
+	f.Add("goto p-x-tcp-80")
+	tbl := &nftables.Table{Name: "tortie", Family: nftables.TableFamilyINet}
+	f.Fuzz(func(t *testing.T, text string) {
+		if _, err := encodeRule(tbl, text); err != nil && !errors.Is(err, errNotEncodable) {
+			t.Errorf("%q: %v", text, err)
+		}
+		for _, typ := range []string{"ipv4_addr", "inet_service . inet_proto", "ifname", "ipv4_addr . inet_proto . inet_service"} {
+			e := elemT{key: strings.Split(text, " . ")}
+			if _, err := encodeElem(typ, typ != "ifname", false, e); err != nil && !errors.Is(err, errNotEncodable) {
+				t.Errorf("%q as %s: %v", text, typ, err)
+			}
+			e.value = []string{text}
+			if _, err := encodeElem(typ, typ == "inet_service . inet_proto", true, e); err != nil && !errors.Is(err, errNotEncodable) {
+				t.Errorf("%q as a %s map element: %v", text, typ, err)
+			}
+		}
+	})
 }
