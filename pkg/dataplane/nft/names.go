@@ -32,10 +32,11 @@ func comment(text string) string {
 // Every chain, set and map name of the table comes from this file.
 //
 // Fixed objects have constant names. Objects that exist per IP set or per
-// compiled program are named by a hash of their identity or content, so the
-// names are short (well under the kernel's 256-byte NFT_NAME_MAXLEN and
-// readable in `nft list`), stable across restarts (a new Driver finds the
-// names it would have chosen) and never reused for different content.
+// compiled program are named by a hash of their identity (and a program's
+// class chains by the program and their place in it), so the names are
+// short (well under the kernel's 256-byte NFT_NAME_MAXLEN and readable in
+// `nft list`) and stable across restarts (a new Driver finds the names it
+// would have chosen).
 
 // Base chains, one per hook the driver filters on.
 const (

@@ -45,13 +45,14 @@ import (
 // Updates in place. A program's entry chain and class map are named by
 // what it is compiled from (kind, direction, tiers with their policy IDs,
 // profiles), so endpoints with the same policies share one, and a changed
-// policy changes the program in place: class chains are named by their own
-// content, so the classes whose rules did not change keep their chains; a
-// changed class gets a new chain beside the old one, and the class map
-// elements that lead to it are replaced in the same transaction (element
-// differences only). Old chains are deleted a sync later, when nothing goes
-// to them. A packet sees the program before or after the transaction,
-// never a missing chain.
+// policy changes the program in place: class chains are named by where
+// their class starts (protocol and first port), so a class whose rules
+// change (an action, a source) has its chain flushed and rewritten and the
+// class map is not touched; when ports change, the class map elements
+// around them are replaced (element differences only) in the same
+// transaction, and chains of classes that went are deleted a sync later,
+// when nothing goes to them. A packet sees the program before or after the
+// transaction, never a missing chain.
 
 // progKind says how a program ends and what Allow means in it.
 type progKind int
@@ -91,8 +92,8 @@ type program struct {
 	// (programName): it is updated in place when a policy changes.
 	name  string
 	entry []ruleT
-	// chains are the class chains, named by their content
-	// (classChainName) and shared by every program that has them.
+	// chains are the class chains, named by the program and where their
+	// class starts (classChainName).
 	chains map[string][]ruleT
 	// classMap holds the elements of the class map, nil when the program
 	// has no port classes.
@@ -251,10 +252,8 @@ func buildProgram(name string, k progKind, blocks []block, cfg *Config, old *cla
 
 	prog := &program{name: name, chains: make(map[string][]ruleT, len(classes))}
 	// target is what the dispatch does with a class: its constant verdict,
-	// or a goto to its first chain. Class chains are named by their own
-	// content (a continuation's name is part of the content of the chains
-	// that go to it, so they are built last first): a class whose rules did
-	// not change keeps its chain, whatever else changed in the program.
+	// or a goto to its first chain. A class's continuation chains (Pass
+	// targets) are built last first, as each chain goes to the next.
 	target := make([]string, len(classes))
 	var sb strings.Builder
 	memo := &classMemo{blocks: blockShape(blocks), byKey: make(map[string]classResult, len(classes))}
