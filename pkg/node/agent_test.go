@@ -132,37 +132,6 @@ spec: {cidr: 10.65.0.0/16, natOutgoing: true}
 `
 )
 
-// gatedBackend holds back the tiers' watch until release is closed: the
-// datastore is "not in sync" until then.
-type gatedBackend struct {
-	*datastore.Etcd
-	release chan struct{}
-}
-
-func (g *gatedBackend) Watch(ctx context.Context, prefix string, fromRev int64) <-chan datastore.WatchEvent {
-	in := g.Etcd.Watch(ctx, prefix, fromRev)
-	if !strings.HasSuffix(prefix, "/tiers/") {
-		return in
-	}
-	out := make(chan datastore.WatchEvent)
-	go func() {
-		defer close(out)
-		select {
-		case <-g.release:
-		case <-ctx.Done():
-			return
-		}
-		for ev := range in {
-			select {
-			case out <- ev:
-			case <-ctx.Done():
-				return
-			}
-		}
-	}()
-	return out
-}
-
 type env struct {
 	t     *testing.T
 	cl    *client.Client
@@ -253,7 +222,10 @@ func TestAgentProgramsAfterInSync(t *testing.T) {
 	apply(e.t, e.cl, profileDoc, poolDoc, policy("client", 80),
 		wep("h1", "a", "10.65.0.2", "role: client"), wep("h1", "b", "10.65.0.3", "role: server"),
 		wep("h2", "r", "10.65.1.2", "role: client"))
-	gate := &gatedBackend{Etcd: e.be, release: make(chan struct{})}
+	// The tiers' watch is held back: the datastore is "not in sync" until
+	// it is released.
+	tk, _ := v3.KindByKind(v3.KindTier)
+	gate := etcdtest.NewGated(e.be, client.KindPrefix(tk, ""))
 	e.start(gate, time.Hour)
 
 	// Not in sync: nothing programmed, not ready, but alive.
@@ -268,7 +240,7 @@ func TestAgentProgramsAfterInSync(t *testing.T) {
 		t.Fatalf("liveness: %d", code)
 	}
 
-	close(gate.release)
+	close(gate.Release)
 	eventually(t, "ready", e.ready)
 	dump := e.fake.Dump()
 	progB, progA := dispatch(dump, "calib"), dispatch(dump, "calia")

@@ -243,14 +243,14 @@ func TestInSyncWaitsForEveryPrefix(t *testing.T) {
 	// A backend whose one kind never finishes listing holds in-sync back.
 	_, be, cl := setup(t)
 	apply(t, cl, profileDoc)
-	slow := &gatedBackend{Etcd: be, gate: client.KindPrefix(mustKind(v3.KindTier), ""), release: make(chan struct{})}
+	slow := etcdtest.NewGated(be, client.KindPrefix(mustKind(v3.KindTier), ""))
 	m := start(t, slow, v3.KindProfile, v3.KindTier)
 	eventually(t, "the profile", func() bool { return len(m.state()) == 1 })
 	time.Sleep(200 * time.Millisecond)
 	if m.synced() {
 		t.Fatal("in sync before the tiers were listed")
 	}
-	close(slow.release)
+	close(slow.Release)
 	eventually(t, "in sync", m.synced)
 	if got, want := m.state(), datastoreState(t, cl, v3.KindProfile, v3.KindTier); !maps.Equal(got, want) {
 		t.Fatalf("got %v, want %v", got, want)
@@ -263,37 +263,6 @@ func mustKind(name string) *v3.KindInfo {
 		panic(name)
 	}
 	return k
-}
-
-// gatedBackend holds back the events of one prefix until release closes.
-type gatedBackend struct {
-	*datastore.Etcd
-	gate    string
-	release chan struct{}
-}
-
-func (g *gatedBackend) Watch(ctx context.Context, prefix string, fromRev int64) <-chan datastore.WatchEvent {
-	in := g.Etcd.Watch(ctx, prefix, fromRev)
-	if prefix != g.gate {
-		return in
-	}
-	out := make(chan datastore.WatchEvent)
-	go func() {
-		defer close(out)
-		select {
-		case <-g.release:
-		case <-ctx.Done():
-			return
-		}
-		for ev := range in {
-			select {
-			case out <- ev:
-			case <-ctx.Done():
-				return
-			}
-		}
-	}()
-	return out
 }
 
 func TestLiveChangesReachTheGraph(t *testing.T) {

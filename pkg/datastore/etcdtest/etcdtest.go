@@ -70,3 +70,41 @@ func NewClient(t testing.TB, srv *embedded.Server) *datastore.Etcd {
 	t.Cleanup(func() { c.Close() })
 	return c
 }
+
+// Gated is a backend whose watch of one prefix delivers nothing until
+// Release is closed: a datastore that never finishes listing that kind.
+type Gated struct {
+	*datastore.Etcd
+	Prefix  string
+	Release chan struct{}
+}
+
+// NewGated gates be's watch of prefix.
+func NewGated(be *datastore.Etcd, prefix string) *Gated {
+	return &Gated{Etcd: be, Prefix: prefix, Release: make(chan struct{})}
+}
+
+// Watch is be's Watch, held back for Prefix until Release is closed.
+func (g *Gated) Watch(ctx context.Context, prefix string, fromRev int64) <-chan datastore.WatchEvent {
+	in := g.Etcd.Watch(ctx, prefix, fromRev)
+	if prefix != g.Prefix {
+		return in
+	}
+	out := make(chan datastore.WatchEvent)
+	go func() {
+		defer close(out)
+		select {
+		case <-g.Release:
+		case <-ctx.Done():
+			return
+		}
+		for ev := range in {
+			select {
+			case out <- ev:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return out
+}
