@@ -17,9 +17,12 @@ type tapHandler struct {
 }
 
 // Messages GoBGP logs that say why a session is not up.
-var tappedMessages = map[string]bool{
-	"failed to connect": true,
-}
+const (
+	gobgpFailedToConnect = "failed to connect"
+	gobgpHoldExpired     = "hold timer expired"
+)
+
+var tappedMessages = map[string]bool{gobgpFailedToConnect: true, gobgpHoldExpired: true}
 
 func (h *tapHandler) Enabled(ctx context.Context, l slog.Level) bool {
 	return true // debug records are needed for the tap even when not logged

@@ -606,7 +606,10 @@ func (s *Speaker) tapLog(peer, msg string, attrs map[string]string) {
 	if err != nil {
 		return
 	}
-	if msg == "failed to connect" {
+	if msg == gobgpHoldExpired && s.cfg.OnHoldTimerExpired != nil {
+		s.cfg.OnHoldTimerExpired(addr.Unmap())
+	}
+	if msg == gobgpFailedToConnect {
 		e := attrs["Error"]
 		if i := strings.LastIndex(e, ": "); i >= 0 {
 			e = e[i+2:]

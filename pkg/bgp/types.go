@@ -57,6 +57,14 @@ type Config struct {
 	// DefaultConnectRetry. GoBGP works in whole seconds and waits at least 2s.
 	ConnectRetry time.Duration
 	Logger       *slog.Logger `json:"-"`
+	// OnHoldTimerExpired, when set, is called (from any goroutine) with a
+	// peer's address when its hold timer expires. GoBGP treats that like a
+	// graceful restart of the peer and keeps its routes, marked stale, for
+	// the peer's restart time (GoBGP issue 2174), though RFC 4724 keeps
+	// routes only when a session ends without a NOTIFICATION and a hold
+	// timer expiry sends one: the peer is unreachable, not restarting. GoBGP
+	// says so only in its log, which the speaker reads.
+	OnHoldTimerExpired func(peer netip.Addr) `json:"-"`
 }
 
 // Defaults returns a copy with zero fields set to their defaults.

@@ -103,7 +103,7 @@ type Component struct {
 	// it appears, not on every apply. Only Run's goroutine uses it.
 	warned []string
 
-	// unreachable holds peers whose hold timer expired (see holdTap) until
+	// unreachable holds peers whose hold timer expired (see peerExpired) until
 	// their session is Established again; kick wakes the loop.
 	deadMu      sync.Mutex
 	unreachable map[netip.Addr]bool
@@ -446,13 +446,14 @@ func (c *Component) apply(ctx context.Context, s *Snapshot, rec *routes.Reconcil
 	var adverts []bgp.Advertisement
 	if bgpReason == "" {
 		want := bgp.Config{
-			RouterID:        self.v4.Addr(),
-			ASN:             st.ASN,
-			ListenPort:      st.ListenPort,
-			GracefulRestart: true,
-			RestartTime:     cfg.RestartTime,
-			ConnectRetry:    cfg.ConnectRetry,
-			Logger:          slog.New(&holdTap{next: cfg.Logger.Handler(), expired: c.peerExpired}),
+			RouterID:           self.v4.Addr(),
+			ASN:                st.ASN,
+			ListenPort:         st.ListenPort,
+			GracefulRestart:    true,
+			RestartTime:        cfg.RestartTime,
+			ConnectRetry:       cfg.ConnectRetry,
+			Logger:             cfg.Logger,
+			OnHoldTimerExpired: c.peerExpired,
 		}
 		c.mu.Lock()
 		sp, cur := c.sp, c.spCfg
@@ -566,7 +567,9 @@ func (c *Component) apply(ctx context.Context, s *Snapshot, rec *routes.Reconcil
 	return newCh, errors.Join(errs...)
 }
 
-// peerExpired is holdTap's callback (any goroutine).
+// peerExpired is the speaker's OnHoldTimerExpired (any goroutine): GoBGP
+// would keep the peer's routes for a graceful restart it is not doing, so
+// they leave the kernel until the session is Established again.
 func (c *Component) peerExpired(a netip.Addr) {
 	c.deadMu.Lock()
 	c.unreachable[a] = true
