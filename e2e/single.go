@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -521,25 +520,7 @@ func (c *SingleHost) sample() metricsSample {
 	if code != 200 {
 		return metricsSample{}
 	}
-	s := metricsSample{ok: true}
-	sc := bufio.NewScanner(strings.NewReader(body))
-	for sc.Scan() {
-		line := sc.Text()
-		var target *float64
-		switch {
-		case strings.HasPrefix(line, "tortie_datastore_updates_total"):
-			target = &s.updates
-		case strings.HasPrefix(line, "tortie_sync_latency_seconds_count"):
-			target = &s.syncs
-		default:
-			continue
-		}
-		f := strings.Fields(line)
-		if v, err := strconv.ParseFloat(f[len(f)-1], 64); err == nil {
-			*target += v
-		}
-	}
-	return s
+	return parseMetrics(body)
 }
 
 // changing is called before every write.
