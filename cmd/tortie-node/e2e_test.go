@@ -22,7 +22,6 @@ import (
 	"time"
 
 	"github.com/containernetworking/plugins/pkg/ns"
-	"github.com/containernetworking/plugins/pkg/testutils"
 
 	"github.com/tortie/tortie/internal/testenv"
 	v3 "github.com/tortie/tortie/pkg/apis/v3"
@@ -30,25 +29,6 @@ import (
 	"github.com/tortie/tortie/pkg/datastore"
 	"github.com/tortie/tortie/pkg/datastore/embedded"
 )
-
-func sh(t *testing.T, args ...string) string {
-	t.Helper()
-	out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-	return string(out)
-}
-
-func newNS(t *testing.T) (ns.NetNS, string) {
-	t.Helper()
-	n, err := testutils.NewNS()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = n.Close(); _ = testutils.UnmountNS(n) })
-	return n, filepath.Base(n.Path())
-}
 
 // lab is one host namespace with workloads, linked to the root namespace.
 type lab struct {
@@ -69,42 +49,26 @@ const (
 )
 
 func newLab(t *testing.T) *lab {
-	_, hn := newNS(t)
+	_, hn := testenv.NewNS(t)
 	l := &lab{t: t, host: hn, wls: map[string]ns.NetNS{}}
-	sh(t, "ip", "-n", hn, "link", "set", "lo", "up")
-	sh(t, "ip", "netns", "exec", hn, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+	testenv.Sh(t, "ip", "-n", hn, "link", "set", "lo", "up")
+	testenv.Sh(t, "ip", "netns", "exec", hn, "sysctl", "-qw", "net.ipv4.ip_forward=1")
 
 	// A /30 out of 198.18.0.0/15 (benchmarking space), chosen per run.
 	k := rand.IntN(1 << 15)
 	base := netip.AddrFrom4([4]byte{198, 18 + byte(k>>14), byte(k >> 6), byte(k<<2) & 0xfc})
 	l.rootIP, l.hostIP = base.Next(), base.Next().Next()
 	root := fmt.Sprintf("tn%08x", rand.Uint32())
-	sh(t, "ip", "link", "add", root, "type", "veth", "peer", "name", "up0", "netns", hn)
+	testenv.Sh(t, "ip", "link", "add", root, "type", "veth", "peer", "name", "up0", "netns", hn)
 	t.Cleanup(func() { _ = exec.Command("ip", "link", "del", root).Run() })
-	sh(t, "ip", "addr", "add", l.rootIP.String()+"/30", "dev", root)
-	sh(t, "ip", "link", "set", root, "up")
-	sh(t, "ip", "-n", hn, "addr", "add", l.hostIP.String()+"/30", "dev", "up0")
-	sh(t, "ip", "-n", hn, "link", "set", "up0", "up")
+	testenv.Sh(t, "ip", "addr", "add", l.rootIP.String()+"/30", "dev", root)
+	testenv.Sh(t, "ip", "link", "set", root, "up")
+	testenv.Sh(t, "ip", "-n", hn, "addr", "add", l.hostIP.String()+"/30", "dev", "up0")
+	testenv.Sh(t, "ip", "-n", hn, "link", "set", "up0", "up")
 
-	// Proxy ARP answers only when the host has a route to 169.254.1.1
-	// through another device.
-	sh(t, "ip", "-n", hn, "link", "add", "dummyhost", "type", "veth", "peer", "name", "dummypeer")
-	sh(t, "ip", "-n", hn, "link", "set", "dummyhost", "up")
-	sh(t, "ip", "-n", hn, "link", "set", "dummypeer", "up")
-	sh(t, "ip", "-n", hn, "route", "add", "169.254.1.1/32", "dev", "dummyhost")
+	testenv.PlumbHost(t, hn)
 	for iface, addr := range map[string]string{"calia": ipA, "calib": ipB, "calic": ipC} {
-		w, wn := newNS(t)
-		l.wls[iface] = w
-		sh(t, "ip", "-n", hn, "link", "add", iface, "type", "veth", "peer", "name", "eth0", "netns", wn)
-		sh(t, "ip", "-n", hn, "link", "set", iface, "address", "ee:ee:ee:ee:ee:ee", "up")
-		sh(t, "ip", "netns", "exec", hn, "sysctl", "-qw", "net.ipv4.conf."+iface+".proxy_arp=1")
-		sh(t, "ip", "netns", "exec", hn, "sysctl", "-qw", "net.ipv4.neigh."+iface+".proxy_delay=0")
-		sh(t, "ip", "-n", hn, "route", "add", addr+"/32", "dev", iface, "scope", "link")
-		sh(t, "ip", "-n", wn, "link", "set", "lo", "up")
-		sh(t, "ip", "-n", wn, "link", "set", "eth0", "up")
-		sh(t, "ip", "-n", wn, "addr", "add", addr+"/32", "dev", "eth0")
-		sh(t, "ip", "-n", wn, "route", "add", "169.254.1.1", "dev", "eth0", "scope", "link")
-		sh(t, "ip", "-n", wn, "route", "add", "default", "via", "169.254.1.1", "dev", "eth0", "onlink")
+		l.wls[iface] = testenv.PlumbWorkload(t, hn, iface, addr)
 	}
 	return l
 }
@@ -265,7 +229,7 @@ func (l *lab) waitReady(timeout time.Duration) {
 }
 
 func (l *lab) ruleset() string {
-	return sh(l.t, "ip", "netns", "exec", l.host, "nft", "list", "table", "inet", "tortie")
+	return testenv.Sh(l.t, "ip", "netns", "exec", l.host, "nft", "list", "table", "inet", "tortie")
 }
 
 // connects reports whether a TCP connect from workload `from` to addr

@@ -269,7 +269,7 @@ func TestKernelInPlaceChange(t *testing.T) {
 		}
 	}
 	list := func() string {
-		return sh(t, "ip", "netns", "exec", tp.hostName, "nft", "list", "table", "inet", "tortie")
+		return testenv.Sh(t, "ip", "netns", "exec", tp.hostName, "nft", "list", "table", "inet", "tortie")
 	}
 
 	// Changed while no driver runs: 8082 only, as many class map elements
@@ -310,7 +310,7 @@ func BenchmarkKernelPolicyChange(b *testing.B) {
 	testenv.RequireRoot(b)
 	for _, path := range []string{"nft", "netlink"} {
 		b.Run(path, func(b *testing.B) {
-			n, _ := newNS(b)
+			n, _ := testenv.NewNS(b)
 			d := New(newNSNFT(b, n), Config{})
 			var count *nlCount
 			if path == "netlink" {

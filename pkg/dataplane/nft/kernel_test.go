@@ -4,38 +4,17 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/containernetworking/plugins/pkg/ns"
-	"github.com/containernetworking/plugins/pkg/testutils"
 	"sigs.k8s.io/knftables"
 
 	"github.com/tortie/tortie/internal/testenv"
 	"github.com/tortie/tortie/pkg/calc"
 )
-
-func newNS(tb testing.TB) (ns.NetNS, string) {
-	tb.Helper()
-	n, err := testutils.NewNS()
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { _ = n.Close(); _ = testutils.UnmountNS(n) })
-	return n, filepath.Base(n.Path())
-}
-
-func sh(tb testing.TB, args ...string) string {
-	tb.Helper()
-	out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
-	if err != nil {
-		tb.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-	return string(out)
-}
 
 // nsNFT runs knftables (which execs nft) on an OS thread inside a network
 // namespace: a forked process inherits the namespace of its thread.
@@ -95,29 +74,13 @@ type topology struct {
 }
 
 func newTopology(t testing.TB, wls map[string]string) *topology {
-	host, hn := newNS(t)
+	host, hn := testenv.NewNS(t)
 	tp := &topology{host: host, hostName: hn, wls: map[string]ns.NetNS{}}
-	sh(t, "ip", "-n", hn, "link", "set", "lo", "up")
-	sh(t, "ip", "netns", "exec", hn, "sysctl", "-qw", "net.ipv4.ip_forward=1")
-	// Proxy ARP answers only when the host has a route to 169.254.1.1
-	// through another device.
-	sh(t, "ip", "-n", hn, "link", "add", "dummyhost", "type", "veth", "peer", "name", "dummypeer")
-	sh(t, "ip", "-n", hn, "link", "set", "dummyhost", "up")
-	sh(t, "ip", "-n", hn, "link", "set", "dummypeer", "up")
-	sh(t, "ip", "-n", hn, "route", "add", "169.254.1.1/32", "dev", "dummyhost")
+	testenv.Sh(t, "ip", "-n", hn, "link", "set", "lo", "up")
+	testenv.Sh(t, "ip", "netns", "exec", hn, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+	testenv.PlumbHost(t, hn)
 	for iface, addr := range wls {
-		w, wn := newNS(t)
-		tp.wls[iface] = w
-		sh(t, "ip", "-n", hn, "link", "add", iface, "type", "veth", "peer", "name", "eth0", "netns", wn)
-		sh(t, "ip", "-n", hn, "link", "set", iface, "address", "ee:ee:ee:ee:ee:ee", "up")
-		sh(t, "ip", "netns", "exec", hn, "sysctl", "-qw", "net.ipv4.conf."+iface+".proxy_arp=1")
-		sh(t, "ip", "netns", "exec", hn, "sysctl", "-qw", "net.ipv4.neigh."+iface+".proxy_delay=0")
-		sh(t, "ip", "-n", hn, "route", "add", addr+"/32", "dev", iface, "scope", "link")
-		sh(t, "ip", "-n", wn, "link", "set", "lo", "up")
-		sh(t, "ip", "-n", wn, "link", "set", "eth0", "up")
-		sh(t, "ip", "-n", wn, "addr", "add", addr+"/32", "dev", "eth0")
-		sh(t, "ip", "-n", wn, "route", "add", "169.254.1.1", "dev", "eth0", "scope", "link")
-		sh(t, "ip", "-n", wn, "route", "add", "default", "via", "169.254.1.1", "dev", "eth0", "onlink")
+		tp.wls[iface] = testenv.PlumbWorkload(t, hn, iface, addr)
 	}
 	return tp
 }
@@ -239,7 +202,7 @@ func TestKernel(t *testing.T) {
 	check("programmed")
 
 	list := func() string {
-		return sh(t, "ip", "netns", "exec", tp.hostName, "nft", "list", "table", "inet", "tortie")
+		return testenv.Sh(t, "ip", "netns", "exec", tp.hostName, "nft", "list", "table", "inet", "tortie")
 	}
 	before := list()
 
@@ -254,7 +217,7 @@ func TestKernel(t *testing.T) {
 			handle = *r.Handle
 		}
 	}
-	sh(t, "ip", "netns", "exec", tp.hostName, "nft", "delete", "rule", "inet", "tortie", ChainForward, "handle", fmt.Sprint(handle))
+	testenv.Sh(t, "ip", "netns", "exec", tp.hostName, "nft", "delete", "rule", "inet", "tortie", ChainForward, "handle", fmt.Sprint(handle))
 	if !probe(t, a, "tcp", "10.65.0.2:8081") {
 		t.Fatal("drift did not open the path (test is broken)")
 	}
@@ -292,7 +255,7 @@ func TestGoldenLoadsInKernel(t *testing.T) {
 	testenv.RequireRoot(t)
 	files, _ := filepath.Glob("testdata/*.golden")
 	for _, f := range files {
-		_, n := newNS(t)
-		sh(t, "ip", "netns", "exec", n, "nft", "-f", f)
+		_, n := testenv.NewNS(t)
+		testenv.Sh(t, "ip", "netns", "exec", n, "nft", "-f", f)
 	}
 }

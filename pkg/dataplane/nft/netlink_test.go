@@ -49,14 +49,14 @@ type nlCount struct {
 // chains and elements must have gone over netlink.
 func TestKernelNetlinkEqualsNft(t *testing.T) {
 	testenv.RequireRoot(t)
-	n1, name1 := newNS(t)
-	n2, name2 := newNS(t)
+	n1, name1 := testenv.NewNS(t)
+	n2, name2 := testenv.NewNS(t)
 	viaNft := New(newNSNFT(t, n1), Config{})
 	viaNL := New(newNSNFT(t, n2), Config{})
 	nl, count := newNSNetlink(t, n2)
 	viaNL.SetNetlink(nl)
 	list := func(name string) string {
-		return sortElements(sh(t, "ip", "netns", "exec", name, "nft", "list", "table", "inet", "tortie"))
+		return sortElements(testenv.Sh(t, "ip", "netns", "exec", name, "nft", "list", "table", "inet", "tortie"))
 	}
 
 	final := featureScenario()
