@@ -10,9 +10,10 @@ import (
 )
 
 // The upstream Kubernetes network policy e2e scenarios
-// (test/e2e/network/netpol, see ../shared/testdata/k8s-netpol-e2e-scenarios.txt),
-// on the upstream model: namespaces x, y, z with pods a, b, c. Upstream
-// probes each scenario on one or two port/protocol pairs; here every
+// (test/e2e/network/netpol; the checklist is
+// testdata/shared/testdata/k8s-netpol-e2e-scenarios.txt at the repository
+// root), on the upstream model: namespaces x, y, z with pods a, b, c.
+// Upstream probes each scenario on one or two port/protocol pairs; here every
 // scenario is checked on the full matrix (ports 80 and 81, TCP and UDP), so
 // each expectation below states what a cluster must do for all four. Pod
 // to itself is never probed (loopback does not leave the pod; upstream

@@ -22,7 +22,7 @@ import (
 
 var update = flag.Bool("update", false, "rewrite golden files")
 
-const examplesFile = "../../../shared/testdata/manifests/calico-examples.yaml"
+const examplesFile = "../../testdata/shared/testdata/manifests/calico-examples.yaml"
 
 // env is a datastore and a way to run tortie against it, in process.
 type env struct {

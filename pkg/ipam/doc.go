@@ -11,12 +11,13 @@
 // A pool's first and last addresses and IPReservation CIDRs are never
 // handed out.
 //
-// Storage, under /calico/ipam/v2/ (see ../shared/reference/etcd-layout.md,
-// section 4): blocks at assignment/ipv4|ipv6/block/<net>-<len> (Calico's
-// AllocationBlock JSON, field for field), affinities at
-// host/<node>/ipv4|ipv6/block/<net>-<len> ({"state":..,"deleted":false}),
-// handles at handle/<id> ({"block":{"<cidr>":<count>},"deleted":false}) and
-// the configuration at config.
+// Storage, under /calico/ipam/v2/ (see section 4 of
+// testdata/shared/reference/etcd-layout.md at the repository root): blocks
+// at assignment/ipv4|ipv6/block/<net>-<len> (Calico's AllocationBlock JSON,
+// field for field), affinities at host/<node>/ipv4|ipv6/block/<net>-<len>
+// ({"state":..,"deleted":false}), handles at handle/<id>
+// ({"block":{"<cidr>":<count>},"deleted":false}) and the configuration at
+// config.
 //
 // Every write is a compare-and-swap on the key's etcd revision (or a create
 // that fails if the key exists); a lost race re-reads and tries again.

@@ -9,9 +9,9 @@ import (
 	"testing"
 )
 
-// dataDir is where CI checks out the shared conformance data: beside the
-// repository, not inside it.
-const dataDir = "../../../shared/testdata/selector"
+// dataDir is the in-repo copy of the project's shared conformance data
+// (testdata/README.md says where it comes from).
+const dataDir = "../../testdata/shared/testdata/selector"
 
 type dataLine struct {
 	num    int

@@ -6,10 +6,10 @@ import (
 )
 
 // The scenarios follow the upstream Kubernetes network policy e2e suite
-// (../shared/testdata/k8s-netpol-e2e-scenarios.txt) on its usual model:
-// namespaces x, y and z labelled ns=<name>, pods a, b and c labelled
-// pod=<name>, serving ports 80 and 81 over TCP, UDP and SCTP under the names
-// serve-<port>-<protocol>. Enforcement is tested elsewhere; these pin the v3
+// (its checklist: testdata/shared/testdata/k8s-netpol-e2e-scenarios.txt at
+// the repository root) on its usual model: namespaces x, y and z labelled
+// ns=<name>, pods a, b and c labelled pod=<name>, serving ports 80 and 81
+// over TCP, UDP and SCTP under the names serve-<port>-<protocol>. Enforcement is tested elsewhere; these pin the v3
 // objects the manifests convert into.
 
 // netpol is a NetworkPolicy manifest in namespace x with the given spec

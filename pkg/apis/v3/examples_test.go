@@ -15,7 +15,7 @@ import (
 
 // calicoExamples is the shared set of real Calico documents every kind must
 // decode, validate and round-trip.
-const calicoExamples = "../../../../shared/testdata/manifests/calico-examples.yaml"
+const calicoExamples = "../../../testdata/shared/testdata/manifests/calico-examples.yaml"
 
 // splitYAMLDocuments splits a multi-document stream at "---" lines, as
 // kubectl and sigs.k8s.io/yaml's readers do.
