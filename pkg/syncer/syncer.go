@@ -22,11 +22,17 @@ type Update struct {
 	Namespace string
 	Name      string
 	Resource  v3.Resource
+	// Value is the stored value of a raw kind (one outside the v3 API,
+	// such as KindIPAMBlock), undecoded; nil for a delete and for v3 kinds.
+	Value []byte
 	// Key and Revision are where and at which etcd revision the change
 	// was seen; for logs and debugging.
 	Key      string
 	Revision int64
 }
+
+// Deleted reports whether the update removes the resource.
+func (u Update) Deleted() bool { return u.Resource == nil && u.Value == nil }
 
 // Batch is everything that arrived since the previous Take.
 type Batch struct {
@@ -47,10 +53,31 @@ type Batch struct {
 	Skipped int
 }
 
+// Kind is one datastore prefix the syncer lists and watches.
+type Kind struct {
+	// Kind names it as updates do: a v3 kind ("IPPool") or a raw kind.
+	Kind   string
+	Prefix string
+	// Info is the v3 kind, whose values are decoded into Update.Resource;
+	// nil for a raw kind, whose values arrive undecoded in Update.Value.
+	Info *v3.KindInfo
+}
+
+// Raw kinds: datastore prefixes outside the v3 API that a component needs.
+const (
+	// KindIPAMBlock is Calico's IPAM blocks (one key per block, named by
+	// its CIDR); routing reads which node each block is affine to.
+	KindIPAMBlock = "IPAMBlock"
+	// IPAMBlockPrefix is where Calico's etcd layout keeps them.
+	IPAMBlockPrefix = "/calico/ipam/v2/assignment/"
+)
+
+var rawKinds = map[string]string{KindIPAMBlock: IPAMBlockPrefix}
+
 // Config says what to watch.
 type Config struct {
-	// Kinds to list and watch, one prefix each.
-	Kinds []*v3.KindInfo
+	// Kinds to list and watch, one prefix each (see KindsNamed).
+	Kinds []Kind
 	// Logger (default slog.Default()).
 	Logger *slog.Logger
 	// RestartBackoff is the first pause before a watch that ended on an
@@ -87,20 +114,25 @@ func New(be datastore.Backend, cfg Config) *Syncer {
 	return &Syncer{be: be, cfg: cfg, log: cfg.Logger.With("component", "syncer"), note: make(chan struct{}, 1)}
 }
 
-// KindsNamed looks kinds up by their manifest names ("IPPool"); the result
-// is sorted and without duplicates.
-func KindsNamed(names ...string) ([]*v3.KindInfo, error) {
-	var out []*v3.KindInfo
+// KindsNamed looks kinds up by their manifest names ("IPPool") or raw kind
+// names (KindIPAMBlock); the result is sorted and without duplicates.
+func KindsNamed(names ...string) ([]Kind, error) {
+	var out []Kind
 	for _, n := range names {
-		k, ok := v3.KindByKind(n)
+		if slices.ContainsFunc(out, func(k Kind) bool { return k.Kind == n }) {
+			continue
+		}
+		if p, ok := rawKinds[n]; ok {
+			out = append(out, Kind{Kind: n, Prefix: p})
+			continue
+		}
+		info, ok := v3.KindByKind(n)
 		if !ok {
 			return nil, fmt.Errorf("syncer: unknown kind %q", n)
 		}
-		if !slices.Contains(out, k) {
-			out = append(out, k)
-		}
+		out = append(out, Kind{Kind: info.Kind, Prefix: client.KindPrefix(info, ""), Info: info})
 	}
-	slices.SortFunc(out, func(a, b *v3.KindInfo) int { return strings.Compare(a.Kind, b.Kind) })
+	slices.SortFunc(out, func(a, b Kind) int { return strings.Compare(a.Kind, b.Kind) })
 	return out, nil
 }
 
@@ -171,7 +203,7 @@ type sent struct {
 // from.
 type kindWatch struct {
 	s      *Syncer
-	k      *v3.KindInfo
+	k      Kind
 	prefix string
 	log    *slog.Logger
 	known  map[string]sent
@@ -201,8 +233,8 @@ func (w *kindWatch) flush() {
 	w.held = nil
 }
 
-func (s *Syncer) watchKind(ctx context.Context, k *v3.KindInfo) {
-	w := &kindWatch{s: s, k: k, prefix: client.KindPrefix(k, ""), known: map[string]sent{}}
+func (s *Syncer) watchKind(ctx context.Context, k Kind) {
+	w := &kindWatch{s: s, k: k, prefix: k.Prefix, known: map[string]sent{}}
 	w.log = s.log.With("kind", k.Kind)
 	first := true
 	pause := s.cfg.RestartBackoff
@@ -279,7 +311,7 @@ func (w *kindWatch) put(kv *datastore.KV) {
 	if had && prev.rev == kv.Revision {
 		return // a re-list found what the consumer already has
 	}
-	r, ns, name, err := w.decode(kv)
+	r, value, ns, name, err := w.decode(kv)
 	if err != nil {
 		w.s.mu.Lock()
 		w.s.skipped++
@@ -300,7 +332,7 @@ func (w *kindWatch) put(kv *datastore.KV) {
 		w.emit(Update{Kind: w.k.Kind, Namespace: prev.ns, Name: prev.name, Key: kv.Key, Revision: kv.Revision})
 	}
 	w.known[kv.Key] = sent{ns: ns, name: name, rev: kv.Revision}
-	w.emit(Update{Kind: w.k.Kind, Namespace: ns, Name: name, Resource: r, Key: kv.Key, Revision: kv.Revision})
+	w.emit(Update{Kind: w.k.Kind, Namespace: ns, Name: name, Resource: r, Value: value, Key: kv.Key, Revision: kv.Revision})
 }
 
 func (w *kindWatch) remove(key string, rev int64) {
@@ -315,34 +347,39 @@ func (w *kindWatch) remove(key string, rev int64) {
 
 // decode reads a value and works out its identity: the namespace from the
 // key (the key is what makes it unique), the name from the value (a policy's
-// stored metadata carries the name the user gave) or else from the key.
-func (w *kindWatch) decode(kv *datastore.KV) (v3.Resource, string, string, error) {
+// stored metadata carries the name the user gave) or else from the key. A
+// raw kind's value is handed on as it is, named by its key.
+func (w *kindWatch) decode(kv *datastore.KV) (r v3.Resource, value []byte, ns, name string, err error) {
 	rest, ok := strings.CutPrefix(kv.Key, w.prefix)
 	if !ok || rest == "" {
-		return nil, "", "", fmt.Errorf("key outside %s", w.prefix)
+		return nil, nil, "", "", fmt.Errorf("key outside %s", w.prefix)
 	}
-	var ns, keyName string
-	if w.k.Namespaced {
+	var keyName string
+	if w.k.Info != nil && w.k.Info.Namespaced {
 		ns, keyName, ok = strings.Cut(rest, "/")
 		if !ok || ns == "" || keyName == "" || strings.Contains(keyName, "/") {
-			return nil, "", "", fmt.Errorf("key %s is not <prefix>/<namespace>/<name>", kv.Key)
+			return nil, nil, "", "", fmt.Errorf("key %s is not <prefix>/<namespace>/<name>", kv.Key)
 		}
 	} else {
 		if strings.Contains(rest, "/") {
-			return nil, "", "", fmt.Errorf("key %s is not <prefix>/<name>", kv.Key)
+			return nil, nil, "", "", fmt.Errorf("key %s is not <prefix>/<name>", kv.Key)
 		}
 		keyName = rest
 	}
-	r, err := client.DecodeKV(w.k, kv)
-	if err != nil {
-		return nil, "", "", err
+	if w.k.Info == nil {
+		if len(kv.Value) == 0 {
+			return nil, nil, "", "", fmt.Errorf("stored value at %s is empty", kv.Key)
+		}
+		return nil, kv.Value, "", keyName, nil
+	}
+	if r, err = client.DecodeKV(w.k.Info, kv); err != nil {
+		return nil, nil, "", "", err
 	}
 	if r == nil {
-		return nil, "", "", fmt.Errorf("stored value at %s is empty", kv.Key)
+		return nil, nil, "", "", fmt.Errorf("stored value at %s is empty", kv.Key)
 	}
-	name := r.GetName()
-	if name == "" {
+	if name = r.GetName(); name == "" {
 		name = keyName
 	}
-	return r, ns, name, nil
+	return r, nil, ns, name, nil
 }

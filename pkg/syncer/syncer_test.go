@@ -100,7 +100,7 @@ func (m *mirror) add(b syncer.Batch) {
 	defer m.mu.Unlock()
 	for _, u := range b.Updates {
 		k := id(u.Kind, u.Namespace, u.Name)
-		if u.Resource == nil {
+		if u.Deleted() {
 			if _, ok := m.objs[k]; !ok {
 				panic("delete of something never delivered: " + k)
 			}
@@ -505,4 +505,32 @@ func TestOneTransactionOneBatch(t *testing.T) {
 			t.Errorf("a batch of %d updates: one transaction of %d arrived in pieces", n, len(rs))
 		}
 	}
+}
+
+// TestRawKind: a prefix outside the v3 API (IPAM blocks) is listed and
+// watched like a kind; values arrive undecoded, named by their key, and a
+// delete says so.
+func TestRawKind(t *testing.T) {
+	be := etcdtest.NewClient(t, etcdtest.Start(t))
+	ctx := context.Background()
+	key := syncer.IPAMBlockPrefix + "10.65.0.0-26"
+	if _, err := be.Create(ctx, key, []byte(`{"cidr":"10.65.0.0/26"}`)); err != nil {
+		t.Fatal(err)
+	}
+	m := start(t, be, syncer.KindIPAMBlock, v3.KindIPPool)
+	eventually(t, "in sync with the block", func() bool {
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		return m.inSync && len(m.objs) == 1
+	})
+	m.mu.Lock()
+	u := m.objs[id(syncer.KindIPAMBlock, "", "10.65.0.0-26")]
+	m.mu.Unlock()
+	if u.Resource != nil || string(u.Value) != `{"cidr":"10.65.0.0/26"}` || u.Key != key {
+		t.Errorf("got %+v, want the raw value under its key", u)
+	}
+	if _, err := be.Delete(ctx, key, 0); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the delete", func() bool { m.mu.Lock(); defer m.mu.Unlock(); return len(m.objs) == 0 })
 }
