@@ -220,15 +220,15 @@ func (p *Policy) Apply(ctx context.Context, full bool) error {
 	// The driver folds c into its desired state before it writes, so c is
 	// not lost when the write fails: the retry (a full sync) includes it.
 	wasFull := p.driverFull
-	err := p.drv.Apply(c)
-	p.record(c)
+	err := p.drv.Apply(ctx, c)
+	p.record(ctx, c)
 	if err != nil {
 		p.driverFull = true
 		return err
 	}
 	p.driverFull = false
 	if full && !wasFull {
-		if err := p.drv.Resync(); err != nil {
+		if err := p.drv.Resync(ctx); err != nil {
 			p.driverFull = true
 			return err
 		}
@@ -248,7 +248,7 @@ func (p *Policy) sortedPools() []nft.Pool {
 }
 
 // record keeps the active-object gauges and logs what changed, by name.
-func (p *Policy) record(c *calc.Changes) {
+func (p *Policy) record(ctx context.Context, c *calc.Changes) {
 	n := len(c.EndpointUpdates) + len(c.EndpointRemoves) + len(c.PolicyUpdates) + len(c.PolicyRemoves) +
 		len(c.ProfileUpdates) + len(c.ProfileRemoves) + len(c.IPSetUpdates) + len(c.IPSetRemoves)
 	each := slog.LevelInfo
@@ -261,7 +261,6 @@ func (p *Policy) record(c *calc.Changes) {
 			"ipSetUpdates", len(c.IPSetUpdates), "ipSetRemoves", len(c.IPSetRemoves),
 			"memberDeltas", len(c.MemberDeltas))
 	}
-	ctx := context.Background()
 	for _, s := range c.IPSetUpdates {
 		p.ipsets[s.Set.ID] = struct{}{}
 		p.log.Log(ctx, each, "IP set programmed", "set", s.Set.ID, "selector", s.Set.Selector, "members", len(s.Members))

@@ -90,13 +90,13 @@ func TestOneRuleChangeIsSmall(t *testing.T) {
 	f := newFake()
 	rec := &recorder{Interface: f}
 	d := New(rec, Config{})
-	if err := d.Apply(changesOf(s.state)); err != nil {
+	if err := d.Apply(t.Context(), changesOf(s.state)); err != nil {
 		t.Fatal(err)
 	}
 	apply := func(ps ...*calc.Policy) []string {
 		t.Helper()
 		n := len(rec.txs)
-		if err := d.Apply(&calc.Changes{InSync: true, PolicyUpdates: ps}); err != nil {
+		if err := d.Apply(t.Context(), &calc.Changes{InSync: true, PolicyUpdates: ps}); err != nil {
 			t.Fatal(err)
 		}
 		if len(rec.txs) == n {
@@ -164,14 +164,14 @@ func TestOneRuleChangeIsSmall(t *testing.T) {
 func BenchmarkPolicyChange(b *testing.B) {
 	s, _ := bigScenario()
 	d := New(newFake(), Config{})
-	if err := d.Apply(changesOf(s.state)); err != nil {
+	if err := d.Apply(b.Context(), changesOf(s.state)); err != nil {
 		b.Fatal(err)
 	}
 	actions := []calc.Action{calc.Deny, calc.Allow}
 	b.ResetTimer()
 	for i := 0; b.Loop(); i++ {
 		p := gpol("allow-client", "default", []calc.Rule{allowClient(actions[i%2])}, nil)
-		if err := d.Apply(&calc.Changes{InSync: true, PolicyUpdates: []*calc.Policy{p}}); err != nil {
+		if err := d.Apply(b.Context(), &calc.Changes{InSync: true, PolicyUpdates: []*calc.Policy{p}}); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -198,14 +198,14 @@ func BenchmarkPolicyChangeDriver(b *testing.B) {
 	s, _ := bigScenario()
 	f := &discardNFT{Fake: newFake()}
 	d := New(f, Config{})
-	if err := d.Apply(changesOf(s.state)); err != nil {
+	if err := d.Apply(b.Context(), changesOf(s.state)); err != nil {
 		b.Fatal(err)
 	}
 	f.discard = true
 	actions := []calc.Action{calc.Deny, calc.Allow}
 	for i := 0; b.Loop(); i++ {
 		p := gpol("allow-client", "default", []calc.Rule{allowClient(actions[i%2])}, nil)
-		if err := d.Apply(&calc.Changes{InSync: true, PolicyUpdates: []*calc.Policy{p}}); err != nil {
+		if err := d.Apply(b.Context(), &calc.Changes{InSync: true, PolicyUpdates: []*calc.Policy{p}}); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -223,7 +223,7 @@ func TestKernelInPlaceChange(t *testing.T) {
 	rec := &recorder{Interface: nft}
 	d := New(rec, Config{})
 	st := kernelState()
-	if err := d.Apply(changesOf(st)); err != nil {
+	if err := d.Apply(t.Context(), changesOf(st)); err != nil {
 		t.Fatal(err)
 	}
 	a, b := tp.wls["calia"], tp.wls["calib"]
@@ -248,7 +248,7 @@ func TestKernelInPlaceChange(t *testing.T) {
 	change := func(d *Driver, p *calc.Policy) {
 		t.Helper()
 		st.Policies[p.ID] = p
-		if err := d.Apply(&calc.Changes{InSync: true, PolicyUpdates: []*calc.Policy{p}}); err != nil {
+		if err := d.Apply(t.Context(), &calc.Changes{InSync: true, PolicyUpdates: []*calc.Policy{p}}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -260,7 +260,7 @@ func TestKernelInPlaceChange(t *testing.T) {
 	check("source added", "8081", "8082")
 	change(d, withRule(st.Policies[pid], 1, func(r *calc.Rule) { r.Src.Nets = []netip.Prefix{pfx("10.66.0.0/24")} }))
 	check("source changed", "")
-	if err := d.Apply(&calc.Changes{InSync: true}); err != nil { // deletes replaced chains
+	if err := d.Apply(t.Context(), &calc.Changes{InSync: true}); err != nil { // deletes replaced chains
 		t.Fatal(err)
 	}
 	for _, tx := range rec.txs[1:] {
@@ -278,18 +278,18 @@ func TestKernelInPlaceChange(t *testing.T) {
 	p := withRule(st.Policies[pid], 1, func(r *calc.Rule) { r.Dst.Ports = ports(8082, 8082); r.Src.Nets = nil })
 	st.Policies[pid] = p
 	d2 := New(nft, Config{})
-	if err := d2.Apply(changesOf(st)); err != nil {
+	if err := d2.Apply(t.Context(), changesOf(st)); err != nil {
 		t.Fatal(err)
 	}
 	check("restarted after a change", "8082")
-	if err := d2.Apply(&calc.Changes{InSync: true}); err != nil {
+	if err := d2.Apply(t.Context(), &calc.Changes{InSync: true}); err != nil {
 		t.Fatal(err)
 	}
 	// A second restart changes nothing.
 	before := list()
 	rec3 := &recorder{Interface: nft}
 	d3 := New(rec3, Config{})
-	if err := d3.Apply(changesOf(st)); err != nil {
+	if err := d3.Apply(t.Context(), changesOf(st)); err != nil {
 		t.Fatal(err)
 	}
 	for _, tx := range rec3.txs {
@@ -319,13 +319,13 @@ func BenchmarkKernelPolicyChange(b *testing.B) {
 				d.SetNetlink(nl)
 			}
 			s, _ := bigScenario()
-			if err := d.Apply(changesOf(s.state)); err != nil {
+			if err := d.Apply(b.Context(), changesOf(s.state)); err != nil {
 				b.Fatal(err)
 			}
 			actions := []calc.Action{calc.Deny, calc.Allow}
 			for i := 0; b.Loop(); i++ {
 				p := gpol("allow-client", "default", []calc.Rule{allowClient(actions[i%2])}, nil)
-				if err := d.Apply(&calc.Changes{InSync: true, PolicyUpdates: []*calc.Policy{p}}); err != nil {
+				if err := d.Apply(b.Context(), &calc.Changes{InSync: true, PolicyUpdates: []*calc.Policy{p}}); err != nil {
 					b.Fatal(err)
 				}
 			}

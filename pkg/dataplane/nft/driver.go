@@ -1,6 +1,7 @@
 package nft
 
 import (
+	"context"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -99,7 +100,12 @@ func (d *Driver) SetPools(pools []Pool) { d.pools = slices.Clone(pools) }
 // with the smallest transaction it can: only the dirty objects and
 // elements. Before the graph is in sync it programs nothing. After a failed
 // transaction, and on a new Driver, it does a full sync instead.
-func (d *Driver) Apply(c *calc.Changes) error {
+//
+// ctx bounds the kernel I/O. The changes are folded in whatever happens,
+// and the write is one transaction: a ctx done before it returns ctx.Err()
+// having written nothing, and a failed or cancelled write leaves the
+// kernel as it was (the next sync is then a full one).
+func (d *Driver) Apply(ctx context.Context, c *calc.Changes) error {
 	if c.InSync {
 		d.inSync = true
 	}
@@ -162,18 +168,18 @@ func (d *Driver) Apply(c *calc.Changes) error {
 	for _, id := range c.IPSetRemoves {
 		d.removeIPSet(id)
 	}
-	return d.sync(!d.synced)
+	return d.sync(ctx, !d.synced)
 }
 
 // Resync compares the whole table with what the kernel has and repairs
 // any difference (a rule deleted by hand, a missing element). It never
 // flushes the table; objects that should not be there are deleted by the
-// following sync.
-func (d *Driver) Resync() error {
+// following sync. ctx bounds the kernel I/O, as for Apply.
+func (d *Driver) Resync(ctx context.Context) error {
 	if !d.inSync {
 		return nil
 	}
-	return d.sync(true)
+	return d.sync(ctx, true)
 }
 
 // ---- IP sets ----

@@ -34,7 +34,7 @@ func TestIncrementalEqualsFull(t *testing.T) {
 	apply := func(c *calc.Changes) {
 		t.Helper()
 		c.InSync = true
-		if err := d.Apply(c); err != nil {
+		if err := d.Apply(t.Context(), c); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -64,10 +64,10 @@ func TestMembershipChangeIsElementsOnly(t *testing.T) {
 	f := newFake()
 	rec := &recorder{Interface: f}
 	d := New(rec, Config{})
-	if err := d.Apply(changesOf(s.state)); err != nil {
+	if err := d.Apply(t.Context(), changesOf(s.state)); err != nil {
 		t.Fatal(err)
 	}
-	err := d.Apply(&calc.Changes{InSync: true, MemberDeltas: []calc.MemberDelta{{
+	err := d.Apply(t.Context(), &calc.Changes{InSync: true, MemberDeltas: []calc.MemberDelta{{
 		SetID:   "s:front",
 		Added:   []calc.Member{member("10.0.2.7/32"), member("10.0.1.5/32")},
 		Removed: []calc.Member{member("fd00::1/128")},
@@ -84,7 +84,7 @@ func TestMembershipChangeIsElementsOnly(t *testing.T) {
 		t.Errorf("transaction:\n%s\nwant (10.0.1.5 is inside 10.0.1.0/24, already a member):\n%s", got, want)
 	}
 	// Removing the /24 brings back the /32s inside it.
-	if err := d.Apply(&calc.Changes{InSync: true, MemberDeltas: []calc.MemberDelta{{SetID: "s:front", Removed: []calc.Member{member("10.0.1.0/24")}}}}); err != nil {
+	if err := d.Apply(t.Context(), &calc.Changes{InSync: true, MemberDeltas: []calc.MemberDelta{{SetID: "s:front", Removed: []calc.Member{member("10.0.1.0/24")}}}}); err != nil {
 		t.Fatal(err)
 	}
 	got := rec.last()
@@ -114,10 +114,10 @@ func TestResyncRepairsAndRestartChangesNothing(t *testing.T) {
 	if err := f.Run(context.Background(), tx); err != nil {
 		t.Fatal(err)
 	}
-	if err := d.Resync(); err != nil {
+	if err := d.Resync(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	if err := d.Resync(); err != nil { // deletes the intruder chain
+	if err := d.Resync(t.Context()); err != nil { // deletes the intruder chain
 		t.Fatal(err)
 	}
 	if got := sortedDump(f); got != want {
@@ -127,7 +127,7 @@ func TestResyncRepairsAndRestartChangesNothing(t *testing.T) {
 	// A new driver on the same table: no flush, no delete, same table.
 	rec := &recorder{Interface: f}
 	d2 := New(rec, Config{})
-	if err := d2.Apply(changesOf(s.state)); err != nil {
+	if err := d2.Apply(t.Context(), changesOf(s.state)); err != nil {
 		t.Fatal(err)
 	}
 	for _, tx := range rec.txs {
@@ -145,7 +145,7 @@ func TestNothingBeforeInSync(t *testing.T) {
 	d := New(f, Config{})
 	c := changesOf(featureScenario().state)
 	c.InSync = false
-	if err := d.Apply(c); err != nil {
+	if err := d.Apply(t.Context(), c); err != nil {
 		t.Fatal(err)
 	}
 	if f.Table != nil {

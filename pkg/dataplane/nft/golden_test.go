@@ -134,7 +134,7 @@ func render(t *testing.T, s *scenario) (*knftables.Fake, *Driver) {
 	t.Helper()
 	f := newFake()
 	d := New(f, Config{Pools: s.pools})
-	if err := d.Apply(changesOf(s.state)); err != nil {
+	if err := d.Apply(t.Context(), changesOf(s.state)); err != nil {
 		t.Fatalf("Apply: %v", err)
 	}
 	return f, d

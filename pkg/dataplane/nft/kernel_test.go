@@ -178,7 +178,7 @@ func TestKernel(t *testing.T) {
 	nft := newNSNFT(t, tp.host)
 	d := New(nft, Config{})
 	st := kernelState()
-	if err := d.Apply(changesOf(st)); err != nil {
+	if err := d.Apply(t.Context(), changesOf(st)); err != nil {
 		t.Fatal(err)
 	}
 	a, b := tp.wls["calia"], tp.wls["calib"]
@@ -221,7 +221,7 @@ func TestKernel(t *testing.T) {
 	if !probe(t, a, "tcp", "10.65.0.2:8081") {
 		t.Fatal("drift did not open the path (test is broken)")
 	}
-	if err := d.Resync(); err != nil {
+	if err := d.Resync(t.Context()); err != nil {
 		t.Fatal(err)
 	}
 	check("after resync")
@@ -232,7 +232,7 @@ func TestKernel(t *testing.T) {
 	// A new driver (an agent restart) changes nothing and flushes nothing.
 	rec := &recorder{Interface: nft}
 	d2 := New(rec, Config{})
-	if err := d2.Apply(changesOf(st)); err != nil {
+	if err := d2.Apply(t.Context(), changesOf(st)); err != nil {
 		t.Fatal(err)
 	}
 	for _, tx := range rec.txs {

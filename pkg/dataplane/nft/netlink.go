@@ -1,6 +1,7 @@
 package nft
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"slices"
@@ -188,8 +189,15 @@ func notEncodableErr(err error) error {
 
 // run writes ops as one transaction. It returns an error wrapping
 // errNotEncodable, having sent nothing, when an operation has no netlink
-// form.
-func (n *Netlink) run(table string, ops []op) error {
+// form, and ctx.Err(), having sent nothing, when ctx is done first.
+//
+// The batch goes to the kernel in one message, which it commits whole or
+// not at all. ctx bounds the write: its deadline (if sooner than
+// flushTimeout) is the socket's, and its cancellation interrupts the
+// socket, so the batch is either not sent or sent whole, with its
+// acknowledgements perhaps unread (an error: the driver's next sync is a
+// full one and lists what the kernel has).
+func (n *Netlink) run(ctx context.Context, table string, ops []op) error {
 	tbl := &nftables.Table{Name: table, Family: nftables.TableFamilyINet}
 	steps, err := encodeOps(tbl, ops)
 	if err != nil {
@@ -200,6 +208,9 @@ func (n *Netlink) run(table string, ops []op) error {
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	if n.conn == nil {
 		c, err := nftables.New(n.opts...)
 		if err != nil {
@@ -208,17 +219,44 @@ func (n *Netlink) run(table string, ops []op) error {
 		n.conn = c
 	}
 	err = n.queue(tbl, steps)
-	if err == nil && n.sock != nil {
-		err = n.sock.SetDeadline(time.Now().Add(flushTimeout))
-	}
 	if err == nil {
-		err = n.conn.Flush()
+		err = n.flush(ctx)
 	}
 	if err != nil {
 		// The connection may hold queued messages, a sticky encoding error
 		// or unread acknowledgements: start the next one afresh.
 		_ = n.conn.CloseLasting()
 		n.conn, n.sock = nil, nil
+	}
+	return err
+}
+
+// flush sends the queued batch and reads its acknowledgements within
+// ctx's deadline or flushTimeout, whichever is sooner; a ctx cancelled
+// meanwhile interrupts it.
+func (n *Netlink) flush(ctx context.Context) error {
+	if n.sock == nil {
+		return n.conn.Flush()
+	}
+	deadline := time.Now().Add(flushTimeout)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	if err := n.sock.SetDeadline(deadline); err != nil {
+		return err
+	}
+	interrupted := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() {
+		defer close(interrupted)
+		_ = n.sock.SetDeadline(time.Unix(1, 0)) // in the past: blocked I/O returns
+	})
+	err := n.conn.Flush()
+	if !stop() {
+		<-interrupted
+		if err == nil {
+			return nil // the kernel acknowledged the batch before ctx went
+		}
+		return fmt.Errorf("%w (%v)", ctx.Err(), err)
 	}
 	return err
 }

@@ -108,7 +108,7 @@ func TestKernelNetlinkEqualsNft(t *testing.T) {
 		for _, d := range []*Driver{viaNft, viaNL} {
 			c := s.c
 			c.InSync = true
-			if err := d.Apply(&c); err != nil {
+			if err := d.Apply(t.Context(), &c); err != nil {
 				t.Fatalf("%s: %v", s.name, err)
 			}
 		}

@@ -53,7 +53,7 @@ func TestPolicyDeletedAndRecreated(t *testing.T) {
 		apply := func(c *calc.Changes) {
 			t.Helper()
 			c.InSync = true
-			if err := d.Apply(c); err != nil {
+			if err := d.Apply(t.Context(), c); err != nil {
 				t.Fatal(err)
 			}
 		}

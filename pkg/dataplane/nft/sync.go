@@ -15,10 +15,14 @@ import (
 // have), as one transaction. The order inside it is what makes each step
 // valid: sets and chains exist before rules and elements refer to them, and
 // objects are deleted only a sync after the last reference to them went.
-func (d *Driver) sync(full bool) error {
-	ctx := context.Background()
+// A ctx done before the write returns ctx.Err() and writes nothing.
+func (d *Driver) sync(ctx context.Context, full bool) error {
 	d.renderStatic()
 	d.gcPrograms()
+	if err := ctx.Err(); err != nil {
+		d.synced = false
+		return err
+	}
 	if full {
 		have, err := d.listKernel(ctx)
 		if err != nil {

@@ -102,11 +102,18 @@ func (t *txn) knft(tx *knftables.Transaction) *knftables.Transaction {
 
 // run writes tx: over netlink when the driver has a Netlink, the sync is
 // incremental (the table and what tx refers to exist), every operation can
-// be encoded and the batch is not too big; through nft otherwise.
+// be encoded and the batch is not too big; through nft otherwise. Either
+// way tx is one kernel transaction, applied whole or not at all: a ctx done
+// before the write returns ctx.Err() and writes nothing, and one done
+// during it interrupts the write (the kernel then has tx or not, and the
+// error makes the next sync a full one, which lists what it has).
 func (d *Driver) run(ctx context.Context, tx *txn, full bool) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	if d.nl != nil && !full && d.synced && len(tx.ops) <= 4*maxDirectMessages {
 		t0 := time.Now()
-		err := d.nl.run(d.cfg.TableName, tx.ops)
+		err := d.nl.run(ctx, d.cfg.TableName, tx.ops)
 		if !errors.Is(err, errNotEncodable) {
 			d.nl.observe(time.Since(t0), err)
 			if err != nil {
