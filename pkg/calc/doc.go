@@ -12,6 +12,12 @@
 // policies and sets that no local endpoint needs are tracked but not
 // computed.
 //
+// Files: graph.go is the Graph and where updates enter; items.go the
+// labelled things selectors match (endpoints, network sets) and the labels
+// they inherit from profiles; profiles.go and policies.go (with tiers)
+// resolve rules and track what is active on this host; ipsets.go counts IP
+// set members; output.go renders endpoints, State and Flush.
+//
 // The package must never do I/O, start goroutines, read clocks or depend
 // on map iteration order in its output: the same updates always give the
 // same state, which is what makes it testable against a from-scratch
