@@ -120,6 +120,17 @@ type keyIndex struct {
 	byValue map[string]itemSet
 }
 
+// matchChange says whether a selector started or stopped matching an item.
+type matchChange uint8
+
+const (
+	matchStarted matchChange = iota
+	matchEnded
+)
+
+// matchFunc is told of every match that starts or ends in an index.
+type matchFunc func(e *selEntry, it *item, change matchChange)
+
 // index is a label index over one universe of items: the IP set index
 // holds every labelled thing in the cluster, the policy index only the
 // endpoints of this host.
@@ -137,12 +148,12 @@ type index struct {
 	// than filing every item under every label.
 	keyCount   map[string]int
 	valueCount map[string]map[string]int
-	onMatch    func(e *selEntry, it *item, matched bool)
+	onMatch    matchFunc
 	scratch    selSet
 	evalCount  int // selector evaluations, for tests of incrementality
 }
 
-func newIndex(slot int, onMatch func(*selEntry, *item, bool)) *index {
+func newIndex(slot int, onMatch matchFunc) *index {
 	return &index{
 		slot:       slot,
 		items:      itemSet{},
@@ -375,7 +386,7 @@ func (ix *index) add(it *item) {
 	}
 	for _, e := range started {
 		ix.link(e, it)
-		ix.onMatch(e, it, true)
+		ix.onMatch(e, it, matchStarted)
 	}
 }
 
@@ -383,7 +394,7 @@ func (ix *index) add(it *item) {
 func (ix *index) remove(it *item) {
 	for e := range it.matches[ix.slot] {
 		ix.unlink(e, it)
-		ix.onMatch(e, it, false)
+		ix.onMatch(e, it, matchEnded)
 	}
 	it.matches[ix.slot] = nil
 	for k, v := range it.labels {
@@ -433,10 +444,10 @@ func (ix *index) relabel(it *item, old map[string]string) {
 	// its selectors to another never drops to zero in between.
 	for _, e := range started {
 		ix.link(e, it)
-		ix.onMatch(e, it, true)
+		ix.onMatch(e, it, matchStarted)
 	}
 	for _, e := range ended {
 		ix.unlink(e, it)
-		ix.onMatch(e, it, false)
+		ix.onMatch(e, it, matchEnded)
 	}
 }

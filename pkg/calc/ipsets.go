@@ -42,9 +42,9 @@ func (g *Graph) releaseSet(id string) {
 	g.dirtySets[id] = struct{}{}
 }
 
-func (g *Graph) onSetMatch(e *selEntry, it *item, matched bool) {
+func (g *Graph) onSetMatch(e *selEntry, it *item, change matchChange) {
 	d := -1
-	if matched {
+	if change == matchStarted {
 		d = +1
 	}
 	for st := range e.sets {

@@ -99,10 +99,10 @@ func (g *Graph) updatePolicy(u Update) {
 		next.entry.policies[next] = struct{}{}
 		next.active = len(next.entry.matches) > 0
 		g.dirtyPolicyEndpoints(next.entry)
-		g.swapRefs(wasActive, oldRefs, next.active, next.refs)
+		g.swapRefs(refUse{wasActive, oldRefs}, refUse{next.active, next.refs})
 	} else {
 		delete(g.policies, id)
-		g.swapRefs(wasActive, oldRefs, false, nil)
+		g.swapRefs(refUse{wasActive, oldRefs}, refUse{})
 	}
 	if old != nil {
 		g.polIdx.release(old.entry)
@@ -170,12 +170,12 @@ func (g *Graph) dirtyPolicyEndpoints(e *selEntry) {
 
 // onPolicyMatch tracks which policies select local endpoints: a policy
 // becomes active with its first local endpoint and brings its IP sets in.
-func (g *Graph) onPolicyMatch(e *selEntry, it *item, matched bool) {
+func (g *Graph) onPolicyMatch(e *selEntry, it *item, _ matchChange) {
 	g.dirtyEndpoint(it)
 	for p := range e.policies {
 		active := len(e.matches) > 0
 		if active != p.active {
-			g.swapRefs(p.active, p.refs, active, p.refs)
+			g.swapRefs(refUse{p.active, p.refs}, refUse{active, p.refs})
 			p.active = active
 			g.dirtyPolicies[p.id] = struct{}{}
 		}

@@ -38,7 +38,7 @@ func (g *Graph) updateProfile(name string, r *v3.Profile) {
 		p.refs = rv.refs
 	}
 	p.active = p.exists && p.localRefs > 0
-	g.swapRefs(wasActive, oldRefs, p.active, p.refs)
+	g.swapRefs(refUse{wasActive, oldRefs}, refUse{p.active, p.refs})
 	g.dirtyProfiles[name] = struct{}{}
 	if wasExisting != p.exists {
 		// The Missing mark of the endpoints listing it changes.
@@ -60,22 +60,30 @@ func (g *Graph) syncProfile(p *profileState) {
 	if active == p.active {
 		return
 	}
-	g.swapRefs(p.active, p.refs, active, p.refs)
+	g.swapRefs(refUse{p.active, p.refs}, refUse{active, p.refs})
 	p.active = active
 	g.dirtyProfiles[p.name] = struct{}{}
 }
 
-// swapRefs moves the IP set references of a policy or profile from (its old
-// activity, old refs) to (new activity, new refs), acquiring before
-// releasing so that a set used by both is never dropped in between.
-func (g *Graph) swapRefs(wasActive bool, old map[string]setRef, active bool, next map[string]setRef) {
-	if active {
-		for _, r := range next {
+// refUse is the IP sets a policy or profile refers to and whether it is
+// active (in use on this host), which is when it holds them. The zero
+// refUse holds nothing.
+type refUse struct {
+	active bool
+	refs   map[string]setRef
+}
+
+// swapRefs moves the IP set references of a policy or profile from its old
+// use to its new one, acquiring before releasing so that a set used by both
+// is never dropped in between.
+func (g *Graph) swapRefs(from, to refUse) {
+	if to.active {
+		for _, r := range to.refs {
 			g.acquireSet(r)
 		}
 	}
-	if wasActive {
-		for _, r := range old {
+	if from.active {
+		for _, r := range from.refs {
 			g.releaseSet(r.id)
 		}
 	}

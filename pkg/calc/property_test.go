@@ -139,7 +139,16 @@ func (g gen) ports() []numorstring.Port {
 	return out
 }
 
-func (g gen) entity(global bool) v3.EntityRule {
+// ruleScope says whether generated rules belong to a global resource (a
+// profile, a global policy) or a namespaced one.
+type ruleScope uint8
+
+const (
+	namespacedRules ruleScope = iota
+	globalRules
+)
+
+func (g gen) entity(scope ruleScope) v3.EntityRule {
 	var e v3.EntityRule
 	if g.chance(0.5) {
 		e.Selector = g.selector()
@@ -165,7 +174,7 @@ func (g gen) entity(global bool) v3.EntityRule {
 	return e
 }
 
-func (g gen) rules(global bool) []v3.Rule {
+func (g gen) rules(scope ruleScope) []v3.Rule {
 	var out []v3.Rule
 	for range g.r.IntN(3) {
 		r := v3.Rule{Action: []v3.Action{v3.Allow, v3.Deny, v3.Pass, v3.Log}[g.r.IntN(4)]}
@@ -180,7 +189,7 @@ func (g gen) rules(global bool) []v3.Rule {
 			t := 8
 			r.ICMP = &v3.ICMPFields{Type: &t}
 		}
-		src, dst := g.entity(global), g.entity(global)
+		src, dst := g.entity(scope), g.entity(scope)
 		src.Ports, src.NotPorts = r.Source.Ports, r.Source.NotPorts
 		dst.Ports, dst.NotPorts = r.Destination.Ports, r.Destination.NotPorts
 		r.Source, r.Destination = src, dst
@@ -258,7 +267,7 @@ func (g gen) update() (resKey, v3.Resource) {
 		k, r = resKey{v3.KindGlobalNetworkSet, "", name}, &v3.GlobalNetworkSet{ObjectMeta: meta("", name, g.labels()), Spec: v3.GlobalNetworkSetSpec{Nets: g.nets()}}
 	case 6:
 		name := g.pick(genProfiles)
-		p := &v3.Profile{ObjectMeta: meta("", name, nil), Spec: v3.ProfileSpec{Ingress: g.rules(true), Egress: g.rules(true)}}
+		p := &v3.Profile{ObjectMeta: meta("", name, nil), Spec: v3.ProfileSpec{Ingress: g.rules(globalRules), Egress: g.rules(globalRules)}}
 		if l := g.labels(); len(l) > 0 {
 			p.Spec.LabelsToApply = map[string]string{}
 			for k, v := range l {
@@ -281,7 +290,7 @@ func (g gen) update() (resKey, v3.Resource) {
 		name := fmt.Sprintf("np%d", n)
 		p := &v3.NetworkPolicy{ObjectMeta: meta(ns, name, nil), Spec: v3.NetworkPolicySpec{
 			Tier: g.pick(genTiers), Order: g.order(), Selector: g.selector(), Types: g.types(),
-			Ingress: g.rules(false), Egress: g.rules(false),
+			Ingress: g.rules(namespacedRules), Egress: g.rules(namespacedRules),
 		}}
 		if g.chance(0.1) {
 			p.Spec.ServiceAccountSelector = g.term()
@@ -291,7 +300,7 @@ func (g gen) update() (resKey, v3.Resource) {
 		name := fmt.Sprintf("gnp%d", n)
 		p := &v3.GlobalNetworkPolicy{ObjectMeta: meta("", name, nil), Spec: v3.GlobalNetworkPolicySpec{
 			Tier: g.pick(genTiers), Order: g.order(), Selector: g.selector(), Types: g.types(),
-			Ingress: g.rules(true), Egress: g.rules(true),
+			Ingress: g.rules(globalRules), Egress: g.rules(globalRules),
 		}}
 		if g.chance(0.3) {
 			p.Spec.NamespaceSelector = g.term()
@@ -308,7 +317,7 @@ func (g gen) update() (resKey, v3.Resource) {
 	default:
 		name := fmt.Sprintf("np%d", n) // same names as real policies: must not clash
 		p := &v3.StagedNetworkPolicy{ObjectMeta: meta(ns, name, nil), Spec: v3.StagedNetworkPolicySpec{
-			Selector: g.selector(), Ingress: g.rules(false),
+			Selector: g.selector(), Ingress: g.rules(namespacedRules),
 		}}
 		k, r = resKey{v3.KindStagedNetworkPolicy, ns, name}, p
 	}

@@ -276,7 +276,7 @@ func and(sels ...string) string {
 // `pcns.team == "x"`, all() any namespaced thing, global() anything not
 // namespaced.
 func namespaceSelector(expr string) string {
-	return prefixed(expr, NamespaceLabelPrefix, LabelNamespace, true)
+	return prefixed(expr, NamespaceLabelPrefix, LabelNamespace, globalIsUnlabelled)
 }
 
 // serviceAccountSelector is the match of a serviceAccounts clause: the
@@ -285,7 +285,7 @@ func namespaceSelector(expr string) string {
 func serviceAccountSelector(expr string, names []string) string {
 	var sel, byName string
 	if strings.TrimSpace(expr) != "" {
-		sel = prefixed(expr, ServiceAccountPrefix, LabelServiceAccount, false)
+		sel = prefixed(expr, ServiceAccountPrefix, LabelServiceAccount, globalIsAll)
 	}
 	if len(names) > 0 {
 		e := selector.Expr{Op: selector.OpIn, Label: LabelServiceAccount, Values: names}
@@ -294,10 +294,21 @@ func serviceAccountSelector(expr string, names []string) string {
 	return and(sel, byName)
 }
 
-// prefixed rewrites expr's labels with prefix, all() to has(anyLabel) and,
-// when global is allowed, global() to !has(anyLabel). An unparsable
-// expression yields a selector that matches nothing.
-func prefixed(expr, prefix, anyLabel string, global bool) string {
+// globalMeaning is what prefixed makes of global().
+type globalMeaning uint8
+
+const (
+	// globalIsUnlabelled: global() selects what lacks anyLabel (for
+	// namespaces: whatever is not namespaced).
+	globalIsUnlabelled globalMeaning = iota
+	// globalIsAll: global() selects as all() does.
+	globalIsAll
+)
+
+// prefixed rewrites expr's labels with prefix, all() to has(anyLabel) and
+// global() as global says. An unparsable expression yields a selector that
+// matches nothing.
+func prefixed(expr, prefix, anyLabel string, global globalMeaning) string {
 	s, err := selector.Parse(expr)
 	if err != nil {
 		return never.String()
@@ -310,7 +321,7 @@ func prefixed(expr, prefix, anyLabel string, global bool) string {
 			*e = selector.Expr{Op: selector.OpHas, Label: anyLabel}
 			return
 		case selector.OpGlobal:
-			if global {
+			if global == globalIsUnlabelled {
 				*e = selector.Expr{Op: selector.OpNot, Args: []selector.Expr{{Op: selector.OpHas, Label: anyLabel}}}
 			} else {
 				*e = selector.Expr{Op: selector.OpHas, Label: anyLabel}
