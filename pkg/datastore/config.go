@@ -2,10 +2,10 @@ package datastore
 
 import (
 	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"log/slog"
 	"os"
-	"strings"
 	"time"
 
 	"go.etcd.io/etcd/client/pkg/v3/transport"
@@ -36,8 +36,11 @@ type Config struct {
 	Endpoints []string
 	// TLS client certificate, key and CA bundle. TLS is used when any is set.
 	CertFile, KeyFile, CAFile string
-	DialTimeout               time.Duration
-	Username, Password        string
+	// CertPEM, KeyPEM and CAPEM are the same inline (calicoctl's etcdCert,
+	// etcdKey and etcdCACert), each in place of its file.
+	CertPEM, KeyPEM, CAPEM string
+	DialTimeout            time.Duration
+	Username, Password     string
 
 	// RequestTimeout bounds one attempt of one request (default 10s); a
 	// transient failure within it is retried.
@@ -50,16 +53,13 @@ type Config struct {
 	Logger *slog.Logger
 }
 
-// ConfigFromEnv reads Calico's etcd variables: ETCD_ENDPOINTS (comma
+// ConfigFromEnv reads Calico's etcd variables alone: ETCD_ENDPOINTS (comma
 // separated), ETCD_CERT_FILE, ETCD_KEY_FILE, ETCD_CA_CERT_FILE,
-// ETCD_USERNAME and ETCD_PASSWORD.
+// ETCD_USERNAME and ETCD_PASSWORD. Commands use Resolve, which also reads
+// flags and the config file.
 func ConfigFromEnv() Config {
 	var cfg Config
-	for _, ep := range strings.Split(os.Getenv("ETCD_ENDPOINTS"), ",") {
-		if ep = strings.TrimSpace(ep); ep != "" {
-			cfg.Endpoints = append(cfg.Endpoints, ep)
-		}
-	}
+	cfg.Endpoints = splitList(os.Getenv("ETCD_ENDPOINTS"))
 	cfg.CertFile = os.Getenv("ETCD_CERT_FILE")
 	cfg.KeyFile = os.Getenv("ETCD_KEY_FILE")
 	cfg.CAFile = os.Getenv("ETCD_CA_CERT_FILE")
@@ -88,6 +88,9 @@ func (cfg Config) withDefaults() Config {
 }
 
 func (cfg Config) tlsConfig() (*tls.Config, error) {
+	if cfg.CertPEM != "" || cfg.KeyPEM != "" || cfg.CAPEM != "" {
+		return cfg.inlineTLSConfig()
+	}
 	if cfg.CertFile == "" && cfg.KeyFile == "" && cfg.CAFile == "" {
 		return nil, nil
 	}
@@ -95,6 +98,49 @@ func (cfg Config) tlsConfig() (*tls.Config, error) {
 	tc, err := info.ClientConfig()
 	if err != nil {
 		return nil, fmt.Errorf("datastore: etcd TLS config: %w", err)
+	}
+	return tc, nil
+}
+
+// inlineTLSConfig is tlsConfig when some of the PEM is inline: each piece
+// inline or read from its file.
+func (cfg Config) inlineTLSConfig() (*tls.Config, error) {
+	read := func(what, pem, file string) ([]byte, error) {
+		if pem != "" || file == "" {
+			return []byte(pem), nil
+		}
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return nil, fmt.Errorf("datastore: etcd TLS %s: %w", what, err)
+		}
+		return b, nil
+	}
+	cert, err := read("certificate", cfg.CertPEM, cfg.CertFile)
+	if err != nil {
+		return nil, err
+	}
+	key, err := read("key", cfg.KeyPEM, cfg.KeyFile)
+	if err != nil {
+		return nil, err
+	}
+	ca, err := read("CA", cfg.CAPEM, cfg.CAFile)
+	if err != nil {
+		return nil, err
+	}
+	tc := &tls.Config{MinVersion: tls.VersionTLS12}
+	if len(cert) > 0 || len(key) > 0 {
+		pair, err := tls.X509KeyPair(cert, key)
+		if err != nil {
+			return nil, fmt.Errorf("datastore: etcd TLS client certificate and key: %w", err)
+		}
+		tc.Certificates = []tls.Certificate{pair}
+	}
+	if len(ca) > 0 {
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(ca) {
+			return nil, fmt.Errorf("datastore: etcd TLS CA: no PEM certificate in it")
+		}
+		tc.RootCAs = pool
 	}
 	return tc, nil
 }
