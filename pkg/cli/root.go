@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	"sigs.k8s.io/yaml"
 
 	"github.com/tortie/tortie/pkg/client"
 	"github.com/tortie/tortie/pkg/datastore"
@@ -18,18 +17,17 @@ import (
 // DefaultConfigFile is where the CLI looks for its datastore when neither a
 // flag nor ETCD_ENDPOINTS says; the lab writes it. Same format as calicoctl's
 // /etc/calico/calicoctl.cfg.
-const DefaultConfigFile = "/etc/tortie/tortie.cfg"
+const DefaultConfigFile = datastore.DefaultConfigFile
 
 // globals are the flags every datastore command shares.
 type globals struct {
-	configFile string
-	endpoints  string
-	certFile   string
-	keyFile    string
-	caFile     string
-	timeout    time.Duration
-	out, errw  io.Writer
-	in         io.Reader
+	ds        datastore.Flags
+	timeout   time.Duration
+	out, errw io.Writer
+	in        io.Reader
+	// ctx is the running command's context (cmd.Context()): the contexts of
+	// datastore requests derive from it, so cancelling it (Ctrl-C) ends them.
+	ctx context.Context
 }
 
 // NewRootCommand builds the whole command tree. Output goes to out and errw,
@@ -45,19 +43,21 @@ projectcalico.org/v3 kinds, stored in etcd exactly as Calico stores them.
 The datastore is found, in order, from --etcd-endpoints, ETCD_ENDPOINTS,
 the config file (--config, default ` + DefaultConfigFile + `), or
 http://127.0.0.1:2379. TLS: --etcd-cert/--etcd-key/--etcd-ca or
-ETCD_CERT_FILE/ETCD_KEY_FILE/ETCD_CA_CERT_FILE.`,
+ETCD_CERT_FILE/ETCD_KEY_FILE/ETCD_CA_CERT_FILE, else the config file; each
+setting on its own. DATASTORE_TYPE, if set, must be etcdv3.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		// Every subcommand runs this (none has a PersistentPreRun of its own).
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			g.ctx = cmd.Context()
+			return nil
+		},
 	}
 	root.SetIn(in)
 	root.SetOut(out)
 	root.SetErr(errw)
 	pf := root.PersistentFlags()
-	pf.StringVar(&g.configFile, "config", "", "datastore config file (calicoctl.cfg format; default "+DefaultConfigFile+" if present)")
-	pf.StringVar(&g.endpoints, "etcd-endpoints", "", "comma-separated etcd endpoints (env ETCD_ENDPOINTS)")
-	pf.StringVar(&g.certFile, "etcd-cert", "", "client certificate for etcd TLS (env ETCD_CERT_FILE)")
-	pf.StringVar(&g.keyFile, "etcd-key", "", "client key for etcd TLS (env ETCD_KEY_FILE)")
-	pf.StringVar(&g.caFile, "etcd-ca", "", "CA certificate for etcd TLS (env ETCD_CA_CERT_FILE)")
+	g.ds.Bind(pf.StringVar)
 	pf.DurationVar(&g.timeout, "request-timeout", 2*time.Minute, "give up on the datastore after this long")
 
 	root.AddCommand(
@@ -89,78 +89,41 @@ func Main(args []string) int {
 	return 0
 }
 
-// apiConfig is calicoctl's config file format; only the etcd fields matter.
-type apiConfig struct {
-	APIVersion string         `json:"apiVersion"`
-	Kind       string         `json:"kind"`
-	Metadata   map[string]any `json:"metadata"`
-	Spec       struct {
-		DatastoreType string `json:"datastoreType"`
-		EtcdEndpoints string `json:"etcdEndpoints"`
-		EtcdCertFile  string `json:"etcdCertFile"`
-		EtcdKeyFile   string `json:"etcdKeyFile"`
-		EtcdCACert    string `json:"etcdCACertFile"`
-	} `json:"spec"`
-}
-
-// datastoreConfig resolves where the datastore is: flags, then environment,
-// then the config file, then the default endpoint.
-func (g *globals) datastoreConfig() (datastore.Config, error) {
-	cfg := datastore.ConfigFromEnv()
-	path, explicit := g.configFile, g.configFile != ""
-	if !explicit {
-		path = DefaultConfigFile
-	}
-	if b, err := os.ReadFile(path); err == nil {
-		var ac apiConfig
-		if err := yaml.UnmarshalStrict(b, &ac); err != nil {
-			return cfg, fmt.Errorf("config file %s: %w", path, err)
-		}
-		if ac.Spec.DatastoreType != "" && ac.Spec.DatastoreType != "etcdv3" {
-			return cfg, fmt.Errorf("config file %s: spec.datastoreType %q is not supported; tortie uses etcdv3", path, ac.Spec.DatastoreType)
-		}
-		if len(cfg.Endpoints) == 0 && ac.Spec.EtcdEndpoints != "" {
-			cfg.Endpoints = splitList(ac.Spec.EtcdEndpoints)
-		}
-		cfg.CertFile = firstSet(cfg.CertFile, ac.Spec.EtcdCertFile)
-		cfg.KeyFile = firstSet(cfg.KeyFile, ac.Spec.EtcdKeyFile)
-		cfg.CAFile = firstSet(cfg.CAFile, ac.Spec.EtcdCACert)
-	} else if explicit {
-		return cfg, fmt.Errorf("config file: %w", err)
-	}
-	if g.endpoints != "" {
-		cfg.Endpoints = splitList(g.endpoints)
-	}
-	cfg.CertFile = firstSet(g.certFile, cfg.CertFile)
-	cfg.KeyFile = firstSet(g.keyFile, cfg.KeyFile)
-	cfg.CAFile = firstSet(g.caFile, cfg.CAFile)
-	return cfg, nil
-}
-
 // pingTimeout bounds the reachability check every command makes first.
 const pingTimeout = 10 * time.Second
 
 // connect opens the datastore. The returned close function must be called.
 func (g *globals) connect() (*client.Client, func(), error) {
-	cfg, err := g.datastoreConfig()
+	ds, err := datastore.Resolve(datastore.Sources{Flags: g.ds})
 	if err != nil {
 		return nil, nil, err
 	}
-	be, err := datastore.New(cfg)
+	be, err := datastore.New(ds.Config)
 	if err != nil {
 		return nil, nil, fmt.Errorf("connecting to the datastore: %w", err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), min(g.timeout, pingTimeout))
+	ctx, cancel := context.WithTimeout(g.parent(), min(g.timeout, pingTimeout))
 	defer cancel()
 	if err := be.Ping(ctx); err != nil {
 		be.Close()
-		return nil, nil, fmt.Errorf("%w\n(is the datastore running? start one with `tortie datastore serve`, or point at yours with --etcd-endpoints or ETCD_ENDPOINTS)", err)
+		if err := g.parent().Err(); err != nil {
+			return nil, nil, fmt.Errorf("connecting to the datastore: %w", err) // interrupted
+		}
+		return nil, nil, fmt.Errorf("%w\n(or start one on this machine with `tortie datastore serve`)", ds.WrapError(err))
 	}
 	return client.New(be), func() { be.Close() }, nil
 }
 
 func (g *globals) context() (context.Context, context.CancelFunc) {
-	return context.WithTimeout(context.Background(), g.timeout)
+	return context.WithTimeout(g.parent(), g.timeout)
+}
+
+// parent is the command's context; Background only outside a command run.
+func (g *globals) parent() context.Context {
+	if g.ctx == nil {
+		return context.Background()
+	}
+	return g.ctx
 }
 
 // session is connect and context together, for a command's whole run; done
@@ -182,13 +145,4 @@ func splitList(s string) []string {
 		}
 	}
 	return out
-}
-
-func firstSet(vals ...string) string {
-	for _, v := range vals {
-		if v != "" {
-			return v
-		}
-	}
-	return ""
 }
