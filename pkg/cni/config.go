@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/containernetworking/cni/pkg/types"
-	"sigs.k8s.io/yaml"
 
 	"github.com/tortie/tortie/pkg/datastore"
 	"github.com/tortie/tortie/pkg/startup"
@@ -30,7 +29,7 @@ const (
 	NodenameFile = startup.DefaultNodenameFile
 	// DefaultConfigFile is the CLI's datastore config (calicoctl.cfg
 	// format), the last place the plugin looks for the datastore.
-	DefaultConfigFile = "/etc/tortie/tortie.cfg"
+	DefaultConfigFile = datastore.DefaultConfigFile
 	// DefaultLogFile is where the plugin logs when log_file_path is unset.
 	DefaultLogFile = "/var/log/tortie/cni.log"
 	// DefaultMTU of the workload interface when the config sets none.
@@ -130,9 +129,8 @@ func parseConf(stdin []byte) (*NetConf, error) {
 	if conf.Name == "" {
 		return nil, newError(types.ErrInvalidNetworkConfig, `the network configuration has no "name"`, nil)
 	}
-	if conf.DatastoreType != "" && conf.DatastoreType != "etcdv3" {
-		return nil, newError(types.ErrInvalidNetworkConfig,
-			fmt.Sprintf("datastore_type %q is not supported: tortie uses etcdv3", conf.DatastoreType), nil)
+	if err := datastore.CheckType(conf.DatastoreType); err != nil {
+		return nil, newError(types.ErrInvalidNetworkConfig, "datastore_type: "+err.Error(), nil)
 	}
 	if conf.MTU == 0 {
 		conf.MTU = DefaultMTU
@@ -207,71 +205,39 @@ func (c *NetConf) nodeName() (string, error) {
 	return strings.ToLower(strings.TrimSpace(h)), nil
 }
 
-// cliConfig is calicoctl's config file format; only the etcd fields
-// matter. (pkg/cli reads the same file; kept separate so the plugin does
-// not pull in the CLI.)
-type cliConfig struct {
-	Spec struct {
-		DatastoreType  string `json:"datastoreType"`
-		EtcdEndpoints  string `json:"etcdEndpoints"`
-		EtcdCertFile   string `json:"etcdCertFile"`
-		EtcdKeyFile    string `json:"etcdKeyFile"`
-		EtcdCACertFile string `json:"etcdCACertFile"`
-		EtcdUsername   string `json:"etcdUsername"`
-		EtcdPassword   string `json:"etcdPassword"`
-	} `json:"spec"`
+// netConfNames are how messages name the network config's etcd fields:
+// the plugin's flags, as far as datastore.Resolve is concerned.
+var netConfNames = datastore.Flags{
+	Endpoints:     "etcd_endpoints in the network config",
+	CertFile:      "etcd_cert_file in the network config",
+	KeyFile:       "etcd_key_file in the network config",
+	CAFile:        "etcd_ca_cert_file in the network config",
+	DatastoreType: "datastore_type in the network config",
 }
 
-// datastoreConfig resolves the datastore: etcd_endpoints in the network
-// config, else Calico's ETCD_* environment variables, else the CLI's config
-// file, else the default endpoint.
+// datastoreConfig resolves the datastore as every tortie binary does
+// (datastore.Resolve), each setting on its own: the network config's etcd
+// fields, else Calico's ETCD_* environment variables, else configFile (the
+// CLI's, read if present), else the default endpoint. The string says where
+// the endpoints came from.
 func (c *NetConf) datastoreConfig(configFile string) (datastore.Config, string, error) {
-	var cfg datastore.Config
-	source := "network config"
-	switch {
-	case c.EtcdEndpoints != "":
-		cfg.Endpoints = splitList(c.EtcdEndpoints)
-		cfg.CertFile, cfg.KeyFile, cfg.CAFile = c.EtcdCertFile, c.EtcdKeyFile, c.EtcdCACertFile
-	case os.Getenv("ETCD_ENDPOINTS") != "":
-		cfg = datastore.ConfigFromEnv()
-		source = "ETCD_ENDPOINTS"
-	default:
-		b, err := os.ReadFile(configFile)
-		if err != nil {
-			source = "default endpoint " + datastore.DefaultEndpoint
-			break
-		}
-		var cc cliConfig
-		if err := yaml.Unmarshal(b, &cc); err != nil {
-			return cfg, "", newError(types.ErrInvalidNetworkConfig, fmt.Sprintf("datastore config file %s is not valid", configFile), err)
-		}
-		if cc.Spec.DatastoreType != "" && cc.Spec.DatastoreType != "etcdv3" {
-			return cfg, "", newError(types.ErrInvalidNetworkConfig,
-				fmt.Sprintf("datastore config file %s: datastoreType %q is not supported: tortie uses etcdv3", configFile, cc.Spec.DatastoreType), nil)
-		}
-		cfg.Endpoints = splitList(cc.Spec.EtcdEndpoints)
-		cfg.CertFile, cfg.KeyFile, cfg.CAFile = cc.Spec.EtcdCertFile, cc.Spec.EtcdKeyFile, cc.Spec.EtcdCACertFile
-		cfg.Username, cfg.Password = cc.Spec.EtcdUsername, cc.Spec.EtcdPassword
-		source = configFile
+	ds, err := datastore.Resolve(datastore.Sources{
+		Flags: datastore.Flags{
+			Endpoints: c.EtcdEndpoints, CertFile: c.EtcdCertFile, KeyFile: c.EtcdKeyFile, CAFile: c.EtcdCACertFile,
+			DatastoreType: c.DatastoreType,
+		},
+		FlagNames:         netConfNames,
+		DefaultConfigFile: configFile,
+	})
+	if err != nil {
+		return datastore.Config{}, "", newError(types.ErrInvalidNetworkConfig, err.Error(), nil)
 	}
-	if len(cfg.Endpoints) == 0 {
-		cfg.Endpoints = []string{datastore.DefaultEndpoint}
-	}
+	cfg := ds.Config
 	t := c.datastoreTimeout()
 	cfg.DialTimeout = t
 	cfg.RequestTimeout = t
 	cfg.RetryTimeout = t
-	return cfg, source, nil
-}
-
-func splitList(s string) []string {
-	var out []string
-	for _, f := range strings.Split(s, ",") {
-		if f = strings.TrimSpace(f); f != "" {
-			out = append(out, f)
-		}
-	}
-	return out
+	return cfg, ds.Origins.Endpoints.String(), nil
 }
 
 // openLog opens the log file. A plugin must keep stdout for its result and

@@ -78,6 +78,45 @@ func TestDatastoreConfigOrder(t *testing.T) {
 	}
 }
 
+// TestDatastoreConfigSettings: each setting on its own (the network
+// config's TLS files win over the environment's, which win over the
+// file's), and DATASTORE_TYPE other than etcdv3 is refused.
+func TestDatastoreConfigSettings(t *testing.T) {
+	for _, k := range []string{"ETCD_ENDPOINTS", "ETCD_CERT_FILE", "ETCD_KEY_FILE", "ETCD_CA_CERT_FILE", "ETCD_USERNAME", "ETCD_PASSWORD", "DATASTORE_TYPE"} {
+		t.Setenv(k, "")
+	}
+	file := filepath.Join(t.TempDir(), "tortie.cfg")
+	os.WriteFile(file, []byte("spec:\n  etcdEndpoints: http://file:2379\n  etcdCACertFile: /file/ca.pem\n  etcdKeyFile: /file/key.pem\n  etcdUsername: file-user\n"), 0o644)
+	t.Setenv("ETCD_KEY_FILE", "/env/key.pem")
+	c := &NetConf{EtcdEndpoints: "http://conf:2379", EtcdCertFile: "/conf/cert.pem"}
+	cfg, src, err := c.datastoreConfig(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Endpoints[0] != "http://conf:2379" || src != "etcd_endpoints in the network config" || cfg.CertFile != "/conf/cert.pem" ||
+		cfg.KeyFile != "/env/key.pem" || cfg.CAFile != "/file/ca.pem" || cfg.Username != "file-user" {
+		t.Errorf("%+v from %s", cfg, src)
+	}
+	if _, src, _ := (&NetConf{}).datastoreConfig(filepath.Join(t.TempDir(), "missing")); src != "default" {
+		t.Errorf("default from %q", src)
+	}
+	t.Setenv("DATASTORE_TYPE", "kubernetes")
+	_, _, err = c.datastoreConfig(file)
+	var te *types.Error
+	if !errors.As(err, &te) || te.Code != types.ErrInvalidNetworkConfig || !strings.Contains(te.Msg, "DATASTORE_TYPE: datastore type kubernetes is not supported yet") {
+		t.Errorf("DATASTORE_TYPE=kubernetes: %v", err)
+	}
+	c.DatastoreType = "etcdv3" // the network config wins
+	if _, _, err := c.datastoreConfig(file); err != nil {
+		t.Errorf("datastore_type etcdv3 over DATASTORE_TYPE: %v", err)
+	}
+	t.Setenv("DATASTORE_TYPE", "")
+	os.WriteFile(file, []byte("spec:\n  datastoreType: kubernetes\n"), 0o644)
+	if _, _, err := (&NetConf{}).datastoreConfig(file); !errors.As(err, &te) || !strings.Contains(te.Msg, "spec.datastoreType") {
+		t.Errorf("file datastoreType kubernetes: %v", err)
+	}
+}
+
 func TestNodeName(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "nodename")
 	c := &NetConf{NodenameFile: file}
