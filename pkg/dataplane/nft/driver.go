@@ -168,7 +168,11 @@ func (d *Driver) Apply(ctx context.Context, c *calc.Changes) error {
 	for _, id := range c.IPSetRemoves {
 		d.removeIPSet(id)
 	}
-	return d.sync(ctx, !d.synced)
+	scope := syncDirty
+	if !d.synced {
+		scope = syncFull
+	}
+	return d.sync(ctx, scope)
 }
 
 // Resync compares the whole table with what the kernel has and repairs
@@ -179,14 +183,13 @@ func (d *Driver) Resync(ctx context.Context) error {
 	if !d.inSync {
 		return nil
 	}
-	return d.sync(ctx, true)
+	return d.sync(ctx, syncFull)
 }
 
 // ---- IP sets ----
 
 func (d *Driver) kernelSets(s *calc.IPSet) (v4, v6 string) {
-	np := s.Kind == calc.NamedPortSet
-	return ipSetName(s.ID, np, false), ipSetName(s.ID, np, true)
+	return ipSetName(s.ID, s.Kind, 4), ipSetName(s.ID, s.Kind, 6)
 }
 
 func (d *Driver) updateIPSet(s *calc.IPSet, members []calc.Member) {
@@ -198,12 +201,11 @@ func (d *Driver) updateIPSet(s *calc.IPSet, members []calc.Member) {
 		if i == 1 {
 			typ = "ipv6_addr"
 		}
-		comment := "selector " + s.Selector
 		if s.Kind == calc.NamedPortSet {
-			d.ensureSet(name, false, typ+" . inet_proto . inet_service", nil,
+			d.ensureSet(name, setShape{typ: typ + " . inet_proto . inet_service"},
 				fmt.Sprintf("named port %s/%s of %s", protoName(s.Protocol), s.PortName, s.Selector))
 		} else {
-			d.ensureSet(name, false, typ, []knftables.SetFlag{knftables.IntervalFlag}, comment)
+			d.ensureSet(name, setShape{typ: typ, interval: true}, "selector "+s.Selector)
 		}
 	}
 	// Replace the members by the difference from what the set has.
@@ -480,32 +482,33 @@ func (d *Driver) endpointDispatch(ep *calc.Endpoint) []dispatch {
 		return nil
 	}
 	var out []dispatch
-	add := func(m string, k progKind, ts []calc.TierPolicies, dir calc.Direction, profiles bool) {
-		p := d.compile(k, ts, dir, ep.Profiles, profiles)
+	// The special lists of a host endpoint have no profiles.
+	add := func(m string, k progKind, ts []calc.TierPolicies, dir calc.Direction, profiles []calc.ProfileRef) {
+		p := d.compile(k, ts, dir, profiles)
 		out = append(out, dispatch{mapName: m, iface: iface, prog: p})
 	}
 	if ep.Host == nil {
-		add(MapWorkloadFrom, kindReturn, ep.Egress, calc.Egress, true)
-		add(MapWorkloadTo, kindReturn, ep.Ingress, calc.Ingress, true)
+		add(MapWorkloadFrom, kindReturn, ep.Egress, calc.Egress, ep.Profiles)
+		add(MapWorkloadTo, kindReturn, ep.Ingress, calc.Ingress, ep.Profiles)
 		return out
 	}
 	h := ep.Host
-	add(MapHostIn, kindAccept, ep.Ingress, calc.Ingress, true)
-	add(MapHostOut, kindAccept, ep.Egress, calc.Egress, true)
+	add(MapHostIn, kindAccept, ep.Ingress, calc.Ingress, ep.Profiles)
+	add(MapHostOut, kindAccept, ep.Egress, calc.Egress, ep.Profiles)
 	if len(h.ForwardIngress) > 0 {
-		add(MapHostForwardIn, kindReturn, h.ForwardIngress, calc.Ingress, false)
+		add(MapHostForwardIn, kindReturn, h.ForwardIngress, calc.Ingress, nil)
 	}
 	if len(h.ForwardEgress) > 0 {
-		add(MapHostForwardOut, kindReturn, h.ForwardEgress, calc.Egress, false)
+		add(MapHostForwardOut, kindReturn, h.ForwardEgress, calc.Egress, nil)
 	}
 	if len(h.PreDNATIngress) > 0 {
-		add(MapHostPreDNATIn, kindPreDNAT, h.PreDNATIngress, calc.Ingress, false)
+		add(MapHostPreDNATIn, kindPreDNAT, h.PreDNATIngress, calc.Ingress, nil)
 	}
 	if len(h.UntrackedIngress) > 0 {
-		add(MapHostUntrackedIn, kindUntracked, h.UntrackedIngress, calc.Ingress, false)
+		add(MapHostUntrackedIn, kindUntracked, h.UntrackedIngress, calc.Ingress, nil)
 	}
 	if len(h.UntrackedEgress) > 0 {
-		add(MapHostUntrackOut, kindUntracked, h.UntrackedEgress, calc.Egress, false)
+		add(MapHostUntrackOut, kindUntracked, h.UntrackedEgress, calc.Egress, nil)
 	}
 	return out
 }
@@ -514,7 +517,7 @@ func (d *Driver) endpointDispatch(ep *calc.Endpoint) []dispatch {
 // program. Equal signatures compile to equal programs (at any one time),
 // so endpoints share them; the policies' contents are not part of it, so a
 // policy change updates the program in place.
-func programSig(k progKind, dir calc.Direction, tiers []calc.TierPolicies, profiles []calc.ProfileRef, withProfiles bool) string {
+func programSig(k progKind, dir calc.Direction, tiers []calc.TierPolicies, profiles []calc.ProfileRef) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "kind %d %s\n", k, dir)
 	for _, t := range tiers {
@@ -523,19 +526,18 @@ func programSig(k progKind, dir calc.Direction, tiers []calc.TierPolicies, profi
 			fmt.Fprintf(&b, "policy %q %q %q\n", p.Kind, p.Namespace, p.Name)
 		}
 	}
-	if withProfiles {
-		for _, p := range profiles {
-			fmt.Fprintf(&b, "profile %q %v\n", p.Name, p.Missing)
-		}
+	for _, p := range profiles {
+		fmt.Fprintf(&b, "profile %q %v\n", p.Name, p.Missing)
 	}
 	return b.String()
 }
 
 // compile builds the program for one list, updates it in place if it is
 // in the table, and returns its name. Each program is compiled once per
-// Apply.
-func (d *Driver) compile(k progKind, tiers []calc.TierPolicies, dir calc.Direction, profiles []calc.ProfileRef, withProfiles bool) string {
-	name := programName(hashName(programSig(k, dir, tiers, profiles, withProfiles), 16))
+// Apply. profiles follow the tiers (none for a host endpoint's special
+// lists).
+func (d *Driver) compile(k progKind, tiers []calc.TierPolicies, dir calc.Direction, profiles []calc.ProfileRef) string {
+	name := programName(hashName(programSig(k, dir, tiers, profiles), 16))
 	if d.memo[name] {
 		return name
 	}
@@ -552,18 +554,16 @@ func (d *Driver) compile(k progKind, tiers []calc.TierPolicies, dir calc.Directi
 		}
 		blocks = append(blocks, b)
 	}
-	if withProfiles {
-		for _, ref := range profiles {
-			b := block{name: "profile " + ref.Name}
-			pr := d.profiles[ref.Name]
-			if ref.Missing || pr == nil {
-				b.drop = true
-				b.endComment = "profile " + ref.Name + " does not exist: fail closed"
-			} else {
-				b.rules = d.profileRules(pr, dir)
-			}
-			blocks = append(blocks, b)
+	for _, ref := range profiles {
+		b := block{name: "profile " + ref.Name}
+		pr := d.profiles[ref.Name]
+		if ref.Missing || pr == nil {
+			b.drop = true
+			b.endComment = "profile " + ref.Name + " does not exist: fail closed"
+		} else {
+			b.rules = d.profileRules(pr, dir)
 		}
+		blocks = append(blocks, b)
 	}
 	var memo *classMemo
 	if e := d.progs[name]; e != nil {
@@ -654,61 +654,61 @@ func (d *Driver) release(name string) {
 	d.install(e.prog, nil)
 }
 
-// install changes want from program old to program new (same name; either
-// may be nil) by differences: chains and class map elements only new has
-// are added, those only old has are let go (chains are referenced before
-// others are let go, so a chain both use stays), changed elements are
-// replaced, and the entry chain is rewritten when it changed.
-func (d *Driver) install(old, new *program) {
-	if old == nil {
-		old = &program{}
+// install changes want from program prev to program next (same name;
+// either may be nil) by differences: chains and class map elements only
+// next has are added, those only prev has are let go (chains are
+// referenced before others are let go, so a chain both use stays), changed
+// elements are replaced, and the entry chain is rewritten when it changed.
+func (d *Driver) install(prev, next *program) {
+	if prev == nil {
+		prev = &program{}
 	}
-	if new == nil {
-		new = &program{name: old.name}
+	if next == nil {
+		next = &program{name: prev.name}
 	}
-	for n, rs := range new.chains {
-		if was, ok := old.chains[n]; !ok {
+	for n, rs := range next.chains {
+		if was, ok := prev.chains[n]; !ok {
 			d.refChain(n, rs)
 		} else if !slices.Equal(was, rs) {
 			// A class chain (named by place, not content) has new rules.
 			d.setChain(n, &chainT{rules: slices.Clone(rs)})
 		}
 	}
-	for n := range old.chains {
-		if _, ok := new.chains[n]; !ok {
+	for n := range prev.chains {
+		if _, ok := next.chains[n]; !ok {
 			d.unrefChain(n)
 		}
 	}
-	m := programClassMap(new.name)
-	if len(new.classMap) > 0 {
-		d.ensureSet(m, true, "inet_service . inet_proto : verdict", []knftables.SetFlag{knftables.IntervalFlag}, "port classes of "+new.name)
-		was := make(map[string]string, len(old.classKeys))
-		for i, k := range old.classKeys {
-			was[k] = old.classMap[i].value[0]
+	m := programClassMap(next.name)
+	if len(next.classMap) > 0 {
+		d.ensureSet(m, classMapShape, "port classes of "+next.name)
+		was := make(map[string]string, len(prev.classKeys))
+		for i, k := range prev.classKeys {
+			was[k] = prev.classMap[i].value[0]
 		}
-		for i, k := range new.classKeys {
+		for i, k := range next.classKeys {
 			if v, ok := was[k]; ok {
 				delete(was, k)
-				if v == new.classMap[i].value[0] && d.want.sets[m].elems[k].value != nil {
+				if v == next.classMap[i].value[0] && d.want.sets[m].elems[k].value != nil {
 					continue
 				}
 			}
-			d.setElem(m, new.classMap[i].key, new.classMap[i].value)
+			d.setElem(m, next.classMap[i].key, next.classMap[i].value)
 		}
-		for i, k := range old.classKeys {
+		for i, k := range prev.classKeys {
 			if _, gone := was[k]; gone {
-				d.delElem(m, old.classMap[i].key)
+				d.delElem(m, prev.classMap[i].key)
 			}
 		}
-	} else if len(old.classMap) > 0 {
+	} else if len(prev.classMap) > 0 {
 		d.delSet(m)
 	}
-	if new.entry == nil {
-		d.delChain(new.name)
+	if next.entry == nil {
+		d.delChain(next.name)
 		return
 	}
-	if c := d.want.chains[new.name]; c == nil || !slices.Equal(c.rules, new.entry) {
-		d.setChain(new.name, &chainT{rules: slices.Clone(new.entry)})
+	if c := d.want.chains[next.name]; c == nil || !slices.Equal(c.rules, next.entry) {
+		d.setChain(next.name, &chainT{rules: slices.Clone(next.entry)})
 	}
 }
 
@@ -748,11 +748,11 @@ func (d *Driver) gcPrograms() {
 func (d *Driver) renderStatic() {
 	for _, m := range []string{MapWorkloadFrom, MapWorkloadTo, MapHostIn, MapHostOut, MapHostForwardIn,
 		MapHostForwardOut, MapHostPreDNATIn, MapHostUntrackedIn, MapHostUntrackOut} {
-		d.ensureSet(m, true, "ifname : verdict", nil, "dispatch by interface to the endpoint's program")
+		d.ensureSet(m, setShape{typ: "ifname : verdict", isMap: true}, "dispatch by interface to the endpoint's program")
 	}
-	d.ensureSet(SetWorkloadIfaces, false, "ifname", nil, "known workload interfaces")
+	d.ensureSet(SetWorkloadIfaces, setShape{typ: "ifname"}, "known workload interfaces")
 	for i, name := range []string{SetFailsafeIn, SetFailsafeOut} {
-		d.ensureSet(name, false, "inet_proto . inet_service", nil, "failsafe ports: host endpoint policy never blocks these")
+		d.ensureSet(name, setShape{typ: "inet_proto . inet_service"}, "failsafe ports: host endpoint policy never blocks these")
 		pps := d.cfg.FailsafeInbound
 		if i == 1 {
 			pps = d.cfg.FailsafeOutbound
@@ -767,13 +767,13 @@ func (d *Driver) renderStatic() {
 	for _, f := range []struct {
 		name, typ string
 		nat, v6   bool
-	}{{SetPoolsV4, "ipv4_addr", false, false}, {SetPoolsV6, "ipv6_addr", false, true},
-		{SetNATPoolsV4, "ipv4_addr", true, false}, {SetNATPoolsV6, "ipv6_addr", true, true}} {
+	}{{name: SetPoolsV4, typ: "ipv4_addr"}, {name: SetPoolsV6, typ: "ipv6_addr", v6: true},
+		{name: SetNATPoolsV4, typ: "ipv4_addr", nat: true}, {name: SetNATPoolsV6, typ: "ipv6_addr", nat: true, v6: true}} {
 		comment := "IP pools"
 		if f.nat {
 			comment = "IP pools with natOutgoing"
 		}
-		d.ensureSet(f.name, false, f.typ, []knftables.SetFlag{knftables.IntervalFlag}, comment)
+		d.ensureSet(f.name, setShape{typ: f.typ, interval: true}, comment)
 		var ps []netip.Prefix
 		for _, p := range d.pools {
 			if is6(p.CIDR) == f.v6 && (!f.nat || p.NATOutgoing) {
@@ -807,7 +807,8 @@ func (d *Driver) syncElems(set string, want map[string][]string) {
 	}
 }
 
-func r(text, comment string) ruleT { return ruleT{text: text, comment: comment} }
+// newRule is a rule with its comment.
+func newRule(text, comment string) ruleT { return ruleT{text: text, comment: comment} }
 
 // wildcardRule is the dispatch of a host endpoint with interface "*": it
 // applies to every interface that is not a workload's or the loopback.
@@ -824,20 +825,20 @@ func (d *Driver) wildcardRule(mapName, dir string) []ruleT {
 	for _, p := range d.cfg.InterfacePrefixes {
 		cond = append(cond, fmt.Sprintf(`%sifname != "%s*"`, dir, p))
 	}
-	return []ruleT{r(strings.Join(cond, " ")+" jump "+d.wildcards[mapName][ids[0]], "host endpoint "+ids[0].Name+" (all interfaces)")}
+	return []ruleT{newRule(strings.Join(cond, " ")+" jump "+d.wildcards[mapName][ids[0]], "host endpoint "+ids[0].Name+" (all interfaces)")}
 }
 
 func (d *Driver) baseChains() map[string]*chainT {
 	cfg := &d.cfg
 	fast := []ruleT{
-		r("ct state established,related accept", "fast path: only the first packet of a connection meets policy"),
-		r("ct state invalid drop", "conntrack says invalid"),
-		r(fmt.Sprintf("meta mark & %#x != 0 accept", cfg.UntrackedMark), "allowed by untracked (doNotTrack) policy"),
+		newRule("ct state established,related accept", "fast path: only the first packet of a connection meets policy"),
+		newRule("ct state invalid drop", "conntrack says invalid"),
+		newRule(fmt.Sprintf("meta mark & %#x != 0 accept", cfg.UntrackedMark), "allowed by untracked (doNotTrack) policy"),
 	}
 	unknown := func(dir string) []ruleT {
 		var out []ruleT
 		for _, p := range cfg.InterfacePrefixes {
-			out = append(out, r(fmt.Sprintf(`%sifname "%s*" %sifname != @%s drop`, dir, p, dir, SetWorkloadIfaces),
+			out = append(out, newRule(fmt.Sprintf(`%sifname "%s*" %sifname != @%s drop`, dir, p, dir, SetWorkloadIfaces),
 				"unknown workload interface: fail closed"))
 		}
 		return out
@@ -845,7 +846,7 @@ func (d *Driver) baseChains() map[string]*chainT {
 	nd := func(dir string) []ruleT {
 		var out []ruleT
 		for _, p := range cfg.InterfacePrefixes {
-			out = append(out, r(fmt.Sprintf(`%sifname "%s*" icmpv6 type { 130-136 } accept`, dir, p),
+			out = append(out, newRule(fmt.Sprintf(`%sifname "%s*" icmpv6 type { 130-136 } accept`, dir, p),
 				"IPv6 neighbour and router discovery between host and workloads"))
 		}
 		return out
@@ -861,19 +862,19 @@ func (d *Driver) baseChains() map[string]*chainT {
 	for _, p := range cfg.InterfacePrefixes {
 		switch cfg.EndpointToHost {
 		case EndpointToHostDrop:
-			toHost = append(toHost, r(fmt.Sprintf(`iifname "%s*" drop`, p), "workload to host: endpoint-to-host action Drop"))
+			toHost = append(toHost, newRule(fmt.Sprintf(`iifname "%s*" drop`, p), "workload to host: endpoint-to-host action Drop"))
 		case EndpointToHostAccept:
-			toHost = append(toHost, r(fmt.Sprintf(`iifname "%s*" accept`, p), "workload to host: endpoint-to-host action Accept"))
+			toHost = append(toHost, newRule(fmt.Sprintf(`iifname "%s*" accept`, p), "workload to host: endpoint-to-host action Accept"))
 		}
 	}
 	var hostToWl []ruleT
 	for _, p := range cfg.InterfacePrefixes {
-		hostToWl = append(hostToWl, r(fmt.Sprintf(`oifname "%s*" accept`, p), "host to workload: allowed by the workload's ingress policy"))
+		hostToWl = append(hostToWl, newRule(fmt.Sprintf(`oifname "%s*" accept`, p), "host to workload: allowed by the workload's ingress policy"))
 	}
-	failIn := []ruleT{r("meta l4proto . th dport @"+SetFailsafeIn+" accept", "failsafe inbound port")}
-	failOut := []ruleT{r("meta l4proto . th dport @"+SetFailsafeOut+" accept", "failsafe outbound port")}
+	failIn := []ruleT{newRule("meta l4proto . th dport @"+SetFailsafeIn+" accept", "failsafe inbound port")}
+	failOut := []ruleT{newRule("meta l4proto . th dport @"+SetFailsafeOut+" accept", "failsafe outbound port")}
 	vm := func(dir, m, why string) []ruleT {
-		return append([]ruleT{r(dir+"ifname vmap @"+m, why)}, d.wildcardRule(m, dir)...)
+		return append([]ruleT{newRule(dir+"ifname vmap @"+m, why)}, d.wildcardRule(m, dir)...)
 	}
 	return map[string]*chainT{
 		ChainForward: base(knftables.ForwardHook, knftables.FilterPriority, knftables.FilterType,
@@ -898,8 +899,8 @@ func (d *Driver) baseChains() map[string]*chainT {
 			failOut, vm("o", MapHostUntrackOut, "host endpoint untracked egress policy")),
 		ChainNATPostrouting: base(knftables.PostroutingHook, knftables.SNATPriority, knftables.NATType,
 			[]ruleT{
-				r(fmt.Sprintf("ip saddr @%s ip daddr != @%s masquerade", SetNATPoolsV4, SetPoolsV4), "natOutgoing: from a NAT pool to outside every pool"),
-				r(fmt.Sprintf("ip6 saddr @%s ip6 daddr != @%s masquerade", SetNATPoolsV6, SetPoolsV6), "natOutgoing: from a NAT pool to outside every pool"),
+				newRule(fmt.Sprintf("ip saddr @%s ip daddr != @%s masquerade", SetNATPoolsV4, SetPoolsV4), "natOutgoing: from a NAT pool to outside every pool"),
+				newRule(fmt.Sprintf("ip6 saddr @%s ip6 daddr != @%s masquerade", SetNATPoolsV6, SetPoolsV6), "natOutgoing: from a NAT pool to outside every pool"),
 			}),
 	}
 }

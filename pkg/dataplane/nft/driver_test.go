@@ -75,8 +75,8 @@ func TestMembershipChangeIsElementsOnly(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	v4 := ipSetName("s:front", false, false)
-	v6 := ipSetName("s:front", false, true)
+	v4 := ipSetName("s:front", calc.AddressSet, 4)
+	v6 := ipSetName("s:front", calc.AddressSet, 6)
 	want := "add table inet tortie { comment \"tortie: network policy (owned by tortie-node)\" ; }\n" +
 		"add element inet tortie " + v4 + " { 10.0.2.7 }\n" +
 		"delete element inet tortie " + v6 + " { fd00::1 }\n"

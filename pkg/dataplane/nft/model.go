@@ -35,10 +35,27 @@ type chainT struct {
 	listed bool
 }
 
+// setShape is what a set or map is, as the kernel declares it: its type
+// (e.g. "ipv4_addr", "ifname : verdict"), whether it holds intervals
+// (flags interval) and whether it is a map.
+type setShape struct {
+	typ             string
+	interval, isMap bool
+}
+
+// classMapShape is the shape of a program's port class map.
+var classMapShape = setShape{typ: "inet_service . inet_proto : verdict", interval: true, isMap: true}
+
+// flags are the set's flags as knftables writes them.
+func (s setShape) flags() []knftables.SetFlag {
+	if s.interval {
+		return []knftables.SetFlag{knftables.IntervalFlag}
+	}
+	return nil
+}
+
 type setT struct {
-	isMap   bool
-	typ     string
-	flags   []knftables.SetFlag
+	setShape
 	comment string
 	elems   map[string]elemT
 	// opaque: listed from the kernel in a form that cannot be compared
@@ -127,10 +144,10 @@ func (d *Driver) delChain(name string) {
 }
 
 // ensureSet puts an empty set or map in want if it is not there.
-func (d *Driver) ensureSet(name string, isMap bool, typ string, flags []knftables.SetFlag, text string) *setT {
+func (d *Driver) ensureSet(name string, shape setShape, text string) *setT {
 	s := d.want.sets[name]
 	if s == nil {
-		s = &setT{isMap: isMap, typ: typ, flags: flags, comment: comment(text), elems: map[string]elemT{}}
+		s = &setT{setShape: shape, comment: comment(text), elems: map[string]elemT{}}
 		d.want.sets[name] = s
 		d.dirty.sets[name] = struct{}{}
 	}

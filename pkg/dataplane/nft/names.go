@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/tortie/tortie/pkg/calc"
 )
 
 // maxComment is the longest comment nft accepts (NFT_USERDATA_MAXLEN less
@@ -106,16 +108,16 @@ func hashName(s string, n int) string {
 	return strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(sum[:]))[:n]
 }
 
-// ipSetName is the kernel set holding one family of calc IP set id.
-// Named-port sets and address sets get different prefixes so `nft list`
-// says which is which.
-func ipSetName(id string, namedPort bool, v6 bool) string {
+// ipSetName is the kernel set holding one family (4 or 6) of calc IP set
+// id of the given kind. Named-port sets and address sets get different
+// prefixes so `nft list` says which is which.
+func ipSetName(id string, kind calc.IPSetKind, family int) string {
 	p := prefixAddrSet
-	if namedPort {
+	if kind == calc.NamedPortSet {
 		p = prefixNamedPortSet
 	}
 	f := "-v4"
-	if v6 {
+	if family == 6 {
 		f = "-v6"
 	}
 	return p + hashName(id, 16) + f

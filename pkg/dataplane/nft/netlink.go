@@ -11,7 +11,6 @@ import (
 	"github.com/google/nftables"
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
-	"sigs.k8s.io/knftables"
 )
 
 // Netlink writes the driver's incremental transactions straight to the
@@ -158,13 +157,13 @@ func encodeOps(tbl *nftables.Table, ops []op) ([]nlStep, error) {
 			}
 			s.rule, s.udata = r, ruleUserData(o.rule.comment)
 		case opAddElem, opDelElem, opFlushSet, opDelSet:
-			ks, err := kernelSet(tbl, o.name, o.set.typ, slices.Contains(o.set.flags, knftables.IntervalFlag), o.set.isMap)
+			ks, err := kernelSet(tbl, o.name, o.set.setShape)
 			if err != nil {
 				return nil, notEncodableErr(err)
 			}
 			s.set = ks
 			if o.kind == opAddElem || o.kind == opDelElem {
-				els, err := encodeElem(o.set.typ, slices.Contains(o.set.flags, knftables.IntervalFlag), o.set.isMap, o.elem)
+				els, err := encodeElem(o.set.setShape, o.elem)
 				if err != nil {
 					return nil, notEncodableErr(err)
 				}

@@ -143,9 +143,18 @@ func addrValue(s string, v6 bool) (value, bool) {
 	return value{lo: lo, hi: hi, bits: p.Bits()}, true
 }
 
+// ifnameForm says whether an interface name may end in "*" (a rule's
+// prefix match) or is always a whole name (a set element).
+type ifnameForm uint8
+
+const (
+	wholeIfname ifnameForm = iota
+	wildcardIfname
+)
+
 // ifnameBytes is an interface name as nft compares it: the whole name with
-// its NUL padding, or only the prefix before a final "*".
-func ifnameBytes(s string, wildcard bool) ([]byte, bool) {
+// its NUL padding, or (wildcardIfname) only the prefix before a final "*".
+func ifnameBytes(s string, form ifnameForm) ([]byte, bool) {
 	if len(s) == 0 || len(s) > 15 || strings.ContainsAny(s, `"\$ `) {
 		return nil, false
 	}
@@ -154,7 +163,7 @@ func ifnameBytes(s string, wildcard bool) ([]byte, bool) {
 			return nil, false
 		}
 	}
-	if p, ok := strings.CutSuffix(s, "*"); ok && wildcard {
+	if p, ok := strings.CutSuffix(s, "*"); ok && form == wildcardIfname {
 		if p == "" || strings.Contains(p, "*") {
 			return nil, false
 		}
@@ -189,7 +198,7 @@ func parseValue(k valKind, tok string) (value, bool) {
 		}
 	case vIfname:
 		if s, ok := unquote(tok); ok {
-			if b, ok := ifnameBytes(s, true); ok {
+			if b, ok := ifnameBytes(s, wildcardIfname); ok {
 				return value{lo: b, hi: b, bits: -1}, true
 			}
 		}
@@ -267,12 +276,24 @@ func (s selector) load(reg uint32) expr.Any {
 // depend on whether the set is an interval set, which the text does not
 // say: only the driver's concatenations are accepted, with what the driver
 // declares them as (the port class maps are interval maps).
-var namedLookups = map[string]struct{ vmap, interval bool }{
+// lookupKey says how nft loads the key of a lookup: as it is, or, for an
+// interval map, with its host-order fields in network order.
+type lookupKey uint8
+
+const (
+	plainKey lookupKey = iota
+	intervalKey
+)
+
+var namedLookups = map[string]struct {
+	vmap bool
+	key  lookupKey
+}{
 	"ip saddr": {}, "ip daddr": {}, "ip6 saddr": {}, "ip6 daddr": {},
 	"iifname": {}, "oifname": {},
 	"iifname vmap": {vmap: true}, "oifname vmap": {vmap: true},
 	"meta l4proto . th dport":             {},
-	"th dport . meta l4proto vmap":        {vmap: true, interval: true},
+	"th dport . meta l4proto vmap":        {vmap: true, key: intervalKey},
 	"ip saddr . meta l4proto . th dport":  {},
 	"ip saddr . meta l4proto . th sport":  {},
 	"ip daddr . meta l4proto . th dport":  {},
@@ -590,7 +611,7 @@ func (p *ruleParser) match() error {
 		if !ok || !objName(t[1:]) {
 			return p.fail("lookup")
 		}
-		es := p.loads(sels, shape.interval)
+		es := p.loads(sels, shape.key)
 		es = append(es, &expr.Lookup{SourceRegister: 1, SetName: t[1:], Invert: op == expr.CmpOpNeq,
 			IsDestRegSet: shape.vmap, DestRegister: 0})
 		p.add(&stmt{exprs: es})
@@ -658,13 +679,13 @@ func (p *ruleParser) depend(sels []selector) error {
 // loads puts the selectors of a lookup in consecutive registers. The port
 // class map is an interval map: nft converts host-order fields of its key
 // to network order.
-func (p *ruleParser) loads(sels []selector, interval bool) []expr.Any {
+func (p *ruleParser) loads(sels []selector, key lookupKey) []expr.Any {
 	var es []expr.Any
 	var off uint32
 	for _, s := range sels {
 		r := reg32(off)
 		es = append(es, s.load(r))
-		if interval && s.kind == vProto {
+		if key == intervalKey && s.kind == vProto {
 			es = append(es, &expr.Byteorder{SourceRegister: r, DestRegister: r, Op: expr.ByteorderHton, Len: 1, Size: 2})
 		}
 		off += pad4(s.len) / 4
@@ -768,7 +789,7 @@ func (p *ruleParser) anonSet(sels []selector, op expr.CmpOp) error {
 		}
 	}
 	lookup := &expr.Lookup{SourceRegister: 1, Invert: op == expr.CmpOpNeq}
-	p.add(&stmt{exprs: append(p.loads(sels, false), lookup)})
+	p.add(&stmt{exprs: append(p.loads(sels, plainKey), lookup)})
 	p.anon = append(p.anon, nlAnonSet{set: set, elems: out, lookup: lookup})
 	return nil
 }
@@ -881,11 +902,12 @@ func parseSetType(typ string, isMap bool) (setType, bool) {
 }
 
 // kernelSet is a handle on an existing named set or map of the table, for element operations
-// (conn.SetAddElements / conn.SetDeleteElements): typ is the driver's type string (setT.typ),
+// (conn.SetAddElements / conn.SetDeleteElements): shape.typ is the driver's type string,
 // e.g. "ipv4_addr", "ipv6_addr", "ipv4_addr . inet_proto . inet_service",
 // "ipv6_addr . inet_proto . inet_service", "inet_service . inet_proto : verdict" (interval),
-// "ifname : verdict", "ifname", "inet_proto . inet_service"; interval is whether it has flags interval.
-func kernelSet(tbl *nftables.Table, name, typ string, interval, isMap bool) (*nftables.Set, error) {
+// "ifname : verdict", "ifname", "inet_proto . inet_service"; shape.interval is whether it has flags interval.
+func kernelSet(tbl *nftables.Table, name string, shape setShape) (*nftables.Set, error) {
+	typ, interval, isMap := shape.typ, shape.interval, shape.isMap
 	t, ok := parseSetType(typ, isMap)
 	if !ok || !objName(name) {
 		return nil, fmt.Errorf("%w: set %s type %q", errNotEncodable, name, typ)
@@ -914,7 +936,8 @@ func kernelSet(tbl *nftables.Table, name, typ string, interval, isMap bool) (*nf
 // type typ, into the netlink elements nft sends for it (an interval element of an ipv4_addr/ipv6_addr
 // interval set is a start element and an end element with IntervalEnd, except where nft sends no end;
 // concatenated interval maps use Key and KeyEnd). The same elements serve to delete it.
-func encodeElem(typ string, interval, isMap bool, e elemT) ([]nftables.SetElement, error) {
+func encodeElem(shape setShape, e elemT) ([]nftables.SetElement, error) {
+	typ, interval, isMap := shape.typ, shape.interval, shape.isMap
 	fail := func() ([]nftables.SetElement, error) {
 		return nil, fmt.Errorf("%w: element %q : %q of %q", errNotEncodable, e.key, e.value, typ)
 	}
@@ -928,7 +951,7 @@ func encodeElem(typ string, interval, isMap bool, e elemT) ([]nftables.SetElemen
 	for i, f := range t.fields {
 		var v value
 		if f.kind == vIfname {
-			b, ok := ifnameBytes(e.key[i], false)
+			b, ok := ifnameBytes(e.key[i], wholeIfname)
 			if !ok {
 				return fail()
 			}

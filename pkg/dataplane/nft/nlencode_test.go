@@ -26,7 +26,7 @@ import (
 // has no end element, and nft marks it in user data google/nftables cannot
 // send: such elements are left to nft.
 func TestEncodeElemLeftToNft(t *testing.T) {
-	if _, err := encodeElem("ifname : verdict", false, true, elemT{key: []string{"cali1"}, value: []string{""}}); !errors.Is(err, errNotEncodable) {
+	if _, err := encodeElem(setShape{typ: "ifname : verdict", isMap: true}, elemT{key: []string{"cali1"}, value: []string{""}}); !errors.Is(err, errNotEncodable) {
 		t.Errorf("empty verdict: %v", err)
 	}
 	for _, k := range []string{"0.0.0.0/0", "255.255.255.255", "128.0.0.0/1", "::/0", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"} {
@@ -34,7 +34,7 @@ func TestEncodeElemLeftToNft(t *testing.T) {
 		if strings.Contains(k, ":") {
 			typ = "ipv6_addr"
 		}
-		if _, err := encodeElem(typ, true, false, elemT{key: []string{k}}); !errors.Is(err, errNotEncodable) {
+		if _, err := encodeElem(setShape{typ: typ, interval: true}, elemT{key: []string{k}}); !errors.Is(err, errNotEncodable) {
 			t.Errorf("%s: %v, want errNotEncodable", k, err)
 		}
 	}
@@ -61,26 +61,25 @@ func TestEncodeRuleNotEncodable(t *testing.T) {
 		}
 	}
 	for _, c := range []struct {
-		typ             string
-		interval, isMap bool
-		key             []string
-		value           []string
+		shape setShape
+		key   []string
+		value []string
 	}{
-		{"ipv4_addr", false, false, []string{"10.0.0.0/8"}, nil},
-		{"ipv4_addr", true, false, []string{"10.0.0.1/32"}, nil},
-		{"ipv4_addr", true, false, []string{"fd00::1"}, nil},
-		{"ipv4_addr", true, false, []string{"10.0.0.1", "x"}, nil},
-		{"ifname", false, false, []string{"cali*"}, nil},
-		{"ifname : verdict", false, true, []string{"cali1"}, []string{"goto"}},
-		{"ifname : verdict", false, true, []string{"cali1"}, []string{"continue"}},
-		{"ifname : verdict", false, true, []string{"cali1"}, nil},
-		{"ifname", false, false, []string{"cali1"}, []string{"accept"}},
-		{"inet_proto . inet_service", false, false, []string{"tcp", "1-2"}, nil},
-		{"inet_service . inet_proto : verdict", true, true, []string{"1-2", "tcp"}, []string{"drop", "accept"}},
-		{"ether_addr", false, false, []string{"00:00:00:00:00:00"}, nil},
+		{setShape{typ: "ipv4_addr"}, []string{"10.0.0.0/8"}, nil},
+		{setShape{typ: "ipv4_addr", interval: true}, []string{"10.0.0.1/32"}, nil},
+		{setShape{typ: "ipv4_addr", interval: true}, []string{"fd00::1"}, nil},
+		{setShape{typ: "ipv4_addr", interval: true}, []string{"10.0.0.1", "x"}, nil},
+		{setShape{typ: "ifname"}, []string{"cali*"}, nil},
+		{setShape{typ: "ifname : verdict", isMap: true}, []string{"cali1"}, []string{"goto"}},
+		{setShape{typ: "ifname : verdict", isMap: true}, []string{"cali1"}, []string{"continue"}},
+		{setShape{typ: "ifname : verdict", isMap: true}, []string{"cali1"}, nil},
+		{setShape{typ: "ifname"}, []string{"cali1"}, []string{"accept"}},
+		{setShape{typ: "inet_proto . inet_service"}, []string{"tcp", "1-2"}, nil},
+		{classMapShape, []string{"1-2", "tcp"}, []string{"drop", "accept"}},
+		{setShape{typ: "ether_addr"}, []string{"00:00:00:00:00:00"}, nil},
 	} {
-		if els, err := encodeElem(c.typ, c.interval, c.isMap, elemT{key: c.key, value: c.value}); !errors.Is(err, errNotEncodable) {
-			t.Errorf("encodeElem(%q, %v) = %v, %v; want errNotEncodable", c.typ, c.key, els, err)
+		if els, err := encodeElem(c.shape, elemT{key: c.key, value: c.value}); !errors.Is(err, errNotEncodable) {
+			t.Errorf("encodeElem(%q, %v) = %v, %v; want errNotEncodable", c.shape.typ, c.key, els, err)
 		}
 	}
 }
@@ -297,8 +296,8 @@ func parseScript(t *testing.T, script string) (chains []string, rules map[string
 			f := strings.Fields(l)
 			decl := l[strings.Index(l, "{"):]
 			typ, _, _ := strings.Cut(strings.TrimPrefix(decl, "{ type "), " ;")
-			s := &goldenSet{name: f[4], isMap: f[1] == "map", typ: typ,
-				interval: strings.Contains(decl, "flags interval"), decl: decl}
+			s := &goldenSet{name: f[4], decl: decl,
+				setShape: setShape{typ: typ, interval: strings.Contains(decl, "flags interval"), isMap: f[1] == "map"}}
 			byName[s.name] = s
 			sets = append(sets, s)
 		case strings.HasPrefix(l, "add element inet tortie "):
@@ -517,15 +516,15 @@ func TestNLEncodeRules(t *testing.T) {
 // goldenSet is a set declaration with elements to add, and some of them to
 // delete afterwards.
 type goldenSet struct {
-	name, typ, decl string
-	interval, isMap bool
-	elems           []elemT
-	deletes         []elemT
+	name, decl string
+	setShape
+	elems   []elemT
+	deletes []elemT
 }
 
 func nlencExtraSets() []*goldenSet {
-	set := func(typ string, interval, isMap bool, elems []string, deletes ...string) *goldenSet {
-		s := &goldenSet{typ: typ, interval: interval, isMap: isMap}
+	set := func(shape setShape, elems []string, deletes ...string) *goldenSet {
+		s := &goldenSet{setShape: shape}
 		for _, e := range elems {
 			s.elems = append(s.elems, parseElem(e))
 		}
@@ -538,25 +537,25 @@ func nlencExtraSets() []*goldenSet {
 	return []*goldenSet{
 		// Intervals that end at the last address are nft's (see
 		// TestEncodeElemLeftToNft).
-		set("ipv4_addr", true, false, []string{"10.0.1.66", "10.0.1.67", "10.0.2.0/24", "10.0.3.0/25", "192.168.0.0/16",
+		set(setShape{typ: "ipv4_addr", interval: true}, []string{"10.0.1.66", "10.0.1.67", "10.0.2.0/24", "10.0.3.0/25", "192.168.0.0/16",
 			"1.2.3.4", "255.255.255.254", "255.255.255.0/31"}, "10.0.1.67", "10.0.3.0/25", "255.255.255.254"),
-		set("ipv4_addr", true, false, []string{"0.0.0.0/1", "128.0.0.0/2"}, "0.0.0.0/1"),
-		set("ipv4_addr", true, false, []string{"0.0.0.0", "10.0.0.0/8"}, "0.0.0.0"),
-		set("ipv6_addr", true, false, []string{"fd00::1", "fd00:1::/64", "2001:db8::/32", "::1",
+		set(setShape{typ: "ipv4_addr", interval: true}, []string{"0.0.0.0/1", "128.0.0.0/2"}, "0.0.0.0/1"),
+		set(setShape{typ: "ipv4_addr", interval: true}, []string{"0.0.0.0", "10.0.0.0/8"}, "0.0.0.0"),
+		set(setShape{typ: "ipv6_addr", interval: true}, []string{"fd00::1", "fd00:1::/64", "2001:db8::/32", "::1",
 			"ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffe", "fe80::/10"}, "fd00:1::/64", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffe"),
-		set("ipv4_addr . inet_proto . inet_service", false, false, []string{"10.0.0.2 . tcp . 8080",
+		set(setShape{typ: "ipv4_addr . inet_proto . inet_service"}, []string{"10.0.0.2 . tcp . 8080",
 			"10.0.0.3 . udp . 53", "10.0.0.4 . sctp . 9", "10.0.0.5 . 47 . 0", "255.255.255.255 . udplite . 65535"},
 			"10.0.0.3 . udp . 53"),
-		set("ipv6_addr . inet_proto . inet_service", false, false, []string{"fd00::2 . tcp . 8080",
+		set(setShape{typ: "ipv6_addr . inet_proto . inet_service"}, []string{"fd00::2 . tcp . 8080",
 			"fd00::3 . udp . 53", "::1 . 255 . 1"}, "fd00::2 . tcp . 8080"),
-		set("inet_service . inet_proto : verdict", true, true, []string{"0-21 . tcp : goto x-target",
+		set(classMapShape, []string{"0-21 . tcp : goto x-target",
 			"22 . tcp : jump x-target", "23 . tcp : return", "24-79 . tcp : drop", "80 . tcp : accept",
 			"0-65535 . icmp : drop", "100 . 47 : drop", "5000-5999 . udp : goto x-target", "65535 . udp : accept"},
 			"22 . tcp", "24-79 . tcp", "0-65535 . icmp", "65535 . udp"),
-		set("ifname : verdict", false, true, []string{"cali1234 : jump x-target", "abcdefghijklmno : goto x-target",
+		set(setShape{typ: "ifname : verdict", isMap: true}, []string{"cali1234 : jump x-target", "abcdefghijklmno : goto x-target",
 			"eth0 : return", "lo : drop", "x : accept"}, "cali1234", "lo"),
-		set("ifname", false, false, []string{"caliabc", "lo", "abcdefghijklmno"}, "lo"),
-		set("inet_proto . inet_service", false, false, []string{"tcp . 22", "udp . 68", "sctp . 0", "0 . 65535"}, "udp . 68"),
+		set(setShape{typ: "ifname"}, []string{"caliabc", "lo", "abcdefghijklmno"}, "lo"),
+		set(setShape{typ: "inet_proto . inet_service"}, []string{"tcp . 22", "udp . 68", "sctp . 0", "0 . 65535"}, "udp . 68"),
 	}
 }
 
@@ -645,8 +644,9 @@ func TestNLEncodeElems(t *testing.T) {
 			}
 		}
 	}
-	apply := func(del bool) {
+	apply := func(kind opKind) { // opAddElem or opDelElem
 		t.Helper()
+		del := kind == opDelElem
 		verb := "add"
 		for i, c := range cases {
 			es := c.elems
@@ -663,14 +663,14 @@ func TestNLEncodeElems(t *testing.T) {
 				if del {
 					texts[j] = strings.Join(e.key, " . ")
 				}
-				els, err := encodeElem(c.typ, c.interval, c.isMap, e)
+				els, err := encodeElem(c.setShape, e)
 				if err != nil {
 					t.Fatalf("%s: %v", c.typ, err)
 				}
 				nl = append(nl, els...)
 			}
 			x.nft(t, verb, "element", "inet", "tortie", fmt.Sprintf("e%d-nft", i), "{ "+strings.Join(texts, ", ")+" }")
-			s, err := kernelSet(x.tbl, fmt.Sprintf("e%d-nl", i), c.typ, c.interval, c.isMap)
+			s, err := kernelSet(x.tbl, fmt.Sprintf("e%d-nl", i), c.setShape)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -687,9 +687,9 @@ func TestNLEncodeElems(t *testing.T) {
 			t.Fatalf("%s: flush: %v", verb, err)
 		}
 	}
-	apply(false)
+	apply(opAddElem)
 	check("add")
-	apply(true)
+	apply(opDelElem)
 	check("delete")
 	t.Logf("%d sets compared after adds and deletes", len(cases))
 }
@@ -708,11 +708,11 @@ func FuzzEncode(f *testing.F) {
 		}
 		for _, typ := range []string{"ipv4_addr", "inet_service . inet_proto", "ifname", "ipv4_addr . inet_proto . inet_service"} {
 			e := elemT{key: strings.Split(text, " . ")}
-			if _, err := encodeElem(typ, typ != "ifname", false, e); err != nil && !errors.Is(err, errNotEncodable) {
+			if _, err := encodeElem(setShape{typ: typ, interval: typ != "ifname"}, e); err != nil && !errors.Is(err, errNotEncodable) {
 				t.Errorf("%q as %s: %v", text, typ, err)
 			}
 			e.value = []string{text}
-			if _, err := encodeElem(typ, typ == "inet_service . inet_proto", true, e); err != nil && !errors.Is(err, errNotEncodable) {
+			if _, err := encodeElem(setShape{typ: typ, interval: typ == "inet_service . inet_proto", isMap: true}, e); err != nil && !errors.Is(err, errNotEncodable) {
 				t.Errorf("%q as a %s map element: %v", text, typ, err)
 			}
 		}

@@ -73,7 +73,7 @@ type compiledRule struct {
 
 // compileRule compiles r; ok is false when r can never match (for example
 // ipVersion 6 with only IPv4 nets).
-func compileRule(r *calc.Rule, names func(id string, namedPort, v6 bool) string) (compiledRule, bool) {
+func compileRule(r *calc.Rule, names setNamer) (compiledRule, bool) {
 	c := compiledRule{rule: r}
 	switch {
 	case r.Protocol == 0:
@@ -101,8 +101,8 @@ func compileRule(r *calc.Rule, names func(id string, namedPort, v6 bool) string)
 		}
 	}
 	for _, f := range families {
-		c.full = append(c.full, ruleLines(r, f, false, false, names)...)
-		c.inClass = append(c.inClass, ruleLines(r, f, !c.adm.all, c.adm.ranges != nil, names)...)
+		c.full = append(c.full, ruleLines(r, f, classGuarantee{}, names)...)
+		c.inClass = append(c.inClass, ruleLines(r, f, classGuarantee{proto: !c.adm.all, dstPorts: c.adm.ranges != nil}, names)...)
 	}
 	return c, len(c.full) > 0
 }
@@ -137,10 +137,28 @@ func familyPossible(r *calc.Rule, f int) bool {
 
 func is6(p netip.Prefix) bool { return !p.Addr().Is4() }
 
-// ruleLines renders the match lines of r for family f (0: any family).
-// stripProto leaves out the protocol, skipPorts the numeric destination
-// ports: a class chain guarantees them.
-func ruleLines(r *calc.Rule, f int, stripProto, skipPorts bool, names func(string, bool, bool) string) []string {
+// setNamer names the kernel set of one family (4 or 6) of a calc IP set
+// (ipSetName).
+type setNamer func(id string, kind calc.IPSetKind, family int) string
+
+// classGuarantee is what the class chain a rule's lines go in guarantees,
+// so the lines leave it out: the protocol, the numeric destination ports.
+type classGuarantee struct {
+	proto, dstPorts bool
+}
+
+// portsCond says whether the numeric Ports of one side of a rule are
+// written in its lines or left out, a class chain guaranteeing them.
+type portsCond uint8
+
+const (
+	writePorts portsCond = iota
+	portsGuaranteed
+)
+
+// ruleLines renders the match lines of r for family f (0: any family),
+// without what the class chain guarantees (g).
+func ruleLines(r *calc.Rule, f int, g classGuarantee, names setNamer) []string {
 	var base []string
 	switch f {
 	case 4:
@@ -148,15 +166,19 @@ func ruleLines(r *calc.Rule, f int, stripProto, skipPorts bool, names func(strin
 	case 6:
 		base = append(base, "meta nfproto ipv6")
 	}
-	if r.Protocol != 0 && !stripProto {
+	if r.Protocol != 0 && !g.proto {
 		base = append(base, "meta l4proto "+protoName(r.Protocol))
 	}
 	if r.NotProtocol != 0 {
 		base = append(base, "meta l4proto != "+protoName(r.NotProtocol))
 	}
 	base = append(base, icmpExprs(r, f)...)
-	srcAlts := entityExprs(&r.Src, "saddr", "sport", f, false, names)
-	dstAlts := entityExprs(&r.Dst, "daddr", "dport", f, skipPorts, names)
+	dstPorts := writePorts
+	if g.dstPorts {
+		dstPorts = portsGuaranteed
+	}
+	srcAlts := entityExprs(&r.Src, "saddr", "sport", f, writePorts, names)
+	dstAlts := entityExprs(&r.Dst, "daddr", "dport", f, dstPorts, names)
 	var out []string
 	for _, s := range srcAlts {
 		for _, d := range dstAlts {
@@ -192,9 +214,9 @@ func icmpExprs(r *calc.Rule, f int) []string {
 }
 
 // entityExprs renders one side of a rule for family f: a list of
-// alternatives, each a list of expressions to AND. skipPorts drops the
-// numeric Ports condition (guaranteed by the class chain).
-func entityExprs(e *calc.EntityMatch, addr, port string, f int, skipPorts bool, names func(string, bool, bool) string) [][]string {
+// alternatives, each a list of expressions to AND. ports says whether the
+// numeric Ports condition is written or guaranteed by the class chain.
+func entityExprs(e *calc.EntityMatch, addr, port string, f int, ports portsCond, names setNamer) [][]string {
 	ipkw := "ip"
 	if f == 6 {
 		ipkw = "ip6"
@@ -208,28 +230,28 @@ func entityExprs(e *calc.EntityMatch, addr, port string, f int, skipPorts bool, 
 			common = append(common, fmt.Sprintf("%s %s != %s", ipkw, addr, anonSet(nets)))
 		}
 		if e.IPSet != "" {
-			common = append(common, fmt.Sprintf("%s %s @%s", ipkw, addr, names(e.IPSet, false, f == 6)))
+			common = append(common, fmt.Sprintf("%s %s @%s", ipkw, addr, names(e.IPSet, calc.AddressSet, f)))
 		}
 		if e.NotIPSet != "" {
-			common = append(common, fmt.Sprintf("%s %s != @%s", ipkw, addr, names(e.NotIPSet, false, f == 6)))
+			common = append(common, fmt.Sprintf("%s %s != @%s", ipkw, addr, names(e.NotIPSet, calc.AddressSet, f)))
 		}
 	}
 	if len(e.NotPorts) > 0 {
 		common = append(common, fmt.Sprintf("th %s != %s", port, notPortSet(mergeRanges(e.NotPorts))))
 	}
 	for _, id := range e.NotNamedPortSets {
-		common = append(common, fmt.Sprintf("%s %s . meta l4proto . th %s != @%s", ipkw, addr, port, names(id, true, f == 6)))
+		common = append(common, fmt.Sprintf("%s %s . meta l4proto . th %s != @%s", ipkw, addr, port, names(id, calc.NamedPortSet, f)))
 	}
 	var alts [][]string
 	if len(e.Ports) > 0 {
-		if skipPorts {
+		if ports == portsGuaranteed {
 			alts = append(alts, nil)
 		} else {
 			alts = append(alts, []string{fmt.Sprintf("th %s %s", port, portSet(mergeRanges(e.Ports)))})
 		}
 	}
 	for _, id := range e.NamedPortSets {
-		alts = append(alts, []string{fmt.Sprintf("%s %s . meta l4proto . th %s @%s", ipkw, addr, port, names(id, true, f == 6))})
+		alts = append(alts, []string{fmt.Sprintf("%s %s . meta l4proto . th %s @%s", ipkw, addr, port, names(id, calc.NamedPortSet, f))})
 	}
 	if len(alts) == 0 {
 		alts = [][]string{nil}

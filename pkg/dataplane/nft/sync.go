@@ -16,7 +16,8 @@ import (
 // valid: sets and chains exist before rules and elements refer to them, and
 // objects are deleted only a sync after the last reference to them went.
 // A ctx done before the write returns ctx.Err() and writes nothing.
-func (d *Driver) sync(ctx context.Context, full bool) error {
+func (d *Driver) sync(ctx context.Context, scope syncScope) error {
+	full := scope == syncFull
 	d.renderStatic()
 	d.gcPrograms()
 	if err := ctx.Err(); err != nil {
@@ -71,10 +72,10 @@ func (d *Driver) sync(ctx context.Context, full bool) error {
 	// 3. Elements of plain sets (rules may need them), 4. chain contents,
 	// 5. elements of verdict maps (they point at chains that now have
 	// their rules).
-	writeElems := func(ofMaps bool) {
+	writeElems := func(pass elemPass) {
 		for _, n := range sets {
 			w, h := d.want.sets[n], d.have.sets[n]
-			if w == nil || w.isMap != ofMaps {
+			if w == nil || w.isMap != bool(pass) {
 				continue
 			}
 			if h == nil {
@@ -110,13 +111,13 @@ func (d *Driver) sync(ctx context.Context, full bool) error {
 				continue
 			}
 			w, h := d.want.sets[n], d.have.sets[n]
-			if w == nil || h == nil || w.isMap != ofMaps {
+			if w == nil || h == nil || w.isMap != bool(pass) {
 				continue
 			}
 			diffElems(tx, n, w, h, slices.Sorted(maps.Keys(d.dirty.elems[n])))
 		}
 	}
-	writeElems(false)
+	writeElems(setElems)
 	for _, n := range chains {
 		w, h := d.want.chains[n], d.have.chains[n]
 		if w == nil || (h != nil && sameRules(w, h)) {
@@ -129,7 +130,7 @@ func (d *Driver) sync(ctx context.Context, full bool) error {
 			tx.add(op{kind: opAddRule, name: n, rule: rl})
 		}
 	}
-	writeElems(true)
+	writeElems(mapElems)
 
 	// 6. Objects that went out of want in an earlier sync, last: only now
 	// has every kept chain its new rules and every kept map its new
@@ -168,7 +169,7 @@ func (d *Driver) sync(ctx context.Context, full bool) error {
 	}
 
 	if len(tx.ops) > 1 || !d.synced {
-		if err := d.run(ctx, tx, full); err != nil {
+		if err := d.run(ctx, tx, scope); err != nil {
 			d.synced = false
 			return err
 		}
@@ -217,6 +218,25 @@ func (d *Driver) sync(ctx context.Context, full bool) error {
 	d.synced = true
 	return nil
 }
+
+// syncScope says what a sync compares: the dirty objects with what the
+// driver remembers of the kernel, or the whole table with a fresh listing.
+type syncScope uint8
+
+const (
+	syncDirty syncScope = iota
+	syncFull
+)
+
+// elemPass says which elements a pass of sync writes: those of plain sets
+// (before chain contents, which may refer to them) or those of maps (after,
+// as they point at chains).
+type elemPass bool
+
+const (
+	setElems elemPass = false
+	mapElems elemPass = true
+)
 
 func (s *setT) clone() *setT {
 	c := *s
@@ -289,7 +309,7 @@ func (d *Driver) listKernel(ctx context.Context) (*tableModel, error) {
 	}
 	for _, kind := range []string{"set", "map"} {
 		for _, n := range all[kind] {
-			s := &setT{isMap: kind == "map", elems: map[string]elemT{}}
+			s := &setT{setShape: setShape{isMap: kind == "map"}, elems: map[string]elemT{}}
 			els, err := d.nft.ListElements(ctx, kind, n)
 			if err != nil {
 				return nil, err

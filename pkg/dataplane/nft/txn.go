@@ -54,9 +54,9 @@ func (t *txn) knft(tx *knftables.Transaction) *knftables.Transaction {
 			tx.Add(&knftables.Table{Comment: knftables.PtrTo(tableComment)})
 		case opAddSet:
 			if o.set.isMap {
-				tx.Add(&knftables.Map{Name: o.name, Type: o.set.typ, Flags: o.set.flags, Comment: knftables.PtrTo(o.set.comment)})
+				tx.Add(&knftables.Map{Name: o.name, Type: o.set.typ, Flags: o.set.flags(), Comment: knftables.PtrTo(o.set.comment)})
 			} else {
-				tx.Add(&knftables.Set{Name: o.name, Type: o.set.typ, Flags: o.set.flags, Comment: knftables.PtrTo(o.set.comment)})
+				tx.Add(&knftables.Set{Name: o.name, Type: o.set.typ, Flags: o.set.flags(), Comment: knftables.PtrTo(o.set.comment)})
 			}
 		case opAddChain:
 			c := &knftables.Chain{Name: o.name}
@@ -107,11 +107,11 @@ func (t *txn) knft(tx *knftables.Transaction) *knftables.Transaction {
 // before the write returns ctx.Err() and writes nothing, and one done
 // during it interrupts the write (the kernel then has tx or not, and the
 // error makes the next sync a full one, which lists what it has).
-func (d *Driver) run(ctx context.Context, tx *txn, full bool) error {
+func (d *Driver) run(ctx context.Context, tx *txn, scope syncScope) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if d.nl != nil && !full && d.synced && len(tx.ops) <= 4*maxDirectMessages {
+	if d.nl != nil && scope == syncDirty && d.synced && len(tx.ops) <= 4*maxDirectMessages {
 		t0 := time.Now()
 		err := d.nl.run(ctx, d.cfg.TableName, tx.ops)
 		if !errors.Is(err, errNotEncodable) {
