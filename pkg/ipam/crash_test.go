@@ -126,7 +126,7 @@ func TestCrashSafety(t *testing.T) {
 	}
 	t.Logf("%d of %d kills left a claim half done", inClaim, kills)
 
-	held := auditBlocks(t, e.ctx, e.be)
+	held := auditBlocks(e.ctx, t, e.be)
 	rep, err := e.ipam.Check(e.ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -163,5 +163,5 @@ func TestCrashSafety(t *testing.T) {
 	for _, n := range nodes {
 		e.assign("after."+n, n, 1, 1)
 	}
-	auditBlocks(t, e.ctx, e.be)
+	auditBlocks(e.ctx, t, e.be)
 }

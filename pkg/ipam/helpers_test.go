@@ -117,7 +117,7 @@ func (e *testEnv) assign(handle, node string, n4, n6 int) *Assignment {
 // auditBlocks reads every block and fails on an address held twice, an
 // ordinal both allocated and free, or a handle key that disagrees with
 // the blocks. It returns the allocated addresses and their handles.
-func auditBlocks(t testing.TB, ctx context.Context, be datastore.Backend) map[netip.Addr]string {
+func auditBlocks(ctx context.Context, t testing.TB, be datastore.Backend) map[netip.Addr]string {
 	t.Helper()
 	kvs, _, err := be.List(ctx, ipamPrefix)
 	if err != nil {

@@ -205,8 +205,8 @@ func (a *IPAM) autoAssignFamily(ctx context.Context, v *view, hs *handleState, v
 // allocate takes want addresses for a handle from the pools.
 func (a *IPAM) allocate(ctx context.Context, v *view, pools []*pool, hs *handleState, version, want int, node string, attrs map[string]string) ([]netip.Prefix, error) {
 	var out []netip.Prefix
-	take := func(p *pool, blk netip.Prefix, affine, useCache bool) error {
-		got, err := a.assignFromBlock(ctx, v, p, blk, want, hs, attrs, node, affine, useCache)
+	take := func(p *pool, blk netip.Prefix, use blockUse, from readFrom) error {
+		got, err := a.assignFromBlock(ctx, v, p, blk, want, hs, attrs, node, use, from)
 		for _, g := range got {
 			out = append(out, netip.PrefixFrom(g, blk.Bits()))
 		}
@@ -219,8 +219,8 @@ func (a *IPAM) allocate(ctx context.Context, v *view, pools []*pool, hs *handleS
 	// them freshly read (addresses may have been released elsewhere).
 	tried := map[netip.Prefix]bool{}
 	ownBlocks := 0
-	for _, fresh := range []bool{false, true} {
-		affs, err := a.affinities(ctx, node, version, fresh)
+	for _, from := range []readFrom{fromCache, fromStore} {
+		affs, err := a.affinities(ctx, node, version, from)
 		if err != nil {
 			return out, err
 		}
@@ -236,11 +236,11 @@ func (a *IPAM) allocate(ctx context.Context, v *view, pools []*pool, hs *handleS
 			if p == nil {
 				continue // its pool is gone, disabled or not for this node
 			}
-			if !fresh && a.cachedFree(blockKey(e.cidr), node, v.usable(p)) == 0 {
+			if from == fromCache && a.cachedFree(blockKey(e.cidr), node, v.usable(p)) == 0 {
 				continue
 			}
 			tried[e.cidr] = true
-			err := take(p, e.cidr, true, !fresh)
+			err := take(p, e.cidr, ownBlock, from)
 			if errors.Is(err, errNotAffine) {
 				a.dropStaleAffinity(ctx, node, e)
 				continue
@@ -287,7 +287,7 @@ func (a *IPAM) allocate(ctx context.Context, v *view, pools []*pool, hs *handleS
 		}
 		tried[blk] = true
 		before := want
-		if err := take(p, blk, true, true); err != nil && !errors.Is(err, errNotAffine) {
+		if err := take(p, blk, ownBlock, fromCache); err != nil && !errors.Is(err, errNotAffine) {
 			return out, err
 		}
 		if want == before {
@@ -317,7 +317,7 @@ func (a *IPAM) allocate(ctx context.Context, v *view, pools []*pool, hs *handleS
 			if want == 0 || p == nil || tried[blk] || info.block().host() == node || info.block().free(v.usable(p)) == 0 {
 				continue
 			}
-			if err := take(p, blk, false, false); err != nil {
+			if err := take(p, blk, borrowedBlock, fromStore); err != nil {
 				return out, err
 			}
 		}
@@ -444,29 +444,40 @@ func mustJSON(v any) []byte {
 	return b
 }
 
+// blockUse says whose block an allocation may take from.
+type blockUse uint8
+
+const (
+	// ownBlock: the node's own; a block affine to another node is
+	// errNotAffine.
+	ownBlock blockUse = iota
+	// borrowedBlock: any node's (borrowing single addresses).
+	borrowedBlock
+)
+
 // assignFromBlock allocates up to num addresses of one block to the handle:
 // one transaction writes the block and the handle together.
-func (a *IPAM) assignFromBlock(ctx context.Context, v *view, p *pool, blk netip.Prefix, num int, hs *handleState, attrs map[string]string, node string, mustBeAffine, useCache bool) ([]netip.Addr, error) {
+func (a *IPAM) assignFromBlock(ctx context.Context, v *view, p *pool, blk netip.Prefix, num int, hs *handleState, attrs map[string]string, node string, use blockUse, from readFrom) ([]netip.Addr, error) {
 	key := blockKey(blk)
 	for attempt := 0; attempt < a.opts.MaxRetries; attempt++ {
-		kv, b, fromCache, err := a.getBlock(ctx, key, useCache)
+		kv, b, cached, err := a.getBlock(ctx, key, from)
 		if errors.Is(err, datastore.ErrNotFound) {
 			return nil, nil
 		}
 		if err != nil {
 			return nil, err
 		}
-		if mustBeAffine && b.host() != node {
-			if fromCache {
-				useCache = false
+		if use == ownBlock && b.host() != node {
+			if cached {
+				from = fromStore
 				continue
 			}
 			return nil, errNotAffine
 		}
 		got := b.take(num, hs.id, attrs, v.usable(p))
 		if len(got) == 0 {
-			if fromCache {
-				useCache = false // it may have room by now
+			if cached {
+				from = fromStore // it may have room by now
 				continue
 			}
 			return nil, nil
@@ -487,7 +498,7 @@ func (a *IPAM) assignFromBlock(ctx context.Context, v *view, p *pool, blk netip.
 			return nil, err
 		}
 		if te.Index == 0 {
-			useCache = false
+			from = fromStore
 			a.backoff(attempt)
 			continue
 		}
@@ -515,10 +526,23 @@ type cachedBlock struct {
 	b  *block
 }
 
-// getBlock reads a block, or takes it from the cache when useCache. The
-// block returned is the caller's to change.
-func (a *IPAM) getBlock(ctx context.Context, key string, useCache bool) (*datastore.KV, *block, bool, error) {
-	if useCache {
+// readFrom says where a read of a block or of a node's affinities may come
+// from.
+type readFrom uint8
+
+const (
+	// fromStore reads the datastore (and refreshes the cache).
+	fromStore readFrom = iota
+	// fromCache takes the cached copy when there is one, else reads the
+	// datastore.
+	fromCache
+)
+
+// getBlock reads a block, or takes it from the cache when from says so and
+// the cache holds it (the third result says which). The block returned is
+// the caller's to change.
+func (a *IPAM) getBlock(ctx context.Context, key string, from readFrom) (*datastore.KV, *block, bool, error) {
+	if from == fromCache {
 		a.mu.Lock()
 		cb := a.blocks[key]
 		a.mu.Unlock()
@@ -569,10 +593,10 @@ func (a *IPAM) forgetBlock(key string) {
 }
 
 // affinities lists a node's affinities of one IP version, from the cache
-// unless fresh or there is none.
-func (a *IPAM) affinities(ctx context.Context, node string, version int, fresh bool) ([]affEntry, error) {
+// when from says so and it holds them, else from the datastore.
+func (a *IPAM) affinities(ctx context.Context, node string, version int, from readFrom) ([]affEntry, error) {
 	ck := fmt.Sprintf("%s/%d", node, version)
-	if !fresh {
+	if from == fromCache {
 		a.mu.Lock()
 		list, ok := a.affine[ck]
 		a.mu.Unlock()
@@ -881,7 +905,7 @@ func (a *IPAM) handleAddrs(ctx context.Context, id string, h *handle, version in
 		if err != nil || ipVersion(p.Addr()) != version {
 			continue
 		}
-		_, b, _, err := a.getBlock(ctx, blockKey(p.Masked()), false)
+		_, b, _, err := a.getBlock(ctx, blockKey(p.Masked()), fromStore)
 		if errors.Is(err, datastore.ErrNotFound) {
 			continue
 		}

@@ -122,7 +122,7 @@ func TestCalicoLayoutAfterAssignAndRelease(t *testing.T) {
 	if b.claimTime().IsZero() {
 		t.Error("no affinity_claim_time")
 	}
-	auditBlocks(t, e.ctx, e.be)
+	auditBlocks(e.ctx, t, e.be)
 }
 
 func blockAt(t *testing.T, e *testEnv, key string) *block {
@@ -159,7 +159,7 @@ func TestAutoAssignIdempotentDualStack(t *testing.T) {
 	if len(more.IPv4) != 3 || !equalPrefixes(more.IPv4[:2], first.IPv4) {
 		t.Errorf("growing gave %v", more.IPv4)
 	}
-	held := auditBlocks(t, e.ctx, e.be)
+	held := auditBlocks(e.ctx, t, e.be)
 	if len(held) != 4 {
 		t.Errorf("%d addresses held, want 4", len(held))
 	}
@@ -178,7 +178,7 @@ func TestAutoAssignIdempotentDualStack(t *testing.T) {
 	if _, err := e.ipam.IPsByHandle(e.ctx, "net.c1"); !errors.Is(err, ErrHandleNotFound) {
 		t.Errorf("IPsByHandle after release: %v", err)
 	}
-	if len(auditBlocks(t, e.ctx, e.be)) != 0 {
+	if len(auditBlocks(e.ctx, t, e.be)) != 0 {
 		t.Error("addresses left after release")
 	}
 }
@@ -263,7 +263,7 @@ func TestStrictAffinityNeverBorrows(t *testing.T) {
 	if err == nil || err.Error() != want {
 		t.Errorf("strict: got %v\nwant %s", err, want)
 	}
-	if len(auditBlocks(t, e.ctx, e.be)) != 4 {
+	if len(auditBlocks(e.ctx, t, e.be)) != 4 {
 		t.Error("strict affinity allocated something")
 	}
 	// n1 fills its own block, then cannot go further.
@@ -362,7 +362,7 @@ func TestAssignIP(t *testing.T) {
 	if err != nil || len(un) != 1 || un[0].String() != "10.75.3.8" {
 		t.Errorf("release: %v %v", un, err)
 	}
-	auditBlocks(t, e.ctx, e.be)
+	auditBlocks(e.ctx, t, e.be)
 }
 
 // A node leaving: its empty blocks go, its non-empty blocks lose their
@@ -473,7 +473,7 @@ func TestCrashLeftovers(t *testing.T) {
 	if got := e.get(handleKey("h1-b")); got != `{"block":{"10.65.192.128/26":1},"deleted":false}` {
 		t.Errorf("recreated handle = %s", got)
 	}
-	auditBlocks(t, e.ctx, e.be)
+	auditBlocks(e.ctx, t, e.be)
 
 	// 4. Two hours later the leaks go; a workload's address does not.
 	later := New(e.be, Options{Clock: func() time.Time { return time.Now().Add(2 * time.Hour) }})

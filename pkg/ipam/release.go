@@ -135,7 +135,7 @@ func (a *IPAM) ReleaseIPs(ctx context.Context, opts ...ReleaseOptions) ([]netip.
 func (a *IPAM) releaseFromBlock(ctx context.Context, blk netip.Prefix, opts []ReleaseOptions) ([]netip.Addr, error) {
 	key := blockKey(blk)
 	for attempt := 0; attempt < a.opts.MaxRetries; attempt++ {
-		kv, b, _, err := a.getBlock(ctx, key, false)
+		kv, b, _, err := a.getBlock(ctx, key, fromStore)
 		if errors.Is(err, datastore.ErrNotFound) {
 			var un []netip.Addr
 			for _, o := range opts {
@@ -272,7 +272,7 @@ var errRetry = errors.New("retry")
 // the block off the handle, in one transaction.
 func (a *IPAM) releaseHandleInBlock(ctx context.Context, hs *handleState, blk netip.Prefix, cidr string) ([]netip.Addr, error) {
 	key := blockKey(blk)
-	kv, b, _, err := a.getBlock(ctx, key, false)
+	kv, b, _, err := a.getBlock(ctx, key, fromStore)
 	var ops []datastore.Op
 	var got []netip.Addr
 	if err == nil {
@@ -445,7 +445,7 @@ func (a *IPAM) AssignIP(ctx context.Context, args AssignIPArgs) error {
 		return err
 	}
 	for attempt := 0; attempt < a.opts.MaxRetries; attempt++ {
-		kv, b, _, err := a.getBlock(ctx, key, false)
+		kv, b, _, err := a.getBlock(ctx, key, fromStore)
 		if errors.Is(err, datastore.ErrNotFound) {
 			if args.Node == "" {
 				return fmt.Errorf("ipam: block %s of %s does not exist and no node was given to claim it", blk, args.IP)

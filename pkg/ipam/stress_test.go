@@ -114,7 +114,7 @@ func TestConcurrentAllocateRelease(t *testing.T) {
 		return
 	}
 
-	held := auditBlocks(t, e.ctx, e.be)
+	held := auditBlocks(e.ctx, t, e.be)
 	if len(held) != len(live) {
 		t.Errorf("blocks hold %d addresses, %d handles are live", len(held), len(live))
 	}
