@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/containernetworking/cni/pkg/invoke"
-	delegated "github.com/containernetworking/plugins/pkg/ipam"
 
 	v3 "github.com/tortie/tortie/pkg/apis/v3"
 	"github.com/tortie/tortie/pkg/datastore"
@@ -22,12 +21,6 @@ const (
 	// ipamTimestampLayout is how Calico (and pkg/ipam) write the
 	// allocation's timestamp attribute.
 	ipamTimestampLayout = "2006-01-02 15:04:05.999999999 -0700 MST"
-)
-
-var (
-	execDel    = delegated.ExecDel
-	execCheck  = delegated.ExecCheck
-	execStatus = delegated.ExecStatus
 )
 
 // storedBlock is the part of an IPAM block GC needs: who holds what.

@@ -1,16 +1,17 @@
 package cni
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"slices"
 
+	"github.com/containernetworking/cni/pkg/invoke"
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/cni/pkg/version"
-	delegated "github.com/containernetworking/plugins/pkg/ipam"
 
 	"github.com/tortie/tortie/pkg/ipam"
 )
@@ -21,15 +22,35 @@ type allocation struct {
 	release func() error
 }
 
+// The delegated IPAM plugin, called as containernetworking/plugins'
+// pkg/ipam calls it. That package is not linked: with it come iptables,
+// nftables (sigs.k8s.io/knftables) and ethtool code, and their package
+// inits, that every CNI call would pay for and none uses.
+func execAdd(plugin string, stdin []byte) (types.Result, error) {
+	return invoke.DelegateAdd(context.TODO(), plugin, stdin, nil)
+}
+
+func execDel(plugin string, stdin []byte) error {
+	return invoke.DelegateDel(context.TODO(), plugin, stdin, nil)
+}
+
+func execCheck(plugin string, stdin []byte) error {
+	return invoke.DelegateCheck(context.TODO(), plugin, stdin, nil)
+}
+
+func execStatus(plugin string, stdin []byte) error {
+	return invoke.DelegateStatus(context.TODO(), plugin, stdin, nil)
+}
+
 // allocate gets the workload's addresses: from tortie-ipam in-process, or
 // from the delegated IPAM plugin.
 func (p *invocation) allocate() (*allocation, error) {
 	if !p.usesTortieIPAM() {
-		r, err := delegated.ExecAdd(p.conf.IPAM.Type, p.args.StdinData)
+		r, err := execAdd(p.conf.IPAM.Type, p.args.StdinData)
 		if err != nil {
 			return nil, delegatedError(p.conf.IPAM.Type, "ADD", err)
 		}
-		release := func() error { return delegated.ExecDel(p.conf.IPAM.Type, p.args.StdinData) }
+		release := func() error { return execDel(p.conf.IPAM.Type, p.args.StdinData) }
 		res, err := current.NewResultFromResult(r)
 		if err != nil {
 			_ = release()
