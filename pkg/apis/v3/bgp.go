@@ -2,7 +2,6 @@ package v3
 
 import (
 	"net/netip"
-	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -170,7 +169,7 @@ func (r *BGPConfiguration) validate() ErrorList {
 		switch {
 		case c.Name == "":
 			errs = append(errs, p.Child("name").Errorf("required"))
-		case !communityNameRE.MatchString(c.Name):
+		case !communityNameRE().MatchString(c.Name):
 			errs = append(errs, p.Child("name").Errorf("%q: may contain only letters, digits, '.', '_' and '-'", c.Name))
 		case names[c.Name]:
 			errs = append(errs, p.Child("name").Errorf("%q is defined twice", c.Name))
@@ -203,7 +202,7 @@ func (r *BGPConfiguration) validate() ErrorList {
 		errs = append(errs, validateEnum(spec.Child("bindMode"), string(*s.BindMode), string(BindModeNone), string(BindModeNodeIP))...)
 	}
 	for i, ifc := range s.IgnoredInterfaces {
-		if !ifaceGlobRE.MatchString(ifc) {
+		if !ifaceGlobRE().MatchString(ifc) {
 			errs = append(errs, spec.Child("ignoredInterfaces").Index(i).Errorf("%q is not a valid interface name or pattern", ifc))
 		}
 	}
@@ -217,9 +216,9 @@ func (r *BGPConfiguration) validate() ErrorList {
 }
 
 var (
-	communityNameRE = regexp.MustCompile(`^[a-zA-Z0-9_.-]+$`)
+	communityNameRE = lazyRegexp(`^[a-zA-Z0-9_.-]+$`)
 	// An interface name (at most 15 characters) or a glob over names.
-	ifaceGlobRE = regexp.MustCompile(`^[a-zA-Z0-9_.:*?+@-]{1,15}$`)
+	ifaceGlobRE = lazyRegexp(`^[a-zA-Z0-9_.:*?+@-]{1,15}$`)
 )
 
 // checkCommunityValue returns "" for a valid standard (aa:nn, 16-bit parts)
@@ -313,13 +312,13 @@ func validateBGPPassword(p Path, pw *BGPPassword) ErrorList {
 	}
 	if pw.SecretKeyRef.Key == "" {
 		errs = append(errs, ref.Child("key").Errorf("required"))
-	} else if !secretKeyRE.MatchString(pw.SecretKeyRef.Key) {
+	} else if !secretKeyRE().MatchString(pw.SecretKeyRef.Key) {
 		errs = append(errs, ref.Child("key").Errorf("%q is not a valid Secret key", pw.SecretKeyRef.Key))
 	}
 	return errs
 }
 
-var secretKeyRE = regexp.MustCompile(`^[-._a-zA-Z0-9]{1,253}$`)
+var secretKeyRE = lazyRegexp(`^[-._a-zA-Z0-9]{1,253}$`)
 
 // BGPPeer adds BGP sessions: to an external router (peerIP), to selected
 // Calico nodes (peerSelector), or to a node's own workloads
@@ -574,7 +573,7 @@ func validateFilterRule(p Path, family int, r bgpFilterRule) ErrorList {
 	errs = append(errs, validateEnum(p.Child("action"), r.action, "Accept", "Reject")...)
 	errs = append(errs, ValidateOneOf(p.Child("matchOperator"), r.op, "Equal", "NotEqual", "In", "NotIn")...)
 	errs = append(errs, ValidateOneOf(p.Child("source"), r.source, "RemotePeers")...)
-	if r.iface != "" && !ifaceGlobRE.MatchString(r.iface) {
+	if r.iface != "" && !ifaceGlobRE().MatchString(r.iface) {
 		errs = append(errs, p.Child("interface").Errorf("%q is not a valid interface name or pattern", r.iface))
 	}
 	if (r.cidr == "") != (r.op == "") {

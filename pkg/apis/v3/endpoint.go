@@ -3,7 +3,6 @@ package v3
 import (
 	"net"
 	"net/netip"
-	"regexp"
 	"strings"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -156,15 +155,15 @@ func (w *WorkloadEndpoint) validateName(p Path) ErrorList {
 }
 
 var (
-	containerIDRegex = regexp.MustCompile(`^[a-zA-Z0-9]([-a-zA-Z0-9]*[a-zA-Z0-9])?$`)
-	interfaceRegex   = regexp.MustCompile(`^[a-zA-Z0-9_.-]{1,15}$`)
+	containerIDRegex = lazyRegexp(`^[a-zA-Z0-9]([-a-zA-Z0-9]*[a-zA-Z0-9])?$`)
+	interfaceRegex   = lazyRegexp(`^[a-zA-Z0-9_.-]{1,15}$`)
 )
 
 func validateInterfaceName(p Path, name string, allowStar bool) ErrorList {
 	if allowStar && name == "*" {
 		return nil
 	}
-	if !interfaceRegex.MatchString(name) {
+	if !interfaceRegex().MatchString(name) {
 		return ErrorList{p.Errorf("%q is not an interface name (1-15 of a-z, A-Z, 0-9, '_', '.', '-')", name)}
 	}
 	return nil
@@ -197,7 +196,7 @@ func (w *WorkloadEndpoint) validate() ErrorList {
 	}
 	errs = append(errs, validateNameField(spec.Child("workload"), s.Workload, false)...)
 	errs = append(errs, validateNameField(spec.Child("pod"), s.Pod, false)...)
-	if s.ContainerID != "" && !containerIDRegex.MatchString(s.ContainerID) {
+	if s.ContainerID != "" && !containerIDRegex().MatchString(s.ContainerID) {
 		errs = append(errs, spec.Child("containerID").Errorf("%q is not a container ID (letters, digits and inner '-')", s.ContainerID))
 	}
 	errs = append(errs, validateNameField(spec.Child("serviceAccountName"), s.ServiceAccountName, false)...)

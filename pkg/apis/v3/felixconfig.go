@@ -320,9 +320,9 @@ func (r *FelixConfiguration) setDefaults() {
 }
 
 var (
-	interfacePrefixRE = regexp.MustCompile(`^[a-zA-Z0-9_-]{1,15}(,[a-zA-Z0-9_-]{1,15})*$`)
-	keyValueListRE    = regexp.MustCompile(`^([a-zA-Z0-9-_]+=[^=,]*,)*([a-zA-Z0-9-_]+=[^=,]*)?$`)
-	ifaceNameRE       = regexp.MustCompile(`^[a-zA-Z0-9_.-]{1,15}$`)
+	interfacePrefixRE = lazyRegexp(`^[a-zA-Z0-9_-]{1,15}(,[a-zA-Z0-9_-]{1,15})*$`)
+	keyValueListRE    = lazyRegexp(`^([a-zA-Z0-9-_]+=[^=,]*,)*([a-zA-Z0-9-_]+=[^=,]*)?$`)
+	ifaceNameRE       = lazyRegexp(`^[a-zA-Z0-9_.-]{1,15}$`)
 )
 
 func (r *FelixConfiguration) validate() ErrorList {
@@ -385,13 +385,13 @@ func (r *FelixConfiguration) validate() ErrorList {
 		add(ValidateOneOf(spec.Child(e.field), e.value, e.allowed...))
 	}
 
-	if s.InterfacePrefix != "" && !interfacePrefixRE.MatchString(s.InterfacePrefix) {
+	if s.InterfacePrefix != "" && !interfacePrefixRE().MatchString(s.InterfacePrefix) {
 		add(ErrorList{spec.Child("interfacePrefix").Errorf("%q: must be a comma-separated list of interface name prefixes (letters, digits, '_', '-', at most 15 characters each)", s.InterfacePrefix)})
 	}
 	for _, f := range []struct{ field, value string }{
 		{"featureDetectOverride", s.FeatureDetectOverride}, {"featureGates", s.FeatureGates},
 	} {
-		if f.value != "" && !keyValueListRE.MatchString(f.value) {
+		if f.value != "" && !keyValueListRE().MatchString(f.value) {
 			add(ErrorList{spec.Child(f.field).Errorf("%q: must be a comma-separated list of key=value pairs", f.value)})
 		}
 	}
@@ -413,7 +413,7 @@ func (r *FelixConfiguration) validate() ErrorList {
 	for _, f := range []struct{ field, value string }{
 		{"wireguardInterfaceName", s.WireguardInterfaceName}, {"wireguardInterfaceNameV6", s.WireguardInterfaceNameV6},
 	} {
-		if f.value != "" && !ifaceNameRE.MatchString(f.value) {
+		if f.value != "" && !ifaceNameRE().MatchString(f.value) {
 			add(ErrorList{spec.Child(f.field).Errorf("%q is not a valid interface name (at most 15 letters, digits, '.', '_', '-')", f.value)})
 		}
 	}

@@ -3,12 +3,23 @@ package v3
 import (
 	"fmt"
 	"net/netip"
+	"regexp"
 	"strings"
+	"sync"
 
 	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/tortie/tortie/pkg/selector"
 )
+
+// lazyRegexp compiles expr on first use rather than at package init. A
+// bounded repetition such as {1,253} compiles to that many copies of its
+// class (thousands of allocations); compiled at init, every process that
+// links this package paid for every pattern at start, the CNI plugin once
+// per pod, whether or not it validated a resource that uses them.
+func lazyRegexp(expr string) func() *regexp.Regexp {
+	return sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(expr) })
+}
 
 // Each kind implements these on its pointer type. Defaulting runs before
 // validation, so validate may rely on defaults being present.

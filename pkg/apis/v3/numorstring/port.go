@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 )
 
 // Port is a rule's port match: a single port (80), a range ("8000:8080") or
@@ -34,8 +35,10 @@ func PortFromRange(min, max uint16) Port { return Port{MinPort: min, MaxPort: ma
 func NamedPort(name string) Port { return Port{PortName: name} }
 
 // namedPortChars is what a string must look like to be taken for a port
-// name when decoding; Validate applies the stricter IANA rules.
-var namedPortChars = regexp.MustCompile(`^[a-zA-Z0-9_.-]{1,128}$`)
+// name when decoding; Validate applies the stricter IANA rules. Compiled on
+// first use: the {1,128} compiles to 128 copies of the class, which every
+// process linking this package would otherwise pay for at start.
+var namedPortChars = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[a-zA-Z0-9_.-]{1,128}$`) })
 
 // PortFromString parses "80", "80:90" or a port name.
 func PortFromString(s string) (Port, error) {
@@ -57,7 +60,7 @@ func PortFromString(s string) (Port, error) {
 		}
 		return PortFromRange(uint16(min), uint16(max)), nil
 	}
-	if !namedPortChars.MatchString(s) {
+	if !namedPortChars().MatchString(s) {
 		return Port{}, fmt.Errorf("port %q is not a number, range or name", s)
 	}
 	return NamedPort(s), nil
