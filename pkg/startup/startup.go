@@ -17,15 +17,16 @@ import (
 	v3 "github.com/tortie/tortie/pkg/apis/v3"
 	"github.com/tortie/tortie/pkg/apis/v3/numorstring"
 	"github.com/tortie/tortie/pkg/client"
-	"github.com/tortie/tortie/pkg/dataplane/routes"
 	"github.com/tortie/tortie/pkg/datastore"
 	"github.com/tortie/tortie/pkg/ipam"
+	"github.com/tortie/tortie/pkg/netutil"
+	"github.com/tortie/tortie/pkg/nodename"
 	"github.com/tortie/tortie/pkg/selector"
 )
 
 // DefaultNodenameFile is where the node name is written for the CNI
-// plugin, which reads it (cni.NodenameFile is this constant).
-const DefaultNodenameFile = "/var/lib/tortie/nodename"
+// plugin, which reads it: nodename.DefaultFile, the one constant both use.
+const DefaultNodenameFile = nodename.DefaultFile
 
 // Address settings, as Calico's IP and IP6 variables.
 const (
@@ -440,7 +441,7 @@ func ensureTunnel(ctx context.Context, c *client.Client, res *Result, vxlanPools
 	n, err := updateNode(ctx, c, res.NodeName, func(n *v3.Node) {
 		n.Spec.IPv4VXLANTunnelAddr = addr.String()
 		if n.Spec.VXLANTunnelMACAddr == "" {
-			n.Spec.VXLANTunnelMACAddr = routes.RandomMAC().String()
+			n.Spec.VXLANTunnelMACAddr = netutil.RandomMAC().String()
 		}
 	})
 	if err != nil {

@@ -2,7 +2,6 @@ package routes
 
 import (
 	"bytes"
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -45,7 +44,7 @@ type VXLANConfig struct {
 	ParentAddr netip.Addr
 	// MAC of the device (Node vxlanTunnelMACAddr); nil leaves the kernel's
 	// random one. Other hosts' FDB entries point at it, so it must be stable:
-	// see RandomMAC.
+	// see netutil.RandomMAC.
 	MAC net.HardwareAddr
 	// TunnelAddr is the address of the device (Node ipv4VXLANTunnelAddr),
 	// installed as a /32 (/128); other addresses of its family are removed
@@ -84,15 +83,6 @@ func (c *VXLANConfig) validate() error {
 
 func validUnicastMAC(mac net.HardwareAddr) bool {
 	return len(mac) == 6 && mac[0]&1 == 0 && !bytes.Equal(mac, make([]byte, 6))
-}
-
-// RandomMAC returns a random locally administered unicast MAC, for a node
-// that has no vxlanTunnelMACAddr yet.
-func RandomMAC() net.HardwareAddr {
-	mac := make(net.HardwareAddr, 6)
-	_, _ = rand.Read(mac)
-	mac[0] = mac[0]&^1 | 2
-	return mac
 }
 
 // EnsureVXLAN creates the VXLAN device described by cfg, or brings an existing
