@@ -40,10 +40,7 @@ func main() {
 
 type options struct {
 	nodeName         string
-	endpoints        string
-	certFile         string
-	keyFile          string
-	caFile           string
+	ds               datastore.Flags
 	table            string
 	nftOnly          bool
 	ifacePrefixes    string
@@ -84,9 +81,12 @@ denies survive the agent being down. A full comparison with the kernel every
 Run one per host (or, in a lab, one per host network namespace, started with
 "ip netns exec <ns> tortie-node --node-name <name> ...").
 
-Datastore: --etcd-endpoints, else ETCD_ENDPOINTS, else http://127.0.0.1:2379.
-TLS: --etcd-cert/--etcd-key/--etcd-ca, else ETCD_CERT_FILE/ETCD_KEY_FILE/
-ETCD_CA_CERT_FILE; ETCD_USERNAME and ETCD_PASSWORD are read too.
+Datastore: --etcd-endpoints, else ETCD_ENDPOINTS, else the config file
+(--config, default /etc/tortie/tortie.cfg if present; calicoctl's format),
+else http://127.0.0.1:2379. TLS: --etcd-cert/--etcd-key/--etcd-ca, else
+ETCD_CERT_FILE/ETCD_KEY_FILE/ETCD_CA_CERT_FILE, else the config file; each
+setting on its own. ETCD_USERNAME and ETCD_PASSWORD are read too;
+DATASTORE_TYPE, if set, must be etcdv3.
 
 At start it registers the host as Calico's node startup does: it finds the
 node's address (--ip/--ip-autodetection-method, as IP and
@@ -111,10 +111,7 @@ status "tortie node status" shows is at /status/bgp there. Prometheus metrics
 	}
 	f := cmd.Flags()
 	f.StringVar(&o.nodeName, "node-name", "", "this host's Node name (default: $NODENAME, else the host name)")
-	f.StringVar(&o.endpoints, "etcd-endpoints", "", "comma-separated etcd endpoints (env ETCD_ENDPOINTS)")
-	f.StringVar(&o.certFile, "etcd-cert", "", "client certificate for etcd TLS (env ETCD_CERT_FILE)")
-	f.StringVar(&o.keyFile, "etcd-key", "", "client key for etcd TLS (env ETCD_KEY_FILE)")
-	f.StringVar(&o.caFile, "etcd-ca", "", "CA certificate for etcd TLS (env ETCD_CA_CERT_FILE)")
+	o.ds.Bind(f.StringVar)
 	f.StringVar(&o.table, "nft-table", "tortie", "the nftables table (family inet) the agent owns")
 	f.BoolVar(&o.nftOnly, "nft-only", false, "write every change by running nft; by default incremental changes go straight over netlink (nft still writes full syncs)")
 	f.StringVar(&o.ifacePrefixes, "interface-prefix", "cali", "comma-separated prefixes of workload interfaces; unknown ones are dropped")
@@ -175,30 +172,6 @@ func nodeName(flag string) (string, error) {
 	return h, nil
 }
 
-func datastoreConfig(o *options, log *slog.Logger) datastore.Config {
-	cfg := datastore.ConfigFromEnv()
-	if o.endpoints != "" {
-		cfg.Endpoints = nil
-		for _, ep := range strings.Split(o.endpoints, ",") {
-			if ep = strings.TrimSpace(ep); ep != "" {
-				cfg.Endpoints = append(cfg.Endpoints, ep)
-			}
-		}
-	}
-	cfg.CertFile = firstSet(o.certFile, cfg.CertFile)
-	cfg.KeyFile = firstSet(o.keyFile, cfg.KeyFile)
-	cfg.CAFile = firstSet(o.caFile, cfg.CAFile)
-	cfg.Logger = log
-	return cfg
-}
-
-func firstSet(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
-}
-
 func run(ctx context.Context, o *options, logOut io.Writer) error {
 	log, err := newLogger(o, logOut)
 	if err != nil {
@@ -215,7 +188,13 @@ func run(ctx context.Context, o *options, logOut io.Writer) error {
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 
-	dcfg := datastoreConfig(o, log)
+	ds, err := datastore.Resolve(datastore.Sources{Flags: o.ds})
+	if err != nil {
+		return err
+	}
+	dcfg := ds.Config
+	dcfg.Logger = log
+	log.Info("datastore", "etcd", ds)
 	be, err := datastore.New(dcfg)
 	if err != nil {
 		return err
@@ -250,7 +229,7 @@ func run(ctx context.Context, o *options, logOut io.Writer) error {
 		return err
 	}
 
-	res, err := startNode(ctx, o, name, be, log)
+	res, err := startNode(ctx, o, name, be, ds, log)
 	if err != nil {
 		return err
 	}
@@ -282,7 +261,7 @@ func run(ctx context.Context, o *options, logOut io.Writer) error {
 // startNode registers this host (Node resource, node name file, default
 // pool), retrying while the datastore cannot be reached: an agent started
 // before etcd must come up once etcd does, not exit.
-func startNode(ctx context.Context, o *options, name string, be datastore.Backend, log *slog.Logger) (*startup.Result, error) {
+func startNode(ctx context.Context, o *options, name string, be datastore.Backend, ds *datastore.Resolved, log *slog.Logger) (*startup.Result, error) {
 	cfg := startup.Config{
 		NodeName: name, IPv4: o.ip, IPv4Method: o.ipMethod, IPv6: o.ip6, IPv6Method: o.ip6Method,
 		ASNumber: o.asNumber, NodenameFile: o.nodenameFile,
@@ -304,7 +283,7 @@ func startNode(ctx context.Context, o *options, name string, be datastore.Backen
 		if !errors.Is(err, datastore.ErrUnavailable) {
 			return nil, fmt.Errorf("node startup: %w", err)
 		}
-		log.Warn("node startup: datastore unreachable; retrying", "err", err, "in", wait)
+		log.Warn("node startup: datastore unreachable; retrying", "err", ds.WrapError(err), "in", wait)
 		select {
 		case <-ctx.Done():
 			return nil, ctx.Err()
