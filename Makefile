@@ -1,4 +1,5 @@
-# tortie: the two commands a newcomer needs are `sudo make demo` and `sudo make test`.
+# tortie: the two commands a newcomer needs, in a root shell, are `make demo` and
+# `make test` (a non-root user runs `sudo make demo` and `sudo make test`).
 GO      ?= go
 BIN     := bin
 GOFLAGS ?=
