@@ -51,9 +51,14 @@ var (
 	buildErr  error
 )
 
-// pluginBinary builds cmd/tortie-cni once per test binary.
+// pluginBinary builds cmd/tortie-cni once per test binary, or returns
+// $TORTIE_CNI_BINARY when set (to measure a given build, e.g. an older one
+// against a newer in the same run).
 func pluginBinary(tb testing.TB) string {
 	tb.Helper()
+	if p := os.Getenv("TORTIE_CNI_BINARY"); p != "" {
+		return p
+	}
 	buildOnce.Do(func() {
 		buildDir, buildErr = os.MkdirTemp("", "tortie-cni-build-")
 		if buildErr != nil {
