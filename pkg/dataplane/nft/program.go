@@ -408,24 +408,6 @@ func buildProgram(name string, k progKind, blocks []block, cfg *Config, old *cla
 	return prog
 }
 
-// entryComment starts the comment of a program's last entry rule; the
-// program digest and ")" follow.
-const entryComment = "rules that do not depend on the destination port (program "
-
-// programDigest is the digest in the entry chain of program name in m, ""
-// when there is none.
-func programDigest(m *tableModel, name string) string {
-	c := m.chains[name]
-	if c == nil || len(c.rules) == 0 {
-		return ""
-	}
-	d, ok := strings.CutPrefix(c.rules[len(c.rules)-1].comment, entryComment)
-	if !ok {
-		return ""
-	}
-	return strings.TrimSuffix(d, ")")
-}
-
 // constantVerdict evaluates a class whose outcome depends on nothing but
 // the class itself.
 func constantVerdict(blocks []block, inBlock [][]*compiledRule, proto uint8, allowV, finalV string) (string, bool) {

@@ -19,7 +19,7 @@ import (
 func (d *Driver) sync(ctx context.Context, scope syncScope) error {
 	full := scope == syncFull
 	d.renderStatic()
-	d.gcPrograms()
+	d.progs.gc()
 	if err := ctx.Err(); err != nil {
 		d.synced = false
 		return err

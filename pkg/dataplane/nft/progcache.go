@@ -1,0 +1,339 @@
+package nft
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/tortie/tortie/pkg/calc"
+)
+
+// programCache is what the driver has compiled: the compiled rules of each
+// version of a policy or profile, the programs by name with how many
+// endpoint dispatches use each, and how many installed programs have each
+// class chain (programs share the chains of the classes they have in
+// common). The Driver's methods below put what it holds in want; program.go
+// builds the programs; the digest at the end of each program's entry chain
+// is how a restarted driver sees that a program changed while it was down.
+type programCache struct {
+	progs map[string]*progEntry
+	// compiled are the programs compiled in this Apply (nil outside one):
+	// each is compiled once, however many endpoints use it.
+	compiled  map[string]bool
+	chainRefs map[string]int
+	byPolicy  map[calc.PolicyID]*cachedRules
+	byProfile map[string]*cachedRules
+	ruleIDs   uint64
+}
+
+type progEntry struct {
+	prog *program
+	refs int
+}
+
+// cachedRules are the compiled rules of one version of a policy or
+// profile.
+type cachedRules struct {
+	version         any // the *calc.Policy or *calc.Profile compiled
+	ingress, egress []compiledRule
+}
+
+func (cr *cachedRules) of(dir calc.Direction) []compiledRule {
+	if dir == calc.Egress {
+		return cr.egress
+	}
+	return cr.ingress
+}
+
+func newProgramCache() programCache {
+	return programCache{
+		progs: map[string]*progEntry{}, chainRefs: map[string]int{},
+		byPolicy: map[calc.PolicyID]*cachedRules{}, byProfile: map[string]*cachedRules{},
+	}
+}
+
+func (c *programCache) beginApply() { c.compiled = map[string]bool{} }
+func (c *programCache) endApply()   { c.compiled = nil }
+
+// forgetPolicy and forgetProfile drop the compiled rules of a policy or
+// profile that changed or went.
+func (c *programCache) forgetPolicy(id calc.PolicyID) { delete(c.byPolicy, id) }
+func (c *programCache) forgetProfile(name string)     { delete(c.byProfile, name) }
+
+// policyRules are the compiled rules of policy id (pol, nil when it does
+// not exist) in one direction, compiled once per policy version.
+func (c *programCache) policyRules(id calc.PolicyID, pol *calc.Policy, dir calc.Direction) []compiledRule {
+	if pol == nil {
+		return nil
+	}
+	return cachedFor(c, c.byPolicy, id, pol, pol.Ingress, pol.Egress).of(dir)
+}
+
+// profileRules are the compiled rules of a profile in one direction,
+// compiled once per profile version.
+func (c *programCache) profileRules(pr *calc.Profile, dir calc.Direction) []compiledRule {
+	return cachedFor(c, c.byProfile, pr.Name, pr, pr.Ingress, pr.Egress).of(dir)
+}
+
+func cachedFor[K comparable](c *programCache, m map[K]*cachedRules, k K, version any, ingress, egress []calc.Rule) *cachedRules {
+	cr := m[k]
+	if cr == nil || cr.version != version {
+		cr = &cachedRules{version: version, ingress: c.compileRules(ingress), egress: c.compileRules(egress)}
+		m[k] = cr
+	}
+	return cr
+}
+
+func (c *programCache) compileRules(rules []calc.Rule) []compiledRule {
+	out := make([]compiledRule, 0, len(rules))
+	for i := range rules {
+		if cr, ok := compileRule(&rules[i], ipSetName); ok {
+			c.ruleIDs++
+			cr.id = c.ruleIDs
+			out = append(out, cr)
+		}
+	}
+	return out
+}
+
+// compiledNow reports whether program name was compiled in this Apply.
+func (c *programCache) compiledNow(name string) bool { return c.compiled[name] }
+
+// memoOf is how program name's classes compiled last time (nil: never).
+func (c *programCache) memoOf(name string) *classMemo {
+	if e := c.progs[name]; e != nil {
+		return e.prog.memo
+	}
+	return nil
+}
+
+// put stores p as program name's compiled form. When the program is in
+// use, it returns the form it replaces, to be replaced in want.
+func (c *programCache) put(name string, p *program) (installed *program) {
+	if c.compiled != nil {
+		c.compiled[name] = true
+	}
+	e := c.progs[name]
+	if e == nil {
+		c.progs[name] = &progEntry{prog: p}
+		return nil
+	}
+	if e.refs > 0 {
+		installed = e.prog
+	}
+	e.prog = p
+	return installed
+}
+
+// acquire takes a reference on program name; on the first it returns the
+// program, to be put in want.
+func (c *programCache) acquire(name string) (first *program) {
+	e := c.progs[name]
+	e.refs++
+	if e.refs == 1 {
+		return e.prog
+	}
+	return nil
+}
+
+// release drops a reference on program name; on the last it forgets the
+// program and returns it, to be taken out of want.
+func (c *programCache) release(name string) (last *program) {
+	e := c.progs[name]
+	if e == nil {
+		return nil
+	}
+	e.refs--
+	if e.refs > 0 {
+		return nil
+	}
+	delete(c.progs, name)
+	return e.prog
+}
+
+// refChain takes a reference on a class chain and reports whether it was
+// the first.
+func (c *programCache) refChain(name string) (first bool) {
+	c.chainRefs[name]++
+	return c.chainRefs[name] == 1
+}
+
+// unrefChain drops a reference on a class chain and reports whether it was
+// the last.
+func (c *programCache) unrefChain(name string) (last bool) {
+	c.chainRefs[name]--
+	if c.chainRefs[name] > 0 {
+		return false
+	}
+	delete(c.chainRefs, name)
+	return true
+}
+
+// gc forgets compiled programs nothing references (compiled in an Apply
+// but superseded).
+func (c *programCache) gc() {
+	for n, e := range c.progs {
+		if e.refs == 0 {
+			delete(c.progs, n)
+		}
+	}
+}
+
+// programSig is what a program is compiled from; its hash names the
+// program. Equal signatures compile to equal programs (at any one time),
+// so endpoints share them; the policies' contents are not part of it, so a
+// policy change updates the program in place.
+func programSig(k progKind, dir calc.Direction, tiers []calc.TierPolicies, profiles []calc.ProfileRef) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "kind %d %s\n", k, dir)
+	for _, t := range tiers {
+		fmt.Fprintf(&b, "tier %q %s\n", t.Name, t.DefaultAction)
+		for _, p := range t.Policies {
+			fmt.Fprintf(&b, "policy %q %q %q\n", p.Kind, p.Namespace, p.Name)
+		}
+	}
+	for _, p := range profiles {
+		fmt.Fprintf(&b, "profile %q %v\n", p.Name, p.Missing)
+	}
+	return b.String()
+}
+
+// compile builds the program for one list, updates it in place if it is
+// in the table, and returns its name. Each program is compiled once per
+// Apply. profiles follow the tiers (none for a host endpoint's special
+// lists).
+func (d *Driver) compile(k progKind, tiers []calc.TierPolicies, dir calc.Direction, profiles []calc.ProfileRef) string {
+	name := programName(hashName(programSig(k, dir, tiers, profiles), 16))
+	if d.progs.compiledNow(name) {
+		return name
+	}
+	p := buildProgram(name, k, d.programBlocks(k, tiers, dir, profiles), &d.cfg, d.progs.memoOf(name))
+	if prev := d.progs.put(name, p); prev != nil {
+		d.install(prev, p)
+	}
+	return name
+}
+
+// programBlocks are the blocks a program evaluates: each tier with its
+// policies' rules, then each profile.
+func (d *Driver) programBlocks(k progKind, tiers []calc.TierPolicies, dir calc.Direction, profiles []calc.ProfileRef) []block {
+	var blocks []block
+	tierDefaults := k == kindReturn || k == kindAccept
+	for _, t := range tiers {
+		b := block{name: "tier " + t.Name}
+		for _, pid := range t.Policies {
+			b.rules = append(b.rules, d.progs.policyRules(pid, d.policies[pid], dir)...)
+		}
+		if tierDefaults && t.DefaultAction != calc.Pass {
+			b.drop = true
+			b.endComment = "tier " + t.Name + ": no policy decided, default action Deny"
+		}
+		blocks = append(blocks, b)
+	}
+	for _, ref := range profiles {
+		b := block{name: "profile " + ref.Name}
+		pr := d.profiles[ref.Name]
+		if ref.Missing || pr == nil {
+			b.drop = true
+			b.endComment = "profile " + ref.Name + " does not exist: fail closed"
+		} else {
+			b.rules = d.progs.profileRules(pr, dir)
+		}
+		blocks = append(blocks, b)
+	}
+	return blocks
+}
+
+// acquire takes a reference on a program, putting its objects in want on
+// the first.
+func (d *Driver) acquire(name string) {
+	if p := d.progs.acquire(name); p != nil {
+		d.install(nil, p)
+	}
+}
+
+// release drops a reference; the last one takes the program's objects out
+// of want (the kernel deletes them a sync later).
+func (d *Driver) release(name string) {
+	if p := d.progs.release(name); p != nil {
+		d.install(p, nil)
+	}
+}
+
+// install changes want from program prev to program next (same name;
+// either may be nil) by differences: chains and class map elements only
+// next has are added, those only prev has are let go (chains are
+// referenced before others are let go, so a chain both use stays), changed
+// elements are replaced, and the entry chain is rewritten when it changed.
+func (d *Driver) install(prev, next *program) {
+	if prev == nil {
+		prev = &program{}
+	}
+	if next == nil {
+		next = &program{name: prev.name}
+	}
+	for n, rs := range next.chains {
+		if was, ok := prev.chains[n]; !ok {
+			if d.progs.refChain(n) {
+				d.setChain(n, &chainT{rules: slices.Clone(rs)})
+			}
+		} else if !slices.Equal(was, rs) {
+			// A class chain (named by place, not content) has new rules.
+			d.setChain(n, &chainT{rules: slices.Clone(rs)})
+		}
+	}
+	for n := range prev.chains {
+		if _, ok := next.chains[n]; !ok && d.progs.unrefChain(n) {
+			d.delChain(n)
+		}
+	}
+	m := programClassMap(next.name)
+	if len(next.classMap) > 0 {
+		d.ensureSet(m, classMapShape, "port classes of "+next.name)
+		was := make(map[string]string, len(prev.classKeys))
+		for i, k := range prev.classKeys {
+			was[k] = prev.classMap[i].value[0]
+		}
+		for i, k := range next.classKeys {
+			if v, ok := was[k]; ok {
+				delete(was, k)
+				if v == next.classMap[i].value[0] && d.want.sets[m].elems[k].value != nil {
+					continue
+				}
+			}
+			d.setElem(m, next.classMap[i].key, next.classMap[i].value)
+		}
+		for i, k := range prev.classKeys {
+			if _, gone := was[k]; gone {
+				d.delElem(m, prev.classMap[i].key)
+			}
+		}
+	} else if len(prev.classMap) > 0 {
+		d.delSet(m)
+	}
+	if next.entry == nil {
+		d.delChain(next.name)
+		return
+	}
+	if c := d.want.chains[next.name]; c == nil || !slices.Equal(c.rules, next.entry) {
+		d.setChain(next.name, &chainT{rules: slices.Clone(next.entry)})
+	}
+}
+
+// entryComment starts the comment of a program's last entry rule; the
+// program digest and ")" follow.
+const entryComment = "rules that do not depend on the destination port (program "
+
+// programDigest is the digest in the entry chain of program name in m, ""
+// when there is none.
+func programDigest(m *tableModel, name string) string {
+	c := m.chains[name]
+	if c == nil || len(c.rules) == 0 {
+		return ""
+	}
+	d, ok := strings.CutPrefix(c.rules[len(c.rules)-1].comment, entryComment)
+	if !ok {
+		return ""
+	}
+	return strings.TrimSuffix(d, ")")
+}
