@@ -2,7 +2,6 @@ package cli
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -56,7 +55,7 @@ func (e *env) mustRun(args ...string) string {
 }
 
 func (e *env) keyCount(prefix string) int {
-	kvs, _, err := e.raw.List(context.Background(), prefix)
+	kvs, _, err := e.raw.List(e.t.Context(), prefix)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -78,7 +77,7 @@ func TestCalicoExamplesRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := decodeDocuments(docs, true); err != nil {
+	if err := decodeDocuments(docs, decodeAndValidate); err != nil {
 		t.Fatal(err)
 	}
 	if len(docs) != 18 {
@@ -435,7 +434,7 @@ func TestYAMLOutputMatchesSigsYAML(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := decodeDocuments(docs, true); err != nil {
+	if err := decodeDocuments(docs, decodeAndValidate); err != nil {
 		t.Fatal(err)
 	}
 	var all []v3.Resource

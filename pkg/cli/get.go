@@ -88,7 +88,7 @@ no resources is not.`,
 				}
 				objs = append(objs, r)
 			}
-			if err := printResources(g, c, ctx, k, objs, rev, len(names) == 0, output, allNamespaces || namespace != ""); err != nil {
+			if err := printResources(ctx, g, c, k, objs, rev, len(names) == 0, output, allNamespaces || namespace != ""); err != nil {
 				return err
 			}
 			if len(missing) > 0 {
@@ -106,7 +106,7 @@ no resources is not.`,
 // printResources prints as calicoctl does: a listing is one <Kind>List
 // object in yaml/json, one object alone is itself, several named objects are
 // a sequence.
-func printResources(g *globals, c *client.Client, ctx context.Context, k *v3.KindInfo, objs []v3.Resource, rev int64, isList bool, output string, withNamespace bool) error {
+func printResources(ctx context.Context, g *globals, c *client.Client, k *v3.KindInfo, objs []v3.Resource, rev int64, isList bool, output string, withNamespace bool) error {
 	switch output {
 	case "ps", "wide":
 		if k.Kind == v3.KindNode && output == "wide" {

@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"context"
 	"errors"
 	"net/netip"
 	"strings"
@@ -32,7 +31,7 @@ func TestIPAMShow(t *testing.T) {
 		t.Fatal(err)
 	}
 	a := ipam.New(e.raw, ipam.Options{})
-	ctx := context.Background()
+	ctx := t.Context()
 	for _, h := range []string{"cp-net.c0ffee0001", "cp-net.c0ffee0002"} {
 		if _, err := a.AutoAssign(ctx, ipam.AutoAssignArgs{HandleID: h, Node: "h1", Num4: 1, Attrs: map[string]string{"namespace": "default", "pod": "w1"}}); err != nil {
 			t.Fatal(err)
@@ -77,7 +76,7 @@ func TestIPAMCheckReleaseConfigure(t *testing.T) {
 		t.Errorf("check of an empty datastore:\n%s", out)
 	}
 	a := ipam.New(e.raw, ipam.Options{})
-	ctx := context.Background()
+	ctx := t.Context()
 	for _, h := range []string{"n.a", "n.b", "n.c"} {
 		if _, err := a.AutoAssign(ctx, ipam.AutoAssignArgs{HandleID: h, Node: "h1", Num4: 1}); err != nil {
 			t.Fatal(err)

@@ -185,9 +185,20 @@ func decodeResource(raw []byte) (v3.Resource, error) {
 	return v3.Decode(raw)
 }
 
-// decodeDocuments decodes, defaults and validates every document and
-// reports all bad ones at once.
-func decodeDocuments(docs []*Document, validate bool) error {
+// decodeMode says how far decodeDocuments goes.
+type decodeMode int
+
+const (
+	// decodeOnly decodes strictly and fills in the default namespace:
+	// enough for a delete, which needs only names.
+	decodeOnly decodeMode = iota
+	// decodeAndValidate also defaults and validates: for writes.
+	decodeAndValidate
+)
+
+// decodeDocuments decodes every document (and, by mode, defaults and
+// validates it) and reports all bad ones at once.
+func decodeDocuments(docs []*Document, mode decodeMode) error {
 	var errs []string
 	for _, d := range docs {
 		obj, err := decodeResource(d.Raw)
@@ -200,7 +211,7 @@ func decodeDocuments(docs []*Document, validate bool) error {
 		if v3.KindOf(obj).Namespaced && obj.GetNamespace() == "" {
 			obj.SetNamespace("default")
 		}
-		if !validate {
+		if mode != decodeAndValidate {
 			continue
 		}
 		v3.SetDefaults(obj)

@@ -51,7 +51,7 @@ the namespace's endpoints).`,
 			if len(docs) == 0 {
 				return errors.New("the manifest has no documents")
 			}
-			if err := decodeDocuments(docs, true); err != nil {
+			if err := decodeDocuments(docs, decodeAndValidate); err != nil {
 				return err
 			}
 			c, ctx, done, err := g.session()
@@ -133,7 +133,7 @@ non-zero when any document is invalid; every problem is listed.`,
 			if err != nil {
 				return err
 			}
-			if err := decodeDocuments(docs, true); err != nil {
+			if err := decodeDocuments(docs, decodeAndValidate); err != nil {
 				var de *DocumentErrors
 				if errors.As(err, &de) {
 					return fmt.Errorf("%s\n%d of %d document(s) invalid", strings.Join(de.Errs, "\n"), len(de.Errs), de.Total)
@@ -172,7 +172,7 @@ the delete conditional on it.`,
 				if docs, err = readManifests(files, g.in); err != nil {
 					return err
 				}
-				if err := decodeDocuments(docs, false); err != nil {
+				if err := decodeDocuments(docs, decodeOnly); err != nil {
 					return err
 				}
 			case len(args) >= 2:
