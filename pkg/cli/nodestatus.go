@@ -52,9 +52,6 @@ Exits 1 when the agent cannot be reached.`,
 }
 
 func fetchNodeStatus(ctx context.Context, addr string) (*nodestatus.Status, error) {
-	if ctx == nil {
-		ctx = context.Background()
-	}
 	url := "http://" + addr + nodestatus.StatusPath
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
