@@ -1,13 +1,11 @@
 package cli
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -75,7 +73,13 @@ every host peers with (a global BGPPeer; the mesh is off), for rr the first
 host a route reflector (the mesh is off). Waits until every agent is ready
 and every BGP session is Established, prints what it made, and points the
 CLI at the lab's datastore (` + DefaultConfigFile + `, when absent or written by
-a lab). Idempotent: up of a lab that is up reports it and changes nothing.`,
+a lab). Idempotent: up of a lab that is up reports it and changes nothing.
+
+Interrupted (Ctrl-C, SIGTERM) or failed at any point, up removes everything
+it had made (processes, namespaces, interfaces, its state file), exactly as
+"lab down" would, and exits non-zero saying so; a second Ctrl-C does not cut
+that removal short. Only if the removal itself fails does the state file
+stay, and "tortie lab down --name NAME" finishes the job.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			o.Name = *name
@@ -86,10 +90,8 @@ a lab). Idempotent: up of a lab that is up reports it and changes nothing.`,
 				o.Bins = lab.Binaries{Tortie: filepath.Join(binDir, "tortie"), Node: filepath.Join(binDir, "tortie-node"), CNI: filepath.Join(binDir, "tortie-cni")}
 			}
 			o.Log = g.out
-			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-			defer stop()
 			t0 := time.Now()
-			l, existed, err := lab.Up(ctx, o)
+			l, existed, err := lab.Up(cmd.Context(), o)
 			if err != nil {
 				return err
 			}
@@ -150,9 +152,14 @@ func newLabDownCommand(g *globals, name *string) *cobra.Command {
 	return &cobra.Command{
 		Use:   "down",
 		Short: "Remove a lab: every namespace, interface, process and file it made",
-		Args:  cobra.NoArgs,
+		Long: `Remove a lab: every process, namespace, interface and file its state file
+records, and the CLI config it wrote (what was there before is put back).
+Works on a lab half made or left by a crash. Interrupted (Ctrl-C), it still
+kills the lab's processes, then stops and keeps the state file: down again
+finishes.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return lab.Down(*name, g.out)
+			return lab.Down(cmd.Context(), *name, g.out)
 		},
 	}
 }
@@ -186,7 +193,7 @@ func newLabStatusCommand(g *globals, open func() (*lab.Lab, error)) *cobra.Comma
 			if err != nil {
 				return err
 			}
-			s := l.Status(context.Background())
+			s := l.Status(cmd.Context())
 			switch output {
 			case "json":
 				enc := json.NewEncoder(g.out)
@@ -231,7 +238,7 @@ written if missing, as Calico's controllers do for a Kubernetes namespace.`,
 					spec.Listen = []string{}
 				}
 			}
-			w, err := l.AddWorkload(context.Background(), spec)
+			w, err := l.AddWorkload(cmd.Context(), spec)
 			if err != nil {
 				return err
 			}
@@ -254,7 +261,7 @@ written if missing, as Calico's controllers do for a Kubernetes namespace.`,
 				return err
 			}
 			for _, a := range args {
-				if err := l.DelWorkload(context.Background(), a); err != nil {
+				if err := l.DelWorkload(cmd.Context(), a); err != nil {
 					return err
 				}
 				fmt.Fprintf(g.out, "workload %s deleted\n", a)
@@ -305,7 +312,10 @@ func newLabExecCommand(g *globals, open func() (*lab.Lab, error)) *cobra.Command
 		Short: "Run a command in a host's or a workload's network namespace",
 		Long: `Run a command in a host's or a workload's network namespace, with
 ETCD_ENDPOINTS set to the lab's datastore; the exit status is the command's.
-In a host, "tortie node status" asks that host's agent.`,
+In a host, "tortie node status" asks that host's agent. A terminal's Ctrl-C
+reaches the command itself; tortie, interrupted (Ctrl-C, SIGTERM), also
+sends it SIGTERM, then waits for it and exits with its status (128+N for a
+command killed by signal N).`,
 		Args: cobra.MinimumNArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			l, err := open()
@@ -316,16 +326,26 @@ In a host, "tortie node status" asks that host's agent.`,
 			if err != nil {
 				return err
 			}
-			c := exec.Command("ip", append([]string{"netns", "exec", filepath.Base(nsPath)}, args[1:]...)...)
+			c := exec.CommandContext(cmd.Context(), "ip", append([]string{"netns", "exec", filepath.Base(nsPath)}, args[1:]...)...)
+			// Interrupted, tortie asks the command to stop (SIGTERM) and
+			// waits for it: it may clean up, or (a shell) carry on.
+			c.Cancel = func() error { return c.Process.Signal(syscall.SIGTERM) }
 			c.Stdin, c.Stdout, c.Stderr = g.in, g.out, g.errw
 			c.Env = append(os.Environ(), "ETCD_ENDPOINTS="+l.Endpoint())
 			err = c.Run()
-			var ee *exec.ExitError
-			if errors.As(err, &ee) {
-				labExit(ee.ExitCode())
-				return nil
+			if c.ProcessState == nil { // it did not start
+				return err
 			}
-			return err
+			// Its status is the answer, also when tortie was interrupted
+			// meanwhile (Run's error then is the context's).
+			code := c.ProcessState.ExitCode()
+			if ws, ok := c.ProcessState.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+				code = 128 + int(ws.Signal()) // as a shell says it
+			}
+			if code != 0 {
+				labExit(code)
+			}
+			return nil
 		},
 	}
 }
@@ -364,7 +384,7 @@ refused); 2: the probe could not be made.`,
 			if ipv6 {
 				fam = 6
 			}
-			r, err := l.Probe(args[0], args[1], port, strings.ToLower(protocol), fam, timeout)
+			r, err := l.Probe(cmd.Context(), args[0], args[1], port, strings.ToLower(protocol), fam, timeout)
 			if err != nil {
 				return fail(err)
 			}
@@ -425,7 +445,7 @@ connected, "-" blocked), or with -o json one array of {"from", "to", "port",
 			if len(l.Workloads()) < 2 {
 				return errors.New("a matrix needs at least two workloads (tortie lab workload add)")
 			}
-			res, err := l.Matrix(context.Background(), mo)
+			res, err := l.Matrix(cmd.Context(), mo)
 			if err != nil {
 				return err
 			}
@@ -455,10 +475,10 @@ func newLabAgentCommand(g *globals, open func() (*lab.Lab, error)) *cobra.Comman
 			if err != nil {
 				return err
 			}
-			if err := l.RestartAgent(args[0]); err != nil {
+			if err := l.RestartAgent(cmd.Context(), args[0]); err != nil {
 				return err
 			}
-			if err := l.WaitConverged(context.Background(), 90*time.Second); err != nil {
+			if err := l.WaitConverged(cmd.Context(), 90*time.Second); err != nil {
 				return err
 			}
 			fmt.Fprintf(g.out, "agent of %s restarted; the lab has converged\n", args[0])
@@ -478,10 +498,11 @@ func newLabLinkCommand(g *globals, open func() (*lab.Lab, error)) *cobra.Command
 			if err != nil {
 				return err
 			}
-			if args[1] != "up" && args[1] != "down" {
-				return fmt.Errorf("%q: want up or down", args[1])
+			state, err := lab.ParseLinkState(args[1])
+			if err != nil {
+				return err
 			}
-			return l.SetLink(args[0], args[1] == "up")
+			return l.SetLink(cmd.Context(), args[0], state)
 		},
 	}
 }
@@ -494,9 +515,8 @@ func newLabServeCommand(g *globals) *cobra.Command {
 		Hidden: true,
 		Args:   cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-			defer stop()
-			return lab.Serve(ctx, splitList(listen), g.out)
+			// The lab stops it with SIGTERM, which cancels cmd.Context().
+			return lab.Serve(cmd.Context(), splitList(listen), g.out)
 		},
 	}
 	cmd.Flags().StringVar(&listen, "listen", strings.Join(lab.DefaultListen, ","), "tcp:PORT,udp:PORT,...")

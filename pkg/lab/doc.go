@@ -18,5 +18,13 @@
 //     removes exactly that, also after a crash;
 //   - send traffic anywhere but between the namespaces it made (the root
 //     namespace is only the datastore's address);
-//   - overwrite a CLI config file (/etc/tortie/tortie.cfg) it did not write.
+//   - overwrite a CLI config file (/etc/tortie/tortie.cfg) it did not write;
+//   - leave a lab half made: Up that fails or is interrupted (its context
+//     ends: Ctrl-C, SIGTERM) removes what it had made with Down's own
+//     teardown, run to the end, before it returns.
+//
+// Every function that runs a command, waits, takes a lock or talks over
+// the network takes a context first and stops when it ends, with an error
+// wrapping ErrInterrupted; reading and writing the lab's own state file
+// does not need one.
 package lab

@@ -1,6 +1,7 @@
 package lab
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -13,7 +14,9 @@ import (
 // Down removes a lab: every process, namespace, interface and file its
 // state records, and restores the CLI's config file. It works on a lab
 // half made or left by a crash, and on one already gone (an error saying so).
-func Down(name string, log io.Writer) error {
+// Interrupted (ctx ends), it still kills the lab's processes, then stops
+// and keeps the state file: Down again finishes.
+func Down(ctx context.Context, name string, log io.Writer) error {
 	if name == "" {
 		var err error
 		if name, err = defaultLab(); err != nil {
@@ -26,7 +29,7 @@ func Down(name string, log io.Writer) error {
 	if _, err := os.Stat(Dir(name)); errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("lab %q: %w", name, ErrNoLab)
 	}
-	unlock, err := lockLab(name)
+	unlock, err := lockLab(ctx, name)
 	if err != nil {
 		return err
 	}
@@ -41,13 +44,16 @@ func Down(name string, log io.Writer) error {
 		st = &State{Name: name}
 	}
 	l := &Lab{st: st, log: log}
-	return l.teardown()
+	return l.teardown(ctx)
 }
 
 // teardown undoes everything in the state, in reverse: processes first
 // (they hold namespaces open), then the root leg, the namespaces, the CLI
-// config, the directory.
-func (l *Lab) teardown() error {
+// config, the directory. It is the one way a lab is removed: by Down, and
+// by Up for what it had made when it fails or is interrupted. When ctx
+// ends, processes are killed without their grace period and the rest is
+// left, recorded, for another try.
+func (l *Lab) teardown(ctx context.Context) error {
 	st := l.st
 	var errs []error
 	// Workload servers and agents first, the datastore last: agents
@@ -57,20 +63,21 @@ func (l *Lab) teardown() error {
 	for pass := 0; pass <= 3; pass++ {
 		for _, p := range procs {
 			if order[p.Role] == pass {
-				p.stop(5 * time.Second)
+				p.stop(ctx, 5*time.Second)
 			}
 		}
 	}
 	// Anything else still inside the lab's namespaces (a `lab exec` left
 	// running) would keep them, and their interfaces, alive.
 	for _, p := range procsInNetns(st.Netns) {
-		p.stop(2 * time.Second)
+		p.stop(ctx, 2*time.Second)
 	}
-	if st.RootLink != "" {
-		if _, err := run("ip", "link", "show", "dev", st.RootLink); err == nil {
-			if err := ipn("", "link", "del", st.RootLink); err != nil {
-				errs = append(errs, err)
-			}
+	if ctx.Err() != nil {
+		return fmt.Errorf("lab %s: %w after stopping its processes (its state is kept: `tortie lab down --name %s` removes the rest)", st.Name, interrupted(ctx), st.Name)
+	}
+	if st.RootLink != "" && linkExists(st.RootLink) {
+		if err := ipn(ctx, "", "link", "del", st.RootLink); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	for i := len(st.Netns) - 1; i >= 0; i-- {
@@ -78,7 +85,7 @@ func (l *Lab) teardown() error {
 		if _, err := os.Stat(filepath.Join("/run/netns", n)); err != nil {
 			continue
 		}
-		if err := ipn("", "netns", "del", n); err != nil {
+		if err := ipn(ctx, "", "netns", "del", n); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -90,7 +97,7 @@ func (l *Lab) teardown() error {
 	}
 	if len(errs) > 0 {
 		// Keep the state for another try.
-		return fmt.Errorf("lab %s: %w", st.Name, errors.Join(errs...))
+		return fmt.Errorf("lab %s: %w (its state is kept: `tortie lab down --name %s` tries again)", st.Name, errors.Join(errs...), st.Name)
 	}
 	if err := os.RemoveAll(Dir(st.Name)); err != nil {
 		return err

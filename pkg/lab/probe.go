@@ -87,9 +87,9 @@ func (l *Lab) Netns(name string) (string, error) {
 
 // Probe tries from → to on port/protocol ("tcp" or "udp") over the
 // address family (4 or 6). The error is for a probe that could not be made
-// at all (unknown names, no address of the family); a blocked flow is
-// Connected false.
-func (l *Lab) Probe(from, to string, port int, protocol string, family int, timeout time.Duration) (Result, error) {
+// at all (unknown names, no address of the family) or was interrupted; a
+// blocked flow is Connected false.
+func (l *Lab) Probe(ctx context.Context, from, to string, port int, protocol string, family int, timeout time.Duration) (Result, error) {
 	r := Result{From: from, To: to, Port: port, Protocol: protocol}
 	src, err := l.resolve(from)
 	if err != nil {
@@ -107,15 +107,17 @@ func (l *Lab) Probe(from, to string, port int, protocol string, family int, time
 	if !ok {
 		return r, fmt.Errorf("%s has no IPv%d address", to, family)
 	}
-	r.Connected, r.Detail, err = ProbeIn(filepath.Join("/run/netns", src.netns), ip, port, protocol, timeout)
+	r.Connected, r.Detail, err = ProbeIn(ctx, filepath.Join("/run/netns", src.netns), ip, port, protocol, timeout)
 	return r, err
 }
 
 var probePayload = []byte("tortie-lab-probe\n")
 
 // ProbeIn opens a connection from inside the network namespace at nsPath
-// and reports whether the far end echoed; detail says why not.
-func ProbeIn(nsPath string, ip net.IP, port int, protocol string, timeout time.Duration) (bool, string, error) {
+// and reports whether the far end echoed; detail says why not. When ctx
+// ends first, the probe stops with an error wrapping ErrInterrupted (not a
+// blocked flow).
+func ProbeIn(ctx context.Context, nsPath string, ip net.IP, port int, protocol string, timeout time.Duration) (bool, string, error) {
 	if timeout <= 0 {
 		timeout = DefaultProbeTimeout
 	}
@@ -131,11 +133,10 @@ func ProbeIn(nsPath string, ip net.IP, port int, protocol string, timeout time.D
 	// Only the socket must be made in the namespace: the rest can run on
 	// any thread.
 	if err := netns.Do(func(ns.NetNS) error {
+		d := net.Dialer{Timeout: timeout}
 		switch protocol {
-		case "tcp":
-			conn, derr = net.DialTimeout("tcp", addr, timeout)
-		case "udp":
-			conn, derr = net.Dial("udp", addr)
+		case "tcp", "udp":
+			conn, derr = d.DialContext(ctx, protocol, addr)
 		default:
 			return fmt.Errorf("protocol %q: want tcp or udp", protocol)
 		}
@@ -144,19 +145,35 @@ func ProbeIn(nsPath string, ip net.IP, port int, protocol string, timeout time.D
 		return false, "", err
 	}
 	if derr != nil {
+		if ctx.Err() != nil {
+			return false, "", interrupted(ctx)
+		}
 		return false, reason(derr), nil
 	}
 	defer conn.Close()
 	_ = conn.SetDeadline(deadline)
+	// ctx ending cuts the reads and writes short, and the probe reports it
+	// as such, not as a silent (blocked) flow.
+	defer context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Now()) })()
+	connected, detail := echoes(conn, protocol, timeout, deadline)
+	if ctx.Err() != nil {
+		return false, "", interrupted(ctx)
+	}
+	return connected, detail, nil
+}
+
+// echoes sends the probe's payload on conn and reports whether it came
+// back; detail says why not.
+func echoes(conn net.Conn, protocol string, timeout time.Duration, deadline time.Time) (bool, string) {
 	buf := make([]byte, len(probePayload))
 	if protocol == "tcp" {
 		if _, err := conn.Write(probePayload); err != nil {
-			return false, reason(err), nil
+			return false, reason(err)
 		}
 		if _, err := io.ReadFull(conn, buf); err != nil {
-			return false, reason(err), nil
+			return false, reason(err)
 		}
-		return bytes.Equal(buf, probePayload), "", nil
+		return bytes.Equal(buf, probePayload), ""
 	}
 	// UDP: resend a few times within the timeout, in case the first
 	// datagram waited for neighbour resolution and was dropped.
@@ -178,12 +195,12 @@ func ProbeIn(nsPath string, ip net.IP, port int, protocol string, timeout time.D
 		n, err := conn.Read(buf)
 		if err != nil {
 			if errors.Is(err, syscall.ECONNREFUSED) && time.Now().Before(deadline) {
-				return false, "refused", nil
+				return false, "refused"
 			}
-			return false, reason(err), nil
+			return false, reason(err)
 		}
 		if bytes.Equal(buf[:n], probePayload) {
-			return true, "", nil
+			return true, ""
 		}
 	}
 }
@@ -254,7 +271,7 @@ func (l *Lab) Matrix(ctx context.Context, o MatrixOptions) ([]Result, error) {
 			}
 			defer func() { <-sem }()
 			j := &jobs[i]
-			r, err := l.Probe(j.From, j.To, j.Port, j.Protocol, o.Family, o.Timeout)
+			r, err := l.Probe(ctx, j.From, j.To, j.Port, j.Protocol, o.Family, o.Timeout)
 			if err != nil {
 				mu.Lock()
 				errs = append(errs, fmt.Errorf("%s → %s %s/%d: %w", j.From, j.To, j.Protocol, j.Port, err))
@@ -265,8 +282,8 @@ func (l *Lab) Matrix(ctx context.Context, o MatrixOptions) ([]Result, error) {
 		}()
 	}
 	wg.Wait()
-	if err := ctx.Err(); err != nil {
-		return nil, err
+	if ctx.Err() != nil {
+		return nil, fmt.Errorf("matrix: %w", interrupted(ctx))
 	}
 	if len(errs) > 0 {
 		return jobs, errors.Join(errs...)

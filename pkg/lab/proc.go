@@ -2,7 +2,10 @@ package lab
 
 import (
 	"bytes"
+	"context"
+	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,36 +15,95 @@ import (
 	"time"
 )
 
-// run runs a command and returns its combined output, with the command in
-// the error.
-func run(args ...string) (string, error) {
-	out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
-	if err != nil {
-		return string(out), fmt.Errorf("%s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+// ErrInterrupted is wrapped by the error of work that was cut short: its
+// context was cancelled (Ctrl-C, SIGTERM), or a command it ran was killed
+// by SIGINT or SIGTERM (a terminal's Ctrl-C reaches the whole process group).
+var ErrInterrupted = errors.New("interrupted")
+
+// interrupted is the error of work that ctx cut short, with the reason
+// (for a signal: which one).
+func interrupted(ctx context.Context) error {
+	if cause := context.Cause(ctx); cause != nil {
+		return fmt.Errorf("%w (%v)", ErrInterrupted, cause)
 	}
-	return string(out), nil
+	return ErrInterrupted
+}
+
+// sleep waits d, or less when ctx ends first; it reports whether ctx is
+// still live.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// run runs a command and returns its combined output, with the command in
+// the error. A cancelled ctx kills the command; its error, and that of a
+// command killed by SIGINT or SIGTERM, wraps ErrInterrupted.
+func run(ctx context.Context, args ...string) (string, error) {
+	if ctx.Err() != nil {
+		return "", fmt.Errorf("%s: %w", strings.Join(args, " "), interrupted(ctx))
+	}
+	out, err := exec.CommandContext(ctx, args[0], args[1:]...).CombinedOutput()
+	switch {
+	case err == nil:
+		return string(out), nil
+	case ctx.Err() != nil:
+		return string(out), fmt.Errorf("%s: %w", strings.Join(args, " "), interrupted(ctx))
+	case signalled(err):
+		return string(out), fmt.Errorf("%s: %w (%v)", strings.Join(args, " "), ErrInterrupted, err)
+	}
+	return string(out), fmt.Errorf("%s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+}
+
+// signalled reports whether a command's error is its death by SIGINT or
+// SIGTERM.
+func signalled(err error) bool {
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) {
+		return false
+	}
+	ws, ok := ee.Sys().(syscall.WaitStatus)
+	return ok && ws.Signaled() && (ws.Signal() == syscall.SIGINT || ws.Signal() == syscall.SIGTERM)
 }
 
 // ipn runs `ip -n NS ARGS` (or `ip ARGS` in the root namespace for ns "").
-func ipn(ns string, args ...string) error {
+func ipn(ctx context.Context, ns string, args ...string) error {
 	a := []string{"ip"}
 	if ns != "" {
 		a = append(a, "-n", ns)
 	}
-	_, err := run(append(a, args...)...)
+	_, err := run(ctx, append(a, args...)...)
 	return err
 }
 
+// linkExists reports whether the root namespace has an interface of that
+// name.
+func linkExists(name string) bool {
+	_, err := net.InterfaceByName(name)
+	return err == nil
+}
+
 // sysctl sets sysctls (k=v) in a namespace.
-func sysctl(ns string, kv ...string) error {
-	_, err := run(append([]string{"ip", "netns", "exec", ns, "sysctl", "-qw"}, kv...)...)
+func sysctl(ctx context.Context, ns string, kv ...string) error {
+	_, err := run(ctx, append([]string{"ip", "netns", "exec", ns, "sysctl", "-qw"}, kv...)...)
 	return err
 }
 
 // spawn starts a long-lived process in namespace ns ("" for the root
 // namespace) in its own session, so that it outlives the command that
-// started it; its output goes to logPath.
-func spawn(role, name, ns, logPath string, env []string, argv ...string) (Proc, error) {
+// started it (and a terminal's Ctrl-C does not reach it); its output goes
+// to logPath. ctx only decides whether it starts: the process is the
+// lab's, and is stopped by Down, not by ctx.
+func spawn(ctx context.Context, role, name, ns, logPath string, env []string, argv ...string) (Proc, error) {
+	if ctx.Err() != nil {
+		return Proc{}, fmt.Errorf("starting %s %s: %w", role, name, interrupted(ctx))
+	}
 	if ns != "" {
 		argv = append([]string{"ip", "netns", "exec", ns}, argv...)
 	}
@@ -95,8 +157,9 @@ func (p Proc) alive() bool {
 	return err == nil && state != 'Z' && state != 'X' && (p.Start == 0 || start == p.Start)
 }
 
-// stop ends p: SIGTERM, then SIGKILL after grace.
-func (p Proc) stop(grace time.Duration) {
+// stop ends p: SIGTERM, then SIGKILL after grace, or as soon as ctx ends
+// (a process is never left running because its stop was interrupted).
+func (p Proc) stop(ctx context.Context, grace time.Duration) {
 	if !p.alive() {
 		return
 	}
@@ -106,7 +169,9 @@ func (p Proc) stop(grace time.Duration) {
 		if !p.alive() {
 			return
 		}
-		time.Sleep(20 * time.Millisecond)
+		if !sleep(ctx, 20*time.Millisecond) {
+			break
+		}
 	}
 	_ = syscall.Kill(p.PID, syscall.SIGKILL)
 	for i := 0; i < 100 && p.alive(); i++ {

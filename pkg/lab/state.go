@@ -1,6 +1,7 @@
 package lab
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -164,9 +165,10 @@ func Names() ([]string, error) {
 	return out, nil
 }
 
-// lockFile takes an exclusive flock on path (created if needed); the
-// returned function releases it.
-func lockFile(path string) (func(), error) {
+// lockFile takes an exclusive flock on path (created if needed), waiting
+// while another command holds it, until ctx ends; the returned function
+// releases it.
+func lockFile(ctx context.Context, path string) (func(), error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return nil, err
 	}
@@ -174,15 +176,29 @@ func lockFile(path string) (func(), error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
-		f.Close()
-		return nil, err
+	for {
+		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, syscall.EWOULDBLOCK) {
+			f.Close()
+			return nil, err
+		}
+		if !sleep(ctx, 50*time.Millisecond) {
+			f.Close()
+			return nil, fmt.Errorf("waiting for %s (another tortie lab command holds it): %w", path, interrupted(ctx))
+		}
 	}
 	return func() { syscall.Flock(int(f.Fd()), syscall.LOCK_UN); f.Close() }, nil
 }
 
 // lockLab serializes the commands that change one lab.
-func lockLab(name string) (func(), error) { return lockFile(filepath.Join(Dir(name), "lock")) }
+func lockLab(ctx context.Context, name string) (func(), error) {
+	return lockFile(ctx, filepath.Join(Dir(name), "lock"))
+}
 
 // lockAlloc serializes the choice of underlay subnets between labs.
-func lockAlloc() (func(), error) { return lockFile(filepath.Join(RunDir, ".alloc.lock")) }
+func lockAlloc(ctx context.Context) (func(), error) {
+	return lockFile(ctx, filepath.Join(RunDir, ".alloc.lock"))
+}

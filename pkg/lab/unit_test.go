@@ -3,9 +3,11 @@ package lab
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"net"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -87,12 +89,12 @@ func TestServe(t *testing.T) {
 	}
 	if os.Geteuid() == 0 {
 		for _, proto := range []string{"tcp", "udp"} {
-			ok, detail, err := ProbeIn("/proc/self/ns/net", net.ParseIP("127.0.0.1"), port, proto, time.Second)
+			ok, detail, err := ProbeIn(ctx, "/proc/self/ns/net", net.ParseIP("127.0.0.1"), port, proto, time.Second)
 			if err != nil || !ok {
 				t.Errorf("probe %s: %v %s %v", proto, ok, detail, err)
 			}
 			closed := freePort(t)
-			if ok, detail, err := ProbeIn("/proc/self/ns/net", net.ParseIP("127.0.0.1"), closed, proto, 300*time.Millisecond); err != nil || ok {
+			if ok, detail, err := ProbeIn(ctx, "/proc/self/ns/net", net.ParseIP("127.0.0.1"), closed, proto, 300*time.Millisecond); err != nil || ok {
 				t.Errorf("probe %s to a closed port: %v %s %v", proto, ok, detail, err)
 			}
 		}
@@ -167,5 +169,43 @@ func TestCLIConfigRestore(t *testing.T) {
 	}
 	if got, _ := os.ReadFile(CLIConfigFile); string(got) != "mine\n" {
 		t.Errorf("someone else's config: %q", got)
+	}
+}
+
+// TestInterrupted: a lock waited for, a command cancelled and a command
+// killed by SIGINT all end in ErrInterrupted; a command that fails on its
+// own does not.
+func TestInterrupted(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "lock")
+	unlock, err := lockFile(context.Background(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	if _, err := lockFile(ctx, path); !errors.Is(err, ErrInterrupted) {
+		t.Errorf("lock held elsewhere, ctx ended: %v", err)
+	}
+	unlock()
+	unlock, err = lockFile(ctx, path)
+	if err != nil {
+		t.Errorf("lock released: %v", err)
+	} else {
+		unlock()
+	}
+
+	cancelled, cancelNow := context.WithCancel(context.Background())
+	go func() { time.Sleep(50 * time.Millisecond); cancelNow() }()
+	if _, err := run(cancelled, "sleep", "10"); !errors.Is(err, ErrInterrupted) {
+		t.Errorf("command whose ctx ended: %v", err)
+	}
+	if _, err := run(cancelled, "true"); !errors.Is(err, ErrInterrupted) {
+		t.Errorf("command started with an ended ctx: %v", err)
+	}
+	if _, err := run(context.Background(), "sh", "-c", "kill -INT $$"); !errors.Is(err, ErrInterrupted) {
+		t.Errorf("command killed by SIGINT: %v", err)
+	}
+	if _, err := run(context.Background(), "sh", "-c", "exit 3"); err == nil || errors.Is(err, ErrInterrupted) {
+		t.Errorf("command that failed: %v", err)
 	}
 }

@@ -168,6 +168,8 @@ func isExec(p string) bool {
 type Lab struct {
 	st  *State
 	log io.Writer
+	// doing is what Up is at, for its error when it is interrupted.
+	doing string
 }
 
 // State returns a copy of the lab's state.
@@ -183,6 +185,13 @@ func (l *Lab) logf(format string, args ...any) {
 	if l.log != nil {
 		fmt.Fprintf(l.log, format+"\n", args...)
 	}
+}
+
+// step says what Up does next, in the log and in its error if it is
+// interrupted there.
+func (l *Lab) step(what string) {
+	l.doing = what
+	l.logf("%s...", what)
 }
 
 // Open loads an existing lab.
@@ -226,11 +235,17 @@ var ErrExists = errors.New("lab already up")
 // Up builds a lab and returns when every agent is ready and every BGP
 // session Established. A lab that is already up is returned as it is,
 // with existed true.
+//
+// When ctx ends (Ctrl-C) or anything fails on the way, Up removes what it
+// had made, as Down does and with Down's own code, before it returns; the
+// error wraps ErrInterrupted when ctx ended. That removal is not cut short
+// by ctx: it is what leaves nothing half made. Only if the removal itself
+// fails does the state file stay, for `tortie lab down` to finish.
 func Up(ctx context.Context, o Options) (l *Lab, existed bool, err error) {
 	if err := o.defaults(); err != nil {
 		return nil, false, err
 	}
-	unlock, err := lockLab(o.Name)
+	unlock, err := lockLab(ctx, o.Name)
 	if err != nil {
 		return nil, false, err
 	}
@@ -250,14 +265,36 @@ func Up(ctx context.Context, o Options) (l *Lab, existed bool, err error) {
 
 	l = &Lab{st: &State{Name: o.Name, Phase: PhaseCreating, Created: time.Now().UTC(), Options: o}, log: o.Log}
 	if err := l.build(ctx); err != nil {
-		tail := l.logTails()
-		l.logf("lab %s: %v; removing what was made", o.Name, err)
-		if derr := l.teardown(); derr != nil {
-			err = fmt.Errorf("%w (and cleaning up: %v)", err, derr)
-		}
-		return nil, false, fmt.Errorf("%w%s", err, tail)
+		return nil, false, l.undo(ctx, err)
 	}
 	return l, false, nil
+}
+
+// undo removes what a failed or interrupted build made, with Down's
+// teardown run to the end whatever ctx says, and returns Up's error.
+func (l *Lab) undo(ctx context.Context, err error) error {
+	name := l.st.Name
+	wasInterrupted := ctx.Err() != nil || errors.Is(err, ErrInterrupted)
+	tail := ""
+	if !wasInterrupted {
+		tail = l.logTails() // read before the teardown removes the logs
+	}
+	l.logf("lab %s: %v; removing what was made", name, err)
+	derr := l.teardown(context.WithoutCancel(ctx))
+	if wasInterrupted {
+		why := ErrInterrupted
+		if ctx.Err() != nil {
+			why = interrupted(ctx)
+		}
+		if derr != nil {
+			return fmt.Errorf("lab up %s: %w while %s; removing what it had made failed: %v", name, why, l.doing, derr)
+		}
+		return fmt.Errorf("lab up %s: %w while %s; everything it had made is removed", name, why, l.doing)
+	}
+	if derr != nil {
+		err = fmt.Errorf("%w (and removing what was made: %v)", err, derr)
+	}
+	return fmt.Errorf("%w%s", err, tail)
 }
 
 func (l *Lab) deadProcs() []string {
@@ -293,20 +330,24 @@ func (l *Lab) logTails() string {
 func (l *Lab) save() error { return l.st.save() }
 
 // addNetns records, then makes, a namespace with its loopback up.
-func (l *Lab) addNetns(name string) error {
-	if _, err := os.Stat(filepath.Join("/run/netns", name)); err == nil {
+func (l *Lab) addNetns(ctx context.Context, name string) error {
+	path := filepath.Join("/run/netns", name)
+	if _, err := os.Stat(path); err == nil {
 		return fmt.Errorf("network namespace %s exists already and is not this lab's", name)
 	}
 	l.st.Netns = append(l.st.Netns, name)
 	if err := l.save(); err != nil {
 		return err
 	}
-	if err := ipn("", "netns", "add", name); err != nil {
-		l.st.Netns = l.st.Netns[:len(l.st.Netns)-1]
-		_ = l.save()
+	if err := ipn(ctx, "", "netns", "add", name); err != nil {
+		// Interrupted, `ip netns add` may have made it all the same: then
+		// the record stays, for the teardown.
+		if _, serr := os.Stat(path); errors.Is(serr, os.ErrNotExist) {
+			l.dropNetns(name)
+		}
 		return err
 	}
-	return ipn(name, "link", "set", "lo", "up")
+	return ipn(ctx, name, "link", "set", "lo", "up")
 }
 
 func (l *Lab) build(ctx context.Context) error {
@@ -316,11 +357,12 @@ func (l *Lab) build(ctx context.Context) error {
 	}
 	// The underlay octet, chosen under a machine-wide lock and recorded
 	// before the lock is released, so that two labs never share it.
-	unlock, err := lockAlloc()
+	l.doing = "choosing the underlay subnets"
+	unlock, err := lockAlloc(ctx)
 	if err != nil {
 		return err
 	}
-	l.st.Octet, err = pickOctet(o.Name)
+	l.st.Octet, err = pickOctet(ctx, o.Name)
 	if err == nil {
 		err = l.save()
 	}
@@ -329,32 +371,38 @@ func (l *Lab) build(ctx context.Context) error {
 		return err
 	}
 	t0 := time.Now()
-	if err := l.buildFabric(); err != nil {
+	l.step("creating the namespaces and the fabric")
+	if err := l.buildFabric(ctx); err != nil {
 		return err
 	}
+	l.step("starting the datastore")
 	if err := l.startDatastore(ctx); err != nil {
 		return err
 	}
+	l.step("configuring the datastore")
 	if err := l.configure(ctx); err != nil {
 		return err
 	}
 	if o.Topology == TopologyToR {
-		if err := l.startBird(); err != nil {
+		l.step("starting BIRD")
+		if err := l.startBird(ctx); err != nil {
 			return err
 		}
 	}
 	if err := l.makeCNIPath(); err != nil {
 		return err
 	}
+	l.step(fmt.Sprintf("starting %d agents", len(l.st.Hosts)))
 	for _, h := range l.st.Hosts {
-		if err := l.startAgent(h); err != nil {
+		if err := l.startAgent(ctx, h); err != nil {
 			return err
 		}
 	}
-	l.logf("waiting for %d agents to be ready and their BGP sessions Established...", len(l.st.Hosts))
+	l.step(fmt.Sprintf("waiting for %d agents to be ready and their BGP sessions Established", len(l.st.Hosts)))
 	if err := l.waitConverged(ctx, o.Timeout); err != nil {
 		return err
 	}
+	l.doing = "writing the CLI config"
 	if err := l.writeCLIConfig(); err != nil {
 		return err
 	}
@@ -369,7 +417,7 @@ func (l *Lab) build(ctx context.Context) error {
 // pickOctet chooses R for 198.18.R.0/24 and 198.19.R.0/24: starting from
 // a hash of the name, the first that neither another lab nor anything in
 // the root namespace uses.
-func pickOctet(name string) (int, error) {
+func pickOctet(ctx context.Context, name string) (int, error) {
 	used := map[int]bool{}
 	names, _ := Names()
 	for _, n := range names {
@@ -377,8 +425,14 @@ func pickOctet(name string) (int, error) {
 			used[st.Octet] = true
 		}
 	}
-	addrs, _ := run("ip", "-o", "addr")
-	routes4, _ := run("ip", "-4", "route", "show", "table", "all")
+	addrs, err := run(ctx, "ip", "-o", "addr")
+	if err != nil {
+		return 0, err
+	}
+	routes4, err := run(ctx, "ip", "-4", "route", "show", "table", "all")
+	if err != nil {
+		return 0, err
+	}
 	all := addrs + routes4
 	h := fnv.New32a()
 	h.Write([]byte(name))
@@ -409,21 +463,21 @@ func (o *Options) hostSubnet(i int) int {
 	return 0
 }
 
-func (l *Lab) buildFabric() error {
+func (l *Lab) buildFabric(ctx context.Context) error {
 	o, st := &l.st.Options, l.st
 	fab, rt := fabricNetns(o.Name), routerNetns(o.Name)
-	if err := l.addNetns(fab); err != nil {
+	if err := l.addNetns(ctx, fab); err != nil {
 		return err
 	}
-	if err := l.addNetns(rt); err != nil {
+	if err := l.addNetns(ctx, rt); err != nil {
 		return err
 	}
 	for s := 0; s < o.subnets(); s++ {
 		br := fmt.Sprintf("%s%d", bridgePrefix, s)
-		if err := ipn(fab, "link", "add", br, "type", "bridge"); err != nil {
+		if err := ipn(ctx, fab, "link", "add", br, "type", "bridge"); err != nil {
 			return err
 		}
-		if err := ipn(fab, "link", "set", br, "up"); err != nil {
+		if err := ipn(ctx, fab, "link", "set", br, "up"); err != nil {
 			return err
 		}
 	}
@@ -434,7 +488,7 @@ func (l *Lab) buildFabric() error {
 		if o.IPv6 {
 			a6 = subnetAddr6(st.Octet, s, routerHost)
 		}
-		if err := l.plug(rt, fmt.Sprintf("eth%d", s), fmt.Sprintf("p-rt%d", s), s, subnetAddr(st.Octet, s, routerHost), a6); err != nil {
+		if err := l.plug(ctx, rt, fmt.Sprintf("eth%d", s), fmt.Sprintf("p-rt%d", s), s, subnetAddr(st.Octet, s, routerHost), a6); err != nil {
 			return err
 		}
 	}
@@ -442,35 +496,35 @@ func (l *Lab) buildFabric() error {
 	if o.IPv6 {
 		kv = append(kv, "net.ipv6.conf.all.forwarding=1")
 	}
-	if err := sysctl(rt, kv...); err != nil {
+	if err := sysctl(ctx, rt, kv...); err != nil {
 		return err
 	}
 
 	// The root namespace's leg, for the datastore.
 	root := rootLinkName(o.Name)
-	if _, err := run("ip", "link", "show", "dev", root); err == nil {
+	if linkExists(root) {
 		return fmt.Errorf("interface %s exists already and is not this lab's", root)
 	}
 	st.RootLink = root
 	if err := l.save(); err != nil {
 		return err
 	}
-	if err := ipn("", "link", "add", root, "type", "veth", "peer", "name", "p-root", "netns", fab); err != nil {
+	if err := ipn(ctx, "", "link", "add", root, "type", "veth", "peer", "name", "p-root", "netns", fab); err != nil {
 		return err
 	}
-	if err := ipn(fab, "link", "set", "p-root", "master", bridgePrefix+"0", "up"); err != nil {
+	if err := ipn(ctx, fab, "link", "set", "p-root", "master", bridgePrefix+"0", "up"); err != nil {
 		return err
 	}
-	if err := ipn("", "addr", "add", subnetAddr(st.Octet, 0, rootHost).String()+"/24", "dev", root); err != nil {
+	if err := ipn(ctx, "", "addr", "add", subnetAddr(st.Octet, 0, rootHost).String()+"/24", "dev", root); err != nil {
 		return err
 	}
-	if err := ipn("", "link", "set", root, "up"); err != nil {
+	if err := ipn(ctx, "", "link", "set", root, "up"); err != nil {
 		return err
 	}
 	if o.subnets() > 1 {
 		// Replies to the hosts of the second subnet, through the router;
 		// the route goes with the interface.
-		if err := ipn("", "route", "add", fmt.Sprintf("198.19.%d.0/24", st.Octet), "via", subnetAddr(st.Octet, 0, routerHost).String(), "dev", root); err != nil {
+		if err := ipn(ctx, "", "route", "add", fmt.Sprintf("198.19.%d.0/24", st.Octet), "via", subnetAddr(st.Octet, 0, routerHost).String(), "dev", root); err != nil {
 			return err
 		}
 	}
@@ -483,30 +537,30 @@ func (l *Lab) buildFabric() error {
 			h.Addr6 = subnetAddr6(st.Octet, s, i).String()
 		}
 		st.Hosts = append(st.Hosts, h)
-		if err := l.addNetns(h.Netns); err != nil {
+		if err := l.addNetns(ctx, h.Netns); err != nil {
 			return err
 		}
 		var a6 netip.Addr
 		if o.IPv6 {
 			a6 = subnetAddr6(st.Octet, s, i)
 		}
-		if err := l.plug(h.Netns, "eth0", h.Port, s, subnetAddr(st.Octet, s, i), a6); err != nil {
+		if err := l.plug(ctx, h.Netns, "eth0", h.Port, s, subnetAddr(st.Octet, s, i), a6); err != nil {
 			return err
 		}
 		// The default route is also what makes proxy ARP answer for
 		// 169.254.1.1 (a route to it through another device than the
 		// workload's; see pkg/cni).
-		if err := ipn(h.Netns, "route", "add", "default", "via", subnetAddr(st.Octet, s, routerHost).String()); err != nil {
+		if err := ipn(ctx, h.Netns, "route", "add", "default", "via", subnetAddr(st.Octet, s, routerHost).String()); err != nil {
 			return err
 		}
 		kv := []string{"net.ipv4.ip_forward=1"}
 		if o.IPv6 {
 			kv = append(kv, "net.ipv6.conf.all.forwarding=1")
-			if err := ipn(h.Netns, "-6", "route", "add", "default", "via", subnetAddr6(st.Octet, s, routerHost).String()); err != nil {
+			if err := ipn(ctx, h.Netns, "-6", "route", "add", "default", "via", subnetAddr6(st.Octet, s, routerHost).String()); err != nil {
 				return err
 			}
 		}
-		if err := sysctl(h.Netns, kv...); err != nil {
+		if err := sysctl(ctx, h.Netns, kv...); err != nil {
 			return err
 		}
 	}
@@ -515,23 +569,23 @@ func (l *Lab) buildFabric() error {
 
 // plug connects namespace ns to subnet s's bridge: port in the fabric, dev
 // in ns with addr/24 (and addr6/64).
-func (l *Lab) plug(ns, dev, port string, s int, addr, addr6 netip.Addr) error {
+func (l *Lab) plug(ctx context.Context, ns, dev, port string, s int, addr, addr6 netip.Addr) error {
 	fab := fabricNetns(l.st.Name)
-	if err := ipn(fab, "link", "add", port, "type", "veth", "peer", "name", dev, "netns", ns); err != nil {
+	if err := ipn(ctx, fab, "link", "add", port, "type", "veth", "peer", "name", dev, "netns", ns); err != nil {
 		return err
 	}
-	if err := ipn(fab, "link", "set", port, "master", fmt.Sprintf("%s%d", bridgePrefix, s), "up"); err != nil {
+	if err := ipn(ctx, fab, "link", "set", port, "master", fmt.Sprintf("%s%d", bridgePrefix, s), "up"); err != nil {
 		return err
 	}
-	if err := ipn(ns, "addr", "add", addr.String()+"/24", "dev", dev); err != nil {
+	if err := ipn(ctx, ns, "addr", "add", addr.String()+"/24", "dev", dev); err != nil {
 		return err
 	}
 	if addr6.IsValid() {
-		if err := ipn(ns, "addr", "add", addr6.String()+"/64", "dev", dev, "nodad"); err != nil {
+		if err := ipn(ctx, ns, "addr", "add", addr6.String()+"/64", "dev", dev, "nodad"); err != nil {
 			return err
 		}
 	}
-	return ipn(ns, "link", "set", dev, "up")
+	return ipn(ctx, ns, "link", "set", dev, "up")
 }
 
 var servingRE = regexp.MustCompile(`serving on (\S+)`)
@@ -540,7 +594,7 @@ func (l *Lab) startDatastore(ctx context.Context) error {
 	dir := Dir(l.st.Name)
 	logPath := filepath.Join(dir, "datastore.log")
 	url := fmt.Sprintf("http://%s:0", subnetAddr(l.st.Octet, 0, rootHost))
-	p, err := spawn("datastore", "etcd", "", logPath, nil, l.st.Options.Bins.Tortie,
+	p, err := spawn(ctx, "datastore", "etcd", "", logPath, nil, l.st.Options.Bins.Tortie,
 		"datastore", "serve", "--data-dir", filepath.Join(dir, "etcd"), "--listen-client", url)
 	if err != nil {
 		return err
@@ -561,10 +615,9 @@ func (l *Lab) startDatastore(ctx context.Context) error {
 		if !p.alive() {
 			return errors.New("the datastore exited")
 		}
-		if ctx.Err() != nil {
-			return ctx.Err()
+		if !sleep(ctx, 20*time.Millisecond) {
+			return interrupted(ctx)
 		}
-		time.Sleep(20 * time.Millisecond)
 	}
 	return errors.New("the datastore did not say where it serves within 30s")
 }
@@ -678,7 +731,7 @@ func (l *Lab) makeCNIPath() error {
 
 func (l *Lab) hostDir() string { return filepath.Join(Dir(l.st.Name), "hosts") }
 
-func (l *Lab) startAgent(h Host) error {
+func (l *Lab) startAgent(ctx context.Context, h Host) error {
 	if err := os.MkdirAll(l.hostDir(), 0o755); err != nil {
 		return err
 	}
@@ -692,7 +745,7 @@ func (l *Lab) startAgent(h Host) error {
 	if o.IPv6 {
 		args = append(args, "--ip6", "autodetect", "--ip6-autodetection-method", "interface=eth0")
 	}
-	p, err := spawn("agent", h.Name, h.Netns, filepath.Join(l.hostDir(), h.Name+".log"), []string{"NODENAME=" + h.Node}, args...)
+	p, err := spawn(ctx, "agent", h.Name, h.Netns, filepath.Join(l.hostDir(), h.Name+".log"), []string{"NODENAME=" + h.Node}, args...)
 	if err != nil {
 		return err
 	}
@@ -709,7 +762,7 @@ func (l *Lab) startAgent(h Host) error {
 
 // startBird runs BIRD 2 in the router namespace as the hosts' route
 // reflector (the mesh is off in the tor topology).
-func (l *Lab) startBird() error {
+func (l *Lab) startBird(ctx context.Context) error {
 	o, st := &l.st.Options, l.st
 	dir := filepath.Join(Dir(o.Name), "bird")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -744,7 +797,7 @@ func (l *Lab) startBird() error {
 	if err := os.WriteFile(conf, []byte(b.String()), 0o644); err != nil {
 		return err
 	}
-	p, err := spawn("bird", "router", routerNetns(o.Name), filepath.Join(dir, "bird.log"), nil,
+	p, err := spawn(ctx, "bird", "router", routerNetns(o.Name), filepath.Join(dir, "bird.log"), nil,
 		o.Bins.Bird, "-f", "-c", conf, "-s", BirdSocket(o.Name))
 	if err != nil {
 		return err
@@ -799,10 +852,8 @@ func (l *Lab) waitConverged(ctx context.Context, timeout time.Duration) error {
 		if time.Now().After(deadline) {
 			return fmt.Errorf("not converged within %v: %s", timeout, why)
 		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(100 * time.Millisecond):
+		if !sleep(ctx, 100*time.Millisecond) {
+			return interrupted(ctx)
 		}
 	}
 }
@@ -814,8 +865,8 @@ func (l *Lab) WaitConverged(ctx context.Context, timeout time.Duration) error {
 
 // RestartAgent stops a host's agent (SIGTERM, so graceful restart applies)
 // and starts it again.
-func (l *Lab) RestartAgent(host string) error {
-	unlock, err := lockLab(l.st.Name)
+func (l *Lab) RestartAgent(ctx context.Context, host string) error {
+	unlock, err := lockLab(ctx, l.st.Name)
 	if err != nil {
 		return err
 	}
@@ -829,10 +880,10 @@ func (l *Lab) RestartAgent(host string) error {
 	}
 	for _, p := range l.st.Procs {
 		if p.Role == "agent" && p.Name == h.Name {
-			p.stop(10 * time.Second)
+			p.stop(ctx, 10*time.Second)
 		}
 	}
-	return l.startAgent(*h)
+	return l.startAgent(ctx, *h)
 }
 
 func (l *Lab) reload() error {
@@ -859,11 +910,32 @@ func (l *Lab) host(name string) (*Host, error) {
 	return nil, fmt.Errorf("lab %s has no host %q (hosts: %s)", l.st.Name, name, strings.Join(names, ", "))
 }
 
+// LinkState is a host link's state on the fabric.
+type LinkState string
+
+// The states SetLink sets.
+const (
+	LinkUp   LinkState = "up"
+	LinkDown LinkState = "down"
+)
+
+// ParseLinkState reads "up" or "down".
+func ParseLinkState(s string) (LinkState, error) {
+	switch st := LinkState(s); st {
+	case LinkUp, LinkDown:
+		return st, nil
+	}
+	return "", fmt.Errorf("%q: want up or down", s)
+}
+
 // SetLink sets a host's link on the fabric up or down (a cable pulled).
-func (l *Lab) SetLink(host string, up bool) error {
+func (l *Lab) SetLink(ctx context.Context, host string, state LinkState) error {
+	if _, err := ParseLinkState(string(state)); err != nil {
+		return err
+	}
 	h, err := l.host(host)
 	if err != nil {
 		return err
 	}
-	return ipn(fabricNetns(l.st.Name), "link", "set", h.Port, map[bool]string{true: "up", false: "down"}[up])
+	return ipn(ctx, fabricNetns(l.st.Name), "link", "set", h.Port, string(state))
 }

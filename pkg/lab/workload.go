@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -78,9 +79,11 @@ func (l *Lab) Workload(id string) (*Workload, error) {
 
 // AddWorkload creates a workload namespace on a host, puts it on the
 // network through the real CNI plugin (ADD, run in the host's namespace)
-// and starts the built-in server in it.
+// and starts the built-in server in it. Failed or interrupted (ctx ends),
+// it removes what it made of the workload, as DelWorkload does, before it
+// returns.
 func (l *Lab) AddWorkload(ctx context.Context, spec WorkloadSpec) (*Workload, error) {
-	unlock, err := lockLab(l.st.Name)
+	unlock, err := lockLab(ctx, l.st.Name)
 	if err != nil {
 		return nil, err
 	}
@@ -120,18 +123,20 @@ func (l *Lab) AddWorkload(ctx context.Context, spec WorkloadSpec) (*Workload, er
 		Netns: workloadNetns(l.st.Name, spec.Namespace, spec.Name), ContainerID: cniContainerID(l.st.Name, spec.Namespace, spec.Name),
 		Labels: spec.Labels, Listen: listen}
 	l.st.Workloads = append(l.st.Workloads, w)
-	if err := l.addNetns(w.Netns); err != nil {
-		l.dropWorkload(w)
-		return nil, err
-	}
 	fail := func(err error) (*Workload, error) {
-		_, _ = l.cni("DEL", h, w)
-		_ = ipn("", "netns", "del", w.Netns)
-		l.dropNetns(w.Netns)
-		l.dropWorkload(w)
+		if rerr := l.removeWorkload(context.WithoutCancel(ctx), w); rerr != nil {
+			err = fmt.Errorf("%w (and removing what was made of it: %v)", err, rerr)
+		}
 		return nil, err
 	}
-	out, err := l.cni("ADD", h, w)
+	if err := l.addNetns(ctx, w.Netns); err != nil {
+		if slices.Contains(l.st.Netns, w.Netns) {
+			return fail(err) // made, or maybe made (interrupted)
+		}
+		l.dropWorkload(w) // not made; perhaps not ours to touch
+		return nil, err
+	}
+	out, err := l.cni(ctx, "ADD", h, w)
 	if err != nil {
 		return fail(err)
 	}
@@ -159,7 +164,7 @@ func (l *Lab) AddWorkload(ctx context.Context, spec WorkloadSpec) (*Workload, er
 	if len(w.IPs) == 0 {
 		return fail(fmt.Errorf("CNI ADD gave %s no address", w.ID()))
 	}
-	if err := l.startServer(w); err != nil {
+	if err := l.startServer(ctx, w); err != nil {
 		return fail(err)
 	}
 	return w, l.save()
@@ -237,8 +242,8 @@ func (l *Lab) cniConf(h *Host, w *Workload) []byte {
 
 // cni runs the plugin in the host's namespace, as a runtime on that host
 // would.
-func (l *Lab) cni(command string, h *Host, w *Workload) ([]byte, error) {
-	cmd := exec.Command("ip", "netns", "exec", h.Netns, filepath.Join(Dir(l.st.Name), "cni", "tortie"))
+func (l *Lab) cni(ctx context.Context, command string, h *Host, w *Workload) ([]byte, error) {
+	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", h.Netns, filepath.Join(Dir(l.st.Name), "cni", "tortie"))
 	cmd.Env = append(os.Environ(),
 		"CNI_COMMAND="+command,
 		"CNI_CONTAINERID="+w.ContainerID,
@@ -251,6 +256,9 @@ func (l *Lab) cni(command string, h *Host, w *Workload) ([]byte, error) {
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
+		if ctx.Err() != nil || signalled(err) {
+			return nil, fmt.Errorf("CNI %s of %s on %s: %w", command, w.ID(), h.Name, ErrInterrupted)
+		}
 		return nil, fmt.Errorf("CNI %s of %s on %s: %v: %s %s", command, w.ID(), h.Name, err,
 			strings.TrimSpace(stdout.String()), strings.TrimSpace(stderr.String()))
 	}
@@ -259,7 +267,7 @@ func (l *Lab) cni(command string, h *Host, w *Workload) ([]byte, error) {
 
 // startServer runs `tortie lab serve` in the workload and waits until it
 // listens.
-func (l *Lab) startServer(w *Workload) error {
+func (l *Lab) startServer(ctx context.Context, w *Workload) error {
 	logPath := filepath.Join(Dir(l.st.Name), "workloads", w.Namespace+"."+w.Name+".log")
 	if err := os.MkdirAll(filepath.Dir(logPath), 0o755); err != nil {
 		return err
@@ -267,7 +275,7 @@ func (l *Lab) startServer(w *Workload) error {
 	if len(w.Listen) == 0 {
 		return nil
 	}
-	p, err := spawn("server", w.ID(), w.Netns, logPath, nil, l.st.Options.Bins.Tortie, "lab", "serve", "--listen", strings.Join(w.Listen, ","))
+	p, err := spawn(ctx, "server", w.ID(), w.Netns, logPath, nil, l.st.Options.Bins.Tortie, "lab", "serve", "--listen", strings.Join(w.Listen, ","))
 	if err != nil {
 		return err
 	}
@@ -284,7 +292,9 @@ func (l *Lab) startServer(w *Workload) error {
 			b, _ := os.ReadFile(logPath)
 			return fmt.Errorf("the server of %s exited: %s", w.ID(), b)
 		}
-		time.Sleep(10 * time.Millisecond)
+		if !sleep(ctx, 10*time.Millisecond) {
+			return fmt.Errorf("waiting for the server of %s: %w", w.ID(), interrupted(ctx))
+		}
 	}
 	return fmt.Errorf("the server of %s did not listen within 10s", w.ID())
 }
@@ -292,7 +302,7 @@ func (l *Lab) startServer(w *Workload) error {
 // DelWorkload stops a workload's server, runs CNI DEL and deletes its
 // namespace.
 func (l *Lab) DelWorkload(ctx context.Context, id string) error {
-	unlock, err := lockLab(l.st.Name)
+	unlock, err := lockLab(ctx, l.st.Name)
 	if err != nil {
 		return err
 	}
@@ -304,28 +314,41 @@ func (l *Lab) DelWorkload(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
+	return l.removeWorkload(ctx, w)
+}
+
+// removeWorkload undoes what AddWorkload made of w, whatever it got to:
+// its server and anything else running in its namespace, its CNI ADD,
+// its namespace (only if recorded: the lab's), its records. A namespace
+// that could not be deleted stays recorded, for Down.
+func (l *Lab) removeWorkload(ctx context.Context, w *Workload) error {
 	procs := l.st.Procs[:0]
 	for _, p := range l.st.Procs {
 		if p.Role == "server" && p.Name == w.ID() {
-			p.stop(2 * time.Second)
+			p.stop(ctx, 2*time.Second)
 			continue
 		}
 		procs = append(procs, p)
 	}
 	l.st.Procs = procs
 	for _, p := range procsInNetns([]string{w.Netns}) {
-		p.stop(2 * time.Second)
+		p.stop(ctx, 2*time.Second)
 	}
 	var errs []error
 	if h, err := l.host(w.Host); err == nil {
-		if _, err := l.cni("DEL", h, w); err != nil {
+		if _, err := l.cni(ctx, "DEL", h, w); err != nil {
 			errs = append(errs, err)
 		}
 	}
-	if err := ipn("", "netns", "del", w.Netns); err != nil {
-		errs = append(errs, err)
+	path := filepath.Join("/run/netns", w.Netns)
+	if _, err := os.Stat(path); err == nil && slices.Contains(l.st.Netns, w.Netns) {
+		if err := ipn(ctx, "", "netns", "del", w.Netns); err != nil {
+			errs = append(errs, err)
+		}
 	}
-	l.dropNetns(w.Netns)
+	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+		l.dropNetns(w.Netns)
+	}
 	l.dropWorkload(w)
 	return errors.Join(errs...)
 }
