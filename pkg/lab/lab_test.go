@@ -65,28 +65,39 @@ func bins(t *testing.T) string {
 // decides) and returns its stdout and exit status.
 func tortie(t *testing.T, args ...string) (string, int) {
 	t.Helper()
+	out, errOut, code := tortieStreams(t, args...)
+	if code != 0 && errOut != "" {
+		t.Logf("tortie %s: stderr: %s", strings.Join(args, " "), lastBytes(errOut, 3000))
+	}
+	return out, code
+}
+
+// tortieStreams is tortie with stderr as well.
+func tortieStreams(t *testing.T, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
 	cmd := exec.Command(filepath.Join(bins(t), "tortie"), args...)
+	cmd.Env = envWithoutEtcd()
+	var o, e strings.Builder
+	cmd.Stdout, cmd.Stderr = &o, &e
+	err := cmd.Run()
+	var ee *exec.ExitError
+	switch {
+	case errors.As(err, &ee):
+		return o.String(), e.String(), ee.ExitCode()
+	case err != nil:
+		t.Fatalf("tortie %s: %v", strings.Join(args, " "), err)
+	}
+	return o.String(), e.String(), 0
+}
+
+func envWithoutEtcd() []string {
 	var env []string
 	for _, e := range os.Environ() {
 		if !strings.HasPrefix(e, "ETCD_") {
 			env = append(env, e)
 		}
 	}
-	cmd.Env = env
-	var stdout, stderr strings.Builder
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
-	var ee *exec.ExitError
-	switch {
-	case errors.As(err, &ee):
-		if s := stderr.String(); s != "" {
-			t.Logf("tortie %s: stderr: %s", strings.Join(args, " "), lastBytes(s, 3000))
-		}
-		return stdout.String(), ee.ExitCode()
-	case err != nil:
-		t.Fatalf("tortie %s: %v", strings.Join(args, " "), err)
-	}
-	return stdout.String(), 0
+	return env
 }
 
 func lastBytes(s string, n int) string {
@@ -219,14 +230,7 @@ func lines(t *testing.T, args ...string) []string {
 }
 
 func takeSnapshot(t *testing.T) snapshot {
-	s := snapshot{netns: lines(t, "ip", "netns", "list")}
-	for _, l := range strings.Split(strings.TrimSpace(mustRun(t, "ip", "-o", "link")), "\n") {
-		if f := strings.Fields(l); len(f) > 1 {
-			name, _, _ := strings.Cut(strings.TrimSuffix(f[1], ":"), "@")
-			s.links = append(s.links, name)
-		}
-	}
-	slices.Sort(s.links)
+	s := snapshot{netns: lines(t, "ip", "netns", "list"), links: rootLinks(t)}
 	s.nft = strings.Split(strings.TrimSpace(mustRun(t, "nft", "list", "tables")), "\n")
 	slices.Sort(s.nft)
 	// Processes running one of the test's binaries, or BIRD on a lab's config.
@@ -244,6 +248,19 @@ func takeSnapshot(t *testing.T) snapshot {
 	b, _ := os.ReadFile(lab.CLIConfigFile)
 	s.cfg = string(b)
 	return s
+}
+
+// rootLinks are the names of the root namespace's interfaces, sorted.
+func rootLinks(t *testing.T) []string {
+	var links []string
+	for _, l := range strings.Split(strings.TrimSpace(mustRun(t, "ip", "-o", "link")), "\n") {
+		if f := strings.Fields(l); len(f) > 1 {
+			name, _, _ := strings.Cut(strings.TrimSuffix(f[1], ":"), "@")
+			links = append(links, name)
+		}
+	}
+	slices.Sort(links)
+	return links
 }
 
 func mustRun(t *testing.T, args ...string) string {
