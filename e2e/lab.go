@@ -111,7 +111,7 @@ func NewLab(opts LabOptions) (_ *LabCluster, err error) {
 	// that lives for one run.
 	lab.CLIConfigFile = filepath.Join(lab.Dir(c.name), "cli", "tortie.cfg")
 	c.onClose(func() {
-		if err := lab.Down(c.name, nil); err != nil {
+		if err := lab.Down(context.Background(), c.name, nil); err != nil {
 			opts.Logf("lab %s down: %v", c.name, err)
 		}
 	})
@@ -196,7 +196,7 @@ func CleanStaleLabs(logf func(string, ...any)) {
 			}
 		}
 		logf("taking down lab %s of a killed run", name)
-		if err := lab.Down(name, nil); err != nil {
+		if err := lab.Down(context.Background(), name, nil); err != nil {
 			logf("lab %s down: %v", name, err)
 			continue
 		}
