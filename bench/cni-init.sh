@@ -3,8 +3,9 @@
 # of tortie-cni, as `tortie-cni --version` under GODEBUG=inittrace=1. Prints
 # the median over RUNS runs of the package-init total (count, summed clock,
 # bytes, allocations, and when the last init ends, counted from the runtime's
-# start), of the whole process (wall and user+sys CPU), and the packages with
-# the most init time.
+# start), of the whole process (wall and user+sys CPU; with perf, also a
+# second run without inittrace: task-clock and page faults), and the
+# packages with the most init time.
 #
 #   bench/cni-init.sh                      # builds ./cmd/tortie-cni
 #   bench/cni-init.sh -n 200 before=OLD after=NEW
@@ -19,7 +20,7 @@ while [ $# -gt 0 ]; do
   case "$1" in
   -n) runs=$2; shift 2 ;;
   -top) top=$2; shift 2 ;;
-  -h | --help) sed -n '2,13p' "$0"; exit 0 ;;
+  -h | --help) sed -n '2,14p' "$0"; exit 0 ;;
   *) break ;;
   esac
 done
@@ -38,6 +39,8 @@ if [ ${#bins[@]} -eq 0 ]; then
 fi
 
 echo "load: $(uptime | sed 's/.*load average/load average/')  cores: $(nproc)  runs: $runs"
+perf=
+if command -v perf >/dev/null && perf stat -o /dev/null true 2>/dev/null; then perf=1; fi
 TIMEFORMAT='%3R %3U %3S'
 for ((r = 0; r < runs; r++)); do
   for i in "${!bins[@]}"; do
@@ -51,6 +54,10 @@ for ((r = 0; r < runs; r++)); do
             print b, "4-bytes", by; print b, "5-allocs", al
             print b, "6-wall", w[1] * 1000; print b, "7-cpu", (w[2] + w[3]) * 1000 }
     ' "$work/trace" >>"$work/sum" 2>>"$work/pkg"
+    if [ -n "$perf" ]; then
+      perf stat -x, -o "$work/perf" -e task-clock,page-faults "${bins[$i]}" --version >/dev/null 2>&1
+      awk -F, -v b="$i" '$3 == "task-clock" { print b, "8-task", $1 } $3 == "page-faults" { print b, "9-faults", $1 }' "$work/perf" >>"$work/sum"
+    fi
   done
 done
 
@@ -75,12 +82,14 @@ header "median of $runs runs"
 awk -v nb=${#bins[@]} '
   { v[$2, $1] = $3; keys[$2] = 1 }
   END {
-    split("1-inits 2-clock 3-end 4-bytes 5-allocs 6-wall 7-cpu", order, " ")
+    nk = split("1-inits 2-clock 3-end 4-bytes 5-allocs 6-wall 7-cpu 8-task 9-faults", order, " ")
     name["1-inits"] = "package inits"; name["2-clock"] = "init clock, summed (ms)"
     name["3-end"] = "last init ends (ms after runtime start)"; name["4-bytes"] = "init bytes allocated"
     name["5-allocs"] = "init allocations"; name["6-wall"] = "process wall, --version (ms)"
     name["7-cpu"] = "process CPU user+sys (ms)"
-    for (k = 1; k <= 7; k++) {
+    name["8-task"] = "perf: task-clock, no inittrace (ms)"; name["9-faults"] = "perf: page faults"
+    for (k = 1; k <= nk; k++) {
+      if (!((order[k], 0) in v)) continue
       printf "%-56s", name[order[k]]
       for (i = 0; i < nb; i++) printf " %12s", v[order[k], i]
       print ""
