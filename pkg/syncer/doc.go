@@ -1,7 +1,8 @@
 // Package syncer feeds tortie-node from the datastore: for every resource
 // kind the agent needs it lists then watches the kind's etcd prefix,
-// decodes each value into a v3 resource and hands the changes over in
-// batches, with one "in sync" signal once every prefix has delivered its
+// decodes each value into a v3 resource (or, for a raw kind outside the v3
+// API such as IPAM blocks, hands the value on undecoded) and hands the
+// changes over in batches, with one "in sync" signal once every prefix has delivered its
 // first complete snapshot.
 //
 // After a resync (a compacted watch revision, a lost connection, a watch
@@ -14,5 +15,5 @@
 // cannot decode (it is logged and skipped; a key that held a good value
 // before is reported deleted), never report in sync before every prefix is,
 // and never interpret the resources: what they mean is the consumers'
-// business (pkg/calc and the agent's other components).
+// business (pkg/calc, pkg/routing and the agent's other components).
 package syncer

@@ -354,8 +354,16 @@ func (w *kindWatch) decode(kv *datastore.KV) (r v3.Resource, value []byte, ns, n
 	if !ok || rest == "" {
 		return nil, nil, "", "", fmt.Errorf("key outside %s", w.prefix)
 	}
+	if w.k.Info == nil {
+		// A raw kind is named by the rest of its key, which may have
+		// segments of its own (ipv4/block/10.65.0.0-26).
+		if len(kv.Value) == 0 {
+			return nil, nil, "", "", fmt.Errorf("stored value at %s is empty", kv.Key)
+		}
+		return nil, kv.Value, "", rest, nil
+	}
 	var keyName string
-	if w.k.Info != nil && w.k.Info.Namespaced {
+	if w.k.Info.Namespaced {
 		ns, keyName, ok = strings.Cut(rest, "/")
 		if !ok || ns == "" || keyName == "" || strings.Contains(keyName, "/") {
 			return nil, nil, "", "", fmt.Errorf("key %s is not <prefix>/<namespace>/<name>", kv.Key)
@@ -365,12 +373,6 @@ func (w *kindWatch) decode(kv *datastore.KV) (r v3.Resource, value []byte, ns, n
 			return nil, nil, "", "", fmt.Errorf("key %s is not <prefix>/<name>", kv.Key)
 		}
 		keyName = rest
-	}
-	if w.k.Info == nil {
-		if len(kv.Value) == 0 {
-			return nil, nil, "", "", fmt.Errorf("stored value at %s is empty", kv.Key)
-		}
-		return nil, kv.Value, "", keyName, nil
 	}
 	if r, err = client.DecodeKV(w.k.Info, kv); err != nil {
 		return nil, nil, "", "", err

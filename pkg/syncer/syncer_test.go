@@ -513,7 +513,7 @@ func TestOneTransactionOneBatch(t *testing.T) {
 func TestRawKind(t *testing.T) {
 	be := etcdtest.NewClient(t, etcdtest.Start(t))
 	ctx := context.Background()
-	key := syncer.IPAMBlockPrefix + "10.65.0.0-26"
+	key := syncer.IPAMBlockPrefix + "ipv4/block/10.65.0.0-26"
 	if _, err := be.Create(ctx, key, []byte(`{"cidr":"10.65.0.0/26"}`)); err != nil {
 		t.Fatal(err)
 	}
@@ -524,7 +524,7 @@ func TestRawKind(t *testing.T) {
 		return m.inSync && len(m.objs) == 1
 	})
 	m.mu.Lock()
-	u := m.objs[id(syncer.KindIPAMBlock, "", "10.65.0.0-26")]
+	u := m.objs[id(syncer.KindIPAMBlock, "", "ipv4/block/10.65.0.0-26")]
 	m.mu.Unlock()
 	if u.Resource != nil || string(u.Value) != `{"cidr":"10.65.0.0/26"}` || u.Key != key {
 		t.Errorf("got %+v, want the raw value under its key", u)
