@@ -100,7 +100,7 @@ for it.
 
 Health: GET /liveness (the agent's loop is turning) and /readiness (in sync
 with the datastore and the last apply succeeded) on --health-addr; the BGP
-status "tortie node status" shows is at /status/bgp there. Prometheus metrics
+status "tortie node status" shows is at /status/routing there. Prometheus metrics
 (tortie_*) on --metrics-addr /metrics.`,
 		Args:          cobra.NoArgs,
 		SilenceUsage:  true,
@@ -235,9 +235,11 @@ func run(ctx context.Context, o *options, logOut io.Writer) error {
 	}
 	components := []node.Component{policy}
 	if !o.noRouting {
-		components = append(components, &routingComponent{routing.New(routing.Config{
-			NodeName: name, Backend: be, DisableBGP: o.noBGP, Warnings: res.Warnings, Logger: log,
-		})})
+		rc, err := routing.New(routing.Config{NodeName: name, DisableBGP: o.noBGP, Warnings: res.Warnings, Logger: log})
+		if err != nil {
+			return err
+		}
+		components = append(components, rc)
 	}
 
 	resync := o.resyncInterval

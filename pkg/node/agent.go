@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -38,6 +39,8 @@ type Agent struct {
 	programmed   bool
 	pendingSince time.Time // arrival of the oldest update not yet applied
 	lastApply    time.Time
+	// woken carries the components whose Waker fired.
+	woken chan *compState
 
 	// What the HTTP handlers read.
 	heartbeat atomic.Int64 // unix nanoseconds of the loop's last turn
@@ -54,6 +57,10 @@ type compState struct {
 	err     error
 	retries int
 	retryAt time.Time
+	// resync is the interval of its periodic full apply (<= 0: never);
+	// resyncAt when the next is due.
+	resync   time.Duration
+	resyncAt time.Time
 }
 
 // New makes an agent for the components, watching be. It opens the health
@@ -72,9 +79,13 @@ func New(cfg Config, be datastore.Backend, comps ...Component) (*Agent, error) {
 		byKind: map[string][]*compState{}, reg: prometheus.NewRegistry(), start: time.Now(),
 	}
 	a.metrics = newAgentMetrics(a.reg)
+	a.woken = make(chan *compState, len(comps))
 	var kinds []string
 	for _, c := range comps {
-		cs := &compState{c: c}
+		cs := &compState{c: c, resync: cfg.ResyncInterval}
+		if r, ok := c.(Resyncer); ok && r.ResyncInterval() > 0 {
+			cs.resync = r.ResyncInterval()
+		}
 		a.comps = append(a.comps, cs)
 		for _, k := range c.Kinds() {
 			if !slices.Contains(a.byKind[k], cs) {
@@ -184,6 +195,13 @@ func (a *Agent) Run(ctx context.Context) error {
 	}()
 	runErr := make(chan error, len(a.comps))
 	for _, cs := range a.comps {
+		if w, ok := cs.c.(Waker); ok {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				a.forwardWakes(ctx, cs, w.Wake())
+			}()
+		}
 		if r, ok := cs.c.(Runner); ok {
 			wg.Add(1)
 			go func() {
@@ -197,6 +215,13 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.log.Info("agent started", "health", a.HealthAddr(), "metrics", a.MetricsAddr(),
 		"resyncInterval", a.cfg.ResyncInterval, "minApplyInterval", a.cfg.MinApplyInterval)
 	err := a.loop(ctx, runErr)
+	for _, cs := range a.comps {
+		if c, ok := cs.c.(Closer); ok {
+			if cerr := c.Close(); cerr != nil {
+				a.log.Warn("closing component", "dataplane", cs.c.Name(), "err", cerr)
+			}
+		}
+	}
 	if err != nil {
 		a.log.Error("agent stopping", "err", err)
 	} else {
@@ -205,17 +230,30 @@ func (a *Agent) Run(ctx context.Context) error {
 	return err
 }
 
+// forwardWakes hands a component's wake-ups to the loop until ctx ends.
+func (a *Agent) forwardWakes(ctx context.Context, cs *compState, wake <-chan struct{}) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case _, ok := <-wake:
+			if !ok {
+				return
+			}
+			select {
+			case a.woken <- cs:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}
+}
+
 // loop is the agent's one goroutine for the components: updates in,
 // applies out, at most one apply per MinApplyInterval.
 func (a *Agent) loop(ctx context.Context, runErr <-chan error) error {
 	beat := time.NewTicker(time.Second)
 	defer beat.Stop()
-	var resync <-chan time.Time
-	if a.cfg.ResyncInterval > 0 {
-		t := time.NewTicker(a.cfg.ResyncInterval)
-		defer t.Stop()
-		resync = t.C
-	}
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	defer timer.Stop()
@@ -227,13 +265,8 @@ func (a *Agent) loop(ctx context.Context, runErr <-chan error) error {
 			return err
 		case <-a.sync.Notify():
 			a.take()
-		case <-resync:
-			if a.inSync {
-				a.log.Debug("periodic resync")
-				for _, cs := range a.comps {
-					cs.dirty, cs.full = true, true
-				}
-			}
+		case cs := <-a.woken:
+			cs.dirty = true
 		case <-timer.C:
 		case <-beat.C:
 		}
@@ -260,7 +293,7 @@ func (a *Agent) take() {
 		a.metrics.updates.WithLabelValues(u.Kind).Inc()
 		if a.log.Enabled(context.Background(), slog.LevelDebug) {
 			a.log.Debug("datastore update", "kind", u.Kind, "namespace", u.Namespace, "name", u.Name,
-				"deleted", u.Resource == nil, "rev", u.Revision)
+				"deleted", u.Deleted(), "rev", u.Revision)
 		}
 		for _, cs := range a.byKind[u.Kind] {
 			cs.c.OnUpdate(u)
@@ -277,14 +310,25 @@ func (a *Agent) take() {
 			cs.c.OnInSync()
 			cs.dirty, cs.full = true, true
 		}
+		a.scheduleResyncs(time.Now())
 		a.setNotReady("in sync, not programmed yet")
 		// The snapshot is the cold start, not an update's latency.
 		a.pendingSince = time.Time{}
 	}
 }
 
-// applyDue applies every component that is dirty and due. It returns how
-// long to wait for the next one, if any is waiting.
+// scheduleResyncs sets every component's next periodic full apply.
+func (a *Agent) scheduleResyncs(now time.Time) {
+	for _, cs := range a.comps {
+		if cs.resync > 0 {
+			cs.resyncAt = now.Add(cs.resync)
+		}
+	}
+}
+
+// applyDue applies every component that is dirty and due, after marking
+// those whose periodic resync is due. It returns how long to wait for the
+// next apply or resync, if any is waiting.
 func (a *Agent) applyDue(ctx context.Context) (time.Duration, bool) {
 	if !a.inSync {
 		return 0, false
@@ -292,16 +336,22 @@ func (a *Agent) applyDue(ctx context.Context) (time.Duration, bool) {
 	for {
 		now := time.Now()
 		var next time.Time
+		earliest := func(t time.Time) {
+			if next.IsZero() || t.Before(next) {
+				next = t
+			}
+		}
 		for _, cs := range a.comps {
-			if !cs.dirty {
-				continue
+			if !cs.resyncAt.IsZero() && !now.Before(cs.resyncAt) {
+				a.log.Debug("periodic resync", "dataplane", cs.c.Name())
+				cs.dirty, cs.full = true, true
+				cs.resyncAt = now.Add(cs.resync)
 			}
-			at := a.lastApply.Add(a.cfg.MinApplyInterval)
-			if cs.retryAt.After(at) {
-				at = cs.retryAt
+			if !cs.resyncAt.IsZero() {
+				earliest(cs.resyncAt)
 			}
-			if next.IsZero() || at.Before(next) {
-				next = at
+			if cs.dirty {
+				earliest(later(a.lastApply.Add(a.cfg.MinApplyInterval), cs.retryAt))
 			}
 		}
 		if next.IsZero() {
@@ -312,6 +362,13 @@ func (a *Agent) applyDue(ctx context.Context) (time.Duration, bool) {
 		}
 		a.applyNow(ctx, now)
 	}
+}
+
+func later(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
 }
 
 func (a *Agent) applyNow(ctx context.Context, now time.Time) {
@@ -351,19 +408,22 @@ func (a *Agent) applyNow(ctx context.Context, now time.Time) {
 }
 
 // updateReadiness recomputes readiness after an apply round and records
-// the latency of what it programmed.
+// the latency of what it programmed. Not ready names every component that
+// is not, and why.
 func (a *Agent) updateReadiness() {
+	var why []string
 	for _, cs := range a.comps {
 		switch {
 		case cs.err != nil:
-			a.setNotReady(fmt.Sprintf("%s: last apply failed: %v", cs.c.Name(), cs.err))
-			return
+			why = append(why, fmt.Sprintf("%s: last apply failed (attempt %d, next in %v): %v",
+				cs.c.Name(), cs.retries, time.Until(cs.retryAt).Round(time.Millisecond), cs.err))
 		case !cs.applied:
-			a.setNotReady(cs.c.Name() + ": not programmed yet")
-			return
-		case cs.dirty:
-			// Applied before, more to do: still ready.
+			why = append(why, cs.c.Name()+": not programmed yet")
 		}
+	}
+	if len(why) > 0 {
+		a.setNotReady(strings.Join(why, "; "))
+		return
 	}
 	if !a.programmed {
 		a.programmed = true

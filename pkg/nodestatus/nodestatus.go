@@ -16,7 +16,7 @@ const (
 	// DefaultStatusAddr is where the agent serves its health and status
 	// (the port of Calico's health endpoint).
 	DefaultStatusAddr = "127.0.0.1:9099"
-	StatusPath        = "/status/bgp"
+	StatusPath        = "/status/routing"
 )
 
 // Address families as the status tables name them.

@@ -2,11 +2,11 @@ package routing
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"slices"
@@ -20,20 +20,18 @@ import (
 
 	v3 "github.com/tortie/tortie/pkg/apis/v3"
 	"github.com/tortie/tortie/pkg/bgp"
-	"github.com/tortie/tortie/pkg/client"
 	"github.com/tortie/tortie/pkg/dataplane/routes"
-	"github.com/tortie/tortie/pkg/datastore"
+	"github.com/tortie/tortie/pkg/syncer"
 )
 
 // Config configures a Component.
 type Config struct {
 	// NodeName is this host's Node (required).
 	NodeName string
-	// Backend is the datastore (required).
-	Backend datastore.Backend
 	// Netlink is a handle in the namespace to program; nil opens one in
-	// this process's namespace. The BGP speaker always lives in the
-	// process's own namespace (see pkg/bgp), so the two must agree.
+	// this process's namespace at the first Apply. The BGP speaker always
+	// lives in the process's own namespace (see pkg/bgp), so the two must
+	// agree.
 	Netlink *netlink.Handle
 	// NewSpeaker makes the BGP speaker; nil means bgp.New. The component
 	// starts it, and makes a new one when the router ID, AS number or
@@ -56,10 +54,8 @@ type Config struct {
 	VXLANMTU int
 	// ResyncInterval: how often the kernel is compared with the desired
 	// state even when nothing changed, to repair hand-made changes
-	// (default 30s).
+	// (default 30s). The agent's loop does it (node.Resyncer).
 	ResyncInterval time.Duration
-	// MinApplyInterval gathers bursts of changes into one apply (default 20ms).
-	MinApplyInterval time.Duration
 	// SkipSysctls leaves IP forwarding alone (it is otherwise turned on:
 	// a router that does not forward routes nothing).
 	SkipSysctls bool
@@ -81,33 +77,46 @@ func (c Config) withDefaults() Config {
 	if c.ResyncInterval <= 0 {
 		c.ResyncInterval = 30 * time.Second
 	}
-	if c.MinApplyInterval <= 0 {
-		c.MinApplyInterval = 20 * time.Millisecond
-	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
 	return c
 }
 
-// Component keeps one host's routing in step with the datastore: it
-// watches what routing depends on, computes desired peers, advertisements
-// and routes with the pure functions of this package, and drives the BGP
-// speaker and the route and VXLAN reconcilers.
+// Component keeps one host's routing in step with the datastore. It is a
+// component of the agent's one loop (pkg/node): the syncer's updates are
+// folded into a Snapshot (OnUpdate), and Apply computes desired peers,
+// advertisements and routes with the pure functions of this package and
+// drives the BGP speaker and the route and VXLAN reconcilers. Routes
+// learned over BGP and expired hold timers wake the loop (Wake) for the
+// next Apply.
 type Component struct {
 	cfg Config
 	log *slog.Logger
 
-	ready atomic.Bool
+	// Loop-owned: touched only by OnUpdate, Apply and Close (the agent's
+	// loop goroutine).
+	snap       *Snapshot
+	h          *netlink.Handle
+	ownHandle  bool // h was opened here, and is closed by Close
+	rec        *routes.Reconciler
+	vx         *routes.VXLAN
+	started    time.Time // the first Apply
+	restarting bool      // the kernel had our routes at the first Apply
+	carried    []routes.Route
+	allUpSince time.Time
 	// warned is what the last apply warned about: a warning is logged when
-	// it appears, not on every apply. Only Run's goroutine uses it.
+	// it appears, not on every apply.
 	warned []string
 
-	// unreachable holds peers whose hold timer expired (see peerExpired) until
-	// their session is Established again; kick wakes the loop.
+	ready   atomic.Bool
+	holding atomic.Bool // carried routes are kept; Run wakes the loop each second
+
+	// unreachable holds peers whose hold timer expired (see peerExpired),
+	// with when it expired, until their session is Established again.
 	deadMu      sync.Mutex
-	unreachable map[netip.Addr]bool
-	kick        chan struct{}
+	unreachable map[netip.Addr]time.Time
+	wake        chan struct{}
 
 	mu     sync.Mutex // guards what Status reads
 	sp     *bgp.Speaker
@@ -115,299 +124,254 @@ type Component struct {
 	status Status
 }
 
-// New returns a component; Run starts it.
-func New(cfg Config) *Component {
+// Kinds routing depends on: what the calculation's Snapshot holds.
+var routingKinds = []string{
+	v3.KindNode, v3.KindBGPConfiguration, v3.KindBGPPeer, v3.KindIPPool,
+	v3.KindWorkloadEndpoint, syncer.KindIPAMBlock,
+}
+
+// New returns a component for the agent (node.New); it touches nothing
+// until its first Apply.
+func New(cfg Config) (*Component, error) {
+	if cfg.NodeName == "" {
+		return nil, errors.New("routing: node name is empty")
+	}
 	cfg = cfg.withDefaults()
 	c := &Component{cfg: cfg, log: cfg.Logger.With("component", "routing", "node", cfg.NodeName),
-		unreachable: map[netip.Addr]bool{}, kick: make(chan struct{}, 1)}
+		snap: NewSnapshot(), h: cfg.Netlink,
+		unreachable: map[netip.Addr]time.Time{}, wake: make(chan struct{}, 1)}
 	c.status.NodeName = cfg.NodeName
-	return c
+	return c, nil
+}
+
+// Name is the component's name in the agent: its status is served at
+// /status/routing (StatusPath), where `tortie node status` asks.
+func (c *Component) Name() string { return "routing" }
+
+// Kinds are the datastore kinds the component folds into its snapshot.
+func (c *Component) Kinds() []string { return routingKinds }
+
+// OnInSync: nothing to do; the first Apply follows.
+func (c *Component) OnInSync() {}
+
+// ResyncInterval is how often the agent applies routing in full.
+func (c *Component) ResyncInterval() time.Duration { return c.cfg.ResyncInterval }
+
+// Wake fires when routes learned over BGP change, a peer's hold timer
+// expires, or, while routes of the previous run are kept, every second.
+func (c *Component) Wake() <-chan struct{} { return c.wake }
+
+// ServeStatus serves Status as JSON (the agent's /status/routing).
+func (c *Component) ServeStatus(w http.ResponseWriter, r *http.Request) {
+	c.Handler().ServeHTTP(w, r)
+}
+
+func (c *Component) kick() {
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
 }
 
 // Ready reports whether the first complete datastore snapshot has been
 // programmed.
 func (c *Component) Ready() bool { return c.ready.Load() }
 
-// watched is one datastore prefix the component follows.
-type watched struct {
-	name   string
-	prefix string
-	kind   *v3.KindInfo // nil for IPAM blocks
-}
-
-type kindEvent struct {
-	w  *watched
-	ev datastore.WatchEvent
-}
-
 // restartHoldSettle is how long every session must have been up before
 // routes carried over from the previous run are let go: time for the
 // peers' updates to arrive.
 const restartHoldSettle = 3 * time.Second
 
-// Run watches the datastore and programs the host until ctx ends. On the
-// way out it stops the speaker gracefully (peers keep our routes for the
-// restart time) and leaves the kernel's routes in place for the next run.
+// Run wakes the loop each second while routes of the previous run are
+// kept, so that they are let go as soon as the sessions have settled.
 func (c *Component) Run(ctx context.Context) error {
-	cfg := c.cfg
-	if cfg.NodeName == "" || cfg.Backend == nil {
-		return errors.New("routing: NodeName and Backend are required")
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+			if c.holding.Load() {
+				c.kick()
+			}
+		}
 	}
-	h := cfg.Netlink
-	if h == nil {
-		var err error
-		if h, err = netlink.NewHandle(); err != nil {
+}
+
+// Close stops the speaker gracefully (peers keep our routes for the
+// restart time) and leaves the kernel's routes in place for the next run.
+func (c *Component) Close() error {
+	c.mu.Lock()
+	sp := c.sp
+	c.sp = nil
+	c.mu.Unlock()
+	var err error
+	if sp != nil {
+		err = sp.Stop()
+	}
+	if c.ownHandle && c.h != nil {
+		c.h.Close()
+		c.h, c.rec, c.vx = nil, nil, nil
+	}
+	return err
+}
+
+// OnUpdate folds one datastore change into the snapshot.
+func (c *Component) OnUpdate(u syncer.Update) {
+	s := c.snap
+	if u.Kind == syncer.KindIPAMBlock {
+		c.foldBlock(u)
+		return
+	}
+	if u.Deleted() {
+		switch u.Kind {
+		case v3.KindNode:
+			delete(s.Nodes, u.Name)
+		case v3.KindBGPConfiguration:
+			delete(s.BGPConfigs, u.Name)
+		case v3.KindBGPPeer:
+			delete(s.Peers, u.Name)
+		case v3.KindIPPool:
+			delete(s.Pools, u.Name)
+		case v3.KindWorkloadEndpoint:
+			delete(s.Endpoints, u.Namespace+"/"+u.Name)
+		}
+		return
+	}
+	switch o := u.Resource.(type) {
+	case *v3.Node:
+		s.Nodes[u.Name] = o
+	case *v3.BGPConfiguration:
+		s.BGPConfigs[u.Name] = o
+	case *v3.BGPPeer:
+		s.Peers[u.Name] = o
+	case *v3.IPPool:
+		s.Pools[u.Name] = o
+	case *v3.WorkloadEndpoint:
+		key := u.Namespace + "/" + u.Name
+		if o.Spec.Node == c.cfg.NodeName {
+			s.Endpoints[key] = o
+		} else {
+			delete(s.Endpoints, key) // moved away, or never ours
+		}
+	}
+}
+
+// foldBlock folds an IPAM block change; blocks are keyed by CIDR in the
+// snapshot and by their datastore name in blockKeys.
+func (c *Component) foldBlock(u syncer.Update) {
+	s := c.snap
+	old, had := s.blockKeys[u.Name]
+	if u.Deleted() {
+		if had {
+			delete(s.Blocks, old)
+			delete(s.blockKeys, u.Name)
+		}
+		return
+	}
+	b, err := ParseBlock(u.Value)
+	if err != nil {
+		c.log.Warn("ignoring datastore value", "kind", u.Kind, "key", u.Key, "err", err)
+		return
+	}
+	if had && old != b.CIDR {
+		delete(s.Blocks, old)
+	}
+	s.blockKeys[u.Name] = b.CIDR
+	s.Blocks[b.CIDR] = b
+}
+
+// Apply computes the desired state and programs it. The first Apply opens
+// what the component needs in the kernel and looks for routes a previous
+// run left (a restart keeps them until BGP has relearned them).
+func (c *Component) Apply(ctx context.Context, full bool) error {
+	if c.rec == nil {
+		if err := c.open(); err != nil {
+			return err
+		}
+	}
+	if c.holding.Load() && c.holdDone() {
+		c.holding.Store(false)
+		c.log.Info("restart complete: routes from the previous run no longer kept")
+	}
+	var carry []routes.Route
+	if c.holding.Load() {
+		carry = c.carried
+	}
+	err := c.apply(ctx, carry)
+	c.mu.Lock()
+	c.status.LastApply = time.Now()
+	if err != nil {
+		c.status.LastError = err.Error()
+	} else {
+		c.status.LastError = ""
+	}
+	c.mu.Unlock()
+	if !c.ready.Load() {
+		c.ready.Store(true)
+		c.log.Info("routing programmed", "since first apply", time.Since(c.started).Round(time.Millisecond))
+	}
+	return err
+}
+
+// open prepares the kernel side at the first Apply.
+func (c *Component) open() error {
+	if c.h == nil {
+		h, err := netlink.NewHandle()
+		if err != nil {
 			return fmt.Errorf("routing: netlink: %w", err)
 		}
-		defer h.Close()
+		c.h, c.ownHandle = h, true
 	}
-	if !cfg.SkipSysctls {
+	if !c.cfg.SkipSysctls {
 		for _, p := range []string{"/proc/sys/net/ipv4/ip_forward", "/proc/sys/net/ipv6/conf/all/forwarding"} {
 			if err := os.WriteFile(p, []byte("1"), 0o644); err != nil {
 				c.log.Warn("cannot turn forwarding on", "sysctl", p, "err", err)
 			}
 		}
 	}
-	rec := routes.NewReconciler(h, routes.Options{Logger: c.log})
-	vx := routes.NewVXLAN(h, routes.VXLANDeviceName, c.log)
-
+	c.rec = routes.NewReconciler(c.h, routes.Options{Logger: c.log})
+	c.vx = routes.NewVXLAN(c.h, routes.VXLANDeviceName, c.log)
 	// Routes of ours still in the kernel mean this is a restart: keep the
 	// routes to other hosts until BGP has had time to relearn them.
-	carried := kernelCarry(h)
-	restarting := len(carried) > 0
-	start := time.Now()
-	holding := restarting
-	if restarting {
-		c.log.Info("restarting: keeping routes from the previous run until sessions are back", "routes", len(carried))
-	}
-
-	kinds := []*watched{
-		{name: "Node", kind: kindOf(v3.KindNode)},
-		{name: "BGPConfiguration", kind: kindOf(v3.KindBGPConfiguration)},
-		{name: "BGPPeer", kind: kindOf(v3.KindBGPPeer)},
-		{name: "IPPool", kind: kindOf(v3.KindIPPool)},
-		{name: "WorkloadEndpoint", kind: kindOf(v3.KindWorkloadEndpoint)},
-		{name: "IPAMBlock", prefix: BlockPrefix},
-	}
-	wctx, cancelWatches := context.WithCancel(ctx)
-	defer cancelWatches()
-	events := make(chan kindEvent, 1024)
-	for _, w := range kinds {
-		if w.kind != nil {
-			w.prefix = client.KindPrefix(w.kind, "")
-		}
-		go func(w *watched) {
-			for ev := range cfg.Backend.Watch(wctx, w.prefix, 0) {
-				select {
-				case events <- kindEvent{w, ev}:
-				case <-wctx.Done():
-					return
-				}
-			}
-		}(w)
-	}
-
-	snap := NewSnapshot()
-	blockKeys := map[string]netip.Prefix{}
-	inSync := map[string]bool{}
-	synced := false
-
-	applyTimer := time.NewTimer(time.Hour)
-	applyTimer.Stop()
-	armed := false
-	arm := func(d time.Duration) {
-		if !armed && synced {
-			applyTimer.Reset(d)
-			armed = true
-		}
-	}
-	resync := time.NewTicker(cfg.ResyncInterval)
-	defer resync.Stop()
-	tick := time.NewTicker(time.Second)
-	defer tick.Stop()
-	var routeCh <-chan bgp.RouteEvent
-	var allUpSince time.Time
-
-	defer func() {
-		c.mu.Lock()
-		sp := c.sp
-		c.sp = nil
-		c.mu.Unlock()
-		if sp != nil {
-			sp.Stop() // graceful: peers keep our routes while we are away
-		}
-	}()
-
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case ke := <-events:
-			if ke.ev.Type == datastore.EventError {
-				return fmt.Errorf("routing: watching %s: %w", ke.w.name, ke.ev.Err)
-			}
-			if ke.ev.Type == datastore.EventInSync {
-				inSync[ke.w.name] = true
-				if !synced && len(inSync) == len(kinds) {
-					synced = true
-					c.log.Info("datastore in sync", "took", time.Since(start).Round(time.Millisecond))
-				}
-			} else if err := c.fold(snap, blockKeys, ke); err != nil {
-				c.log.Warn("ignoring datastore value", "kind", ke.w.name, "err", err)
-			}
-			arm(cfg.MinApplyInterval)
-		case _, ok := <-routeCh:
-			if !ok {
-				routeCh = nil
-			}
-			// Drain what is queued: one apply covers them all.
-			for drained := false; !drained && routeCh != nil; {
-				select {
-				case _, ok := <-routeCh:
-					if !ok {
-						routeCh = nil
-					}
-				default:
-					drained = true
-				}
-			}
-			arm(cfg.MinApplyInterval)
-		case <-c.kick:
-			arm(cfg.MinApplyInterval)
-		case <-resync.C:
-			arm(0)
-		case <-tick.C:
-			if holding {
-				allUp := c.allEstablished()
-				switch {
-				case !allUp:
-					allUpSince = time.Time{}
-				case allUpSince.IsZero():
-					allUpSince = time.Now()
-				}
-				if (!allUpSince.IsZero() && time.Since(allUpSince) >= restartHoldSettle) || time.Since(start) > cfg.RestartTime {
-					holding = false
-					c.log.Info("restart complete: routes from the previous run no longer kept")
-					arm(0)
-				}
-			}
-		case <-applyTimer.C:
-			armed = false
-			var carry []routes.Route
-			if holding {
-				carry = carried
-			}
-			ch, err := c.apply(ctx, snap, rec, vx, h, carry, restarting)
-			if ch != nil {
-				routeCh = ch
-			}
-			c.mu.Lock()
-			c.status.LastApply = time.Now()
-			if err != nil {
-				c.status.LastError = err.Error()
-			} else {
-				c.status.LastError = ""
-			}
-			c.mu.Unlock()
-			if !c.ready.Load() {
-				c.ready.Store(true)
-				c.log.Info("routing ready", "since start", time.Since(start).Round(time.Millisecond))
-			}
-			if err != nil {
-				c.log.Warn("routing apply incomplete; retrying", "err", err)
-				arm(time.Second)
-			}
-		}
-	}
-}
-
-func kindOf(kind string) *v3.KindInfo {
-	k, ok := v3.KindByKind(kind)
-	if !ok {
-		panic("routing: unknown kind " + kind)
-	}
-	return k
-}
-
-// fold applies one watch event to the snapshot.
-func (c *Component) fold(s *Snapshot, blockKeys map[string]netip.Prefix, ke kindEvent) error {
-	ev := ke.ev
-	key := ""
-	if ev.KV != nil {
-		key = ev.KV.Key
-	} else if ev.PrevKV != nil {
-		key = ev.PrevKV.Key
-	}
-	del := ev.Type == datastore.EventDeleted
-	if ke.w.kind == nil { // IPAM block
-		if del {
-			if p, ok := blockKeys[key]; ok {
-				delete(s.Blocks, p)
-				delete(blockKeys, key)
-			}
-			return nil
-		}
-		b, err := ParseBlock(ev.KV.Value)
-		if err != nil {
-			return fmt.Errorf("%s: %w", key, err)
-		}
-		if old, ok := blockKeys[key]; ok && old != b.CIDR {
-			delete(s.Blocks, old)
-		}
-		blockKeys[key] = b.CIDR
-		s.Blocks[b.CIDR] = b
-		return nil
-	}
-	rest := strings.TrimPrefix(key, client.KindPrefix(ke.w.kind, ""))
-	if del {
-		switch ke.w.name {
-		case "Node":
-			delete(s.Nodes, rest)
-		case "BGPConfiguration":
-			delete(s.BGPConfigs, rest)
-		case "BGPPeer":
-			delete(s.Peers, rest)
-		case "IPPool":
-			delete(s.Pools, rest)
-		case "WorkloadEndpoint":
-			delete(s.Endpoints, rest)
-		}
-		return nil
-	}
-	obj := ke.w.kind.NewObject()
-	if err := json.Unmarshal(ev.KV.Value, obj); err != nil {
-		return fmt.Errorf("%s: %w", key, err)
-	}
-	switch o := obj.(type) {
-	case *v3.Node:
-		o.Name = rest
-		s.Nodes[rest] = o
-	case *v3.BGPConfiguration:
-		o.Name = rest
-		s.BGPConfigs[rest] = o
-	case *v3.BGPPeer:
-		o.Name = rest
-		s.Peers[rest] = o
-	case *v3.IPPool:
-		o.Name = rest
-		s.Pools[rest] = o
-	case *v3.WorkloadEndpoint:
-		if o.Spec.Node == c.cfg.NodeName {
-			s.Endpoints[rest] = o
-		} else {
-			delete(s.Endpoints, rest) // moved away, or never ours
-		}
+	c.carried = kernelCarry(c.h)
+	c.restarting = len(c.carried) > 0
+	c.started = time.Now()
+	if c.restarting {
+		c.holding.Store(true)
+		c.log.Info("restarting: keeping routes from the previous run until sessions are back", "routes", len(c.carried))
 	}
 	return nil
 }
 
-// apply computes the desired state and programs it. It returns the new
-// speaker's route channel when it started one.
-func (c *Component) apply(ctx context.Context, s *Snapshot, rec *routes.Reconciler, vx *routes.VXLAN, h *netlink.Handle, carry []routes.Route, restarting bool) (<-chan bgp.RouteEvent, error) {
-	cfg := c.cfg
+// holdDone reports whether routes carried over from the previous run may
+// go: every session up for restartHoldSettle, or the restart time over.
+func (c *Component) holdDone() bool {
+	switch {
+	case !c.allEstablished():
+		c.allUpSince = time.Time{}
+	case c.allUpSince.IsZero():
+		c.allUpSince = time.Now()
+	}
+	return (!c.allUpSince.IsZero() && time.Since(c.allUpSince) >= restartHoldSettle) ||
+		time.Since(c.started) > c.cfg.RestartTime
+}
+
+// forwardRoutes wakes the loop on every change of a speaker's learned
+// routes, until the speaker stops (it closes the channel).
+func (c *Component) forwardRoutes(ch <-chan bgp.RouteEvent) {
+	for range ch {
+		c.kick()
+	}
+}
+
+// apply computes the desired state and programs it, keeping carry (routes
+// of the previous run) where nothing else routes their destinations.
+func (c *Component) apply(ctx context.Context, carry []routes.Route) error {
+	cfg, s, h := c.cfg, c.snap, c.h
 	node := cfg.NodeName
 	var errs []error
-	var newCh <-chan bgp.RouteEvent
 	// IP-in-IP warnings are recomputed from the pools as they are now;
 	// startup's (from the pools at start) would be stale or duplicates.
 	var warnings []string
@@ -464,7 +428,7 @@ func (c *Component) apply(ctx context.Context, s *Snapshot, rec *routes.Reconcil
 			sp = nil
 		}
 		if sp == nil {
-			want.Restarting = restarting
+			want.Restarting = c.restarting
 			nsp, err := cfg.NewSpeaker(want)
 			if err == nil {
 				err = nsp.Start(ctx)
@@ -473,7 +437,7 @@ func (c *Component) apply(ctx context.Context, s *Snapshot, rec *routes.Reconcil
 				errs = append(errs, fmt.Errorf("BGP speaker: %w", err))
 			} else {
 				sp = nsp
-				newCh = sp.Routes()
+				go c.forwardRoutes(sp.Routes())
 				c.mu.Lock()
 				c.sp, c.spCfg = sp, want
 				c.mu.Unlock()
@@ -531,13 +495,13 @@ func (c *Component) apply(ctx context.Context, s *Snapshot, rec *routes.Reconcil
 			}
 		}
 	}
-	rec.Set(desired)
-	stats, err := rec.Apply()
+	c.rec.Set(desired)
+	stats, err := c.rec.Apply()
 	if err != nil {
 		errs = append(errs, err)
 	}
-	vx.SetVTEPs(rs.VTEPs)
-	if err := vx.Apply(); err != nil && !(errors.Is(err, routes.ErrDeviceNotFound) && !rs.VXLAN) {
+	c.vx.SetVTEPs(rs.VTEPs)
+	if err := c.vx.Apply(); err != nil && !(errors.Is(err, routes.ErrDeviceNotFound) && !rs.VXLAN) {
 		errs = append(errs, err)
 	}
 
@@ -564,7 +528,7 @@ func (c *Component) apply(ctx context.Context, s *Snapshot, rec *routes.Reconcil
 		}
 	}
 	c.warned = warnings
-	return newCh, errors.Join(errs...)
+	return errors.Join(errs...)
 }
 
 // peerExpired is the speaker's OnHoldTimerExpired (any goroutine): GoBGP
@@ -572,21 +536,21 @@ func (c *Component) apply(ctx context.Context, s *Snapshot, rec *routes.Reconcil
 // they leave the kernel until the session is Established again.
 func (c *Component) peerExpired(a netip.Addr) {
 	c.deadMu.Lock()
-	c.unreachable[a] = true
+	c.unreachable[a] = time.Now()
 	c.deadMu.Unlock()
 	c.log.Info("BGP peer unreachable (hold timer expired): dropping its routes instead of keeping them for a graceful restart", "peer", a)
-	select {
-	case c.kick <- struct{}{}:
-	default:
-	}
+	c.kick()
 }
 
-// unreachablePeers forgets peers that are back and returns the rest.
+// unreachablePeers forgets peers that are back and returns the rest. A
+// peer is back when its session was Established after its hold timer
+// expired: the expiry is reported a moment before the session leaves
+// Established, and an apply in that moment must not take it as back.
 func (c *Component) unreachablePeers(ps []bgp.PeerStatus) map[netip.Addr]bool {
 	c.deadMu.Lock()
 	defer c.deadMu.Unlock()
 	for _, p := range ps {
-		if p.Established() {
+		if at, ok := c.unreachable[p.Address]; ok && p.Established() && p.Since.After(at) {
 			delete(c.unreachable, p.Address)
 		}
 	}

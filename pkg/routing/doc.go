@@ -11,14 +11,17 @@
 // announced prefixes and the kernel routes, VXLAN tunnel endpoints
 // included. No I/O, no clocks, no goroutines: table-driven tests cover it.
 //
-// The Component (component.go) does the I/O: it watches the datastore
-// (list, then watch, with resync), folds events into the snapshot, and
-// after the first complete snapshot drives pkg/bgp (SetPeers,
-// SetAdvertisements) and pkg/dataplane/routes (Reconciler, EnsureVXLAN,
-// VXLAN) with what the calculation says. Learned routes flow back from the
-// speaker into the next calculation. A periodic resync repairs kernel
-// drift. It exposes Ready, Status and an HTTP handler (StatusPath) that
-// `tortie node status` reads.
+// The Component (component.go) does the I/O, as one component of the
+// agent's loop (pkg/node): the agent's syncer delivers the kinds it asks
+// for (IPAM blocks as a raw kind), OnUpdate folds them into the snapshot,
+// and after the first complete snapshot each Apply drives pkg/bgp
+// (SetPeers, SetAdvertisements) and pkg/dataplane/routes (Reconciler,
+// EnsureVXLAN, VXLAN) with what the calculation says. Learned routes flow
+// back from the speaker: they wake the loop (Wake) for the next Apply. The
+// loop's periodic full apply (every Config.ResyncInterval) repairs kernel
+// drift. It exposes Ready, Status and an HTTP handler (StatusPath,
+// /status/routing on the agent's health address) that `tortie node status`
+// reads.
 //
 // Restarts are graceful both ways: on the way out the speaker stops
 // without a NOTIFICATION (peers keep our routes for the restart time) and

@@ -26,7 +26,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -51,6 +50,7 @@ import (
 	"github.com/tortie/tortie/pkg/datastore/embedded"
 	"github.com/tortie/tortie/pkg/datastore/etcdtest"
 	"github.com/tortie/tortie/pkg/ipam"
+	nodeagent "github.com/tortie/tortie/pkg/node"
 	"github.com/tortie/tortie/pkg/startup"
 )
 
@@ -94,20 +94,24 @@ func childMain() int {
 		return 1
 	}
 	log.Info("startup done", "took", time.Since(t0), "ipv4", res.IPv4, "tunnel", res.VXLANTunnelAddr)
-	comp := New(Config{
-		NodeName: node, Backend: be, HoldTime: labHold, KeepaliveTime: labKeepalive,
+	comp, err := New(Config{
+		NodeName: node, HoldTime: labHold, KeepaliveTime: labKeepalive,
 		ConnectRetry: 2 * time.Second, RestartTime: labRestart, Warnings: res.Warnings,
 		Secrets: FileSecrets(os.Getenv("TRT_SECRETS")), Logger: log,
 	})
-	srv := &http.Server{Handler: comp.Handler()}
-	if l, err := net.Listen("tcp", DefaultStatusAddr); err == nil {
-		go srv.Serve(l)
-		defer srv.Close()
-	} else {
-		log.Warn("status listener", "err", err)
+	if err != nil {
+		log.Error("routing", "err", err)
+		return 1
+	}
+	// The agent's loop drives the component, as in tortie-node; its health
+	// address serves the status at StatusPath.
+	agent, err := nodeagent.New(nodeagent.Config{NodeName: node, HealthAddr: DefaultStatusAddr, Logger: log}, be, comp)
+	if err != nil {
+		log.Error("agent", "err", err)
+		return 1
 	}
 	done := make(chan error, 1)
-	go func() { done <- comp.Run(ctx) }()
+	go func() { done <- agent.Run(ctx) }()
 	enc := json.NewEncoder(os.Stdout)
 	lines := make(chan string)
 	go func() {

@@ -7,18 +7,16 @@ import (
 	"strings"
 
 	v3 "github.com/tortie/tortie/pkg/apis/v3"
+	"github.com/tortie/tortie/pkg/syncer"
 )
 
-// Datastore prefixes the component watches.
-const (
-	// BlockPrefix holds IPAM blocks (Calico's etcd layout); the block's
-	// own "affinity" field says which node it belongs to, so blocks alone
-	// are enough to know every node's blocks. Affinity keys
-	// (/calico/ipam/v2/host/...) only duplicate that, with a "pending"
-	// state for a claim not yet finished; a pending claim has no block and
-	// so nothing to route, and they are not watched.
-	BlockPrefix = "/calico/ipam/v2/assignment/"
-)
+// BlockPrefix holds IPAM blocks (Calico's etcd layout; the syncer's raw
+// kind syncer.KindIPAMBlock); the block's own "affinity" field says which
+// node it belongs to, so blocks alone are enough to know every node's
+// blocks. Affinity keys (/calico/ipam/v2/host/...) only duplicate that,
+// with a "pending" state for a claim not yet finished; a pending claim has
+// no block and so nothing to route, and they are not watched.
+const BlockPrefix = syncer.IPAMBlockPrefix
 
 // Snapshot is the part of the datastore that routing depends on. The
 // calculation functions read it and never change it.
@@ -30,6 +28,10 @@ type Snapshot struct {
 	Blocks     map[netip.Prefix]*Block         // by CIDR
 	// Endpoints are this node's workload endpoints, by namespace/name.
 	Endpoints map[string]*v3.WorkloadEndpoint
+
+	// blockKeys maps each block's datastore name to its CIDR, so a
+	// deleted block (which carries no value) leaves Blocks.
+	blockKeys map[string]netip.Prefix
 }
 
 // NewSnapshot returns an empty snapshot.
@@ -41,6 +43,7 @@ func NewSnapshot() *Snapshot {
 		Pools:      map[string]*v3.IPPool{},
 		Blocks:     map[netip.Prefix]*Block{},
 		Endpoints:  map[string]*v3.WorkloadEndpoint{},
+		blockKeys:  map[string]netip.Prefix{},
 	}
 }
 
