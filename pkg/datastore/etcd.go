@@ -33,7 +33,20 @@ const (
 	OpUpdate               // put, only if the key's mod revision is Rev
 	OpPut                  // put, unconditionally
 	OpDelete               // delete; if Rev != 0 only at mod revision Rev, else only if it exists
+
+	// OpUnchangedSince writes nothing: it makes the transaction conditional
+	// on no key under the prefix Key having been created or modified after
+	// revision Rev (typically the revision a List of that prefix was read
+	// at). A delete leaves no key behind to compare, so it is not seen;
+	// guard a key whose removal matters with OpCheck.
+	OpUnchangedSince
+	// OpCheck writes nothing: it makes the transaction conditional on Key
+	// being at mod revision Rev (Rev 0: on Key not existing).
+	OpCheck
 )
+
+// isCondition reports op types that only add a condition to a transaction.
+func (t OpType) isCondition() bool { return t == OpUnchangedSince || t == OpCheck }
 
 func (t OpType) String() string {
 	switch t {
@@ -45,6 +58,10 @@ func (t OpType) String() string {
 		return "put"
 	case OpDelete:
 		return "delete"
+	case OpUnchangedSince:
+		return "unchanged-since"
+	case OpCheck:
+		return "check"
 	}
 	return fmt.Sprintf("OpType(%d)", int(t))
 }
@@ -69,8 +86,9 @@ type Backend interface {
 	// 0) and returns what was deleted.
 	Delete(ctx context.Context, key string, rev int64) (*KV, error)
 	// Txn applies ops all or nothing in one etcd transaction and returns,
-	// in op order, the written KVs (deleted ones for OpDelete). A failed
-	// condition is a *TxnError naming the op.
+	// in op order, the written KVs (deleted ones for OpDelete, nil for the
+	// conditions OpUnchangedSince and OpCheck). A failed condition is a
+	// *TxnError naming the op.
 	Txn(ctx context.Context, ops []Op) ([]*KV, error)
 	Watch(ctx context.Context, prefix string, fromRev int64) <-chan WatchEvent
 	Close() error
@@ -269,33 +287,55 @@ func (e *Etcd) Txn(ctx context.Context, ops []Op) ([]*KV, error) {
 	}
 	seen := make(map[string]int, len(ops))
 	var cmps []clientv3.Cmp
-	thenOps := make([]clientv3.Op, len(ops))
+	var thenOps []clientv3.Op
+	writes := make([]int, 0, len(ops)) // thenOps[j] is ops[writes[j]]
 	elseOps := make([]clientv3.Op, len(ops))
 	for i, op := range ops {
-		if j, dup := seen[op.Key]; dup {
-			return nil, fmt.Errorf("datastore: txn ops %d and %d both touch %s", j, i, op.Key)
+		if op.Type != OpUnchangedSince {
+			if j, dup := seen[op.Key]; dup {
+				return nil, fmt.Errorf("datastore: txn ops %d and %d both touch %s", j, i, op.Key)
+			}
+			seen[op.Key] = i
 		}
-		seen[op.Key] = i
+		elseOps[i] = clientv3.OpGet(op.Key)
 		switch op.Type {
 		case OpCreate:
 			cmps = append(cmps, clientv3.Compare(clientv3.Version(op.Key), "=", 0))
-			thenOps[i] = clientv3.OpPut(op.Key, string(op.Value))
+			thenOps = append(thenOps, clientv3.OpPut(op.Key, string(op.Value)))
 		case OpUpdate:
 			cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(op.Key), "=", op.Rev))
-			thenOps[i] = clientv3.OpPut(op.Key, string(op.Value), clientv3.WithPrevKV())
+			thenOps = append(thenOps, clientv3.OpPut(op.Key, string(op.Value), clientv3.WithPrevKV()))
 		case OpPut:
-			thenOps[i] = clientv3.OpPut(op.Key, string(op.Value), clientv3.WithPrevKV())
+			thenOps = append(thenOps, clientv3.OpPut(op.Key, string(op.Value), clientv3.WithPrevKV()))
 		case OpDelete:
 			if op.Rev != 0 {
 				cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(op.Key), "=", op.Rev))
 			} else {
 				cmps = append(cmps, clientv3.Compare(clientv3.Version(op.Key), ">", 0))
 			}
-			thenOps[i] = clientv3.OpDelete(op.Key, clientv3.WithPrevKV())
+			thenOps = append(thenOps, clientv3.OpDelete(op.Key, clientv3.WithPrevKV()))
+		case OpUnchangedSince:
+			if op.Key == "" || op.Rev <= 0 {
+				return nil, fmt.Errorf("datastore: txn op %d: %s needs a prefix and a revision", i, op.Type)
+			}
+			// A compare on a range holds when it holds for every key in it
+			// (and trivially for an empty range): no mod revision above Rev.
+			cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(op.Key), "<", op.Rev+1).WithPrefix())
+			// On failure, read one key that changed, to name it.
+			elseOps[i] = clientv3.OpGet(op.Key, clientv3.WithPrefix(), clientv3.WithMinModRev(op.Rev+1),
+				clientv3.WithLimit(1), clientv3.WithKeysOnly())
+			continue
+		case OpCheck:
+			if op.Rev != 0 {
+				cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(op.Key), "=", op.Rev))
+			} else {
+				cmps = append(cmps, clientv3.Compare(clientv3.Version(op.Key), "=", 0))
+			}
+			continue
 		default:
 			return nil, fmt.Errorf("datastore: txn op %d on %s: unknown op type %v", i, op.Key, op.Type)
 		}
-		elseOps[i] = clientv3.OpGet(op.Key)
+		writes = append(writes, i)
 	}
 
 	// A write sent from now on lands above this revision.
@@ -309,16 +349,18 @@ func (e *Etcd) Txn(ctx context.Context, ops []Op) ([]*KV, error) {
 			}
 			e.saw(resp.Header.Revision)
 			current := make([]*KV, len(ops))
-			for i, r := range resp.Responses {
-				if resp.Succeeded {
-					current[i] = written(ops[i], r, resp.Header.Revision)
-				} else if kvs := r.GetResponseRange().Kvs; len(kvs) > 0 {
-					current[i] = toKV(kvs[0])
-				}
-			}
 			if resp.Succeeded {
+				for j, r := range resp.Responses {
+					i := writes[j]
+					current[i] = written(ops[i], r, resp.Header.Revision)
+				}
 				out = current
 				return nil
+			}
+			for i, r := range resp.Responses {
+				if kvs := r.GetResponseRange().Kvs; len(kvs) > 0 {
+					current[i] = toKV(kvs[0])
+				}
 			}
 			if retried {
 				if kvs, ok := e.ownWrite(actx, ops, current, floor); ok {
@@ -351,11 +393,13 @@ func written(op Op, r *etcdserverpb.ResponseOp, rev int64) *KV {
 }
 
 // failedCondition names the first op whose condition does not hold in
-// current (the keys' values as the failed transaction read them).
+// current (the keys' values as the failed transaction read them; for
+// OpUnchangedSince, a key under the prefix that changed after Rev).
 func failedCondition(ops []Op, current []*KV) error {
 	for i, op := range ops {
 		kv := current[i]
 		var err error
+		key := op.Key
 		switch {
 		case op.Type == OpCreate && kv != nil:
 			err = ErrAlreadyExists
@@ -363,9 +407,15 @@ func failedCondition(ops []Op, current []*KV) error {
 			err = ErrNotFound
 		case (op.Type == OpUpdate || op.Type == OpDelete) && op.Rev != 0 && kv.Revision != op.Rev:
 			err = ErrConflict
+		case op.Type == OpUnchangedSince && kv != nil:
+			err = fmt.Errorf("%w: %s changed after revision %d", ErrConflict, kv.Key, op.Rev)
+		case op.Type == OpCheck && (kv == nil) != (op.Rev == 0):
+			err = ErrConflict
+		case op.Type == OpCheck && kv != nil && kv.Revision != op.Rev:
+			err = ErrConflict
 		}
 		if err != nil {
-			return &TxnError{Index: i, Key: op.Key, Err: err}
+			return &TxnError{Index: i, Key: key, Err: err}
 		}
 	}
 	// etcd evaluated the same conditions on the same snapshot, so one of
@@ -394,6 +444,11 @@ func (e *Etcd) ownWrite(ctx context.Context, ops []Op, current []*KV, floor int6
 	var rev int64
 	for i, op := range ops {
 		kv := current[i]
+		if op.Type.isCondition() {
+			// A condition says nothing about whether the writes landed
+			// (our own landed attempt may well be what broke it).
+			continue
+		}
 		if op.Type == OpDelete {
 			if kv != nil {
 				return nil, false
@@ -413,6 +468,9 @@ func (e *Etcd) ownWrite(ctx context.Context, ops []Op, current []*KV, floor int6
 	}
 	out := make([]*KV, len(ops))
 	for i, op := range ops {
+		if op.Type.isCondition() {
+			continue
+		}
 		if op.Type != OpDelete {
 			out[i] = current[i]
 			continue
