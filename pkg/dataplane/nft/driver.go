@@ -17,7 +17,7 @@ import (
 // the table models and the sync that writes their difference (model.go,
 // sync.go, txn.go, netlink.go); the IP sets and the cover of their members
 // (ipsets.go, setcover.go); the endpoints and what they use (endpoints.go);
-// the compiled programs (progcache.go, program.go); the
+// the compiled programs (progcache.go, program.go, partition.go); the
 // static chains and sets (static.go).
 type Driver struct {
 	nft knftables.Interface

@@ -149,232 +149,195 @@ func verdicts(k progKind, mark uint32) (allow, final string, mappable bool) {
 	}
 }
 
-type classKey struct {
-	proto  uint8
-	active string
-}
-
-// buildProgram compiles blocks into a program.
+// buildProgram compiles blocks into a program in three steps: the class
+// partition of its rules (partition), each class's chains or constant
+// verdict (compileClass; classes compiled for the same rules and place
+// last time are taken from old), and the dispatch of the entry chain and
+// class map (dispatchClasses).
 func buildProgram(name string, k progKind, blocks []block, cfg *Config, old *classMemo) *program {
-	allowV, finalV, mappable := verdicts(k, cfg.UntrackedMark)
-	type ref struct {
-		b int
-		r *compiledRule
+	b := newProgramBuilder(name, k, blocks, cfg)
+	adms := make([]admission, len(b.flat))
+	for i, f := range b.flat {
+		adms[i] = f.rule.adm
 	}
-	var flat []ref
-	for bi := range blocks {
-		for ri := range blocks[bi].rules {
-			flat = append(flat, ref{bi, &blocks[bi].rules[ri]})
-		}
-	}
-	// Protocols with port-specific rules get classes; sorted.
-	var protos []uint8
-	for _, f := range flat {
-		if f.r.adm.ranges != nil && !slices.Contains(protos, f.r.adm.proto) {
-			protos = append(protos, f.r.adm.proto)
-		}
-	}
-	slices.Sort(protos)
+	classes, spans := partition(adms)
 
-	type class struct {
-		proto   uint8 // 0: the default class
-		members []int // indices into flat, ascending
-		first   int   // the first port of the class's first span
-	}
-	classes := []*class{{}}
-	for i, f := range flat {
-		if f.r.adm.all || !slices.Contains(protos, f.r.adm.proto) {
-			classes[0].members = append(classes[0].members, i)
-		}
-	}
-	type span struct {
-		proto       uint8
-		first, last int
-		class       int
-	}
-	var spans []span
-	byKey := map[classKey]int{}
-	var kb []byte
-	for _, p := range protos {
-		var always []int // in every class of p
-		type event struct{ at, idx, delta int }
-		var events []event
-		for i, f := range flat {
-			switch {
-			case f.r.adm.all || (f.r.adm.proto == p && f.r.adm.ranges == nil):
-				always = append(always, i)
-			case f.r.adm.proto == p:
-				for _, rg := range f.r.adm.ranges {
-					events = append(events, event{int(rg.First), i, +1}, event{int(rg.Last) + 1, i, -1})
-				}
-			}
-		}
-		slices.SortFunc(events, func(a, b event) int { return a.at - b.at })
-		var active []int
-		pos := 0
-		for start := 0; start <= 65535; {
-			for pos < len(events) && events[pos].at == start {
-				e := events[pos]
-				if e.delta > 0 {
-					i, _ := slices.BinarySearch(active, e.idx)
-					active = slices.Insert(active, i, e.idx)
-				} else if i, ok := slices.BinarySearch(active, e.idx); ok {
-					active = slices.Delete(active, i, i+1)
-				}
-				pos++
-			}
-			end := 65535
-			if pos < len(events) {
-				end = events[pos].at - 1
-			}
-			kb = kb[:0]
-			for _, a := range active {
-				kb = strconv.AppendInt(kb, int64(a), 36)
-				kb = append(kb, ',')
-			}
-			key := classKey{p, string(kb)}
-			ci, ok := byKey[key]
-			if !ok {
-				members := append(slices.Clone(always), active...)
-				slices.Sort(members)
-				ci = len(classes)
-				classes = append(classes, &class{proto: p, members: members, first: start})
-				byKey[key] = ci
-			}
-			if n := len(spans); n > 0 && spans[n-1].proto == p && spans[n-1].class == ci {
-				spans[n-1].last = end
-			} else {
-				spans = append(spans, span{p, start, end, ci})
-			}
-			start = end + 1
-		}
-	}
-
-	prog := &program{name: name, chains: make(map[string][]ruleT, len(classes))}
-	// target is what the dispatch does with a class: its constant verdict,
-	// or a goto to its first chain. A class's continuation chains (Pass
-	// targets) are built last first, as each chain goes to the next.
-	target := make([]string, len(classes))
-	var sb strings.Builder
 	memo := &classMemo{blocks: blockShape(blocks), byKey: make(map[string]classResult, len(classes))}
 	if old != nil && old.blocks != memo.blocks {
 		old = nil
 	}
-	prog.memo = memo
+	prog := &program{name: name, chains: make(map[string][]ruleT, len(classes)), memo: memo}
+	// target is what the dispatch does with a class: its constant verdict,
+	// or a goto to its first chain.
+	target := make([]string, len(classes))
 	for ci, c := range classes {
 		// A class's chains are named by where it starts: its memo entry
 		// is valid only there.
-		kb = append(kb[:0], c.proto)
-		kb = binary.AppendUvarint(kb, uint64(c.first))
-		for _, i := range c.members {
-			kb = binary.AppendUvarint(kb, uint64(flat[i].b))
-			kb = binary.AppendUvarint(kb, flat[i].r.id)
-		}
+		key := b.memoKey(c)
+		res, ok := classResult{}, false
 		if old != nil {
-			if res, ok := old.byKey[string(kb)]; ok {
-				memo.byKey[string(kb)] = res
-				target[ci] = res.target
-				for _, ch := range res.chains {
-					prog.chains[ch.name] = ch.rules
-				}
-				continue
-			}
+			res, ok = old.byKey[key]
 		}
-		var res classResult
-		key := string(kb)
-		inBlock := make([][]*compiledRule, len(blocks))
-		for _, i := range c.members {
-			inBlock[flat[i].b] = append(inBlock[flat[i].b], flat[i].r)
+		if !ok {
+			res = b.compileClass(c)
 		}
-		if mappable {
-			if v, ok := constantVerdict(blocks, inBlock, c.proto, allowV, finalV); ok {
-				target[ci] = v
-				memo.byKey[key] = classResult{target: v}
-				continue
-			}
-		}
-		// Segments: a Pass in block b continues at block b+1, so a chain
-		// starts there.
-		starts := []int{0}
-		for b, rs := range inBlock {
-			if slices.ContainsFunc(rs, func(r *compiledRule) bool { return r.rule.Action == calc.Pass }) && !slices.Contains(starts, b+1) {
-				starts = append(starts, b+1)
-			}
-		}
-		slices.Sort(starts)
-		segName := make(map[int]string, len(starts))
-		for si := len(starts) - 1; si >= 0; si-- {
-			s := starts[si]
-			end := len(blocks)
-			if si+1 < len(starts) {
-				end = starts[si+1]
-			}
-			var rules []ruleT
-			dropped := false
-			for b := s; b < end && !dropped; b++ {
-				for _, r := range inBlock[b] {
-					lines := r.full
-					if c.proto != 0 {
-						lines = r.inClass
-					}
-					var v string
-					switch r.rule.Action {
-					case calc.Allow:
-						v = allowV
-					case calc.Deny:
-						v = "drop"
-					case calc.Pass:
-						v = "goto " + segName[b+1]
-					case calc.Log:
-						v = fmt.Sprintf("log prefix %s group %d", quote(r.rule.LogPrefix), cfg.LogGroup)
-					default:
-						continue
-					}
-					for _, l := range lines {
-						rules = append(rules, ruleT{text: strings.TrimSpace(l + " " + v), comment: r.rule.LogPrefix})
-					}
-				}
-				if blocks[b].drop {
-					rules = append(rules, ruleT{text: "drop", comment: blocks[b].endComment})
-					dropped = true
-				}
-			}
-			if !dropped {
-				if end < len(blocks) {
-					rules = append(rules, ruleT{text: "goto " + segName[end], comment: "continue with " + blocks[end].name})
-				} else {
-					rules = append(rules, ruleT{text: finalV, comment: finalComment(k)})
-				}
-			}
-			// The last rule's comment carries a digest of the chain's
-			// rules: the kernel lists comments but not rule text, and a
-			// chain named by place (not content) must show a restarted
-			// driver that its rules changed.
-			sb.Reset()
-			for _, r := range rules {
-				sb.WriteString(r.text)
-				sb.WriteByte('\t')
-				sb.WriteString(r.comment)
-				sb.WriteByte('\n')
-			}
-			last := &rules[len(rules)-1]
-			last.comment = "[" + hashName(sb.String(), 10) + "] " + last.comment
-			n := classChainName(name, c.proto, c.first, s)
-			segName[s] = n
-			prog.chains[n] = rules
-			res.chains = append(res.chains, namedChain{n, rules})
-		}
-		target[ci] = "goto " + segName[0]
-		res.target = target[ci]
 		memo.byKey[key] = res
+		target[ci] = res.target
+		for _, ch := range res.chains {
+			prog.chains[ch.name] = ch.rules
+		}
 	}
-	sb.Reset()
+	prog.dispatchClasses(spans, target)
+	return prog
+}
+
+// ruleRef is a rule of a program's blocks.
+type ruleRef struct {
+	block int
+	rule  *compiledRule
+}
+
+// programBuilder is what compiling a program's classes needs.
+type programBuilder struct {
+	name   string
+	kind   progKind
+	blocks []block
+	cfg    *Config
+	// flat are the rules of all blocks in evaluation order.
+	flat []ruleRef
+	// allow is what Allow does, final what happens when nothing decided;
+	// mappable: both can be class map values.
+	allow, final string
+	mappable     bool
+}
+
+func newProgramBuilder(name string, k progKind, blocks []block, cfg *Config) *programBuilder {
+	b := &programBuilder{name: name, kind: k, blocks: blocks, cfg: cfg}
+	b.allow, b.final, b.mappable = verdicts(k, cfg.UntrackedMark)
+	for bi := range blocks {
+		for ri := range blocks[bi].rules {
+			b.flat = append(b.flat, ruleRef{bi, &blocks[bi].rules[ri]})
+		}
+	}
+	return b
+}
+
+// memoKey identifies how class c compiles: its protocol, where it starts
+// (its chains are named by that) and its rules (block and compiledRule.id).
+func (b *programBuilder) memoKey(c portClass) string {
+	kb := []byte{c.proto}
+	kb = binary.AppendUvarint(kb, uint64(c.first))
+	for _, i := range c.members {
+		kb = binary.AppendUvarint(kb, uint64(b.flat[i].block))
+		kb = binary.AppendUvarint(kb, b.flat[i].rule.id)
+	}
+	return string(kb)
+}
+
+// compileClass is the outcome of class c: a constant verdict when it
+// depends on nothing but the class, otherwise its chains, one per segment
+// (a Pass in block i continues at block i+1, so a chain starts there),
+// built last first, as each goes to the next.
+func (b *programBuilder) compileClass(c portClass) classResult {
+	inBlock := make([][]*compiledRule, len(b.blocks))
+	for _, i := range c.members {
+		inBlock[b.flat[i].block] = append(inBlock[b.flat[i].block], b.flat[i].rule)
+	}
+	if b.mappable {
+		if v, ok := constantVerdict(b.blocks, inBlock, c.proto, b.allow, b.final); ok {
+			return classResult{target: v}
+		}
+	}
+	starts := []int{0}
+	for bi, rs := range inBlock {
+		if slices.ContainsFunc(rs, func(r *compiledRule) bool { return r.rule.Action == calc.Pass }) && !slices.Contains(starts, bi+1) {
+			starts = append(starts, bi+1)
+		}
+	}
+	slices.Sort(starts)
+	var res classResult
+	segName := make(map[int]string, len(starts))
+	for si := len(starts) - 1; si >= 0; si-- {
+		s, end := starts[si], len(b.blocks)
+		if si+1 < len(starts) {
+			end = starts[si+1]
+		}
+		n := classChainName(b.name, c.proto, c.first, s)
+		segName[s] = n
+		res.chains = append(res.chains, namedChain{n, b.segmentRules(inBlock, c.proto, s, end, segName)})
+	}
+	res.target = "goto " + segName[0]
+	return res
+}
+
+// segmentRules are the rules of the chain of one segment of a class:
+// the class's rules of blocks s to end-1, each block's default drop, and
+// at the end a goto to the next segment (segName, built already) or the
+// program's final verdict.
+func (b *programBuilder) segmentRules(inBlock [][]*compiledRule, proto uint8, s, end int, segName map[int]string) []ruleT {
+	var rules []ruleT
+	dropped := false
+	for bi := s; bi < end && !dropped; bi++ {
+		for _, r := range inBlock[bi] {
+			lines := r.full
+			if proto != 0 {
+				lines = r.inClass
+			}
+			var v string
+			switch r.rule.Action {
+			case calc.Allow:
+				v = b.allow
+			case calc.Deny:
+				v = "drop"
+			case calc.Pass:
+				v = "goto " + segName[bi+1]
+			case calc.Log:
+				v = fmt.Sprintf("log prefix %s group %d", quote(r.rule.LogPrefix), b.cfg.LogGroup)
+			default:
+				continue
+			}
+			for _, l := range lines {
+				rules = append(rules, ruleT{text: strings.TrimSpace(l + " " + v), comment: r.rule.LogPrefix})
+			}
+		}
+		if b.blocks[bi].drop {
+			rules = append(rules, ruleT{text: "drop", comment: b.blocks[bi].endComment})
+			dropped = true
+		}
+	}
+	if !dropped {
+		if end < len(b.blocks) {
+			rules = append(rules, ruleT{text: "goto " + segName[end], comment: "continue with " + b.blocks[end].name})
+		} else {
+			rules = append(rules, ruleT{text: b.final, comment: finalComment(b.kind)})
+		}
+	}
+	// The last rule's comment carries a digest of the chain's rules: the
+	// kernel lists comments but not rule text, and a chain named by place
+	// (not content) must show a restarted driver that its rules changed.
+	var sb strings.Builder
+	for _, r := range rules {
+		sb.WriteString(r.text)
+		sb.WriteByte('\t')
+		sb.WriteString(r.comment)
+		sb.WriteByte('\n')
+	}
+	last := &rules[len(rules)-1]
+	last.comment = "[" + hashName(sb.String(), 10) + "] " + last.comment
+	return rules
+}
+
+// dispatchClasses writes the program's entry chain and class map: the
+// spans of each protocol as map elements to their class's target
+// (neighbours with the same target merged), the default class's target
+// last, and the digest of both.
+func (p *program) dispatchClasses(spans []span, target []string) {
+	var sb strings.Builder
 	if len(spans) > 0 {
-		prog.entry = append(prog.entry, ruleT{
-			text:    "th dport . meta l4proto vmap @" + programClassMap(name),
+		p.entry = append(p.entry, ruleT{
+			text:    "th dport . meta l4proto vmap @" + programClassMap(p.name),
 			comment: "port classes: only the rules that can match this protocol and port",
 		})
-		// Neighbouring spans with the same target are one element.
 		var merged []span
 		for _, s := range spans {
 			if n := len(merged); n > 0 && merged[n-1].proto == s.proto && target[merged[n-1].class] == target[s.class] {
@@ -383,17 +346,17 @@ func buildProgram(name string, k progKind, blocks []block, cfg *Config, old *cla
 			}
 			merged = append(merged, s)
 		}
-		prog.classMap = make([]elemT, 0, len(merged))
-		prog.classKeys = make([]string, 0, len(merged))
+		p.classMap = make([]elemT, 0, len(merged))
+		p.classKeys = make([]string, 0, len(merged))
 		for _, s := range merged {
 			port := strconv.Itoa(s.first)
 			if s.last != s.first {
 				port += "-" + strconv.Itoa(s.last)
 			}
 			e := elemT{key: []string{port, protoName(s.proto)}, value: []string{target[s.class]}}
-			prog.classMap = append(prog.classMap, e)
+			p.classMap = append(p.classMap, e)
 			key := port + " . " + e.key[1] // as elemKey(e.key)
-			prog.classKeys = append(prog.classKeys, key)
+			p.classKeys = append(p.classKeys, key)
 			sb.WriteString(key + " : " + e.value[0] + "\n")
 		}
 	}
@@ -403,9 +366,8 @@ func buildProgram(name string, k progKind, blocks []block, cfg *Config, old *cla
 	// comments but neither rule text nor, for this map, element keys: the
 	// digest is how a full sync (after a restart) sees that a program
 	// changed in place.
-	prog.digest = hashName(sb.String(), 16)
-	prog.entry = append(prog.entry, ruleT{text: target[0], comment: entryComment + prog.digest + ")"})
-	return prog
+	p.digest = hashName(sb.String(), 16)
+	p.entry = append(p.entry, ruleT{text: target[0], comment: entryComment + p.digest + ")"})
 }
 
 // constantVerdict evaluates a class whose outcome depends on nothing but
