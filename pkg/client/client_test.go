@@ -241,32 +241,6 @@ func TestCompareAndSwap(t *testing.T) {
 	}
 }
 
-// TestDefaultTierPolicyNames: "default.x" and "x" are one default-tier policy,
-// stored under the plain name, shown under the name it was given.
-func TestDefaultTierPolicyNames(t *testing.T) {
-	c, be := newTestClient(t)
-	ctx := ctxT(t)
-	if _, err := c.Create(ctx, mustDecode(t, gnpDoc("default.allow", "default"))); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := be.Get(ctx, ResourcePrefix+"globalnetworkpolicies/allow"); err != nil {
-		t.Fatalf("not stored under the plain name: %v", err)
-	}
-	k, _ := v3.KindByKind(v3.KindGlobalNetworkPolicy)
-	for _, name := range []string{"allow", "default.allow"} {
-		r, err := c.Get(ctx, k, "", name)
-		if err != nil {
-			t.Fatalf("get %s: %v", name, err)
-		}
-		if r.GetName() != "default.allow" {
-			t.Errorf("get %s: name %q", name, r.GetName())
-		}
-	}
-	if _, err := c.Create(ctx, mustDecode(t, gnpDoc("allow", "default"))); !errors.Is(err, datastore.ErrAlreadyExists) {
-		t.Errorf("allow and default.allow must be the same policy: %v", err)
-	}
-}
-
 func TestBatchAllOrNothing(t *testing.T) {
 	c, be := newTestClient(t)
 	ctx := ctxT(t)

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strconv"
+	"strings"
 
 	"github.com/google/uuid"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -23,15 +24,16 @@ const (
 	WorkloadOrchestratorLabel = "projectcalico.org/orchestrator"
 )
 
-// storedMeta is the content of the metadata annotation: the name as the user
-// wrote it, which may differ from the key's name segment.
+// storedMeta is the content of the metadata annotation Calico's client puts
+// on a policy: its name, the same as metadata.name and the key's last
+// segment.
 type storedMeta struct {
 	Name string `json:"name"`
 }
 
 // encode renders r as Calico stores it: resourceVersion dropped (it is the
 // key's mod revision), policies labelled with their tier and annotated with
-// their given name. r itself is not modified.
+// their name. r itself is not modified.
 func encode(r v3.Resource) (key string, value []byte, err error) {
 	k := v3.KindOf(r)
 	if k == nil {
@@ -50,7 +52,6 @@ func encode(r v3.Resource) (key string, value []byte, err error) {
 		md, _ := json.Marshal(storedMeta{Name: obj.GetName()})
 		ann[MetadataAnnotation] = string(md)
 		obj.SetAnnotations(ann)
-		obj.SetName(storageName(k, obj.GetName()))
 	}
 	if wep, ok := obj.(*v3.WorkloadEndpoint); ok {
 		labels := copyMap(wep.Labels)
@@ -67,18 +68,20 @@ func encode(r v3.Resource) (key string, value []byte, err error) {
 
 // decode reads a stored value. It is lenient about fields it does not know:
 // a newer Calico may have written them, and reading must not fail on that.
+// The name is the stored metadata.name (which Calico keeps equal to the key's
+// name segment); the metadata annotation on policies is Calico's own and is
+// not shown, as calicoctl does not show it.
 func decode(k *v3.KindInfo, kv *datastore.KV) (v3.Resource, error) {
 	r := k.NewObject()
 	if err := json.Unmarshal(kv.Value, r); err != nil {
 		return nil, fmt.Errorf("stored value at %s is not a valid %s: %w", kv.Key, k.Kind, err)
 	}
 	r.SetResourceVersion(strconv.FormatInt(kv.Revision, 10))
+	if r.GetName() == "" {
+		r.SetName(kv.Key[strings.LastIndex(kv.Key, "/")+1:])
+	}
 	if ann := r.GetAnnotations(); ann != nil {
-		if md, ok := ann[MetadataAnnotation]; ok {
-			var sm storedMeta
-			if json.Unmarshal([]byte(md), &sm) == nil && sm.Name != "" {
-				r.SetName(sm.Name)
-			}
+		if _, ok := ann[MetadataAnnotation]; ok {
 			delete(ann, MetadataAnnotation)
 			if len(ann) == 0 {
 				ann = nil

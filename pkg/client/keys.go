@@ -1,8 +1,6 @@
 package client
 
 import (
-	"strings"
-
 	v3 "github.com/tortie/tortie/pkg/apis/v3"
 )
 
@@ -19,12 +17,15 @@ func KindPrefix(k *v3.KindInfo, ns string) string {
 	return p
 }
 
-// Key is the etcd key of one resource, exactly as Calico writes it.
+// Key is the etcd key of one resource, exactly as Calico writes it: the name
+// segment is the name as given. A policy's tier prefix is part of its name,
+// neither added nor stripped, so "default.x" and "x" are two policies, as
+// they are to Calico's own clients.
 func Key(k *v3.KindInfo, ns, name string) string {
 	if k.Namespaced {
-		return ResourcePrefix + k.Plural + "/" + ns + "/" + storageName(k, name)
+		return ResourcePrefix + k.Plural + "/" + ns + "/" + name
 	}
-	return ResourcePrefix + k.Plural + "/" + storageName(k, name)
+	return ResourcePrefix + k.Plural + "/" + name
 }
 
 // isPolicyKind reports kinds that live in a tier.
@@ -34,17 +35,4 @@ func isPolicyKind(k *v3.KindInfo) bool {
 		return true
 	}
 	return false
-}
-
-// defaultTierPrefix is the optional tier prefix of a default-tier policy name.
-const defaultTierPrefix = "default."
-
-// storageName is the name segment of a resource's key. Calico keys a
-// default-tier policy by its plain name, so "default.x" and "x" are the same
-// policy; the name the user gave is kept in the metadata annotation.
-func storageName(k *v3.KindInfo, name string) string {
-	if isPolicyKind(k) {
-		return strings.TrimPrefix(name, defaultTierPrefix)
-	}
-	return name
 }
