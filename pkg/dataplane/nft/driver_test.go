@@ -106,12 +106,12 @@ func TestResyncRepairsAndRestartChangesNothing(t *testing.T) {
 	want := sortedDump(f)
 
 	// Drift: delete a rule and an element by hand.
-	rules, _ := f.ListRules(context.Background(), ChainForward)
+	rules, _ := f.ListRules(t.Context(), ChainForward)
 	tx := f.NewTransaction()
 	tx.Delete(&knftables.Rule{Chain: ChainForward, Handle: rules[0].Handle})
 	tx.Delete(&knftables.Element{Set: SetWorkloadIfaces, Key: []string{"caliweb"}})
 	tx.Add(&knftables.Chain{Name: "intruder"})
-	if err := f.Run(context.Background(), tx); err != nil {
+	if err := f.Run(t.Context(), tx); err != nil {
 		t.Fatal(err)
 	}
 	if err := d.Resync(t.Context()); err != nil {

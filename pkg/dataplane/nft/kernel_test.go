@@ -207,7 +207,7 @@ func TestKernel(t *testing.T) {
 	before := list()
 
 	// Drift by hand: delete the workload ingress dispatch rule.
-	rules, err := nft.ListRules(context.Background(), ChainForward)
+	rules, err := nft.ListRules(t.Context(), ChainForward)
 	if err != nil {
 		t.Fatal(err)
 	}
