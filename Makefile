@@ -9,11 +9,17 @@ export GOFLAGS
 
 all: build
 
+# The binaries carry the commit they were built from (`tortie version`,
+# `tortie-node --version`): VCS stamping on whatever GOFLAGS says, unless git
+# cannot read this checkout (no git, not a checkout, a checkout git refuses
+# as another user's), where the build goes on without it.
+BUILDVCS ?= $(shell git status --porcelain >/dev/null 2>&1 && echo -buildvcs=auto || echo -buildvcs=false)
+
 build:
-	$(GO) build -o $(BIN)/tortie ./cmd/tortie
-	$(GO) build -o $(BIN)/tortie-node ./cmd/tortie-node
-	$(GO) build -o $(BIN)/tortie-cni ./cmd/tortie-cni
-	$(GO) build -o $(BIN)/tortie-datastore ./cmd/tortie-datastore
+	$(GO) build $(BUILDVCS) -o $(BIN)/tortie ./cmd/tortie
+	$(GO) build $(BUILDVCS) -o $(BIN)/tortie-node ./cmd/tortie-node
+	$(GO) build $(BUILDVCS) -o $(BIN)/tortie-cni ./cmd/tortie-cni
+	$(GO) build $(BUILDVCS) -o $(BIN)/tortie-datastore ./cmd/tortie-datastore
 
 # Debian packages the tests and demo need (etcd-server for a real cluster,
 # nftables, iproute2, bird2), then Go-built test tools (cnitool, host-local)

@@ -3,6 +3,19 @@
 // called by. See pkg/cni.
 package main
 
-import "github.com/tortie/tortie/pkg/cni"
+import (
+	"os"
 
-func main() { cni.Main() }
+	"github.com/tortie/tortie/pkg/cni"
+	"github.com/tortie/tortie/pkg/version"
+)
+
+func main() {
+	// Run by hand (no CNI_COMMAND, e.g. `tortie-cni --version`), the plugin
+	// prints its version line; only then is the build information read, so
+	// runtimes' invocations pay nothing for it.
+	if os.Getenv("CNI_COMMAND") == "" {
+		cni.Version = version.Get().String()
+	}
+	cni.Main()
+}

@@ -27,6 +27,7 @@ import (
 	"github.com/tortie/tortie/pkg/node"
 	"github.com/tortie/tortie/pkg/routing"
 	"github.com/tortie/tortie/pkg/startup"
+	"github.com/tortie/tortie/pkg/version"
 )
 
 func main() {
@@ -109,6 +110,8 @@ status "tortie node status" shows is at /status/routing there. Prometheus metric
 			return run(cmd.Context(), o, logOut)
 		},
 	}
+	cmd.Version = version.Get().String()
+	cmd.SetVersionTemplate("tortie-node {{.Version}}\n")
 	f := cmd.Flags()
 	f.StringVar(&o.nodeName, "node-name", "", "this host's Node name (default: $NODENAME, else the host name)")
 	o.ds.Bind(f.StringVar)

@@ -14,10 +14,8 @@ import (
 	v3 "github.com/tortie/tortie/pkg/apis/v3"
 	"github.com/tortie/tortie/pkg/client"
 	"github.com/tortie/tortie/pkg/datastore"
+	"github.com/tortie/tortie/pkg/version"
 )
-
-// Version is the tortie version; release builds set it with -ldflags -X.
-var Version = "v0.1.0-dev"
 
 func newLabelCommand(g *globals) *cobra.Command {
 	var (
@@ -134,9 +132,15 @@ func newVersionCommand(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "version",
 		Short: "Print the client version, and the cluster's when the datastore is reachable",
-		Args:  cobra.NoArgs,
+		Long: `Print the client's version and the git commit it was built from (read
+from the build information go embeds; "-dirty" when the checkout had
+uncommitted changes, "unknown" when built without VCS stamping), then, from
+the datastore's ClusterInformation, the cluster's version, type and GUID.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			fmt.Fprintf(g.out, "Client Version:    %s\n", Version)
+			info := version.Get()
+			fmt.Fprintf(g.out, "Client Version:    %s\n", info.Version)
+			fmt.Fprintf(g.out, "Git commit:        %s\n", info.CommitString())
 			if clientOnly {
 				return nil
 			}
@@ -155,6 +159,8 @@ func newVersionCommand(g *globals) *cobra.Command {
 				return fmt.Errorf("reading cluster information: %w", err)
 			}
 			ci := r.(*v3.ClusterInformation)
+			fmt.Fprintf(g.out, "Cluster Version:   %s\n", orUnknown(ci.Spec.CalicoVersion))
+			fmt.Fprintf(g.out, "Cluster Type:      %s\n", orUnknown(ci.Spec.ClusterType))
 			fmt.Fprintf(g.out, "Cluster GUID:      %s\n", ci.Spec.ClusterGUID)
 			fmt.Fprintf(g.out, "Datastore ready:   %v\n", ci.Spec.DatastoreReady != nil && *ci.Spec.DatastoreReady)
 			return nil
@@ -162,6 +168,14 @@ func newVersionCommand(g *globals) *cobra.Command {
 	}
 	cmd.Flags().BoolVar(&clientOnly, "client", false, "print the client version only")
 	return cmd
+}
+
+// orUnknown is calicoctl's placeholder for an unset version or type.
+func orUnknown(s string) string {
+	if s == "" {
+		return "unknown"
+	}
+	return s
 }
 
 func newDatastoreCommand(g *globals) *cobra.Command {

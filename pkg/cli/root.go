@@ -12,6 +12,7 @@ import (
 
 	"github.com/tortie/tortie/pkg/client"
 	"github.com/tortie/tortie/pkg/datastore"
+	"github.com/tortie/tortie/pkg/version"
 )
 
 // DefaultConfigFile is where the CLI looks for its datastore when neither a
@@ -47,12 +48,14 @@ ETCD_CERT_FILE/ETCD_KEY_FILE/ETCD_CA_CERT_FILE, else the config file; each
 setting on its own. DATASTORE_TYPE, if set, must be etcdv3.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		Version:       version.Get().String(),
 		// Every subcommand runs this (none has a PersistentPreRun of its own).
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
 			g.ctx = cmd.Context()
 			return nil
 		},
 	}
+	root.SetVersionTemplate("tortie {{.Version}}\n")
 	root.SetIn(in)
 	root.SetOut(out)
 	root.SetErr(errw)
