@@ -160,9 +160,13 @@ func (a *Agent) setNotReady(why string) {
 // agent must not open or close anything.
 func (a *Agent) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	var wg sync.WaitGroup
-	defer wg.Wait()
+	// Stop the goroutines, then wait for them: Run also returns when a
+	// Runner fails, with ctx still live.
+	defer func() {
+		cancel()
+		wg.Wait()
+	}()
 
 	for _, srv := range []struct {
 		ln net.Listener

@@ -186,3 +186,29 @@ func TestOneLoopWakesAndResyncsPerComponent(t *testing.T) {
 		t.Errorf("woken applied %d times after its wake-up, want 1", n-before)
 	}
 }
+
+// failingRunner is a component whose goroutine fails.
+type failingRunner struct{ *stubComponent }
+
+func (f failingRunner) Run(ctx context.Context) error { return errors.New("speaker crashed") }
+
+// TestRunnerFailureStopsTheAgent: a component's Runner failing stops the
+// agent with its error (the agent's other goroutines are stopped first,
+// not waited for forever).
+func TestRunnerFailureStopsTheAgent(t *testing.T) {
+	e := newEnv(t)
+	a, err := node.New(node.Config{NodeName: "h1", HealthAddr: "127.0.0.1:0"}, e.be, failingRunner{newStub("crashy")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- a.Run(context.Background()) }()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "component crashy: speaker crashed") {
+			t.Errorf("Run returned %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("Run did not return after a Runner failed")
+	}
+}
