@@ -57,6 +57,10 @@ type Config struct {
 	// EndpointToHost is the action after workload egress policy allowed a
 	// packet to the host.
 	EndpointToHost EndpointToHost
+	// NATOutgoingAddress, when valid (IPv4), is the source address
+	// natOutgoing traffic is rewritten to; otherwise it is masqueraded to
+	// the outgoing interface's address.
+	NATOutgoingAddress netip.Addr
 	// UntrackedMark is the packet mark bit with which an untracked
 	// (doNotTrack) policy tells the filter chains that it allowed a packet.
 	UntrackedMark uint32
@@ -125,6 +129,9 @@ func (c Config) Validate() error {
 	}
 	if c.UntrackedMark == 0 || c.UntrackedMark&(c.UntrackedMark-1) != 0 {
 		return fmt.Errorf("UntrackedMark %#x: want one bit", c.UntrackedMark)
+	}
+	if a := c.NATOutgoingAddress; a.IsValid() && !a.Is4() {
+		return fmt.Errorf("NATOutgoingAddress %s: want an IPv4 address", a)
 	}
 	if c.LogGroup < 0 || c.LogGroup > 65535 {
 		return fmt.Errorf("LogGroup %d out of range", c.LogGroup)

@@ -253,3 +253,43 @@ func TestTrace(t *testing.T) {
 		}
 	}
 }
+
+// TestNATOutgoingAddress: natOutgoing traffic is masqueraded, or rewritten
+// to Config.NATOutgoingAddress when set (FelixConfiguration
+// natOutgoingAddress); IPv6 stays masqueraded.
+func TestNATOutgoingAddress(t *testing.T) {
+	for _, tc := range []struct {
+		addr string
+		want string
+	}{
+		{"", "ip saddr @nat-pools-v4 ip daddr != @pools-v4 masquerade"},
+		{"192.0.2.9", "ip saddr @nat-pools-v4 ip daddr != @pools-v4 snat ip to 192.0.2.9"},
+	} {
+		cfg := Config{}
+		if tc.addr != "" {
+			cfg.NATOutgoingAddress = netip.MustParseAddr(tc.addr)
+		}
+		f := newFake()
+		d := New(f, cfg)
+		if err := d.Apply(t.Context(), &calc.Changes{InSync: true}); err != nil {
+			t.Fatal(err)
+		}
+		dump := f.Dump()
+		if !strings.Contains(dump, tc.want) || !strings.Contains(dump, "ip6 daddr != @pools-v6 masquerade") {
+			t.Errorf("address %q: want %q and IPv6 masqueraded in:\n%s", tc.addr, tc.want, grepLines(dump, "postrouting"))
+		}
+	}
+	if err := (Config{NATOutgoingAddress: netip.MustParseAddr("2001:db8::1")}).Defaults().Validate(); err == nil {
+		t.Error("an IPv6 natOutgoingAddress was accepted")
+	}
+}
+
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}

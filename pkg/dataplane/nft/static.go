@@ -97,6 +97,12 @@ func (d *Driver) wildcardRule(mapName, dir string) []ruleT {
 
 func (d *Driver) baseChains() map[string]*chainT {
 	cfg := &d.cfg
+	// natOutgoing rewrites the source to the outgoing interface's address,
+	// or to Config.NATOutgoingAddress (FelixConfiguration natOutgoingAddress).
+	natV4 := "masquerade"
+	if cfg.NATOutgoingAddress.IsValid() {
+		natV4 = "snat ip to " + cfg.NATOutgoingAddress.String()
+	}
 	fast := []ruleT{
 		newRule("ct state established,related accept", "fast path: only the first packet of a connection meets policy"),
 		newRule("ct state invalid drop", "conntrack says invalid"),
@@ -166,7 +172,7 @@ func (d *Driver) baseChains() map[string]*chainT {
 			failOut, vm("o", MapHostUntrackOut, "host endpoint untracked egress policy")),
 		ChainNATPostrouting: base(knftables.PostroutingHook, knftables.SNATPriority, knftables.NATType,
 			[]ruleT{
-				newRule(fmt.Sprintf("ip saddr @%s ip daddr != @%s masquerade", SetNATPoolsV4, SetPoolsV4), "natOutgoing: from a NAT pool to outside every pool"),
+				newRule(fmt.Sprintf("ip saddr @%s ip daddr != @%s %s", SetNATPoolsV4, SetPoolsV4, natV4), "natOutgoing: from a NAT pool to outside every pool"),
 				newRule(fmt.Sprintf("ip6 saddr @%s ip6 daddr != @%s masquerade", SetNATPoolsV6, SetPoolsV6), "natOutgoing: from a NAT pool to outside every pool"),
 			}),
 	}
