@@ -415,7 +415,8 @@ func (c *SingleHost) startAgent() error {
 		return err
 	}
 	args := append([]string{"netns", "exec", c.hostNSName(), filepath.Join(c.opts.BinDir, "tortie-node"),
-		"--node-name", c.node, "--etcd-endpoints", c.etcdURL, "--log-level", "info"}, c.opts.AgentArgs...)
+		"--node-name", c.node, "--etcd-endpoints", c.etcdURL, "--log-level", "info",
+		"--health-addr", ":9099", "--metrics-addr", ":9091"}, c.opts.AgentArgs...)
 	cmd := exec.Command("ip", args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	// The agent dies with the test process, whatever kills it.

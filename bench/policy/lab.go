@@ -213,7 +213,8 @@ func (l *lab) startAgent(bin, etcdURL string) *agent {
 		fatalf("%v", err)
 	}
 	cmd := exec.Command("ip", "netns", "exec", l.host, bin,
-		"--node-name", "host1", "--etcd-endpoints", etcdURL, "--log-level", agentLogLevel)
+		"--node-name", "host1", "--etcd-endpoints", etcdURL, "--log-level", agentLogLevel,
+		"--health-addr", ":9099", "--metrics-addr", ":9091")
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		fatalf("start agent: %v", err)

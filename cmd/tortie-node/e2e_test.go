@@ -39,6 +39,7 @@ type lab struct {
 	bin, etcdURL, data string
 	agent              *exec.Cmd
 	agentExited        chan struct{}
+	agentLog           string
 	starts             int
 }
 
@@ -163,14 +164,24 @@ spec: {ingress: [{action: Allow}], egress: [{action: Allow}]}
 // is ready, with how long that took from exec.
 func (l *lab) startAgent() time.Duration {
 	l.t.Helper()
+	return l.startAgentWith(9099, nil, "--resync-interval", "1s", "--log-level", "debug",
+		"--health-addr", ":9099", "--metrics-addr", ":9091") // read from the root namespace
+}
+
+// startAgentWith runs tortie-node with args (and env added to this
+// process's) and waits for /readiness on healthPort of the host address.
+func (l *lab) startAgentWith(healthPort int, env []string, args ...string) time.Duration {
+	l.t.Helper()
 	l.starts++
 	logf, err := os.Create(filepath.Join(l.t.TempDir(), fmt.Sprintf("agent-%d.log", l.starts)))
 	if err != nil {
 		l.t.Fatal(err)
 	}
-	cmd := exec.Command("ip", "netns", "exec", l.host, l.bin,
-		"--node-name", "host1", "--etcd-endpoints", l.etcdURL, "--resync-interval", "1s", "--log-level", "debug",
-		"--nodename-file", "-") // the machine's own /var/lib/tortie is not the test's
+	l.agentLog = logf.Name()
+	cmd := exec.Command("ip", append([]string{"netns", "exec", l.host, l.bin,
+		"--node-name", "host1", "--etcd-endpoints", l.etcdURL,
+		"--nodename-file", "-"}, args...)...) // the machine's own /var/lib/tortie is not the test's
+	cmd.Env = append(os.Environ(), env...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	t0 := time.Now()
 	if err := cmd.Start(); err != nil {
@@ -187,7 +198,7 @@ func (l *lab) startAgent() time.Duration {
 			l.t.Logf("agent log %s (last 4KB):\n%s", logf.Name(), tail(b, 4096))
 		}
 	})
-	l.waitReady(30 * time.Second)
+	l.waitReadyOn(healthPort, 30*time.Second)
 	return time.Since(t0)
 }
 
@@ -209,11 +220,13 @@ func (l *lab) httpGet(port int, path string) (int, string) {
 	return resp.StatusCode, string(b)
 }
 
-func (l *lab) waitReady(timeout time.Duration) {
+func (l *lab) waitReady(timeout time.Duration) { l.t.Helper(); l.waitReadyOn(9099, timeout) }
+
+func (l *lab) waitReadyOn(port int, timeout time.Duration) {
 	l.t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
-		if code, _ := l.httpGet(9099, "/readiness"); code == http.StatusOK {
+		if code, _ := l.httpGet(port, "/readiness"); code == http.StatusOK {
 			return
 		}
 		select {

@@ -13,13 +13,14 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"sigs.k8s.io/knftables"
 
+	"github.com/tortie/tortie/pkg/agentconfig"
 	v3 "github.com/tortie/tortie/pkg/apis/v3"
 	"github.com/tortie/tortie/pkg/client"
 	"github.com/tortie/tortie/pkg/dataplane/nft"
@@ -63,6 +64,10 @@ type options struct {
 	defaultPoolNAT   bool
 	noBGP            bool
 	noRouting        bool
+
+	// changed are the flags given on the command line: those win over
+	// FelixConfiguration and FELIX_* (agentconfig).
+	changed map[string]bool
 }
 
 func newCommand(logOut io.Writer) *cobra.Command {
@@ -107,6 +112,8 @@ status "tortie node status" shows is at /status/routing there. Prometheus metric
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			o.changed = map[string]bool{}
+			cmd.Flags().Visit(func(f *pflag.Flag) { o.changed[f.Name] = true })
 			return run(cmd.Context(), o, logOut)
 		},
 	}
@@ -117,13 +124,13 @@ status "tortie node status" shows is at /status/routing there. Prometheus metric
 	o.ds.Bind(f.StringVar)
 	f.StringVar(&o.table, "nft-table", "tortie", "the nftables table (family inet) the agent owns")
 	f.BoolVar(&o.nftOnly, "nft-only", false, "write every change by running nft; by default incremental changes go straight over netlink (nft still writes full syncs)")
-	f.StringVar(&o.ifacePrefixes, "interface-prefix", "cali", "comma-separated prefixes of workload interfaces; unknown ones are dropped")
+	f.StringVar(&o.ifacePrefixes, "interface-prefix", "cali", "comma-separated prefixes of workload interfaces; unknown ones are dropped (default: FelixConfiguration interfacePrefix, else cali)")
 	f.DurationVar(&o.resyncInterval, "resync-interval", 90*time.Second, "how often to compare the whole table with the kernel and repair drift (0: never)")
 	f.DurationVar(&o.minApplyInterval, "min-apply-interval", 20*time.Millisecond, "least time between two kernel updates; changes arriving meanwhile are applied together")
-	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error (default: FelixConfiguration logSeverityScreen, else info)")
 	f.StringVar(&o.logFormat, "log-format", "text", "text (key=value) or json")
-	f.StringVar(&o.healthAddr, "health-addr", ":9099", "where to serve /liveness and /readiness (empty: nowhere)")
-	f.StringVar(&o.metricsAddr, "metrics-addr", ":9091", "where to serve Prometheus /metrics (empty: nowhere)")
+	f.StringVar(&o.healthAddr, "health-addr", "localhost:9099", "where to serve /liveness, /readiness and /status (empty: nowhere; default: FelixConfiguration healthEnabled/healthHost/healthPort)")
+	f.StringVar(&o.metricsAddr, "metrics-addr", "", "where to serve Prometheus /metrics, e.g. :9091 (default: nowhere unless FelixConfiguration prometheusMetricsEnabled)")
 	f.StringVar(&o.ip, "ip", envOr("IP", startup.AddrAutodetect), "the node's IPv4 address: autodetect, none, or an address[/len] (env IP)")
 	f.StringVar(&o.ipMethod, "ip-autodetection-method", envOr("IP_AUTODETECTION_METHOD", ""), "how to find the IPv4 address: first-found, interface=REGEX, skip-interface=REGEX, can-reach=DEST, cidr=CIDR[,CIDR] (env IP_AUTODETECTION_METHOD)")
 	f.StringVar(&o.ip6, "ip6", envOr("IP6", startup.AddrNone), "the node's IPv6 address: autodetect, none, or an address[/len] (env IP6)")
@@ -139,8 +146,7 @@ status "tortie node status" shows is at /status/routing there. Prometheus metric
 	return cmd
 }
 
-func newLogger(o *options, w io.Writer) (*slog.Logger, error) {
-	var level slog.Level
+func newLogger(o *options, level *slog.LevelVar, w io.Writer) (*slog.Logger, error) {
 	if err := level.UnmarshalText([]byte(o.logLevel)); err != nil {
 		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", o.logLevel)
 	}
@@ -176,7 +182,8 @@ func nodeName(flag string) (string, error) {
 }
 
 func run(ctx context.Context, o *options, logOut io.Writer) error {
-	log, err := newLogger(o, logOut)
+	level := &slog.LevelVar{}
+	log, err := newLogger(o, level, logOut)
 	if err != nil {
 		return err
 	}
@@ -204,6 +211,24 @@ func run(ctx context.Context, o *options, logOut io.Writer) error {
 	}
 	defer be.Close()
 
+	res, err := startNode(ctx, o, name, be, ds, log)
+	if err != nil {
+		return err
+	}
+
+	// Settings: flags, then FELIX_* variables, then FelixConfiguration
+	// node.<name>, then default (agentconfig); the config component
+	// follows them from here on.
+	global, nodeFC, err := felixConfigs(ctx, client.New(be), name)
+	if err != nil {
+		return ds.WrapError(err)
+	}
+	in := agentconfig.Input{Global: global, Node: nodeFC, NodeName: name, Env: os.Environ(), Flags: flagSettings(o)}
+	settings := agentconfig.Resolve(in)
+	set := settings.Settings
+	logSettings(log, settings)
+	level.Set(agentconfig.SlogLevel(set.LogSeverityScreen))
+
 	// The table lives in the network namespace this process was started in.
 	nftIface, err := knftables.New(knftables.InetFamily, o.table)
 	if err != nil {
@@ -218,27 +243,20 @@ func run(ctx context.Context, o *options, logOut io.Writer) error {
 			defer nl.Close()
 		}
 	}
-	var prefixes []string
-	for _, p := range strings.Split(o.ifacePrefixes, ",") {
-		if p = strings.TrimSpace(p); p != "" {
-			prefixes = append(prefixes, p)
-		}
-	}
 	policy, err := node.NewPolicy(node.PolicyConfig{
-		NodeName: name, NFT: nftIface, Netlink: nl, Logger: log,
-		Driver: nft.Config{TableName: o.table, InterfacePrefixes: prefixes},
+		NodeName: name, NFT: nftIface, Netlink: nl, Logger: log, Driver: nftConfig(o.table, set, log),
 	})
 	if err != nil {
 		return err
 	}
-
-	res, err := startNode(ctx, o, name, be, ds, log)
-	if err != nil {
-		return err
-	}
-	components := []node.Component{policy}
+	components := []node.Component{policy, agentconfig.NewComponent(in, set, level, log)}
 	if !o.noRouting {
-		rc, err := routing.New(routing.Config{NodeName: name, DisableBGP: o.noBGP, Warnings: res.Warnings, Logger: log})
+		rc, err := routing.New(routing.Config{
+			NodeName: name, DisableBGP: o.noBGP, Warnings: res.Warnings, Logger: log,
+			ResyncInterval: set.RouteRefreshInterval, VXLANMTU: set.VXLANMTU, VXLANPort: set.VXLANPort,
+			VXLANVNI: set.VXLANVNI, VXLANDisabled: !set.VXLANEnabled, MTUIfacePattern: set.MTUIfacePattern,
+			IPv6Disabled: !set.IPv6Support,
+		})
 		if err != nil {
 			return err
 		}
@@ -251,13 +269,21 @@ func run(ctx context.Context, o *options, logOut io.Writer) error {
 	}
 	agent, err := node.New(node.Config{
 		NodeName: name, ResyncInterval: resync, MinApplyInterval: o.minApplyInterval,
-		HealthAddr: o.healthAddr, MetricsAddr: o.metricsAddr, Logger: log,
+		HealthAddr:  endpointAddr(set.HealthEnabled, set.HealthHost, set.HealthPort),
+		MetricsAddr: endpointAddr(set.PrometheusMetricsEnabled, set.PrometheusMetricsHost, set.PrometheusMetricsPort),
+		Logger:      log,
 	}, be, components...)
 	if err != nil {
 		return err
 	}
-	log.Info("tortie-node starting", "node", name, "etcd", dcfg.Endpoints, "table", o.table, "interfacePrefixes", prefixes)
-	if err := agent.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
+	log.Info("tortie-node starting", "node", name, "etcd", ds.Config.Endpoints, "table", o.table,
+		"interfacePrefixes", set.InterfacePrefixes, "health", agent.HealthAddr(), "metrics", agent.MetricsAddr())
+	err = agent.Run(ctx)
+	switch {
+	case errors.Is(err, agentconfig.ErrRestart):
+		be.Close()
+		return restart(log, err)
+	case err != nil && !errors.Is(err, context.Canceled):
 		return err
 	}
 	return nil

@@ -459,6 +459,13 @@ func communitiesFor(st BGPSettings, p netip.Prefix) []string {
 // RouteOptions name the devices routes use.
 type RouteOptions struct {
 	VXLANDevice string // "" = routes.VXLANDeviceName
+	// NoVXLAN: this node may not use VXLAN (FelixConfiguration vxlanEnabled
+	// false). Pools that ask for it are listed in RouteSet.NoVXLAN, and
+	// their remote blocks are not routed at all: never without the
+	// encapsulation they ask for.
+	NoVXLAN bool
+	// NoIPv6: no IPv6 routes (FelixConfiguration ipv6Support false).
+	NoIPv6 bool
 }
 
 // RouteSet is the desired kernel state of one node.
@@ -469,6 +476,9 @@ type RouteSet struct {
 	VTEPs []routes.VTEP
 	// VXLAN says this node needs its tunnel device.
 	VXLAN bool
+	// NoVXLAN names the pools that ask for VXLAN when RouteOptions.NoVXLAN
+	// forbids it.
+	NoVXLAN []string
 }
 
 // DesiredRoutes computes node's routes:
@@ -528,12 +538,16 @@ func DesiredRoutes(s *Snapshot, node string, learned []bgp.Route, opts RouteOpti
 		nodes[name] = parseNode(n)
 	}
 	vxlanPools := false
-	for _, p := range s.Pools {
-		if m := p.Spec.VXLANMode; m == v3.EncapAlways || m == v3.EncapCrossSubnet {
+	for _, name := range sortedKeys(s.Pools) {
+		p := s.Pools[name]
+		if m := p.Spec.VXLANMode; !p.Spec.Disabled && (m == v3.EncapAlways || m == v3.EncapCrossSubnet) {
 			vxlanPools = true
+			if opts.NoVXLAN {
+				rs.NoVXLAN = append(rs.NoVXLAN, name)
+			}
 		}
 	}
-	rs.VXLAN = vxlanPools && self.tunnel.IsValid() && self.v4.IsValid()
+	rs.VXLAN = vxlanPools && !opts.NoVXLAN && self.tunnel.IsValid() && self.v4.IsValid()
 	remoteRoute := func(dst netip.Prefix, owner string, mode v3.EncapsulationMode) {
 		o, ok := nodes[owner]
 		if !ok || owner == node || !dst.Addr().Is4() {
@@ -589,15 +603,34 @@ func DesiredRoutes(s *Snapshot, node string, learned []bgp.Route, opts RouteOpti
 		if nh.Is4() != r.Prefix.Addr().Is4() {
 			continue
 		}
+		if p := poolFor(s, r.Prefix); p != nil && !rs.VXLAN && encapsulated(p.Spec.VXLANMode, self, nh) {
+			continue // a VXLAN pool's block without a tunnel: never plain
+		}
 		put(routes.Route{Dst: r.Prefix.Masked(), Gateway: nh})
 	}
 
 	rs.Routes = make([]routes.Route, 0, len(want))
 	for _, r := range want {
+		if opts.NoIPv6 && r.Dst.Addr().Is6() {
+			continue
+		}
 		rs.Routes = append(rs.Routes, r)
 	}
 	slices.SortFunc(rs.Routes, func(a, b routes.Route) int { return comparePrefix(a.Dst, b.Dst) })
 	return rs
+}
+
+// encapsulated reports whether traffic from self to next hop nh is to be
+// encapsulated under mode: Always, or CrossSubnet with nh outside self's
+// subnet.
+func encapsulated(mode v3.EncapsulationMode, self nodeInfo, nh netip.Addr) bool {
+	switch mode {
+	case v3.EncapAlways:
+		return true
+	case v3.EncapCrossSubnet:
+		return !(self.v4.IsValid() && self.v4.Masked().Contains(nh))
+	}
+	return false
 }
 
 // UsableLearned drops the stale routes of peers known to be unreachable

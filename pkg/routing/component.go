@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -50,8 +51,23 @@ type Config struct {
 	RestartTime time.Duration
 	// Secrets resolves BGPPeer passwords (nil: FileSecrets(DefaultSecretsDir)).
 	Secrets SecretLookup
-	// VXLANMTU of the tunnel device; 0 = the underlay device's MTU minus 50.
+	// VXLANMTU of the tunnel device; 0 = the host's MTU (MTUIfacePattern)
+	// minus 50.
 	VXLANMTU int
+	// VXLANPort and VXLANVNI of the tunnel device (0: routes.VXLANPort,
+	// routes.VXLANVNI; FelixConfiguration vxlanPort, vxlanVNI).
+	VXLANPort, VXLANVNI int
+	// VXLANDisabled (FelixConfiguration vxlanEnabled: false) makes no VXLAN
+	// device: pools that ask for VXLAN keep the node not ready, and their
+	// traffic is never routed without encapsulation.
+	VXLANDisabled bool
+	// MTUIfacePattern selects the host interfaces whose smallest MTU the
+	// tunnel MTU is computed from (FelixConfiguration mtuIfacePattern);
+	// empty, or no match: the MTU of the interface with the node's address.
+	MTUIfacePattern string
+	// IPv6Disabled (FelixConfiguration ipv6Support: false) programs no
+	// IPv6 routes.
+	IPv6Disabled bool
 	// ResyncInterval: how often the kernel is compared with the desired
 	// state even when nothing changed, to repair hand-made changes
 	// (default 30s). The agent's loop does it (node.Resyncer).
@@ -76,6 +92,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.ResyncInterval <= 0 {
 		c.ResyncInterval = 30 * time.Second
+	}
+	if c.VXLANPort == 0 {
+		c.VXLANPort = routes.VXLANPort
+	}
+	if c.VXLANVNI == 0 {
+		c.VXLANVNI = routes.VXLANVNI
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -135,6 +157,9 @@ var routingKinds = []string{
 func New(cfg Config) (*Component, error) {
 	if cfg.NodeName == "" {
 		return nil, errors.New("routing: node name is empty")
+	}
+	if _, err := regexp.Compile(cfg.MTUIfacePattern); err != nil {
+		return nil, fmt.Errorf("routing: MTU interface pattern: %w", err)
 	}
 	cfg = cfg.withDefaults()
 	c := &Component{cfg: cfg, log: cfg.Logger.With("component", "routing", "node", cfg.NodeName),
@@ -467,17 +492,22 @@ func (c *Component) apply(ctx context.Context, carry []routes.Route) error {
 	}
 
 	// Kernel.
-	rs := DesiredRoutes(s, node, learned, RouteOptions{})
+	rs := DesiredRoutes(s, node, learned, RouteOptions{NoVXLAN: cfg.VXLANDisabled, NoIPv6: cfg.IPv6Disabled})
+	if len(rs.NoVXLAN) > 0 {
+		errs = append(errs, fmt.Errorf("IP pool(s) %s ask for VXLAN, but FelixConfiguration vxlanEnabled is false on this node: "+
+			"their traffic to other hosts is not routed (never without encapsulation); set vxlanEnabled to true or the pools' vxlanMode to Never",
+			strings.Join(rs.NoVXLAN, ", ")))
+	}
 	if rs.VXLAN {
 		mac, _ := net.ParseMAC(self.mac)
 		mtu := cfg.VXLANMTU
 		if mtu == 0 {
-			if pm := parentMTU(h, self.v4.Addr()); pm > 0 {
-				mtu = pm - routes.VXLANOverhead
+			if hm := hostMTU(h, self.v4.Addr(), cfg.MTUIfacePattern); hm > 0 {
+				mtu = hm - routes.VXLANOverhead
 			}
 		}
 		if err := routes.EnsureVXLAN(h, routes.VXLANConfig{
-			Name: routes.VXLANDeviceName, VNI: routes.VXLANVNI, Port: routes.VXLANPort, MTU: mtu,
+			Name: routes.VXLANDeviceName, VNI: cfg.VXLANVNI, Port: cfg.VXLANPort, MTU: mtu,
 			ParentAddr: self.v4.Addr(), MAC: mac, TunnelAddr: self.tunnel, Logger: c.log,
 		}); err != nil {
 			errs = append(errs, err)
@@ -619,11 +649,25 @@ func kernelCarry(h *netlink.Handle) []routes.Route {
 	return out
 }
 
-// parentMTU is the MTU of the device that has addr.
-func parentMTU(h *netlink.Handle, addr netip.Addr) int {
+// hostMTU is the smallest MTU of the host's interfaces whose names match
+// pattern (Felix's mtuIfacePattern), or, when none does, the MTU of the
+// interface that has addr.
+func hostMTU(h *netlink.Handle, addr netip.Addr, pattern string) int {
 	links, err := h.LinkList()
 	if err != nil {
 		return 0
+	}
+	if pattern != "" {
+		re := regexp.MustCompile(pattern) // checked by New
+		least := 0
+		for _, l := range links {
+			if a := l.Attrs(); re.MatchString(a.Name) && a.MTU > 0 && (least == 0 || a.MTU < least) {
+				least = a.MTU
+			}
+		}
+		if least > 0 {
+			return least
+		}
 	}
 	for _, l := range links {
 		as, err := h.AddrList(l, netlink.FAMILY_V4)

@@ -1,0 +1,128 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"strconv"
+	"syscall"
+
+	"github.com/tortie/tortie/pkg/agentconfig"
+	v3 "github.com/tortie/tortie/pkg/apis/v3"
+	"github.com/tortie/tortie/pkg/calc"
+	"github.com/tortie/tortie/pkg/client"
+	"github.com/tortie/tortie/pkg/dataplane/nft"
+	"github.com/tortie/tortie/pkg/datastore"
+)
+
+// flagSettings are the FelixConfiguration fields the command line set
+// explicitly: they win over the environment and FelixConfiguration.
+func flagSettings(o *options) map[string]string {
+	out := map[string]string{}
+	if o.changed["log-level"] {
+		out["logSeverityScreen"] = o.logLevel
+	}
+	if o.changed["interface-prefix"] {
+		out["interfacePrefix"] = o.ifacePrefixes
+	}
+	addrFlag := func(addr, enabled, host, port string) {
+		if addr == "" {
+			out[enabled] = "false"
+			return
+		}
+		out[enabled] = "true"
+		if h, p, err := net.SplitHostPort(addr); err == nil {
+			out[host], out[port] = h, p
+		}
+	}
+	if o.changed["health-addr"] {
+		addrFlag(o.healthAddr, "healthEnabled", "healthHost", "healthPort")
+	}
+	if o.changed["metrics-addr"] {
+		addrFlag(o.metricsAddr, "prometheusMetricsEnabled", "prometheusMetricsHost", "prometheusMetricsPort")
+	}
+	return out
+}
+
+// felixConfigs reads FelixConfiguration "default" and "node.<name>"
+// (nil when absent).
+func felixConfigs(ctx context.Context, c *client.Client, name string) (global, node *v3.FelixConfiguration, err error) {
+	k, _ := v3.KindByKind(v3.KindFelixConfiguration)
+	get := func(n string) (*v3.FelixConfiguration, error) {
+		r, err := c.Get(ctx, k, "", n)
+		if errors.Is(err, datastore.ErrNotFound) {
+			return nil, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("reading FelixConfiguration %s: %w", n, err)
+		}
+		fc, _ := r.(*v3.FelixConfiguration)
+		return fc, nil
+	}
+	if global, err = get("default"); err != nil {
+		return nil, nil, err
+	}
+	node, err = get("node." + name)
+	return global, node, err
+}
+
+// logSettings says what the agent runs with and where each setting came from.
+func logSettings(log *slog.Logger, res agentconfig.Result) {
+	for _, err := range res.Errors {
+		log.Warn("configuration value refused; the next layer's value applies", "err", err)
+	}
+	attrs := []any{}
+	for _, n := range agentconfig.Names() {
+		if src := res.Sources[n]; src != agentconfig.SourceDefault {
+			attrs = append(attrs, n, string(src))
+		}
+	}
+	log.Info("configuration (fields not listed are Calico's defaults)", attrs...)
+}
+
+// endpointAddr is host:port, or "" when the endpoint is off.
+func endpointAddr(enabled bool, host string, port int) string {
+	if !enabled {
+		return ""
+	}
+	return net.JoinHostPort(host, strconv.Itoa(port))
+}
+
+// nftConfig is the nftables driver's configuration from the settings.
+func nftConfig(table string, s agentconfig.Settings, log *slog.Logger) nft.Config {
+	return nft.Config{
+		TableName:          table,
+		InterfacePrefixes:  s.InterfacePrefixes,
+		FailsafeInbound:    failsafe(s.FailsafeInbound, "failsafeInboundHostPorts", log),
+		FailsafeOutbound:   failsafe(s.FailsafeOutbound, "failsafeOutboundHostPorts", log),
+		EndpointToHost:     nft.EndpointToHost(s.DefaultEndpointToHostAction),
+		NATOutgoingAddress: s.NATOutgoingAddress,
+	}
+}
+
+func failsafe(ps []v3.ProtoPort, field string, log *slog.Logger) []nft.ProtoPort {
+	out := []nft.ProtoPort{}
+	for _, p := range ps {
+		proto := map[string]uint8{"tcp": calc.ProtoTCP, "udp": calc.ProtoUDP, "sctp": calc.ProtoSCTP}[p.Protocol]
+		if p.Net != "" {
+			log.Warn("failsafe port with a net: the port is open from and to any address", "field", field, "port", p.Port, "net", p.Net)
+		}
+		out = append(out, nft.ProtoPort{Protocol: proto, Port: p.Port})
+	}
+	return out
+}
+
+// restart runs this program again in this process, with the same
+// arguments and environment, once the agent has stopped: a restart
+// reconciles the kernel in place, so nothing is flushed on the way.
+func restart(log *slog.Logger, why error) error {
+	exe, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("%v; and cannot find this program to restart it: %w", why, err)
+	}
+	log.Warn("restarting", "reason", why, "exe", exe)
+	return syscall.Exec(exe, os.Args, os.Environ())
+}
