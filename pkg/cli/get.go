@@ -12,6 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 	goyaml "go.yaml.in/yaml/v2"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	v3 "github.com/tortie/tortie/pkg/apis/v3"
 	"github.com/tortie/tortie/pkg/client"
@@ -129,11 +130,10 @@ func printResources(ctx context.Context, g *globals, c *client.Client, k *v3.Kin
 		if items == nil {
 			items = []v3.Resource{}
 		}
-		v = map[string]any{
-			"apiVersion": v3.APIVersion,
-			"kind":       k.Kind + "List",
-			"metadata":   map[string]any{"resourceVersion": strconv.FormatInt(rev, 10)},
-			"items":      items,
+		v = &resourceList{
+			TypeMeta: metav1.TypeMeta{Kind: k.Kind + "List", APIVersion: v3.APIVersion},
+			ListMeta: metav1.ListMeta{ResourceVersion: strconv.FormatInt(rev, 10)},
+			Items:    items,
 		}
 	case len(objs) == 1:
 		v = objs[0]
@@ -156,6 +156,16 @@ func printResources(ctx context.Context, g *globals, c *client.Client, k *v3.Kin
 	}
 	_, err = g.out.Write(b)
 	return err
+}
+
+// resourceList is a listing as calicoctl prints it: Calico's <Kind>List
+// types, whose JSON keys come in their field order (kind, apiVersion,
+// metadata, items) and whose Go fields a go-template reaches (.Items,
+// .ListMeta.ResourceVersion).
+type resourceList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []v3.Resource `json:"items"`
 }
 
 // toYAML prints what sigs.k8s.io/yaml.Marshal prints (keys sorted, numbers
