@@ -311,7 +311,7 @@ func TestGetYAMLAndErrors(t *testing.T) {
 		{[]string{"get", "ippool", "-n", "x"}, "IPPool is not namespaced"},
 		{[]string{"get", "np", "a", "-A"}, "all-namespaces"},
 		{[]string{"get", "ippool", "-o", "xml"}, "unrecognized output format"},
-		{[]string{"delete", "ippool", "nope"}, "not found"},
+		{[]string{"delete", "ippool", "nope"}, "resource does not exist: IPPool(nope)"},
 	} {
 		if _, err := e.run("", c.args...); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("tortie %v: %v, want %q", c.args, err, c.want)
@@ -337,7 +337,8 @@ func TestLabelPatchDeleteCommands(t *testing.T) {
 		{[]string{"patch", "ippool", "pool-a", "-p", `{"spec":{"blockSize":99}}`}, "", "spec.blockSize"},
 		{[]string{"delete", "networkpolicy", "web", "-n", "prod"}, "Successfully deleted 1 'NetworkPolicy' resource(s)", ""},
 		{[]string{"delete", "ippool", "pool-a", "pool-b"}, "Successfully deleted 2 'IPPool' resource(s)", ""},
-		{[]string{"delete", "ippool", "pool-a", "--skip-not-exists"}, "Successfully deleted 0 'IPPool' resource(s)", ""},
+		// calicoctl counts what --skip-not-exists skipped as deleted.
+		{[]string{"delete", "ippool", "pool-a", "--skip-not-exists"}, "Successfully deleted 1 'IPPool' resource(s)", ""},
 	}
 	for _, s := range steps {
 		out, err := e.run("", s.args...)

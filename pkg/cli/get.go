@@ -81,7 +81,7 @@ no resources is not.`,
 			for _, n := range names {
 				r, err := c.Get(ctx, k, ns, n)
 				if errors.Is(err, datastore.ErrNotFound) {
-					missing = append(missing, fmt.Sprintf("resource does not exist: %s(%s)", k.Kind, strings.TrimPrefix(ns+"/"+n, "/")))
+					missing = append(missing, resourceDoesNotExist(k.Kind, ns, n))
 					continue
 				}
 				if err != nil {

@@ -7,11 +7,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 
+	"github.com/spf13/cobra"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/yaml"
 
@@ -64,12 +65,49 @@ func (e *DocumentErrors) Error() string {
 	return fmt.Sprintf("%s\n%d of %d document(s) invalid: nothing was written", strings.Join(e.Errs, "\n"), len(e.Errs), e.Total)
 }
 
+// manifestFlags are the flags of every command that reads manifests: -f
+// (repeatable), -R and --skip-empty, as calicoctl has them.
+type manifestFlags struct {
+	files []string
+	// recursive reads a directory's subdirectories too (-R).
+	recursive bool
+	// skipEmpty lets a file, directory or standard input hold no resources
+	// (--skip-empty); otherwise that is an error naming it.
+	skipEmpty bool
+}
+
+func (m *manifestFlags) bind(cmd *cobra.Command) {
+	f := cmd.Flags()
+	f.StringArrayVarP(&m.files, "filename", "f", nil, "manifest file, directory, or - for standard input (repeatable)")
+	f.BoolVarP(&m.recursive, "recursive", "R", false, "read the subdirectories of -f directories too")
+	f.BoolVar(&m.skipEmpty, "skip-empty", false, "do not fail on a file, directory or standard input with no resources")
+}
+
+// read reads every document the flags name.
+func (m *manifestFlags) read(stdin io.Reader) ([]*Document, error) {
+	return readManifestsWith(m.files, stdin, *m)
+}
+
 // readManifests reads every document of every source: a file, a directory
 // (its *.yaml, *.yml and *.json files, sorted) or "-" for standard input.
-// A list (kind List or <Kind>List with items) counts as its items.
+// A list (kind List or <Kind>List with items) counts as its items. A
+// source with no resources is an error.
 func readManifests(sources []string, stdin io.Reader) ([]*Document, error) {
+	return readManifestsWith(sources, stdin, manifestFlags{})
+}
+
+// readManifestsWith is readManifests with -R and --skip-empty: a
+// directory is walked in lexical order, into its subdirectories only with
+// recursive, as calicoctl walks it.
+func readManifestsWith(sources []string, stdin io.Reader, opt manifestFlags) ([]*Document, error) {
 	if len(sources) == 0 {
 		return nil, errors.New("no manifest given: use -f FILE, -f DIR or -f -")
+	}
+	empty := func(what string) error {
+		if opt.skipEmpty {
+			return nil
+		}
+		return fmt.Errorf("no resources in %s (--skip-empty allows that)", what)
 	}
 	var docs []*Document
 	for _, src := range sources {
@@ -77,6 +115,11 @@ func readManifests(sources []string, stdin io.Reader) ([]*Document, error) {
 			ds, err := splitDocuments("<stdin>", stdin)
 			if err != nil {
 				return nil, err
+			}
+			if len(ds) == 0 {
+				if err := empty("standard input"); err != nil {
+					return nil, err
+				}
 			}
 			docs = append(docs, ds...)
 			continue
@@ -87,38 +130,66 @@ func readManifests(sources []string, stdin io.Reader) ([]*Document, error) {
 		}
 		files := []string{src}
 		if fi.IsDir() {
-			files = nil
-			entries, err := os.ReadDir(src)
-			if err != nil {
+			if files, err = manifestFiles(src, opt.recursive); err != nil {
 				return nil, err
-			}
-			for _, e := range entries {
-				switch strings.ToLower(filepath.Ext(e.Name())) {
-				case ".yaml", ".yml", ".json":
-					if !e.IsDir() {
-						files = append(files, filepath.Join(src, e.Name()))
-					}
-				}
-			}
-			sort.Strings(files)
-			if len(files) == 0 {
-				return nil, fmt.Errorf("%s: no *.yaml, *.yml or *.json files", src)
 			}
 		}
+		before := len(docs)
 		for _, f := range files {
-			fh, err := os.Open(f)
+			ds, err := readManifestFile(f)
 			if err != nil {
 				return nil, err
 			}
-			ds, err := splitDocuments(f, fh)
-			fh.Close()
-			if err != nil {
-				return nil, err
+			if len(ds) == 0 {
+				if err := empty("file " + f); err != nil {
+					return nil, err
+				}
 			}
 			docs = append(docs, ds...)
 		}
+		if fi.IsDir() && len(docs) == before {
+			what := "directory " + src + " (no *.yaml, *.yml or *.json files"
+			if !opt.recursive {
+				what += "; -R reads subdirectories"
+			}
+			if err := empty(what + ")"); err != nil {
+				return nil, err
+			}
+		}
 	}
 	return docs, nil
+}
+
+// manifestFiles lists a directory's *.yaml, *.yml and *.json files in
+// lexical order, with its subdirectories' when recursive.
+func manifestFiles(dir string, recursive bool) ([]string, error) {
+	var files []string
+	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() {
+			if path != dir && !recursive {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		switch strings.ToLower(filepath.Ext(path)) {
+		case ".yaml", ".yml", ".json":
+			files = append(files, path)
+		}
+		return nil
+	})
+	return files, err
+}
+
+func readManifestFile(path string) ([]*Document, error) {
+	fh, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer fh.Close()
+	return splitDocuments(path, fh)
 }
 
 func splitDocuments(source string, r io.Reader) ([]*Document, error) {

@@ -22,7 +22,7 @@ var writeHelp = map[client.Op][2]string{
 // newWriteCommand builds create, apply and replace, which differ only in the
 // batch operation.
 func newWriteCommand(g *globals, op client.Op) *cobra.Command {
-	var files []string
+	var mf manifestFlags
 	help := writeHelp[op]
 	cmd := &cobra.Command{
 		Use:   op.String() + " -f FILE|DIR|- [-f ...]",
@@ -30,8 +30,9 @@ func newWriteCommand(g *globals, op client.Op) *cobra.Command {
 		Long: help[0] + `.
 
 A manifest is YAML or JSON with one or more documents (YAML documents are
-separated by "---"); a directory means every *.yaml, *.yml and *.json file in it.
-Every document is decoded, defaulted and validated before anything is written,
+separated by "---"); a directory means every *.yaml, *.yml and *.json file in it
+(and in its subdirectories with -R). A file, directory or standard input with
+no resources is an error unless --skip-empty. Every document is decoded, defaulted and validated before anything is written,
 and all are written in one datastore transaction when they fit in one: a
 manifest with one bad document writes nothing. Errors name the file, the
 document (counted from 1) and the field.
@@ -44,12 +45,13 @@ the namespace's endpoints).`,
 		Example: "  tortie " + op.String() + " -f policy.yaml\n  tortie " + op.String() + " -f manifests/\n  cat pool.yaml | tortie " + op.String() + " -f -",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			docs, err := readManifests(files, g.in)
+			docs, err := mf.read(g.in)
 			if err != nil {
 				return err
 			}
-			if len(docs) == 0 {
-				return errors.New("the manifest has no documents")
+			if len(docs) == 0 { // --skip-empty, and nothing in any source
+				fmt.Fprintln(g.out, "No resources specified")
+				return nil
 			}
 			if err := decodeDocuments(docs, decodeAndValidate); err != nil {
 				return err
@@ -70,7 +72,7 @@ the namespace's endpoints).`,
 			return nil
 		},
 	}
-	cmd.Flags().StringArrayVarP(&files, "filename", "f", nil, "manifest file, directory, or - for standard input (repeatable)")
+	mf.bind(cmd)
 	return cmd
 }
 
@@ -120,7 +122,7 @@ func describeBatchError(docs []*Document, err error) error {
 }
 
 func newValidateCommand(g *globals) *cobra.Command {
-	var files []string
+	var mf manifestFlags
 	cmd := &cobra.Command{
 		Use:   "validate -f FILE|DIR|-",
 		Short: "Check manifests offline: decoding, defaulting and validation, no datastore",
@@ -129,7 +131,7 @@ strictly (unknown fields are errors), defaulted and validated. Exit status is
 non-zero when any document is invalid; every problem is listed.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			docs, err := readManifests(files, g.in)
+			docs, err := mf.read(g.in)
 			if err != nil {
 				return err
 			}
@@ -144,33 +146,43 @@ non-zero when any document is invalid; every problem is listed.`,
 			return nil
 		},
 	}
-	cmd.Flags().StringArrayVarP(&files, "filename", "f", nil, "manifest file, directory, or - for standard input (repeatable)")
+	mf.bind(cmd)
 	return cmd
 }
 
 func newDeleteCommand(g *globals) *cobra.Command {
 	var (
-		files         []string
-		namespace     string
-		skipNotExists bool
+		mf             manifestFlags
+		namespace      string
+		skipNotExists  bool
+		ignoreNotFound bool
 	)
 	cmd := &cobra.Command{
 		Use:   "delete (-f FILE|DIR|- | KIND NAME...)",
 		Short: "Delete resources named in manifests or on the command line",
-		Long: `Delete resources, either every resource a manifest names (all in one
-transaction: if one is missing nothing is deleted, unless --skip-not-exists), or
-KIND NAME... given on the command line. A resourceVersion in a manifest makes
-the delete conditional on it.`,
-		Example: "  tortie delete -f policy.yaml\n  tortie delete ippool pool-1\n  tortie delete networkpolicy web -n prod",
+		Long: `Delete resources: every resource a manifest names, or KIND NAME... given on
+the command line. Those that exist are deleted together, in one transaction;
+as calicoctl and kubectl do, resources that do not exist do not stop the
+others: each is reported ("resource does not exist: KIND(NAME)") and the exit
+status is 1. With --ignore-not-found they are passed over in silence (exit
+status 0); with --skip-not-exists (calicoctl's flag) they count as deleted.
+Any other problem (a resourceVersion that no longer matches, a resource that
+may not be deleted) deletes nothing. A resourceVersion in a manifest makes the
+delete conditional on it.`,
+		Example: "  tortie delete -f policy.yaml\n  tortie delete ippool pool-1\n  tortie delete networkpolicy web -n prod\n  tortie delete -f old/ -R --ignore-not-found",
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var docs []*Document
 			switch {
-			case len(files) > 0 && len(args) > 0:
+			case len(mf.files) > 0 && len(args) > 0:
 				return errors.New("give either -f or KIND NAME, not both")
-			case len(files) > 0:
+			case len(mf.files) > 0:
 				var err error
-				if docs, err = readManifests(files, g.in); err != nil {
+				if docs, err = mf.read(g.in); err != nil {
 					return err
+				}
+				if len(docs) == 0 { // --skip-empty, and nothing in any source
+					fmt.Fprintln(g.out, "No resources specified")
+					return nil
 				}
 				if err := decodeDocuments(docs, decodeOnly); err != nil {
 					return err
@@ -185,7 +197,7 @@ the delete conditional on it.`,
 					obj := k.NewObject()
 					obj.SetName(name)
 					obj.SetNamespace(ns)
-					docs = append(docs, &Document{Source: "command line", Index: i + 1, Obj: obj})
+					docs = append(docs, &Document{Source: commandLine, Index: i + 1, Obj: obj})
 				}
 			default:
 				return errors.New("give -f FILE or KIND NAME")
@@ -199,42 +211,106 @@ the delete conditional on it.`,
 			for i, d := range docs {
 				all[i] = d.Obj
 			}
+			deleted, missing, err := deleteExisting(ctx, c, docs)
+			if err != nil {
+				return err
+			}
+			n := len(deleted)
 			if skipNotExists {
-				if docs, err = existingOnly(ctx, c, docs); err != nil {
-					return err
-				}
+				n += len(missing) // calicoctl counts what it skipped as deleted
 			}
-			objs := make([]v3.Resource, len(docs))
-			for i, d := range docs {
-				objs[i] = d.Obj
+			if n > 0 || len(missing) == 0 {
+				fmt.Fprintln(g.out, successMessage("deleted", n, all))
 			}
-			if _, err := c.Batch(ctx, client.OpDelete, objs); err != nil {
-				return describeBatchError(docs, err)
+			if len(missing) == 0 || skipNotExists || ignoreNotFound {
+				return nil
 			}
-			fmt.Fprintln(g.out, successMessage("deleted", len(objs), all))
-			return nil
+			msgs := make([]string, len(missing))
+			for i, d := range missing {
+				msgs[i] = d.notFound()
+			}
+			return errors.New(strings.Join(msgs, "\n"))
 		},
 	}
-	cmd.Flags().StringArrayVarP(&files, "filename", "f", nil, "manifest file, directory, or - for standard input (repeatable)")
+	mf.bind(cmd)
 	cmd.Flags().StringVarP(&namespace, "namespace", "n", "", "namespace of a namespaced kind (default \"default\")")
-	cmd.Flags().BoolVar(&skipNotExists, "skip-not-exists", false, "do not fail on resources that do not exist")
+	cmd.Flags().BoolVarP(&skipNotExists, "skip-not-exists", "s", false, "count resources that do not exist as deleted (calicoctl)")
+	cmd.Flags().BoolVar(&ignoreNotFound, "ignore-not-found", false, "pass over resources that do not exist in silence, exit status 0 (kubectl)")
+	cmd.MarkFlagsMutuallyExclusive("skip-not-exists", "ignore-not-found")
 	return cmd
 }
 
-// existingOnly drops the documents naming resources that do not exist.
-func existingOnly(ctx context.Context, c *client.Client, docs []*Document) ([]*Document, error) {
-	var out []*Document
-	for _, d := range docs {
-		_, err := c.Get(ctx, v3.KindOf(d.Obj), d.Obj.GetNamespace(), d.Obj.GetName())
-		switch {
-		case errors.Is(err, datastore.ErrNotFound):
-		case err != nil:
-			return nil, fmt.Errorf("%s: %w", d.Describe(), err)
-		default:
-			out = append(out, d)
+// commandLine is the Source of documents made from KIND NAME arguments.
+const commandLine = "command line"
+
+// deleteAttempts bounds the rounds of deleteExisting: each round that
+// fails only for resources someone else deleted meanwhile drops them and
+// tries again.
+const deleteAttempts = 5
+
+// deleteExisting deletes, in one batch, the resources the documents name
+// that exist, and returns those documents and the ones naming resources
+// that do not. Any error but a missing resource fails the whole batch and
+// deletes nothing.
+func deleteExisting(ctx context.Context, c *client.Client, docs []*Document) (deleted, missing []*Document, err error) {
+	pending := docs
+	for attempt := 0; len(pending) > 0; attempt++ {
+		objs := make([]v3.Resource, len(pending))
+		for i, d := range pending {
+			objs[i] = d.Obj
 		}
+		_, err := c.Batch(ctx, client.OpDelete, objs)
+		if err == nil {
+			return pending, missing, nil
+		}
+		gone, ok := onlyNotFound(err)
+		if !ok || attempt+1 == deleteAttempts {
+			return nil, nil, describeBatchError(pending, err)
+		}
+		var rest []*Document
+		for i, d := range pending {
+			if gone[i] {
+				missing = append(missing, d)
+			} else {
+				rest = append(rest, d)
+			}
+		}
+		pending = rest
 	}
-	return out, nil
+	return nil, missing, nil
+}
+
+// onlyNotFound returns the documents a batch error blames, when every
+// one of its errors is a missing resource.
+func onlyNotFound(err error) (map[int]bool, bool) {
+	var derrs client.DocErrors
+	if !errors.As(err, &derrs) || len(derrs) == 0 {
+		return nil, false
+	}
+	gone := map[int]bool{}
+	for _, de := range derrs {
+		if !errors.Is(de.Err, datastore.ErrNotFound) {
+			return nil, false
+		}
+		gone[de.Index] = true
+	}
+	return gone, true
+}
+
+// notFound is calicoctl's message for a resource that does not exist,
+// with the file and document it came from.
+func (d *Document) notFound() string {
+	msg := resourceDoesNotExist(v3.KindOf(d.Obj).Kind, d.Obj.GetNamespace(), d.Obj.GetName())
+	if d.Source != commandLine {
+		msg = fmt.Sprintf("%s document %d: %s", d.Source, d.Index, msg)
+	}
+	return msg
+}
+
+// resourceDoesNotExist is calicoctl's message: "resource does not exist:
+// NetworkPolicy(prod/web)".
+func resourceDoesNotExist(kind, ns, name string) string {
+	return fmt.Sprintf("resource does not exist: %s(%s)", kind, strings.TrimPrefix(ns+"/"+name, "/"))
 }
 
 // namespaceFor is calicoctl's rule: a namespaced kind is in the namespace
