@@ -89,15 +89,13 @@ const DefaultMaxTxnOps = 128
 
 // Batch defaults and validates every document, then writes them all in one
 // transaction, or in as few as the server allows. Nothing is written unless
-// every document is valid; a failure while writing names the documents
-// already written.
+// every document is valid, both on its own and against what is stored
+// (Calico's datastore rules: see rules.go), and the write is conditional on
+// what those rules read; when another writer changed it first, the batch is
+// read, checked and written again. A failure while writing names the
+// documents already written.
 func (c *Client) Batch(ctx context.Context, op Op, rs []v3.Resource) (*Result, error) {
-	type item struct {
-		k   *v3.KindInfo
-		key string
-		rv  int64
-	}
-	items := make([]item, len(rs))
+	items := make([]batchItem, len(rs))
 	var derrs DocErrors
 	seen := map[string]int{}
 	for i, r := range rs {
@@ -127,7 +125,7 @@ func (c *Client) Batch(ctx context.Context, op Op, rs []v3.Resource) (*Result, e
 			continue
 		}
 		seen[key] = i
-		items[i] = item{k, key, rv}
+		items[i] = batchItem{k, key, rv}
 	}
 	if len(derrs) > 0 {
 		return nil, derrs
@@ -135,7 +133,31 @@ func (c *Client) Batch(ctx context.Context, op Op, rs []v3.Resource) (*Result, e
 	if len(rs) == 0 {
 		return &Result{}, nil
 	}
+	for attempt := 0; ; attempt++ {
+		res, err := c.batchAttempt(ctx, op, rs, items)
+		if errors.Is(err, errSnapshotChanged) && attempt < conflictRetries {
+			continue
+		}
+		if errors.Is(err, errSnapshotChanged) {
+			return nil, fmt.Errorf("what this batch was checked against kept changing (%d attempts); try again: %w", attempt+1, datastore.ErrConflict)
+		}
+		return res, err
+	}
+}
 
+type batchItem struct {
+	k   *v3.KindInfo
+	key string
+	rv  int64
+}
+
+// errSnapshotChanged: the datastore rules' snapshot changed before the
+// write, which therefore did not happen.
+var errSnapshotChanged = errors.New("datastore rules' snapshot changed")
+
+// batchAttempt reads what the documents replace, checks the datastore
+// rules against a snapshot, and writes conditionally on both.
+func (c *Client) batchAttempt(ctx context.Context, op Op, rs []v3.Resource, items []batchItem) (*Result, error) {
 	var existing map[string]*datastore.KV
 	if op != OpCreate {
 		keys := make([]string, len(items))
@@ -148,8 +170,11 @@ func (c *Client) Batch(ctx context.Context, op Op, rs []v3.Resource) (*Result, e
 		}
 	}
 
+	var derrs DocErrors
 	ops := make([]datastore.Op, len(rs))
 	out := make([]v3.Resource, len(rs))
+	changes := make([]*change, 0, len(rs))
+	sn := newSnapshot(c.be)
 	now := c.now()
 	for i, r := range rs {
 		it := items[i]
@@ -166,18 +191,12 @@ func (c *Client) Batch(ctx context.Context, op Op, rs []v3.Resource) (*Result, e
 			casRev = cur.Revision
 		}
 		switch {
+		case op == OpDelete && cur == nil:
+			derrs = append(derrs, &DocError{i, resourceError(it.k, r.GetNamespace(), r.GetName(), datastore.ErrNotFound)})
+			continue
 		case op == OpDelete:
-			if cur == nil {
-				derrs = append(derrs, &DocError{i, resourceError(it.k, r.GetNamespace(), r.GetName(), datastore.ErrNotFound)})
-				continue
-			}
-			if err := c.checkDeletable(ctx, it.k, r.GetName()); err != nil {
-				derrs = append(derrs, &DocError{i, err})
-				continue
-			}
 			ops[i] = datastore.Op{Type: datastore.OpDelete, Key: it.key, Rev: casRev}
 			out[i] = curObj
-			continue
 		case op == OpReplace && cur == nil:
 			derrs = append(derrs, &DocError{i, resourceError(it.k, r.GetNamespace(), r.GetName(), datastore.ErrNotFound)})
 			continue
@@ -187,6 +206,15 @@ func (c *Client) Batch(ctx context.Context, op Op, rs []v3.Resource) (*Result, e
 		default:
 			stamp(r, curObj, now)
 			ops[i] = datastore.Op{Type: datastore.OpUpdate, Key: it.key, Rev: casRev}
+		}
+		ch := &change{index: i, op: op, k: it.k, r: r, cur: curObj, key: it.key}
+		if err := checkRules(ctx, sn, ch, changes); err != nil {
+			derrs = append(derrs, &DocError{i, err})
+			continue
+		}
+		changes = append(changes, ch)
+		if op == OpDelete {
+			continue
 		}
 		_, val, err := encode(r)
 		if err != nil {
@@ -204,12 +232,16 @@ func (c *Client) Batch(ctx context.Context, op Op, rs []v3.Resource) (*Result, e
 		}
 	}
 
+	// Every transaction carries the snapshot's conditions, so each chunk
+	// of a batch too large for one is checked against it.
+	conds := sn.conditions()
 	res := &Result{Objects: out}
 	var written []int
 	chunk := len(ops)
 	for start := 0; start < len(ops); {
 		end := min(start+chunk, len(ops))
-		kvs, err := c.be.Txn(ctx, ops[start:end])
+		txn := append(append(make([]datastore.Op, 0, end-start+len(conds)), ops[start:end]...), conds...)
+		kvs, err := c.be.Txn(ctx, txn)
 		if errors.Is(err, datastore.ErrTooManyOps) && chunk > 1 {
 			chunk = min(chunk/2, DefaultMaxTxnOps)
 			continue
@@ -218,18 +250,25 @@ func (c *Client) Batch(ctx context.Context, op Op, rs []v3.Resource) (*Result, e
 			failed, cause := start, err
 			var te *datastore.TxnError
 			if errors.As(err, &te) {
-				failed = start + te.Index
-				it := items[failed]
-				cause = resourceError(it.k, rs[failed].GetNamespace(), rs[failed].GetName(), te.Err)
+				if te.Index >= end-start {
+					if len(written) == 0 {
+						return nil, errSnapshotChanged
+					}
+					cause = fmt.Errorf("what this batch was checked against changed (%s) before the rest could be written: %w", te.Key, te.Err)
+				} else {
+					failed = start + te.Index
+					it := items[failed]
+					cause = resourceError(it.k, rs[failed].GetNamespace(), rs[failed].GetName(), te.Err)
+				}
 			}
 			return nil, &BatchError{Written: written, Failed: failed, Err: cause}
 		}
 		res.Txns++
-		for j, kv := range kvs {
+		for j := range end - start {
 			i := start + j
 			written = append(written, i)
-			if op != OpDelete && kv != nil {
-				out[i].SetResourceVersion(strconv.FormatInt(kv.Revision, 10))
+			if op != OpDelete && kvs[j] != nil {
+				out[i].SetResourceVersion(strconv.FormatInt(kvs[j].Revision, 10))
 			}
 		}
 		start = end

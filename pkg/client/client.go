@@ -91,19 +91,21 @@ func (c *Client) Apply(ctx context.Context, r v3.Resource) (v3.Resource, error) 
 }
 
 // Delete removes a resource; with rev non-zero only if it is still at that
-// revision. It returns what was deleted.
+// revision. It returns what was deleted. It goes through Batch, so the
+// datastore rules hold (a tier must be empty, the built-in tiers stay).
 func (c *Client) Delete(ctx context.Context, k *v3.KindInfo, ns, name string, rev int64) (v3.Resource, error) {
 	if err := checkNamespace(k, ns); err != nil {
 		return nil, err
 	}
-	if err := c.checkDeletable(ctx, k, name); err != nil {
-		return nil, err
+	r := k.NewObject()
+	r.SetName(name)
+	if k.Namespaced {
+		r.SetNamespace(ns)
 	}
-	kv, err := c.be.Delete(ctx, Key(k, ns, name), rev)
-	if err != nil {
-		return nil, resourceError(k, ns, name, err)
+	if rev != 0 {
+		r.SetResourceVersion(strconv.FormatInt(rev, 10))
 	}
-	return decode(k, kv)
+	return c.single(ctx, OpDelete, r)
 }
 
 func (c *Client) single(ctx context.Context, op Op, r v3.Resource) (v3.Resource, error) {
@@ -167,37 +169,6 @@ func (c *Client) EnsureInitialized(ctx context.Context) error {
 		}
 	}
 	c.initialized.Store(true)
-	return nil
-}
-
-// checkDeletable refuses to delete a built-in tier (Calico's agents expect
-// them) or a tier that still holds
-// policies (they would be orphaned and never enforced).
-func (c *Client) checkDeletable(ctx context.Context, k *v3.KindInfo, name string) error {
-	if k.Kind != v3.KindTier {
-		return nil
-	}
-	if _, builtin := v3.LookupBuiltinTier(name); builtin {
-		return fmt.Errorf("tier %q is built in and cannot be deleted", name)
-	}
-	for _, pk := range v3.Kinds() {
-		if !isPolicyKind(pk) {
-			continue
-		}
-		kvs, _, err := c.be.List(ctx, KindPrefix(pk, ""))
-		if err != nil {
-			return err
-		}
-		for _, kv := range kvs {
-			r, err := decode(pk, kv)
-			if err != nil {
-				return err
-			}
-			if r.(v3.Tiered).PolicyTier() == name {
-				return fmt.Errorf("tier %q still contains %s %s: delete its policies first", name, pk.Kind, nsName(r.GetNamespace(), r.GetName()))
-			}
-		}
-	}
 	return nil
 }
 

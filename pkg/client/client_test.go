@@ -380,7 +380,7 @@ func TestTierDeletion(t *testing.T) {
 		t.Fatal(err)
 	}
 	k := v3.KindOf(tier)
-	if _, err := c.Delete(ctx, k, "", "default", 0); err == nil || !strings.Contains(err.Error(), "built in") {
+	if _, err := c.Delete(ctx, k, "", "default", 0); err == nil || !strings.Contains(err.Error(), "Cannot delete default tier") {
 		t.Errorf("deleting the default tier: %v", err)
 	}
 	if _, err := c.Delete(ctx, k, "", "sec", 0); err == nil || !strings.Contains(err.Error(), "sec.p") {

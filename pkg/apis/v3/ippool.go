@@ -194,6 +194,12 @@ func (r *IPPool) validate() ErrorList {
 	if lb && len(seen) > 1 {
 		errs = append(errs, spec.Child("allowedUses").Errorf("LoadBalancer cannot be combined with other uses"))
 	}
+	// Tunnel addresses belong to nodes, not to anything in a namespace, so
+	// Calico refuses a namespaceSelector on a pool that may hand them out
+	// (which, with the default allowedUses, is every pool that names none).
+	if s.NamespaceSelector != "" && seen[AllowedUseTunnel] {
+		errs = append(errs, spec.Child("namespaceSelector").Errorf("IP pool with allowedUses Tunnel cannot have a namespaceSelector; set allowedUses to [Workload]"))
+	}
 	if s.AssignmentMode != nil {
 		if *s.AssignmentMode == "" {
 			errs = append(errs, spec.Child("assignmentMode").Errorf("must be Automatic or Manual"))

@@ -31,6 +31,10 @@ func TestIPPoolValidation(t *testing.T) {
 		{"allowed use", pool("cidr: 10.0.0.0/16\nallowedUses: [Workload, Storage]"), "spec.allowedUses[1]", `"Storage" is not one of Workload, Tunnel, LoadBalancer`},
 		{"allowed use twice", pool("cidr: 10.0.0.0/16\nallowedUses: [Workload, Workload]"), "spec.allowedUses[1]", "listed twice"},
 		{"loadbalancer mixed", pool("cidr: 10.0.0.0/16\nallowedUses: [LoadBalancer, Workload]"), "spec.allowedUses", "LoadBalancer cannot be combined"},
+		// Calico refuses a namespaceSelector on a pool that may hand out
+		// tunnel addresses, which a pool with the default allowedUses does.
+		{"namespace selector, default uses", pool("cidr: 10.0.0.0/16\nnamespaceSelector: team == 'a'"), "spec.namespaceSelector", "allowedUses Tunnel cannot have a namespaceSelector"},
+		{"namespace selector, tunnel", pool("cidr: 10.0.0.0/16\nnamespaceSelector: team == 'a'\nallowedUses: [Tunnel]"), "spec.namespaceSelector", "allowedUses Tunnel cannot have a namespaceSelector"},
 		{"assignment mode", pool("cidr: 10.0.0.0/16\nassignmentMode: Lazy"), "spec.assignmentMode", "not one of Automatic, Manual"},
 		{"v1 ipip", pool("cidr: 10.0.0.0/16\nipip:\n  enabled: true"), "spec.ipip", "use ipipMode"},
 		{"v1 nat-outgoing", pool("cidr: 10.0.0.0/16\nnat-outgoing: true"), "spec.nat-outgoing", "use natOutgoing"},
@@ -46,7 +50,7 @@ disableBGPExport: true
 blockSize: 24
 nodeSelector: all()
 namespaceSelector: team == 'a'
-allowedUses: [Workload, Tunnel]
+allowedUses: [Workload]
 assignmentMode: Manual`),
 		"v6":                  pool("cidr: fd00:10::/48\nvxlanMode: Always"),
 		"disabled small pool": pool("cidr: 10.0.0.0/28\ndisabled: true"),
