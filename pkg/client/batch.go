@@ -104,6 +104,10 @@ func (c *Client) Batch(ctx context.Context, op Op, rs []v3.Resource) (*Result, e
 			derrs = append(derrs, &DocError{i, fmt.Errorf("unknown kind %q", r.GetObjectKind().GroupVersionKind().Kind)})
 			continue
 		}
+		if err := defaultAllowWrite(op, k, r.GetName()); err != nil {
+			derrs = append(derrs, &DocError{i, err})
+			continue
+		}
 		if op != OpDelete {
 			v3.SetDefaults(r)
 			if err := v3.Validate(r); err != nil {

@@ -38,10 +38,14 @@ func (c *Client) now() metav1.Time {
 }
 
 // Get reads one resource. A missing one is an error wrapping
-// datastore.ErrNotFound and naming the kind and name.
+// datastore.ErrNotFound and naming the kind and name. The built-in profile
+// projectcalico-default-allow is there without being stored, as in Calico.
 func (c *Client) Get(ctx context.Context, k *v3.KindInfo, ns, name string) (v3.Resource, error) {
 	if err := checkNamespace(k, ns); err != nil {
 		return nil, err
+	}
+	if isDefaultAllow(k, name) {
+		return DefaultAllowProfile(), nil
 	}
 	kv, err := c.be.Get(ctx, Key(k, ns, name))
 	if err != nil {
@@ -51,17 +55,24 @@ func (c *Client) Get(ctx context.Context, k *v3.KindInfo, ns, name string) (v3.R
 }
 
 // List reads every resource of a kind, of one namespace when ns is set,
-// sorted by namespace then name.
+// sorted by namespace then name. Profiles include the built-in
+// projectcalico-default-allow.
 func (c *Client) List(ctx context.Context, k *v3.KindInfo, ns string) ([]v3.Resource, int64, error) {
 	kvs, rev, err := c.be.List(ctx, KindPrefix(k, ns))
 	if err != nil {
 		return nil, 0, fmt.Errorf("listing %s: %w", k.Plural, err)
 	}
-	out := make([]v3.Resource, 0, len(kvs))
+	out := make([]v3.Resource, 0, len(kvs)+1)
+	if k.Kind == v3.KindProfile {
+		out = append(out, DefaultAllowProfile())
+	}
 	for _, kv := range kvs {
 		r, err := decode(k, kv)
 		if err != nil {
 			return nil, 0, err
+		}
+		if isDefaultAllow(k, r.GetName()) {
+			continue // the built-in one wins, as in Calico
 		}
 		out = append(out, r)
 	}
@@ -92,7 +103,8 @@ func (c *Client) Apply(ctx context.Context, r v3.Resource) (v3.Resource, error) 
 
 // Delete removes a resource; with rev non-zero only if it is still at that
 // revision. It returns what was deleted. It goes through Batch, so the
-// datastore rules hold (a tier must be empty, the built-in tiers stay).
+// datastore rules hold (a tier must be empty, the built-in tiers and profile
+// stay).
 func (c *Client) Delete(ctx context.Context, k *v3.KindInfo, ns, name string, rev int64) (v3.Resource, error) {
 	if err := checkNamespace(k, ns); err != nil {
 		return nil, err

@@ -92,6 +92,13 @@ func TestDatastoreRules(t *testing.T) {
 			do: del(v3.KindTier, "sec"), calico: "operation delete is not supported on sec: Cannot delete a non-empty tier"},
 		{name: "delete tier after its policy in one file", stored: []string{tierSec, policySec},
 			do: batch(OpDelete, policySec, tierSec)},
+		// clientv3 profile.go: the built-in profile cannot be created, updated or deleted.
+		{name: "create default-allow profile",
+			do: batch(OpCreate, `{"apiVersion":"projectcalico.org/v3","kind":"Profile","metadata":{"name":"projectcalico-default-allow"}}`), calico: "resource already exists: projectcalico-default-allow"},
+		{name: "apply default-allow profile",
+			do: batch(OpApply, `{"apiVersion":"projectcalico.org/v3","kind":"Profile","metadata":{"name":"projectcalico-default-allow"}}`), calico: `operation Update is not supported on projectcalico-default-allow: The profile "projectcalico-default-allow" is a default provided by Calico and cannot be updated`},
+		{name: "delete default-allow profile",
+			do: del(v3.KindProfile, DefaultAllowProfileName), calico: `The profile "projectcalico-default-allow" is a default provided by Calico and cannot be deleted`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -211,6 +218,38 @@ func TestConcurrentOverlappingPools(t *testing.T) {
 	list, _, _ := New(be).List(ctx, k, "")
 	if len(list) != 10 {
 		t.Errorf("%d pools stored, want 10", len(list))
+	}
+}
+
+// TestDefaultAllowProfile: Calico's clients show projectcalico-default-allow
+// (allow everything both ways) without it being stored.
+func TestDefaultAllowProfile(t *testing.T) {
+	c, be := newTestClient(t)
+	ctx := ctxT(t)
+	k, _ := v3.KindByKind(v3.KindProfile)
+	r, err := c.Get(ctx, k, "", DefaultAllowProfileName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := r.(*v3.Profile)
+	if len(p.Spec.Ingress) != 1 || p.Spec.Ingress[0].Action != v3.Allow || len(p.Spec.Egress) != 1 || p.Spec.Egress[0].Action != v3.Allow {
+		t.Errorf("built-in profile %+v", p.Spec)
+	}
+	if _, err := c.Create(ctx, mustDecode(t, `{"apiVersion":"projectcalico.org/v3","kind":"Profile","metadata":{"name":"mine"}}`)); err != nil {
+		t.Fatal(err)
+	}
+	list, _, err := c.List(ctx, k, "")
+	if err != nil || len(list) != 2 || list[0].GetName() != "mine" || list[1].GetName() != DefaultAllowProfileName {
+		t.Errorf("profiles listed: %v, %v", list, err)
+	}
+	if kvs, _, _ := be.List(ctx, KindPrefix(k, "")); len(kvs) != 1 {
+		t.Errorf("%d profiles stored, want only mine", len(kvs))
+	}
+	if _, err := c.Create(ctx, mustDecode(t, `{"apiVersion":"projectcalico.org/v3","kind":"Profile","metadata":{"name":"projectcalico-default-allow"}}`)); !errors.Is(err, datastore.ErrAlreadyExists) {
+		t.Errorf("create: %v, want already exists", err)
+	}
+	if _, err := c.Delete(ctx, k, "", DefaultAllowProfileName, 0); !errors.Is(err, ErrNotSupported) {
+		t.Errorf("delete: %v, want not supported", err)
 	}
 }
 
