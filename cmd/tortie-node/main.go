@@ -104,10 +104,23 @@ routes: blackholes for its own blocks, routes to local workloads, BGP (the
 node-to-node mesh, BGPPeers, route reflectors) and VXLAN for pools that ask
 for it.
 
+Configuration: as Felix, each setting comes from the flag when given, else
+the environment variable FELIX_<FIELD> (the FelixConfiguration field name
+upper-cased, e.g. FELIX_LOGSEVERITYSCREEN=debug), else FelixConfiguration
+node.<node-name>, else FelixConfiguration default, else Calico's default.
+Honoured: logSeverityScreen (changed live), failsafeInboundHostPorts,
+failsafeOutboundHostPorts, defaultEndpointToHostAction, interfacePrefix,
+ipv6Support, natOutgoingAddress, healthEnabled/Host/Port,
+prometheusMetricsEnabled/Host/Port, routeRefreshInterval, vxlanEnabled,
+vxlanPort, vxlanVNI, vxlanMTU, mtuIfacePattern; bpfEnabled is refused (the
+agent stays not ready). A change of any but the log level restarts the agent
+in place, as Felix restarts. See docs/agent-config.md.
+
 Health: GET /liveness (the agent's loop is turning) and /readiness (in sync
-with the datastore and the last apply succeeded) on --health-addr; the BGP
+with the datastore and every component's last apply succeeded; otherwise it
+names each one and why) on --health-addr (localhost:9099 unless configured); the BGP
 status "tortie node status" shows is at /status/routing there. Prometheus metrics
-(tortie_*) on --metrics-addr /metrics.`,
+(tortie_*) on --metrics-addr /metrics, off unless asked for.`,
 		Args:          cobra.NoArgs,
 		SilenceUsage:  true,
 		SilenceErrors: true,
@@ -124,13 +137,13 @@ status "tortie node status" shows is at /status/routing there. Prometheus metric
 	o.ds.Bind(f.StringVar)
 	f.StringVar(&o.table, "nft-table", "tortie", "the nftables table (family inet) the agent owns")
 	f.BoolVar(&o.nftOnly, "nft-only", false, "write every change by running nft; by default incremental changes go straight over netlink (nft still writes full syncs)")
-	f.StringVar(&o.ifacePrefixes, "interface-prefix", "cali", "comma-separated prefixes of workload interfaces; unknown ones are dropped (default: FelixConfiguration interfacePrefix, else cali)")
+	f.StringVar(&o.ifacePrefixes, "interface-prefix", "", "comma-separated prefixes of workload interfaces; unknown ones are dropped (not given: FelixConfiguration interfacePrefix, else cali)")
 	f.DurationVar(&o.resyncInterval, "resync-interval", 90*time.Second, "how often to compare the whole table with the kernel and repair drift (0: never)")
 	f.DurationVar(&o.minApplyInterval, "min-apply-interval", 20*time.Millisecond, "least time between two kernel updates; changes arriving meanwhile are applied together")
-	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error (default: FelixConfiguration logSeverityScreen, else info)")
+	f.StringVar(&o.logLevel, "log-level", "", "debug, info, warn or error (not given: FelixConfiguration logSeverityScreen, else info)")
 	f.StringVar(&o.logFormat, "log-format", "text", "text (key=value) or json")
-	f.StringVar(&o.healthAddr, "health-addr", "localhost:9099", "where to serve /liveness, /readiness and /status (empty: nowhere; default: FelixConfiguration healthEnabled/healthHost/healthPort)")
-	f.StringVar(&o.metricsAddr, "metrics-addr", "", "where to serve Prometheus /metrics, e.g. :9091 (default: nowhere unless FelixConfiguration prometheusMetricsEnabled)")
+	f.StringVar(&o.healthAddr, "health-addr", "", `where to serve /liveness, /readiness and /status, e.g. :9099 ("": nowhere; not given: FelixConfiguration healthEnabled/healthHost/healthPort, else localhost:9099)`)
+	f.StringVar(&o.metricsAddr, "metrics-addr", "", `where to serve Prometheus /metrics, e.g. :9091 ("": nowhere; not given: FelixConfiguration prometheusMetricsEnabled/Host/Port, else nowhere)`)
 	f.StringVar(&o.ip, "ip", envOr("IP", startup.AddrAutodetect), "the node's IPv4 address: autodetect, none, or an address[/len] (env IP)")
 	f.StringVar(&o.ipMethod, "ip-autodetection-method", envOr("IP_AUTODETECTION_METHOD", ""), "how to find the IPv4 address: first-found, interface=REGEX, skip-interface=REGEX, can-reach=DEST, cidr=CIDR[,CIDR] (env IP_AUTODETECTION_METHOD)")
 	f.StringVar(&o.ip6, "ip6", envOr("IP6", startup.AddrNone), "the node's IPv6 address: autodetect, none, or an address[/len] (env IP6)")
@@ -147,7 +160,11 @@ status "tortie node status" shows is at /status/routing there. Prometheus metric
 }
 
 func newLogger(o *options, level *slog.LevelVar, w io.Writer) (*slog.Logger, error) {
-	if err := level.UnmarshalText([]byte(o.logLevel)); err != nil {
+	text := o.logLevel
+	if text == "" {
+		text = "info" // until the configuration says otherwise
+	}
+	if err := level.UnmarshalText([]byte(text)); err != nil {
 		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", o.logLevel)
 	}
 	ho := &slog.HandlerOptions{Level: level}
