@@ -14,7 +14,7 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 
 	"github.com/tortie/tortie/pkg/datastore"
-	"github.com/tortie/tortie/pkg/startup"
+	"github.com/tortie/tortie/pkg/nodename"
 )
 
 const (
@@ -26,7 +26,7 @@ const (
 	// NodenameFile is where the node agent writes the name it registered
 	// the node under; the plugin reads it when the config names no node, so
 	// both agree even when the host name differs from the node name.
-	NodenameFile = startup.DefaultNodenameFile
+	NodenameFile = nodename.DefaultFile
 	// DefaultConfigFile is the CLI's datastore config (calicoctl.cfg
 	// format), the last place the plugin looks for the datastore.
 	DefaultConfigFile = datastore.DefaultConfigFile
