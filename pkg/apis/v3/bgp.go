@@ -41,6 +41,14 @@ type BGPConfigurationSpec struct {
 	LocalWorkloadPeeringIPV4       string                          `json:"localWorkloadPeeringIPV4,omitempty"`
 	LocalWorkloadPeeringIPV6       string                          `json:"localWorkloadPeeringIPV6,omitempty"`
 	ServiceLoadBalancerAggregation *ServiceLoadBalancerAggregation `json:"serviceLoadBalancerAggregation,omitempty"`
+	// ProgramClusterRoutes says which cluster routes BIRD programs (the
+	// rest are Felix's: FelixConfiguration.programClusterRoutes).
+	ProgramClusterRoutes *string `json:"programClusterRoutes,omitempty"`
+	// IPv4/6NormalRoutePriority are the metrics Felix gives workload routes
+	// (they must match FelixConfiguration's); BIRD tells elevated routes of
+	// a live migration by them.
+	IPv4NormalRoutePriority *int `json:"ipv4NormalRoutePriority,omitempty"`
+	IPv6NormalRoutePriority *int `json:"ipv6NormalRoutePriority,omitempty"`
 }
 
 // ServiceLoadBalancerIPBlock is one LoadBalancer IP range to advertise.
@@ -211,6 +219,17 @@ func (r *BGPConfiguration) validate() ErrorList {
 	if s.ServiceLoadBalancerAggregation != nil {
 		errs = append(errs, validateEnum(spec.Child("serviceLoadBalancerAggregation"), string(*s.ServiceLoadBalancerAggregation),
 			string(ServiceLoadBalancerAggregationEnabled), string(ServiceLoadBalancerAggregationDisabled))...)
+	}
+	if s.ProgramClusterRoutes != nil {
+		errs = append(errs, validateEnum(spec.Child("programClusterRoutes"), *s.ProgramClusterRoutes, programClusterRoutesValues...)...)
+	}
+	for _, f := range []struct {
+		field string
+		v     *int
+	}{{"ipv4NormalRoutePriority", s.IPv4NormalRoutePriority}, {"ipv6NormalRoutePriority", s.IPv6NormalRoutePriority}} {
+		if f.v != nil && (*f.v < 1 || *f.v > 2147483646) {
+			errs = append(errs, spec.Child(f.field).Errorf("%d is out of range: must be a route metric, 1-2147483646", *f.v))
+		}
 	}
 	return errs
 }

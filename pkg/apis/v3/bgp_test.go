@@ -32,6 +32,8 @@ func TestBGPConfigurationValidation(t *testing.T) {
 		{"peering ipv4", cfg("default", "localWorkloadPeeringIPV4: fd00::1"), "spec.localWorkloadPeeringIPV4", "not an IPv4 address"},
 		{"aggregation", cfg("default", "serviceLoadBalancerAggregation: Sometimes"), "spec.serviceLoadBalancerAggregation", "not one of Enabled, Disabled"},
 		{"ignored interface", cfg("default", "ignoredInterfaces: [\"a very long interface name\"]"), "spec.ignoredInterfaces[0]", "not a valid interface name"},
+		{"cluster routes", cfg("default", "programClusterRoutes: BIRD"), "spec.programClusterRoutes", "not one of Disabled, Enabled, EnabledIPIPOnly, EnabledNoEncapOnly"},
+		{"route priority", cfg("default", "ipv6NormalRoutePriority: 0"), "spec.ipv6NormalRoutePriority", "out of range"},
 	})
 	runInfraGood(t, map[string]string{
 		"node config": cfg("node.h1", "logSeverityScreen: Debug\nlistenPort: 1790\ncommunities: [{name: c, value: \"1:2\"}]\nprefixAdvertisements: [{cidr: 10.0.0.0/8, communities: [c]}]"),
@@ -50,7 +52,10 @@ bindMode: NodeIP
 ignoredInterfaces: ["docker*", eth1]
 localWorkloadPeeringIPV4: 169.254.0.179
 localWorkloadPeeringIPV6: "fe80::179"
-serviceLoadBalancerAggregation: Disabled`),
+serviceLoadBalancerAggregation: Disabled
+programClusterRoutes: EnabledNoEncapOnly
+ipv4NormalRoutePriority: 1024
+ipv6NormalRoutePriority: 1024`),
 	})
 }
 

@@ -152,6 +152,7 @@ type FelixConfigurationSpec struct {
 	BPFKubeProxyIptablesCleanupEnabled *bool                    `json:"bpfKubeProxyIptablesCleanupEnabled,omitempty"`
 	BPFKubeProxyMinSyncPeriod          *metav1.Duration         `json:"bpfKubeProxyMinSyncPeriod,omitempty"`
 	BPFKubeProxyEndpointSlicesEnabled  *bool                    `json:"bpfKubeProxyEndpointSlicesEnabled,omitempty"`
+	BPFKubeProxyHealthzPort            *int                     `json:"bpfKubeProxyHealthzPort,omitempty"`
 	BPFPSNATPorts                      *numorstring.Port        `json:"bpfPSNATPorts,omitempty"`
 	BPFMapSizeNATFrontend              *int                     `json:"bpfMapSizeNATFrontend,omitempty"`
 	BPFMapSizeNATBackend               *int                     `json:"bpfMapSizeNATBackend,omitempty"`
@@ -170,6 +171,8 @@ type FelixConfigurationSpec struct {
 	BPFDisableGROForIfaces             string                   `json:"bpfDisableGROForIfaces,omitempty"`
 	BPFExcludeCIDRsFromNAT             *[]string                `json:"bpfExcludeCIDRsFromNAT,omitempty"`
 	BPFExportBufferSizeMB              *int                     `json:"bpfExportBufferSizeMB,omitempty"`
+	BPFMaglevMaxEndpointsPerService    *int                     `json:"bpfMaglevMaxEndpointsPerService,omitempty"`
+	BPFMaglevMaxServices               *int                     `json:"bpfMaglevMaxServices,omitempty"`
 
 	FlowLogsPolicyEvaluationMode *FlowLogsPolicyEvaluationModeType `json:"flowLogsPolicyEvaluationMode,omitempty"`
 	BPFRedirectToPeer            string                            `json:"bpfRedirectToPeer,omitempty"`
@@ -184,6 +187,14 @@ type FelixConfigurationSpec struct {
 	RouteTableRanges  *RouteTableRanges `json:"routeTableRanges,omitempty"`
 	RouteTableRange   *RouteTableRange  `json:"routeTableRange,omitempty"`
 	RouteSyncDisabled *bool             `json:"routeSyncDisabled,omitempty"`
+
+	// Route metrics of workload routes: normal, and elevated while a live
+	// migration converges (Calico v3.33+).
+	IPv4NormalRoutePriority           *int             `json:"ipv4NormalRoutePriority,omitempty"`
+	IPv4ElevatedRoutePriority         *int             `json:"ipv4ElevatedRoutePriority,omitempty"`
+	IPv6NormalRoutePriority           *int             `json:"ipv6NormalRoutePriority,omitempty"`
+	IPv6ElevatedRoutePriority         *int             `json:"ipv6ElevatedRoutePriority,omitempty"`
+	LiveMigrationRouteConvergenceTime *metav1.Duration `json:"liveMigrationRouteConvergenceTime,omitempty"`
 
 	WireguardEnabled               *bool            `json:"wireguardEnabled,omitempty"`
 	WireguardEnabledV6             *bool            `json:"wireguardEnabledV6,omitempty"`
@@ -209,6 +220,12 @@ type FelixConfigurationSpec struct {
 	GoMaxProcs                 *int                            `json:"goMaxProcs,omitempty"`
 	RequireMTUFile             *bool                           `json:"requireMTUFile,omitempty"`
 }
+
+// programClusterRoutesValues are the values of programClusterRoutes
+// (FelixConfiguration: which cluster routes Felix programs;
+// BGPConfiguration: which BIRD programs): each names the classes of pool
+// that component is responsible for.
+var programClusterRoutesValues = []string{"Disabled", "Enabled", "EnabledIPIPOnly", "EnabledNoEncapOnly"}
 
 // Named enum types of FelixConfigurationSpec, as in Calico.
 type (
@@ -376,7 +393,7 @@ func (r *FelixConfiguration) validate() ErrorList {
 		{"flowLogsPolicyEvaluationMode", derefStr(s.FlowLogsPolicyEvaluationMode), []string{"None", "Continuous"}},
 		{"flowLogsLocalReporter", derefStr(s.FlowLogsLocalReporter), []string{"Disabled", "Enabled"}},
 		{"natOutgoingExclusions", derefStr(s.NATOutgoingExclusions), []string{"IPPoolsOnly", "IPPoolsAndHostIPs"}},
-		{"programClusterRoutes", derefStr(s.ProgramClusterRoutes), []string{"Enabled", "Disabled"}},
+		{"programClusterRoutes", derefStr(s.ProgramClusterRoutes), programClusterRoutesValues},
 		{"ipForwarding", s.IPForwarding, []string{"Enabled", "Disabled"}},
 		{"awsSrcDstCheck", derefStr(s.AWSSrcDstCheck), []string{"DoNothing", "Enable", "Disable"}},
 		{"floatingIPs", derefStr(s.FloatingIPs), []string{"Enabled", "Disabled"}},
@@ -452,6 +469,13 @@ func (r *FelixConfiguration) validate() ErrorList {
 		{"bpfMapSizeIPSets", s.BPFMapSizeIPSets, 0, 1<<31 - 1, "a map size"},
 		{"bpfMapSizeIfState", s.BPFMapSizeIfState, 0, 1<<31 - 1, "a map size"},
 		{"bpfExportBufferSizeMB", s.BPFExportBufferSizeMB, 1, 1<<31 - 1, "a size in MB"},
+		{"bpfKubeProxyHealthzPort", s.BPFKubeProxyHealthzPort, 0, 65535, "a port"},
+		{"bpfMaglevMaxEndpointsPerService", s.BPFMaglevMaxEndpointsPerService, 1, 3000, "a count"},
+		{"bpfMaglevMaxServices", s.BPFMaglevMaxServices, 1, 3000, "a count"},
+		{"ipv4NormalRoutePriority", s.IPv4NormalRoutePriority, 1, 2147483646, "a route metric"},
+		{"ipv4ElevatedRoutePriority", s.IPv4ElevatedRoutePriority, 1, 2147483646, "a route metric"},
+		{"ipv6NormalRoutePriority", s.IPv6NormalRoutePriority, 1, 2147483646, "a route metric"},
+		{"ipv6ElevatedRoutePriority", s.IPv6ElevatedRoutePriority, 1, 2147483646, "a route metric"},
 		{"goGCThreshold", s.GoGCThreshold, -1, 1<<31 - 1, "-1 or a percentage"},
 		{"goMemoryLimitMB", s.GoMemoryLimitMB, -1, 1<<31 - 1, "-1 or a size in MB"},
 		{"goMaxProcs", s.GoMaxProcs, -1, 1<<31 - 1, "-1 or a CPU count"},
@@ -487,6 +511,7 @@ func (r *FelixConfiguration) validate() ErrorList {
 		{"debugSimulateDataplaneHangAfter", s.DebugSimulateDataplaneHangAfter}, {"debugSimulateDataplaneApplyDelay", s.DebugSimulateDataplaneApplyDelay},
 		{"nftablesRefreshInterval", s.NftablesRefreshInterval}, {"bpfKubeProxyMinSyncPeriod", s.BPFKubeProxyMinSyncPeriod},
 		{"flowLogsFlushInterval", s.FlowLogsFlushInterval}, {"wireguardKeepAlive", s.WireguardPersistentKeepAlive},
+		{"liveMigrationRouteConvergenceTime", s.LiveMigrationRouteConvergenceTime},
 	} {
 		add(validateDuration(spec.Child(d.field), d.v, 0))
 	}

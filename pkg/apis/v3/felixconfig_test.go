@@ -45,6 +45,11 @@ func TestFelixConfigurationValidation(t *testing.T) {
 		{"name", infraDoc("FelixConfiguration", "h1", "logSeverityScreen: Info"), "metadata.name", `must be "default" or "node."`},
 		{"log screen", fc("logSeverityScreen: Verbose"), "spec.logSeverityScreen", `"Verbose" is not one of`},
 		{"log sys", fc("logSeveritySys: Loud"), "spec.logSeveritySys", "not one of"},
+		{"cluster routes", fc("programClusterRoutes: Sometimes"), "spec.programClusterRoutes", "not one of Disabled, Enabled, EnabledIPIPOnly, EnabledNoEncapOnly"},
+		{"route priority", fc("ipv4ElevatedRoutePriority: 2147483647"), "spec.ipv4ElevatedRoutePriority", "out of range"},
+		{"maglev services", fc("bpfMaglevMaxServices: 3001"), "spec.bpfMaglevMaxServices", "out of range"},
+		{"healthz port", fc("bpfKubeProxyHealthzPort: 70000"), "spec.bpfKubeProxyHealthzPort", "out of range"},
+		{"convergence time", fc("liveMigrationRouteConvergenceTime: -1s"), "spec.liveMigrationRouteConvergenceTime", "must not be negative"},
 		{"endpoint to host", fc("defaultEndpointToHostAction: Allow"), "spec.defaultEndpointToHostAction", "not one of Drop, Accept, Return"},
 		{"chain insert", fc("chainInsertMode: Prepend"), "spec.chainInsertMode", "not one of Insert, Append"},
 		{"filter deny", fc("iptablesFilterDenyAction: Accept"), "spec.iptablesFilterDenyAction", "not one of Drop, Reject"},
@@ -158,7 +163,7 @@ deviceRouteSourceAddress: 10.0.0.1
 deviceRouteSourceAddressIPv6: "fd00::1"
 deviceRouteProtocol: 3
 removeExternalRoutes: true
-programClusterRoutes: Enabled
+programClusterRoutes: EnabledIPIPOnly
 ipForwarding: Enabled
 externalNodesList: [192.0.2.0/24]
 debugMemoryProfilePath: /tmp/mem.pprof
@@ -199,6 +204,7 @@ bpfExtToServiceConnmark: 0
 bpfKubeProxyIptablesCleanupEnabled: true
 bpfKubeProxyMinSyncPeriod: 1s
 bpfKubeProxyEndpointSlicesEnabled: true
+bpfKubeProxyHealthzPort: 10256
 bpfPSNATPorts: 20000:29999
 bpfMapSizeNATFrontend: 65536
 bpfMapSizeNATBackend: 262144
@@ -217,6 +223,8 @@ bpfForceTrackPacketsFromIfaces: [docker+]
 bpfDisableGROForIfaces: "^cali.*"
 bpfExcludeCIDRsFromNAT: [169.254.20.10/32]
 bpfExportBufferSizeMB: 1
+bpfMaglevMaxEndpointsPerService: 100
+bpfMaglevMaxServices: 100
 flowLogsPolicyEvaluationMode: Continuous
 bpfRedirectToPeer: L2Only
 bpfAttachType: TCX
@@ -229,6 +237,11 @@ routeSource: CalicoIPAM
 routeTableRanges: [{min: 1, max: 250}, {min: 256, max: 1000}]
 routeTableRange: {min: 1, max: 250}
 routeSyncDisabled: false
+ipv4NormalRoutePriority: 1024
+ipv4ElevatedRoutePriority: 512
+ipv6NormalRoutePriority: 1024
+ipv6ElevatedRoutePriority: 512
+liveMigrationRouteConvergenceTime: 30s
 wireguardEnabled: true
 wireguardEnabledV6: true
 wireguardThreadingEnabled: false
