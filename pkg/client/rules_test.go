@@ -262,7 +262,7 @@ func TestNewerCalicoFieldsRoundTrip(t *testing.T) {
 	c, be := newTestClient(t)
 	ctx := ctxT(t)
 	docs := map[string]string{
-		ResourcePrefix + "bgpconfigurations/default": `{"apiVersion":"projectcalico.org/v3","kind":"BGPConfiguration","metadata":{"name":"default"},"spec":{"programClusterRoutes":"EnabledNoEncapOnly","ipv4NormalRoutePriority":1024,"ipv6NormalRoutePriority":1024}}`,
+		ResourcePrefix + "bgpconfigurations/default":   `{"apiVersion":"projectcalico.org/v3","kind":"BGPConfiguration","metadata":{"name":"default"},"spec":{"programClusterRoutes":"EnabledNoEncapOnly","ipv4NormalRoutePriority":1024,"ipv6NormalRoutePriority":1024}}`,
 		ResourcePrefix + "felixconfigurations/default": `{"apiVersion":"projectcalico.org/v3","kind":"FelixConfiguration","metadata":{"name":"default"},"spec":{"programClusterRoutes":"EnabledIPIPOnly","bpfKubeProxyHealthzPort":10256,"bpfMaglevMaxEndpointsPerService":100,"bpfMaglevMaxServices":100,"ipv4NormalRoutePriority":1024,"ipv4ElevatedRoutePriority":512,"ipv6NormalRoutePriority":1024,"ipv6ElevatedRoutePriority":512,"liveMigrationRouteConvergenceTime":"30s"}}`,
 	}
 	for key, d := range docs {
