@@ -108,7 +108,7 @@ func childMain() int {
 				}(sp.Routes())
 			}
 		case "peers":
-			err = sp.SetPeers(c.Peers)
+			err = sp.SetPeers(context.Background(), c.Peers)
 		case "adverts":
 			err = sp.SetAdvertisements(c.Adverts)
 		case "status":

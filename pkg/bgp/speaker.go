@@ -154,7 +154,7 @@ func (s *Speaker) Start(ctx context.Context) error {
 	}()
 	s.log.Info("BGP speaker started", "routerID", s.cfg.RouterID, "asn", s.cfg.ASN, "listenPort", s.cfg.ListenPort)
 
-	errP := s.applyPeers(s.wantPeers)
+	errP := s.applyPeers(ctx, s.wantPeers)
 	errA := s.applyAdverts(s.wantAdv)
 	s.wantPeers, s.wantAdv = nil, nil
 	return errors.Join(errP, errA)
@@ -203,7 +203,7 @@ func (s *Speaker) stopLocked(graceful bool) error {
 // gone ones deleted (their routes withdrawn), changed ones rebuilt. A change
 // of Type alone only relabels the status. On error, the peers that could be
 // applied are, and the rest are retried by the next call.
-func (s *Speaker) SetPeers(peers []Peer) error {
+func (s *Speaker) SetPeers(ctx context.Context, peers []Peer) error {
 	want := make(map[netip.Addr]Peer, len(peers))
 	for i, p := range peers {
 		if err := p.validate(); err != nil {
@@ -223,11 +223,10 @@ func (s *Speaker) SetPeers(peers []Peer) error {
 		s.wantPeers = want
 		return nil
 	}
-	return s.applyPeers(want)
+	return s.applyPeers(ctx, want)
 }
 
-func (s *Speaker) applyPeers(want map[netip.Addr]Peer) error {
-	ctx := context.Background()
+func (s *Speaker) applyPeers(ctx context.Context, want map[netip.Addr]Peer) error {
 	var errs []error
 
 	// Next-hop-self membership first, so a rebuilt session exports with it.
