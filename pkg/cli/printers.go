@@ -1,12 +1,19 @@
 package cli
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"maps"
+	"os"
+	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"text/tabwriter"
+	"text/template"
 
 	v3 "github.com/tortie/tortie/pkg/apis/v3"
 )
@@ -219,14 +226,10 @@ func formatValue(v any, def string) string {
 
 // printTable writes one calicoctl-style table: every cell ends with a tab,
 // tabwriter(min 5, pad 3), then a blank line.
-func printTable(w io.Writer, k *v3.KindInfo, objs []v3.Resource, wide, withNamespace bool) error {
-	spec := tables[k.Kind]
-	cols := spec.ps
-	if wide && spec.wide != nil {
-		cols = spec.wide
-	}
-	if withNamespace && k.Namespaced {
-		cols = append([]column{namespaceCol}, cols...)
+func printTable(w io.Writer, k *v3.KindInfo, objs []v3.Resource, out outputFormat, withNamespace bool) error {
+	cols, err := out.columns(k, withNamespace)
+	if err != nil {
+		return err
 	}
 	tw := tabwriter.NewWriter(w, 5, 1, 3, ' ', 0)
 	for _, c := range cols {
@@ -250,6 +253,151 @@ func printTable(w io.Writer, k *v3.KindInfo, objs []v3.Resource, wide, withNames
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	_, err := fmt.Fprintln(w)
+	_, err = fmt.Fprintln(w)
 	return err
+}
+
+// outputKind is what -o asks for.
+type outputKind int
+
+const (
+	formatTable outputKind = iota // ps, wide, custom-columns
+	formatYAML
+	formatJSON
+	formatTemplate // go-template, go-template-file
+)
+
+// outputFormat is a parsed -o.
+type outputFormat struct {
+	format outputKind
+	wide   bool
+	// custom are custom-columns' columns: a heading of the kind's table,
+	// or HEADING:.json.path.
+	custom   []string
+	template *template.Template
+}
+
+const outputFormats = "ps, wide, custom-columns=..., yaml, json, go-template=... or go-template-file=..."
+
+// parseOutput parses -o as calicoctl does, with its messages.
+func parseOutput(s string) (outputFormat, error) {
+	switch s {
+	case "ps":
+		return outputFormat{format: formatTable}, nil
+	case "wide":
+		return outputFormat{format: formatTable, wide: true}, nil
+	case "yaml", "yml":
+		return outputFormat{format: formatYAML}, nil
+	case "json":
+		return outputFormat{format: formatJSON}, nil
+	}
+	key, val, _ := strings.Cut(s, "=")
+	switch key {
+	case "custom-columns":
+		if val == "" {
+			return outputFormat{}, errors.New("need to specify at least one column")
+		}
+		return outputFormat{format: formatTable, custom: strings.Split(val, ",")}, nil
+	case "go-template-file":
+		if val == "" {
+			return outputFormat{}, errors.New("need to specify a template file")
+		}
+		b, err := os.ReadFile(val)
+		if err != nil {
+			return outputFormat{}, err
+		}
+		val = string(b)
+		fallthrough
+	case "go-template":
+		if val == "" {
+			return outputFormat{}, errors.New("need to specify a template")
+		}
+		t, err := template.New("get").Funcs(templateFuncs(context.Background(), nil)).Parse(val)
+		if err != nil {
+			return outputFormat{}, fmt.Errorf("%s: %w", key, err)
+		}
+		return outputFormat{format: formatTemplate, template: t}, nil
+	}
+	return outputFormat{}, fmt.Errorf("unrecognized output format %q (use %s)", s, outputFormats)
+}
+
+// columns are the table columns for kind k: its ps or wide ones, with the
+// namespace first when asked for, or the custom ones. Nil for formats
+// that are not tables.
+func (o outputFormat) columns(k *v3.KindInfo, withNamespace bool) ([]column, error) {
+	if o.format != formatTable {
+		return nil, nil
+	}
+	spec := tables[k.Kind]
+	if o.custom == nil {
+		cols := spec.ps
+		if o.wide && spec.wide != nil {
+			cols = spec.wide
+		}
+		if withNamespace && k.Namespaced {
+			cols = append([]column{namespaceCol}, cols...)
+		}
+		return cols, nil
+	}
+	known := map[string]column{}
+	for _, c := range slices.Concat(spec.ps, spec.wide) {
+		known[c.heading] = c
+	}
+	if k.Namespaced {
+		known[namespaceCol.heading] = namespaceCol
+	}
+	var cols []column
+	for _, h := range o.custom {
+		if heading, path, ok := strings.Cut(h, ":"); ok {
+			if !strings.HasPrefix(path, ".") || heading == "" {
+				return nil, fmt.Errorf("custom column %q: want HEADING:.json.path", h)
+			}
+			cols = append(cols, col(heading, pathValue(path)))
+			continue
+		}
+		c, ok := known[h]
+		if !ok {
+			return nil, fmt.Errorf("Unknown heading %s, valid values are: %s", h, strings.Join(slices.Sorted(maps.Keys(known)), ", "))
+		}
+		cols = append(cols, c)
+	}
+	return cols, nil
+}
+
+// pathValue reads a kubectl-style custom column's .a.b[0].c path from the
+// object's JSON form: a list of plain values prints joined by commas, an
+// object as JSON, and a field that is not there as <none>, as kubectl
+// prints them.
+func pathValue(path string) func(map[string]any) string {
+	return func(o map[string]any) string {
+		var cur any = o
+		for _, seg := range strings.Split(strings.TrimPrefix(path, "."), ".") {
+			name, rest, _ := strings.Cut(seg, "[")
+			if name != "" {
+				m, ok := cur.(map[string]any)
+				if !ok {
+					return "<none>"
+				}
+				cur = m[name]
+			}
+			for rest != "" {
+				idx, after, ok := strings.Cut(rest, "]")
+				n, err := strconv.Atoi(idx)
+				l, isList := cur.([]any)
+				if !ok || err != nil || !isList || n < 0 || n >= len(l) {
+					return "<none>"
+				}
+				cur = l[n]
+				rest = strings.TrimPrefix(after, "[")
+			}
+		}
+		if l, ok := cur.([]any); ok {
+			parts := make([]string, len(l))
+			for i, e := range l {
+				parts[i] = formatValue(e, "")
+			}
+			return strings.Join(parts, ",")
+		}
+		return formatValue(cur, "<none>")
+	}
 }
