@@ -279,6 +279,11 @@ func (s *Syncer) watchKind(ctx context.Context, k Kind) {
 }
 
 func (w *kindWatch) inSync(first bool) {
+	if first && w.k.Kind == v3.KindProfile {
+		// Calico's built-in profile exists in every datastore without being
+		// stored (Felix's syncer hands it out the same way).
+		w.emit(Update{Kind: v3.KindProfile, Name: client.DefaultAllowProfileName, Resource: client.DefaultAllowProfile(), Key: "(built in)"})
+	}
 	if w.stale != nil {
 		gone := make([]string, 0, len(w.stale))
 		for key := range w.stale {
@@ -312,6 +317,9 @@ func (w *kindWatch) put(kv *datastore.KV) {
 		return // a re-list found what the consumer already has
 	}
 	r, value, ns, name, err := w.decode(kv)
+	if err == nil && w.k.Kind == v3.KindProfile && name == client.DefaultAllowProfileName {
+		err = fmt.Errorf("profile %s is built in; a stored one is ignored", name)
+	}
 	if err != nil {
 		w.s.mu.Lock()
 		w.s.skipped++
@@ -327,8 +335,9 @@ func (w *kindWatch) put(kv *datastore.KV) {
 		return
 	}
 	if had && (prev.ns != ns || prev.name != name) {
-		// Same key, other identity (a policy renamed between "x" and
-		// "default.x"): the old identity is gone.
+		// Same key, other identity (the stored metadata's name changed
+		// under the same key, as another writer may do): the old identity
+		// is gone.
 		w.emit(Update{Kind: w.k.Kind, Namespace: prev.ns, Name: prev.name, Key: kv.Key, Revision: kv.Revision})
 	}
 	w.known[kv.Key] = sent{ns: ns, name: name, rev: kv.Revision}

@@ -245,7 +245,8 @@ func TestInSyncWaitsForEveryPrefix(t *testing.T) {
 	apply(t, cl, profileDoc)
 	slow := etcdtest.NewGated(be, client.KindPrefix(mustKind(v3.KindTier), ""))
 	m := start(t, slow, v3.KindProfile, v3.KindTier)
-	eventually(t, "the profile", func() bool { return len(m.state()) == 1 })
+	// kns.ns1 and the built-in projectcalico-default-allow.
+	eventually(t, "the profiles", func() bool { return len(m.state()) == 2 })
 	time.Sleep(200 * time.Millisecond)
 	if m.synced() {
 		t.Fatal("in sync before the tiers were listed")
@@ -533,4 +534,30 @@ func TestRawKind(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, "the delete", func() bool { m.mu.Lock(); defer m.mu.Unlock(); return len(m.objs) == 0 })
+}
+
+// TestBuiltinProfile: the Profile kind's first snapshot carries Calico's
+// built-in projectcalico-default-allow (it is never stored), and a stored
+// value under that name is ignored.
+func TestBuiltinProfile(t *testing.T) {
+	be := etcdtest.NewClient(t, etcdtest.Start(t))
+	key := client.Key(mustKind(v3.KindProfile), "", client.DefaultAllowProfileName)
+	if _, err := be.Create(context.Background(), key, []byte(`{"kind":"Profile","apiVersion":"projectcalico.org/v3","metadata":{"name":"projectcalico-default-allow"},"spec":{"ingress":[{"action":"Deny"}]}}`)); err != nil {
+		t.Fatal(err)
+	}
+	m := start(t, be, v3.KindProfile)
+	eventually(t, "in sync", func() bool { m.mu.Lock(); defer m.mu.Unlock(); return m.inSync })
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	u, ok := m.inSyncAt[id(v3.KindProfile, "", client.DefaultAllowProfileName)]
+	if !ok {
+		t.Fatalf("no built-in profile in the first snapshot: %v", m.inSyncAt)
+	}
+	p := u.Resource.(*v3.Profile)
+	if len(p.Spec.Ingress) != 1 || p.Spec.Ingress[0].Action != v3.Allow || len(p.Spec.Egress) != 1 || p.Spec.Egress[0].Action != v3.Allow {
+		t.Errorf("built-in profile %+v: want allow all both ways", p.Spec)
+	}
+	if m.skipped != 1 {
+		t.Errorf("skipped %d, want the stored value under the built-in name ignored", m.skipped)
+	}
 }
