@@ -1,6 +1,8 @@
 package cli
 
 import (
+	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -91,19 +93,44 @@ func newPatchCommand(g *globals) *cobra.Command {
 	var (
 		namespace string
 		patch     string
+		patchType string
 	)
 	cmd := &cobra.Command{
-		Use:   "patch KIND NAME -p JSON",
-		Short: "Change a resource with a JSON merge patch",
-		Long: `Apply a JSON merge patch (RFC 7386: objects merge, null removes a field,
-anything else replaces) to one resource. The result is validated like a
-manifest before it is written, with a compare-and-swap on the revision read.`,
+		Use:   "patch KIND NAME -p PATCH [--type strategic|merge|json]",
+		Short: "Change a resource with a merge patch or a JSON patch",
+		Long: `Patch one resource in place. --type (-t) says what PATCH is:
+
+  strategic  calicoctl's default: applied as a JSON merge patch, which is what
+             a strategic merge patch does to Calico's types (they carry no
+             strategic-merge directives: objects merge, lists are replaced)
+  merge      a JSON merge patch (RFC 7386): objects merge, null removes a
+             field, anything else replaces
+  json       a JSON patch (RFC 6902): a list of operations (add, remove,
+             replace, move, copy, test) on JSON pointers; a failing one,
+             a test included, changes nothing
+
+The result is validated like a manifest before it is written, with a
+compare-and-swap on the revision read (retried if someone else wrote first).
+A patch cannot change the kind, name or namespace.`,
 		Example: `  tortie patch ippool pool-1 -p '{"spec":{"natOutgoing":true}}'
-  tortie patch gnp allow-dns -p '{"spec":{"order":null}}'`,
+  tortie patch gnp allow-dns -p '{"spec":{"order":null}}'
+  tortie patch ippool pool-1 --type json -p '[{"op":"replace","path":"/spec/vxlanMode","value":"Always"}]'
+  tortie patch node h1 -t json -p '[{"op":"add","path":"/metadata/labels/rack","value":"r1"}]'`,
 		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if patch == "" {
-				return errors.New("give the patch with -p JSON")
+				return errors.New("give the patch with -p PATCH")
+			}
+			var ops []jsonPatchOp
+			switch patchType {
+			case "strategic", "merge":
+			case "json":
+				var err error
+				if ops, err = parseJSONPatch([]byte(patch)); err != nil {
+					return err
+				}
+			default:
+				return fmt.Errorf("--type %q: want strategic, merge or json", patchType)
 			}
 			k, err := v3.LookupKind(args[0])
 			if err != nil {
@@ -115,7 +142,12 @@ manifest before it is written, with a compare-and-swap on the revision read.`,
 				return err
 			}
 			defer done()
-			if _, err := c.Patch(ctx, k, ns, args[1], []byte(patch)); err != nil {
+			if ops != nil {
+				err = jsonPatchResource(ctx, c, k, ns, args[1], ops)
+			} else {
+				_, err = c.Patch(ctx, k, ns, args[1], []byte(patch))
+			}
+			if err != nil {
 				return err
 			}
 			fmt.Fprintf(g.out, "Successfully patched 1 '%s' resource\n", k.Kind)
@@ -123,8 +155,52 @@ manifest before it is written, with a compare-and-swap on the revision read.`,
 		},
 	}
 	cmd.Flags().StringVarP(&namespace, "namespace", "n", "", "namespace of a namespaced kind (default \"default\")")
-	cmd.Flags().StringVarP(&patch, "patch", "p", "", "the JSON merge patch")
+	cmd.Flags().StringVarP(&patch, "patch", "p", "", "the patch, JSON")
+	cmd.Flags().StringVarP(&patchType, "type", "t", "strategic", "what the patch is: strategic (as merge), merge (RFC 7386) or json (RFC 6902)")
 	return cmd
+}
+
+// patchRetries bounds jsonPatchResource's read-patch-write rounds lost to
+// another writer.
+const patchRetries = 5
+
+// jsonPatchResource applies an RFC 6902 patch to one resource: read, patch
+// its JSON, decode strictly, write with a compare-and-swap on the revision
+// read, again from the read when someone else wrote first.
+func jsonPatchResource(ctx context.Context, c *client.Client, k *v3.KindInfo, ns, name string, ops []jsonPatchOp) error {
+	for attempt := 0; ; attempt++ {
+		cur, err := c.Get(ctx, k, ns, name)
+		if err != nil {
+			return err
+		}
+		b, err := json.Marshal(cur)
+		if err != nil {
+			return err
+		}
+		var doc any
+		if err := json.Unmarshal(b, &doc); err != nil {
+			return err
+		}
+		if doc, err = applyJSONPatch(doc, ops); err != nil {
+			return err
+		}
+		if b, err = json.Marshal(doc); err != nil {
+			return err
+		}
+		next, err := v3.Decode(b)
+		if err != nil {
+			return fmt.Errorf("patched %s %q: %w", k.Kind, name, err)
+		}
+		if v3.KindOf(next) != k || next.GetName() != cur.GetName() || next.GetNamespace() != cur.GetNamespace() {
+			return errors.New("a patch cannot change kind, apiVersion, metadata.name or metadata.namespace")
+		}
+		next.SetResourceVersion(cur.GetResourceVersion())
+		_, err = c.Update(ctx, next)
+		if errors.Is(err, datastore.ErrConflict) && attempt+1 < patchRetries {
+			continue
+		}
+		return err
+	}
 }
 
 func newVersionCommand(g *globals) *cobra.Command {
