@@ -22,7 +22,10 @@
 // timeout; a whole matrix (every pod pair × ports × protocols) is probed in
 // parallel. After every change the suite polls until the expected matrix is
 // observed (with a deadline), then probes once more with a longer timeout and
-// asserts; the time from the change to the matching observation is recorded
+// asserts (a cell that connects where it should not fails at once; one that
+// is blocked where it should connect is probed again, a few at a time, with
+// a much longer timeout, since on a busy machine a probe can time out on an
+// open path); the time from the change to the matching observation is recorded
 // (see ConvergenceStats).
 //
 // Everything the harness makes carries a per-run ID (namespaces, interfaces
