@@ -39,7 +39,7 @@ var (
 	// path connect.
 	RecheckTimeout     = 5 * time.Second
 	RecheckParallelism = 8
-	ConvergeWithin = 20 * time.Second
+	ConvergeWithin     = 20 * time.Second
 	// Parallelism bounds the probes in flight.
 	Parallelism = 160
 )
