@@ -45,16 +45,19 @@ func newIPAMShowCommand(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "show",
 		Short: "Show IP usage per pool (and block), or who holds one address",
-		Long: `Show how many addresses each IP pool has in use, as calicoctl ipam show does.
---show-blocks adds a row per block; --ip reports whether one address is in use
+		Long: `Show how many addresses each IP pool has in use, as calicoctl ipam show does:
+total, in use, reserved (by IPReservations, in use or not), free (neither in
+use nor reserved) and cooling (released, not yet reusable: always 0, as
+tortie reuses a released address at once). --show-blocks adds a row per block; --ip reports whether one address is in use
 and by which handle; --show-configuration prints the IPAM configuration.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			a, closeFn, err := g.openIPAM()
+			c, closeFn, err := g.connect()
 			if err != nil {
 				return err
 			}
 			defer closeFn()
+			a := ipam.New(c.Backend(), ipam.Options{})
 			ctx, cancel := g.context()
 			defer cancel()
 			switch {
@@ -85,18 +88,12 @@ and by which handle; --show-configuration prints the IPAM configuration.`,
 			if err != nil {
 				return err
 			}
-			var rows [][]string
-			for _, pu := range usage {
-				if pu.CIDR.IsValid() {
-					rows = append(rows, usageRow("IP Pool", pu.CIDR.String(), float64(pu.InUse), pu.Capacity))
-				}
-				if showBlocks {
-					for _, b := range pu.Blocks {
-						rows = append(rows, usageRow("Block", b.CIDR.String(), float64(b.InUse), float64(b.Capacity)))
-					}
-				}
+			rows, err := usageRows(ctx, c, usage, showBlocks)
+			if err != nil {
+				return err
 			}
-			renderTable(g.out, []string{"GROUPING", "CIDR", "IPS TOTAL", "IPS IN USE", "IPS FREE"}, rows)
+			// calicoctl's table (go-pretty): headings left, counts right.
+			renderTableAligned(g.out, usageHeader, rows, leftHeadings, rightFrom(2))
 			return nil
 		},
 	}
@@ -104,16 +101,6 @@ and by which handle; --show-configuration prints the IPAM configuration.`,
 	cmd.Flags().BoolVar(&showBlocks, "show-blocks", false, "show a row per block as well as per pool")
 	cmd.Flags().BoolVar(&showConfig, "show-configuration", false, "show the IPAM configuration")
 	return cmd
-}
-
-// usageRow formats numbers as calicoctl does (%.5g, percentages rounded).
-func usageRow(kind, cidr string, inUse, capacity float64) []string {
-	return []string{
-		kind, cidr,
-		fmt.Sprintf("%.5g", capacity),
-		fmt.Sprintf("%.5g (%.f%%)", inUse, 100*inUse/capacity),
-		fmt.Sprintf("%.5g (%.f%%)", capacity-inUse, 100*(capacity-inUse)/capacity),
-	}
 }
 
 func printAllocation(w io.Writer, addr netip.Addr, info *ipam.AllocationInfo) {
@@ -367,6 +354,23 @@ var numericCell = regexp.MustCompile(`^-?\d+\.?\d*$`)
 // renderTable draws a table as calicoctl's (olekukonko/tablewriter
 // defaults): borders, centred headers, numbers right-aligned.
 func renderTable(w io.Writer, header []string, rows [][]string) {
+	renderTableAligned(w, header, rows, centredHeadings, func(_ int, cell string) bool { return numericCell.MatchString(cell) })
+}
+
+// How a table's headings sit: centred (tablewriter) or left (go-pretty).
+const (
+	centredHeadings = iota
+	leftHeadings
+)
+
+// rightFrom right-aligns every column from the i-th on.
+func rightFrom(i int) func(int, string) bool {
+	return func(col int, _ string) bool { return col >= i }
+}
+
+// renderTableAligned draws a bordered table; right says which cells are
+// right-aligned, the others are left-aligned.
+func renderTableAligned(w io.Writer, header []string, rows [][]string, headings int, right func(col int, cell string) bool) {
 	widths := make([]int, len(header))
 	for i, h := range header {
 		widths[i] = len(h)
@@ -385,7 +389,11 @@ func renderTable(w io.Writer, header []string, rows [][]string) {
 	b.WriteString("|")
 	for i, h := range header {
 		gap := widths[i] - len(h)
-		b.WriteString(" " + strings.Repeat(" ", gap/2) + h + strings.Repeat(" ", gap-gap/2) + " |")
+		left := 0
+		if headings == centredHeadings {
+			left = gap / 2
+		}
+		b.WriteString(" " + strings.Repeat(" ", left) + h + strings.Repeat(" ", gap-left) + " |")
 	}
 	fmt.Fprintln(w, b.String())
 	fmt.Fprintln(w, line)
@@ -394,7 +402,7 @@ func renderTable(w io.Writer, header []string, rows [][]string) {
 		b.WriteString("|")
 		for i, c := range r {
 			pad := strings.Repeat(" ", widths[i]-len(c))
-			if numericCell.MatchString(c) {
+			if right(i, c) {
 				b.WriteString(" " + pad + c + " |")
 			} else {
 				b.WriteString(" " + c + pad + " |")

@@ -37,21 +37,38 @@ func TestIPAMShow(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	want := `+----------+--------------+-----------+------------+--------------+
-| GROUPING |     CIDR     | IPS TOTAL | IPS IN USE |   IPS FREE   |
-+----------+--------------+-----------+------------+--------------+
-| IP Pool  | 10.65.0.0/16 |     65536 | 2 (0%)     | 65534 (100%) |
-+----------+--------------+-----------+------------+--------------+
+	// calicoctl's columns and alignment (go-pretty: headings left, counts
+	// right); COOLING is always 0.
+	want := `+----------+--------------+-----------+------------+--------------+--------------+-------------+
+| GROUPING | CIDR         | IPS TOTAL | IPS IN USE | IPS RESERVED | IPS FREE     | IPS COOLING |
++----------+--------------+-----------+------------+--------------+--------------+-------------+
+| IP Pool  | 10.65.0.0/16 |     65536 |     2 (0%) |       0 (0%) | 65534 (100%) |      0 (0%) |
++----------+--------------+-----------+------------+--------------+--------------+-------------+
 `
 	if got := e.mustRun("ipam", "show"); got != want {
 		t.Errorf("ipam show:\n%s\nwant:\n%s", got, want)
 	}
-	want = `+----------+------------------+-----------+------------+--------------+
-| GROUPING |       CIDR       | IPS TOTAL | IPS IN USE |   IPS FREE   |
-+----------+------------------+-----------+------------+--------------+
-| IP Pool  | 10.65.0.0/16     |     65536 | 2 (0%)     | 65534 (100%) |
-| Block    | 10.65.192.128/26 |        64 | 2 (3%)     | 62 (97%)     |
-+----------+------------------+-----------+------------+--------------+
+	// Reservations count once however they nest, only inside the pool or
+	// block; an address allocated before it was reserved is in use and
+	// reserved, and free once less.
+	if _, err := e.run(`apiVersion: projectcalico.org/v3
+kind: IPReservation
+metadata: {name: r1}
+spec: {reservedCIDRs: [10.65.0.0/24, 10.65.0.5, 192.0.2.0/24]}
+---
+apiVersion: projectcalico.org/v3
+kind: IPReservation
+metadata: {name: r2}
+spec: {reservedCIDRs: [10.65.192.128/30, 10.65.0.0/25]}
+`, "apply", "-f", "-"); err != nil {
+		t.Fatal(err)
+	}
+	want = `+----------+------------------+-----------+------------+--------------+--------------+-------------+
+| GROUPING | CIDR             | IPS TOTAL | IPS IN USE | IPS RESERVED | IPS FREE     | IPS COOLING |
++----------+------------------+-----------+------------+--------------+--------------+-------------+
+| IP Pool  | 10.65.0.0/16     |     65536 |     2 (0%) |     260 (0%) | 65276 (100%) |      0 (0%) |
+| Block    | 10.65.192.128/26 |        64 |     2 (3%) |       4 (6%) |     60 (94%) |      0 (0%) |
++----------+------------------+-----------+------------+--------------+--------------+-------------+
 `
 	if got := e.mustRun("ipam", "show", "--show-blocks"); got != want {
 		t.Errorf("ipam show --show-blocks:\n%s\nwant:\n%s", got, want)
