@@ -77,8 +77,22 @@ func fetchNodeStatus(ctx context.Context, addr string) (*nodestatus.Status, erro
 // view: STATE is BIRD's protocol state ("up" when Established, "start"
 // otherwise), INFO the BGP state and why a session is not up, SINCE the
 // time of day of the last change (the date when older than today).
+//
+// Before the tables, when routing is not ready, why: the last apply's error
+// (LastError, which keeps the agent not ready: an IP pool asking for an
+// encapsulation this host cannot do, a device that cannot be made), one
+// line a cause.
 func printNodeStatus(w io.Writer, st *nodestatus.Status, now time.Time) {
 	fmt.Fprintln(w, "tortie-node is running.")
+	switch {
+	case st.LastError != "":
+		fmt.Fprintln(w, "\nRouting is not ready: its last apply failed:")
+		for _, line := range strings.Split(strings.TrimSpace(st.LastError), "\n") {
+			fmt.Fprintf(w, "  - %s\n", line)
+		}
+	case !st.Ready:
+		fmt.Fprintln(w, "\nRouting is not ready: not programmed yet.")
+	}
 	if !st.BGPEnabled && st.BGPDisabledReason != "" {
 		fmt.Fprintf(w, "\nBGP is not running: %s\n", st.BGPDisabledReason)
 	}

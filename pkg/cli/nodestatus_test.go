@@ -21,7 +21,7 @@ func TestNodeStatus(t *testing.T) {
 			{Address: "10.0.0.254", Family: routing.FamilyIPv4, Type: "global", State: "Active", Since: time.Date(2020, 1, 2, 3, 4, 5, 0, now.Location()),
 				Info: "Connect: TCP MD5 authentication failed"},
 		},
-		Warnings: []string{"IP pool p (10.5.0.0/16) has ipipMode Always, but this host's kernel has no IP-in-IP support"},
+		Warnings: []string{"BGPPeer tor: password secret bgp key tor not found; session not configured"},
 	}
 	srv := httptest.NewServer(routing.StatusHandler(func() routing.Status { return st }))
 	defer srv.Close()
@@ -46,7 +46,7 @@ IPv6 BGP status
 No IPv6 peers found.
 
 Warnings:
-  - IP pool p (10.5.0.0/16) has ipipMode Always, but this host's kernel has no IP-in-IP support
+  - BGPPeer tor: password secret bgp key tor not found; session not configured
 
 `
 	if got := out.String(); got != want {
@@ -94,6 +94,46 @@ func TestNodeStatusBGPOff(t *testing.T) {
 	var b bytes.Buffer
 	printNodeStatus(&b, &routing.Status{BGPDisabledReason: "the Node has no spec.bgp.ipv4Address"}, time.Now())
 	if !strings.Contains(b.String(), "BGP is not running: the Node has no spec.bgp.ipv4Address") || !strings.Contains(b.String(), "No IPv4 peers found.") {
+		t.Error(b.String())
+	}
+}
+
+// Not ready: the last apply's error comes first, a line a cause, then the
+// tables and the warnings as ever.
+func TestNodeStatusNotReady(t *testing.T) {
+	st := &routing.Status{
+		NodeName: "h1", Ready: true, BGPEnabled: true,
+		LastError: "this host's kernel has no IP-in-IP support (no ipip module): traffic to other hosts' blocks of " +
+			"pool default-ipv4-ippool (10.48.0.0/16, ipipMode Always) is not routed; use vxlanMode instead\n" +
+			"BGP speaker: listen tcp :179: address already in use",
+		Warnings: []string{"BGPPeer tor: password secret bgp key tor not found; session not configured"},
+	}
+	var b bytes.Buffer
+	printNodeStatus(&b, st, time.Now())
+	want := `tortie-node is running.
+
+Routing is not ready: its last apply failed:
+  - this host's kernel has no IP-in-IP support (no ipip module): traffic to other hosts' blocks of pool default-ipv4-ippool (10.48.0.0/16, ipipMode Always) is not routed; use vxlanMode instead
+  - BGP speaker: listen tcp :179: address already in use
+
+IPv4 BGP status
+No IPv4 peers found.
+
+IPv6 BGP status
+No IPv6 peers found.
+
+Warnings:
+  - BGPPeer tor: password secret bgp key tor not found; session not configured
+
+`
+	if got := b.String(); got != want {
+		t.Errorf("got:\n%s\nwant:\n%s", got, want)
+	}
+
+	// Before the first apply: not ready, nothing failed yet.
+	b.Reset()
+	printNodeStatus(&b, &routing.Status{BGPEnabled: true}, time.Now())
+	if !strings.Contains(b.String(), "Routing is not ready: not programmed yet.") {
 		t.Error(b.String())
 	}
 }
