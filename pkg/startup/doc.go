@@ -12,19 +12,24 @@
 //   - The Node resource: created, or updated with compare-and-swap and
 //     retried on conflict, changing only the fields startup owns
 //     (spec.bgp.ipv4Address/ipv6Address, asNumber when given, the labels it
-//     was given, the VXLAN tunnel address and MAC) and keeping everything
-//     else others wrote (routeReflectorClusterID, other labels, orchRefs).
+//     was given, the tunnel addresses and the VXLAN MAC) and keeping
+//     everything else others wrote (routeReflectorClusterID, other labels,
+//     orchRefs).
 //   - The node name file the CNI plugin reads (DefaultNodenameFile).
 //   - Default IP pools when asked and no pool of that family exists.
-//   - The VXLAN tunnel address, from IPAM (handle
-//     "vxlan-tunnel-addr-<node>", intended use Tunnel), when a pool that
-//     applies to this node has vxlanMode Always or CrossSubnet.
+//   - The tunnel addresses, from IPAM with intended use Tunnel, as Calico
+//     allocates them: the VXLAN one (handle "vxlan-tunnel-addr-<node>",
+//     type vxlanTunnelAddress, into spec.ipv4VXLANTunnelAddr, with a MAC)
+//     when an enabled IPv4 pool that selects this node has vxlanMode Always
+//     or CrossSubnet; the IP-in-IP one (handle "ipip-tunnel-addr-<node>",
+//     type ipipTunnelAddress, into spec.bgp.ipv4IPIPTunnelAddr) likewise for
+//     ipipMode. One mechanism serves both (tunnelKind): an address outside
+//     the pools that ask for it is released and another allocated, and an
+//     address no pool asks for is released and cleared from the Node.
 //
-// IP-in-IP: this kernel family has no ipip module here, so a pool with
-// ipipMode other than Never cannot be honoured. Startup does not fail (the
-// pool's addresses still route natively over BGP where the underlay
-// allows) but says so: a warning in the log and in Result.Warnings, which
-// the agent exposes in its status.
+// Whether this host can do IP-in-IP at all (the kernel's ipip module) is
+// not startup's question: the routing component asks the kernel, and keeps
+// the node not ready, naming the pools, when it cannot.
 //
 // What startup must never do: remove a field of the Node it does not own,
 // overwrite a change made by someone else between its read and its write

@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -34,10 +35,53 @@ const (
 	AddrNone       = "none"
 )
 
-// VXLAN tunnel address allocation, as Calico names it.
-const (
-	tunnelHandlePrefix = "vxlan-tunnel-addr-"
-	tunnelAttrType     = "vxlanTunnelAddress"
+// tunnelKind is one kind of tunnel address a node gets from IPAM, as
+// Calico's allocateip names and stores it: an IPAM handle per node, the
+// allocation's type attribute, the pool field that asks for the tunnel,
+// and the Node field that holds the address.
+type tunnelKind struct {
+	name         string // in logs and errors
+	handlePrefix string // + node name
+	attrType     string
+	mode         func(*v3.IPPoolSpec) v3.EncapsulationMode
+	addr         func(*v3.Node) string
+	// set writes the address into the Node; "" removes it, with anything
+	// that belongs to it.
+	set func(n *v3.Node, addr string)
+}
+
+var (
+	vxlanTunnel = tunnelKind{
+		name: "VXLAN", handlePrefix: "vxlan-tunnel-addr-", attrType: "vxlanTunnelAddress",
+		mode: func(s *v3.IPPoolSpec) v3.EncapsulationMode { return s.VXLANMode },
+		addr: func(n *v3.Node) string { return n.Spec.IPv4VXLANTunnelAddr },
+		set: func(n *v3.Node, addr string) {
+			n.Spec.IPv4VXLANTunnelAddr = addr
+			switch {
+			case addr == "":
+				n.Spec.VXLANTunnelMACAddr = ""
+			case n.Spec.VXLANTunnelMACAddr == "":
+				n.Spec.VXLANTunnelMACAddr = netutil.RandomMAC().String()
+			}
+		},
+	}
+	ipipTunnel = tunnelKind{
+		name: "IP-in-IP", handlePrefix: "ipip-tunnel-addr-", attrType: "ipipTunnelAddress",
+		mode: func(s *v3.IPPoolSpec) v3.EncapsulationMode { return s.IPIPMode },
+		addr: func(n *v3.Node) string {
+			if n.Spec.BGP == nil {
+				return ""
+			}
+			return n.Spec.BGP.IPv4IPIPTunnelAddr
+		},
+		set: func(n *v3.Node, addr string) {
+			if n.Spec.BGP == nil {
+				n.Spec.BGP = &v3.NodeBGPSpec{}
+			}
+			n.Spec.BGP.IPv4IPIPTunnelAddr = addr
+		},
+	}
+	tunnelKinds = []*tunnelKind{&vxlanTunnel, &ipipTunnel}
 )
 
 // Default pool names, as calico-node names them.
@@ -87,8 +131,11 @@ type Result struct {
 	// VXLANTunnelAddr and VXLANMAC are set when a VXLAN pool applies.
 	VXLANTunnelAddr netip.Addr
 	VXLANMAC        string
+	// IPIPTunnelAddr is set when an IP-in-IP pool applies.
+	IPIPTunnelAddr netip.Addr
 	// Warnings are conditions the operator must know about that do not
-	// stop the node (IP-in-IP requested without kernel support).
+	// stop the node (a tunnel pool applies but the node has no IPv4
+	// address).
 	Warnings []string
 }
 
@@ -176,28 +223,34 @@ func Run(ctx context.Context, c *client.Client, cfg Config) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	labels := node.Labels
-	var vxlanPools []netip.Prefix
+	// Each kind of tunnel from the enabled IPv4 pools that ask for it and
+	// select this node. Whether this host can do IP-in-IP is the routing
+	// component's to say (it keeps the node not ready when it cannot).
+	tunnelPools := map[*tunnelKind][]netip.Prefix{}
 	for _, p := range pools {
-		if p.Spec.Disabled || !poolSelects(p, labels) {
+		if p.Spec.Disabled || !poolSelects(p, node.Labels) {
 			continue
 		}
 		cidr, err := netip.ParsePrefix(p.Spec.CIDR)
-		if err != nil {
+		if err != nil || !cidr.Addr().Is4() {
 			continue
 		}
-		if m := p.Spec.IPIPMode; m != "" && m != v3.EncapNever {
-			w := fmt.Sprintf("IP pool %s (%s) asks for ipipMode %s, but this kernel has no IP-in-IP support (no ipip module): its traffic is routed natively, without encapsulation; use vxlanMode instead", p.Name, p.Spec.CIDR, m)
-			log.Warn(w, "pool", p.Name)
-			res.Warnings = append(res.Warnings, w)
-		}
-		if m := p.Spec.VXLANMode; cidr.Addr().Is4() && (m == v3.EncapAlways || m == v3.EncapCrossSubnet) {
-			vxlanPools = append(vxlanPools, cidr)
+		for _, k := range tunnelKinds {
+			if m := k.mode(&p.Spec); m == v3.EncapAlways || m == v3.EncapCrossSubnet {
+				tunnelPools[k] = append(tunnelPools[k], cidr)
+			}
 		}
 	}
-
-	if err := ensureTunnel(ctx, c, res, vxlanPools, log); err != nil {
-		return nil, err
+	for _, k := range tunnelKinds {
+		if err := ensureTunnel(ctx, c, res, k, tunnelPools[k], log); err != nil {
+			return nil, err
+		}
+	}
+	if a, err := netip.ParseAddr(vxlanTunnel.addr(res.Node)); err == nil {
+		res.VXLANTunnelAddr, res.VXLANMAC = a, res.Node.Spec.VXLANTunnelMACAddr
+	}
+	if a, err := netip.ParseAddr(ipipTunnel.addr(res.Node)); err == nil {
+		res.IPIPTunnelAddr = a
 	}
 	return res, nil
 }
@@ -394,62 +447,74 @@ func ensureDefaultPools(ctx context.Context, c *client.Client, cfg Config, log *
 	return nil
 }
 
-// ensureTunnel gives the node a VXLAN tunnel address and MAC when a VXLAN
-// pool applies to it, and takes them away when none does.
-func ensureTunnel(ctx context.Context, c *client.Client, res *Result, vxlanPools []netip.Prefix, log *slog.Logger) error {
+// ensureTunnel gives the node a tunnel address of kind k from pools (the
+// IPv4 pools that ask for that tunnel and select this node), as Calico's
+// allocateip does, or, when pools is empty, releases it and clears it from
+// the Node. An address the handle holds outside pools (its pool was
+// changed or deleted) is released first.
+func ensureTunnel(ctx context.Context, c *client.Client, res *Result, k *tunnelKind, pools []netip.Prefix, log *slog.Logger) error {
 	am := ipam.New(c.Backend(), ipam.Options{Logger: log})
-	handle := tunnelHandlePrefix + res.NodeName
-	if len(vxlanPools) == 0 {
-		if res.Node.Spec.IPv4VXLANTunnelAddr == "" {
-			return nil
-		}
-		if _, err := am.ReleaseByHandle(ctx, handle); err != nil && !errors.Is(err, datastore.ErrNotFound) {
-			log.Warn("releasing VXLAN tunnel address", "handle", handle, "err", err)
-		}
-		n, err := updateNode(ctx, c, res.NodeName, func(n *v3.Node) {
-			n.Spec.IPv4VXLANTunnelAddr = ""
-			n.Spec.VXLANTunnelMACAddr = ""
-		})
-		if err != nil {
-			return err
-		}
-		res.Node = n
-		log.Info("no VXLAN pool applies any more; tunnel address released", "node", res.NodeName)
-		return nil
+	handle := k.handlePrefix + res.NodeName
+	if len(pools) == 0 {
+		return releaseTunnel(ctx, c, am, res, k, log)
 	}
 	if !res.IPv4.IsValid() {
-		w := "a VXLAN IP pool applies to this node but it has no IPv4 address: no tunnel"
+		w := fmt.Sprintf("a %s IP pool applies to this node but it has no IPv4 address: no tunnel address", k.name)
 		log.Warn(w)
 		res.Warnings = append(res.Warnings, w)
 		return nil
+	}
+	held, err := am.IPsByHandle(ctx, handle)
+	if err != nil && !errors.Is(err, ipam.ErrHandleNotFound) {
+		return fmt.Errorf("reading %s tunnel address: %w", k.name, err)
+	}
+	if slices.ContainsFunc(held, func(a netip.Addr) bool {
+		return !slices.ContainsFunc(pools, func(p netip.Prefix) bool { return p.Contains(a) })
+	}) {
+		if _, err := am.ReleaseByHandle(ctx, handle); err != nil && !errors.Is(err, ipam.ErrHandleNotFound) {
+			return fmt.Errorf("releasing %s tunnel address %v outside its pools: %w", k.name, held, err)
+		}
+		log.Info(k.name+" tunnel address no longer in a pool that asks for it; released", "node", res.NodeName, "addr", held)
 	}
 	as, err := am.AutoAssign(ctx, ipam.AutoAssignArgs{
 		HandleID:    handle,
 		Num4:        1,
 		Node:        res.NodeName,
-		IPv4Pools:   vxlanPools,
+		IPv4Pools:   pools,
 		IntendedUse: v3.AllowedUseTunnel,
-		Attrs:       map[string]string{ipam.AttrNode: res.NodeName, ipam.AttrType: tunnelAttrType},
+		Attrs:       map[string]string{ipam.AttrNode: res.NodeName, ipam.AttrType: k.attrType},
 	})
 	if err != nil {
-		return fmt.Errorf("allocating VXLAN tunnel address: %w", err)
+		return fmt.Errorf("allocating %s tunnel address: %w", k.name, err)
 	}
 	if len(as.IPv4) == 0 {
-		return errors.New("allocating VXLAN tunnel address: none handed out")
+		return fmt.Errorf("allocating %s tunnel address: none handed out", k.name)
 	}
 	addr := as.IPv4[0].Addr()
-	n, err := updateNode(ctx, c, res.NodeName, func(n *v3.Node) {
-		n.Spec.IPv4VXLANTunnelAddr = addr.String()
-		if n.Spec.VXLANTunnelMACAddr == "" {
-			n.Spec.VXLANTunnelMACAddr = netutil.RandomMAC().String()
-		}
-	})
+	n, err := updateNode(ctx, c, res.NodeName, func(n *v3.Node) { k.set(n, addr.String()) })
 	if err != nil {
 		return err
 	}
 	res.Node = n
-	res.VXLANTunnelAddr = addr
-	res.VXLANMAC = n.Spec.VXLANTunnelMACAddr
-	log.Info("VXLAN tunnel address", "node", res.NodeName, "addr", addr, "mac", res.VXLANMAC)
+	log.Info(k.name+" tunnel address", "node", res.NodeName, "addr", addr)
+	return nil
+}
+
+// releaseTunnel gives back the node's tunnel address of kind k, if its
+// handle holds one, and clears it from the Node.
+func releaseTunnel(ctx context.Context, c *client.Client, am *ipam.IPAM, res *Result, k *tunnelKind, log *slog.Logger) error {
+	handle := k.handlePrefix + res.NodeName
+	if _, err := am.ReleaseByHandle(ctx, handle); err != nil && !errors.Is(err, ipam.ErrHandleNotFound) {
+		log.Warn("releasing "+k.name+" tunnel address", "handle", handle, "err", err)
+	}
+	if k.addr(res.Node) == "" {
+		return nil
+	}
+	n, err := updateNode(ctx, c, res.NodeName, func(n *v3.Node) { k.set(n, "") })
+	if err != nil {
+		return err
+	}
+	res.Node = n
+	log.Info("no "+k.name+" pool applies any more; tunnel address released", "node", res.NodeName)
 	return nil
 }

@@ -2,17 +2,21 @@ package startup
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 
 	v3 "github.com/tortie/tortie/pkg/apis/v3"
 	"github.com/tortie/tortie/pkg/client"
+	"github.com/tortie/tortie/pkg/datastore"
 	"github.com/tortie/tortie/pkg/datastore/etcdtest"
+	"github.com/tortie/tortie/pkg/ipam"
 )
 
 func fakeDetector() Detector {
@@ -89,7 +93,7 @@ func TestRun(t *testing.T) {
 	}
 }
 
-func TestRunVXLANAndIPIP(t *testing.T) {
+func TestRunVXLAN(t *testing.T) {
 	ctx := context.Background()
 	srv := etcdtest.Start(t)
 	c := client.New(etcdtest.NewClient(t, srv))
@@ -115,22 +119,88 @@ func TestRunVXLANAndIPIP(t *testing.T) {
 		t.Errorf("changed on restart: %v %s → %v %s", res.VXLANTunnelAddr, res.VXLANMAC, res2.VXLANTunnelAddr, res2.VXLANMAC)
 	}
 
-	// An IP-in-IP pool: said loudly, not fatal.
+	if res.IPIPTunnelAddr.IsValid() || n.Spec.BGP.IPv4IPIPTunnelAddr != "" {
+		t.Errorf("IP-in-IP tunnel address without an IP-in-IP pool: %v %q", res.IPIPTunnelAddr, n.Spec.BGP.IPv4IPIPTunnelAddr)
+	}
+}
+
+// An IP-in-IP pool gets the node an IP-in-IP tunnel address as Calico's
+// allocateip does; it moves when its pool stops asking for it and another
+// does, and is released when none does. Not a warning: whether the kernel
+// can do IP-in-IP is the routing component's to say.
+func TestRunIPIP(t *testing.T) {
+	ctx := context.Background()
+	srv := etcdtest.Start(t)
+	c := client.New(etcdtest.NewClient(t, srv))
+	am := ipam.New(c.Backend(), ipam.Options{})
 	k, _ := v3.KindByKind(v3.KindIPPool)
-	p := k.NewObject().(*v3.IPPool)
-	p.Name = "ipip"
-	p.Spec.CIDR = "10.61.0.0/16"
-	p.Spec.IPIPMode = v3.EncapAlways
-	if _, err := c.Create(ctx, p); err != nil {
-		t.Fatal(err)
+	setPool := func(name, cidr string, mode v3.EncapsulationMode) {
+		t.Helper()
+		r, err := c.Get(ctx, k, "", name)
+		write := c.Update
+		if errors.Is(err, datastore.ErrNotFound) {
+			r, write = k.NewObject(), c.Create
+			r.(*v3.IPPool).Name, r.(*v3.IPPool).Spec.CIDR = name, cidr
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		r.(*v3.IPPool).Spec.IPIPMode = mode
+		if _, err := write(ctx, r); err != nil {
+			t.Fatal(err)
+		}
 	}
-	res3, err := Run(ctx, c, cfg)
-	if err != nil {
-		t.Fatal(err)
+	const handle = "ipip-tunnel-addr-node-i"
+	// check runs startup and says where the tunnel address is: in cidr,
+	// or nowhere when cidr is "".
+	check := func(cidr string) netip.Addr {
+		t.Helper()
+		res, err := Run(ctx, c, Config{NodeName: "node-i", NodenameFile: "-", Detector: fakeDetector()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(res.Warnings) != 0 {
+			t.Errorf("warnings: %q", res.Warnings)
+		}
+		n := getNode(t, c, "node-i")
+		held, err := am.IPsByHandle(ctx, handle)
+		if cidr == "" {
+			if res.IPIPTunnelAddr.IsValid() || n.Spec.BGP.IPv4IPIPTunnelAddr != "" || !errors.Is(err, ipam.ErrHandleNotFound) {
+				t.Errorf("no IP-in-IP pool, yet: result %v, node %q, handle %v %v", res.IPIPTunnelAddr, n.Spec.BGP.IPv4IPIPTunnelAddr, held, err)
+			}
+			return netip.Addr{}
+		}
+		a := res.IPIPTunnelAddr
+		if !netip.MustParsePrefix(cidr).Contains(a) || n.Spec.BGP.IPv4IPIPTunnelAddr != a.String() {
+			t.Fatalf("tunnel address %v (node %q), want one in %s", a, n.Spec.BGP.IPv4IPIPTunnelAddr, cidr)
+		}
+		if err != nil || !slices.Equal(held, []netip.Addr{a}) {
+			t.Errorf("handle %s holds %v (%v), want just %v", handle, held, err, a)
+		}
+		info, err := am.Lookup(ctx, a)
+		if err != nil || info == nil || info.Handle != handle || info.Attrs["type"] != "ipipTunnelAddress" || info.Attrs["node"] != "node-i" {
+			t.Errorf("allocation of %v: %+v %v", a, info, err)
+		}
+		if n.Spec.IPv4VXLANTunnelAddr != "" || res.VXLANTunnelAddr.IsValid() {
+			t.Errorf("a VXLAN tunnel address for an IP-in-IP pool: %q", n.Spec.IPv4VXLANTunnelAddr)
+		}
+		return a
 	}
-	if len(res3.Warnings) != 1 || !strings.Contains(res3.Warnings[0], "no IP-in-IP support") {
-		t.Errorf("warnings: %q", res3.Warnings)
+
+	setPool("ipip-a", "10.70.0.0/16", v3.EncapAlways)
+	first := check("10.70.0.0/16")
+	if again := check("10.70.0.0/16"); again != first {
+		t.Errorf("changed on restart: %v → %v", first, again)
 	}
+	// Pool a stops asking, pool b (CrossSubnet) asks: the address moves.
+	setPool("ipip-a", "10.70.0.0/16", v3.EncapNever)
+	setPool("ipip-b", "10.71.0.0/16", v3.EncapCrossSubnet)
+	check("10.71.0.0/16")
+	if info, err := am.Lookup(ctx, first); err != nil || info != nil {
+		t.Errorf("the old address %v is still held: %+v %v", first, info, err)
+	}
+	// No pool asks any more: released.
+	setPool("ipip-b", "10.71.0.0/16", v3.EncapNever)
+	check("")
 }
 
 // Concurrent writers of one Node: every change lands (compare-and-swap
