@@ -44,9 +44,16 @@ type Status struct {
 	RoutesPending   int    `json:"routesPending,omitempty"`
 	VXLAN           bool   `json:"vxlan"`
 	VXLANTunnelAddr string `json:"vxlanTunnelAddr,omitempty"`
-	// Warnings are conditions an operator must see: IP-in-IP requested on a
-	// kernel without it, a peer whose password secret is missing.
-	Warnings  []string  `json:"warnings,omitempty"`
+	// IPIP says the IP-in-IP device (tunl0) is in use; IPIPTunnelAddr is
+	// its address.
+	IPIP           bool   `json:"ipip,omitempty"`
+	IPIPTunnelAddr string `json:"ipipTunnelAddr,omitempty"`
+	// Warnings are conditions an operator must see that do not stop the
+	// node: a peer whose password secret is missing.
+	Warnings []string `json:"warnings,omitempty"`
+	// LastError is why the last apply failed, which keeps the node not
+	// ready (an IP pool asking for an encapsulation this host cannot do,
+	// a device that cannot be made); empty when it succeeded.
 	LastError string    `json:"lastError,omitempty"`
 	LastApply time.Time `json:"lastApply,omitzero"`
 }

@@ -3,6 +3,7 @@ package routing
 import (
 	"cmp"
 	"fmt"
+	"maps"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -456,14 +457,22 @@ func communitiesFor(st BGPSettings, p netip.Prefix) []string {
 	return out
 }
 
-// RouteOptions name the devices routes use.
+// RouteOptions name the devices routes use and say which encapsulations
+// this node can do.
 type RouteOptions struct {
 	VXLANDevice string // "" = routes.VXLANDeviceName
+	IPIPDevice  string // "" = routes.IPIPDeviceName
 	// NoVXLAN: this node may not use VXLAN (FelixConfiguration vxlanEnabled
 	// false). Pools that ask for it are listed in RouteSet.NoVXLAN, and
 	// their remote blocks are not routed at all: never without the
 	// encapsulation they ask for.
 	NoVXLAN bool
+	// IPIP: this node can encapsulate in IP-in-IP (the kernel has it and
+	// the device can be made: routes.IPIPSupported). Without it, pools that
+	// ask for IP-in-IP are listed in RouteSet.NoIPIP, and the learned routes
+	// of theirs that would need it are not programmed at all: never without
+	// the encapsulation they ask for.
+	IPIP bool
 	// NoIPv6: no IPv6 routes (FelixConfiguration ipv6Support false).
 	NoIPv6 bool
 }
@@ -479,6 +488,14 @@ type RouteSet struct {
 	// NoVXLAN names the pools that ask for VXLAN when RouteOptions.NoVXLAN
 	// forbids it.
 	NoVXLAN []string
+	// IPIP says this node needs its IP-in-IP device: a pool asks for
+	// IP-in-IP and RouteOptions.IPIP allows it.
+	IPIP bool
+	// NoIPIP names, sorted, the pools whose traffic needs IP-in-IP when
+	// RouteOptions.IPIP says this node cannot do it: those with ipipMode
+	// Always; CrossSubnet ones when another node is outside this node's
+	// subnet; any pool a learned route was left out for.
+	NoIPIP []string
 }
 
 // DesiredRoutes computes node's routes:
@@ -493,14 +510,16 @@ type RouteSet struct {
 //     borrowed addresses in those pools the same way, as /32s to the node
 //     that holds them;
 //   - every route learned over BGP that nothing above already covers, via
-//     its next hop, except routes to a subnet this node is on.
+//     its next hop, except routes to a subnet this node is on; in a pool
+//     with ipipMode Always, or CrossSubnet when the next hop is outside
+//     this node's subnet, as Calico's BIRD does: via the next hop through
+//     the IP-in-IP device, onlink (and not at all when RouteOptions.IPIP
+//     says this node cannot encapsulate).
 //
 // For one destination, the first of these that applies wins.
 func DesiredRoutes(s *Snapshot, node string, learned []bgp.Route, opts RouteOptions) RouteSet {
-	dev := opts.VXLANDevice
-	if dev == "" {
-		dev = routes.VXLANDeviceName
-	}
+	dev := cmp.Or(opts.VXLANDevice, routes.VXLANDeviceName)
+	ipipDev := cmp.Or(opts.IPIPDevice, routes.IPIPDeviceName)
 	var self nodeInfo
 	if me, ok := s.Nodes[node]; ok {
 		self = parseNode(me)
@@ -548,6 +567,24 @@ func DesiredRoutes(s *Snapshot, node string, learned []bgp.Route, opts RouteOpti
 		}
 	}
 	rs.VXLAN = vxlanPools && !opts.NoVXLAN && self.tunnel.IsValid() && self.v4.IsValid()
+	ipip := ipipPools(s)
+	rs.IPIP = opts.IPIP && len(ipip) > 0
+	noIPIP := map[string]bool{}
+	if !opts.IPIP {
+		// Always needs IP-in-IP to every other host; CrossSubnet to hosts
+		// outside this one's subnet, if there are any.
+		crossSubnet := false
+		for name, o := range nodes {
+			if name != node && o.v4.IsValid() && encapsulated(v3.EncapCrossSubnet, self, o.v4.Addr()) {
+				crossSubnet = true
+			}
+		}
+		for _, name := range ipip {
+			if s.Pools[name].Spec.IPIPMode == v3.EncapAlways || crossSubnet {
+				noIPIP[name] = true
+			}
+		}
+	}
 	remoteRoute := func(dst netip.Prefix, owner string, mode v3.EncapsulationMode) {
 		o, ok := nodes[owner]
 		if !ok || owner == node || !dst.Addr().Is4() {
@@ -603,11 +640,21 @@ func DesiredRoutes(s *Snapshot, node string, learned []bgp.Route, opts RouteOpti
 		if nh.Is4() != r.Prefix.Addr().Is4() {
 			continue
 		}
-		if p := poolFor(s, r.Prefix); p != nil && !rs.VXLAN && encapsulated(p.Spec.VXLANMode, self, nh) {
+		p := poolFor(s, r.Prefix)
+		if p != nil && !rs.VXLAN && encapsulated(p.Spec.VXLANMode, self, nh) {
 			continue // a VXLAN pool's block without a tunnel: never plain
+		}
+		if p != nil && nh.Is4() && encapsulated(p.Spec.IPIPMode, self, nh) {
+			if rs.IPIP {
+				put(routes.TunnelRoute(r.Prefix.Masked(), ipipDev, nh))
+			} else {
+				noIPIP[p.Name] = true // never plain
+			}
+			continue
 		}
 		put(routes.Route{Dst: r.Prefix.Masked(), Gateway: nh})
 	}
+	rs.NoIPIP = slices.Sorted(maps.Keys(noIPIP))
 
 	rs.Routes = make([]routes.Route, 0, len(want))
 	for _, r := range want {
@@ -631,6 +678,24 @@ func encapsulated(mode v3.EncapsulationMode, self nodeInfo, nh netip.Addr) bool 
 		return !(self.v4.IsValid() && self.v4.Masked().Contains(nh))
 	}
 	return false
+}
+
+// ipipPools names the pools that ask for IP-in-IP (ipipMode Always or
+// CrossSubnet; IPv4 only, as Calico), disabled ones too: their blocks
+// still hold workloads that other hosts reach through the tunnel.
+func ipipPools(s *Snapshot) []string {
+	var out []string
+	for _, name := range sortedKeys(s.Pools) {
+		p := s.Pools[name]
+		cidr, err := netip.ParsePrefix(p.Spec.CIDR)
+		if err != nil || !cidr.Addr().Is4() {
+			continue
+		}
+		if m := p.Spec.IPIPMode; m == v3.EncapAlways || m == v3.EncapCrossSubnet {
+			out = append(out, name)
+		}
+	}
+	return out
 }
 
 // UsableLearned drops the stale routes of peers known to be unreachable

@@ -1,6 +1,7 @@
 package routing
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -646,11 +647,149 @@ func TestSecrets(t *testing.T) {
 	}
 }
 
-func TestIPIPWarning(t *testing.T) {
-	s := NewSnapshot().pool("ipip", "10.5.0.0/16", func(p *v3.IPPoolSpec) { p.IPIPMode = v3.EncapAlways }).pool("plain", "10.6.0.0/16", nil)
-	w := ipipWanted(s)
-	if len(w) != 1 || !strings.Contains(w[0], "ipip") || !strings.Contains(w[0], "no IP-in-IP support") {
-		t.Errorf("%q", w)
+func TestDesiredRoutesIPIP(t *testing.T) {
+	// a and b share 10.0.0.0/24; c is at 10.1.0.3/24. Each has a block of
+	// pool "ipip"; b holds an address of c's block.
+	ipip := func(mode v3.EncapsulationMode, mods ...func(*v3.IPPoolSpec)) *Snapshot {
+		return snap(mkNode("a", "10.0.0.1/24"), mkNode("b", "10.0.0.2/24"), mkNode("c", "10.1.0.3/24")).
+			pool("ipip", "10.244.0.0/16", func(p *v3.IPPoolSpec) {
+				p.IPIPMode = mode
+				for _, m := range mods {
+					m(p)
+				}
+			}).
+			pool("never", "10.250.0.0/16", nil).
+			block("10.244.0.0/26", "a").block("10.244.0.64/26", "b").block("10.244.0.128/26", "c", "10.244.0.140", "b")
+	}
+	oneSubnet := func(s *Snapshot) *Snapshot { delete(s.Nodes, "c"); return s }
+	learned := []bgp.Route{
+		{Prefix: pfx("10.244.0.64/26"), NextHop: addr("10.0.0.2")},
+		{Prefix: pfx("10.244.0.128/26"), NextHop: addr("10.1.0.3")},
+		{Prefix: pfx("10.244.0.140/32"), NextHop: addr("10.0.0.2")},
+		{Prefix: pfx("10.244.0.0/26"), NextHop: addr("10.0.0.2")},  // our own block: blackhole wins
+		{Prefix: pfx("10.250.0.0/26"), NextHop: addr("10.1.0.3")},  // a pool without encapsulation
+		{Prefix: pfx("10.96.0.0/12"), NextHop: addr("10.0.0.254")}, // in no pool (services)
+	}
+	plainOthers := []string{"10.96.0.0/12 via 10.0.0.254", "10.250.0.0/26 via 10.1.0.3"}
+	tests := []struct {
+		name    string
+		s       *Snapshot
+		learned []bgp.Route
+		ipip    bool // RouteOptions.IPIP
+		want    []string
+		needDev bool     // RouteSet.IPIP
+		noIPIP  []string // RouteSet.NoIPIP
+	}{
+		{
+			name: "Always with IP-in-IP: every learned block through tunl0, onlink via the host",
+			s:    ipip(v3.EncapAlways), learned: learned, ipip: true,
+			want: append([]string{
+				"blackhole 10.244.0.0/26",
+				"10.244.0.64/26 via 10.0.0.2 dev tunl0 onlink",
+				"10.244.0.128/26 via 10.1.0.3 dev tunl0 onlink",
+				"10.244.0.140/32 via 10.0.0.2 dev tunl0 onlink",
+			}, plainOthers...),
+			needDev: true,
+		},
+		{
+			name: "Always without IP-in-IP: the pool's blocks are not routed at all, and the pool is named",
+			s:    ipip(v3.EncapAlways), learned: learned,
+			want:   append([]string{"blackhole 10.244.0.0/26"}, plainOthers...),
+			noIPIP: []string{"ipip"},
+		},
+		{
+			name: "Always without IP-in-IP, before any route is learned: already named",
+			s:    ipip(v3.EncapAlways),
+			want: []string{"blackhole 10.244.0.0/26"}, noIPIP: []string{"ipip"},
+		},
+		{
+			name: "CrossSubnet with IP-in-IP: native in our subnet, tunl0 to the other",
+			s:    ipip(v3.EncapCrossSubnet), learned: learned, ipip: true,
+			want: append([]string{
+				"blackhole 10.244.0.0/26",
+				"10.244.0.64/26 via 10.0.0.2",
+				"10.244.0.128/26 via 10.1.0.3 dev tunl0 onlink",
+				"10.244.0.140/32 via 10.0.0.2",
+			}, plainOthers...),
+			needDev: true,
+		},
+		{
+			name: "CrossSubnet without IP-in-IP: native in our subnet, the other subnet not routed, the pool named",
+			s:    ipip(v3.EncapCrossSubnet), learned: learned,
+			want: append([]string{
+				"blackhole 10.244.0.0/26",
+				"10.244.0.64/26 via 10.0.0.2",
+				"10.244.0.140/32 via 10.0.0.2",
+			}, plainOthers...),
+			noIPIP: []string{"ipip"},
+		},
+		{
+			name: "CrossSubnet without IP-in-IP, every host in our subnet: nothing needs it",
+			s:    oneSubnet(ipip(v3.EncapCrossSubnet)), learned: learned[:1],
+			want: []string{"blackhole 10.244.0.0/26", "10.244.0.64/26 via 10.0.0.2"},
+		},
+		{
+			name: "CrossSubnet without IP-in-IP, hosts in our subnet but a route from outside it: left out, the pool named",
+			s:    oneSubnet(ipip(v3.EncapCrossSubnet)), learned: learned[:2],
+			want: []string{"blackhole 10.244.0.0/26", "10.244.0.64/26 via 10.0.0.2"}, noIPIP: []string{"ipip"},
+		},
+		{
+			name: "a disabled Always pool still needs IP-in-IP for the blocks it has",
+			s:    ipip(v3.EncapAlways, func(p *v3.IPPoolSpec) { p.Disabled = true }), learned: learned[:1],
+			want: []string{"blackhole 10.244.0.0/26"}, noIPIP: []string{"ipip"},
+		},
+		{
+			name: "Never: plain, whatever the kernel",
+			s:    ipip(v3.EncapNever), learned: learned,
+			want: append([]string{
+				"blackhole 10.244.0.0/26",
+				"10.244.0.64/26 via 10.0.0.2",
+				"10.244.0.128/26 via 10.1.0.3",
+				"10.244.0.140/32 via 10.0.0.2",
+			}, plainOthers...),
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			rs := DesiredRoutes(tc.s, "a", tc.learned, RouteOptions{IPIP: tc.ipip})
+			got := routeLines(rs.Routes)
+			slices.Sort(got)
+			want := slices.Sorted(slices.Values(tc.want))
+			if !slices.Equal(got, want) {
+				t.Errorf("routes:\n got %q\nwant %q", got, want)
+			}
+			if rs.IPIP != tc.needDev || !slices.Equal(rs.NoIPIP, tc.noIPIP) {
+				t.Errorf("IPIP = %v, NoIPIP = %q; want %v, %q", rs.IPIP, rs.NoIPIP, tc.needDev, tc.noIPIP)
+			}
+			// Never a plain route where the pool asks for encapsulation.
+			self := parseNode(tc.s.Nodes["a"])
+			for _, r := range rs.Routes {
+				if p := poolFor(tc.s, r.Dst); p != nil && r.Gateway.IsValid() && encapsulated(p.Spec.IPIPMode, self, r.Gateway) &&
+					(r.Dev != routes.IPIPDeviceName || !r.OnLink) {
+					t.Errorf("%s: pool %s (ipipMode %s) routed without IP-in-IP", r, p.Name, p.Spec.IPIPMode)
+				}
+			}
+		})
+	}
+}
+
+func TestNoIPIPError(t *testing.T) {
+	s := NewSnapshot().
+		pool("always", "10.5.0.0/16", func(p *v3.IPPoolSpec) { p.IPIPMode = v3.EncapAlways }).
+		pool("cross", "10.6.0.0/16", func(p *v3.IPPoolSpec) { p.IPIPMode = v3.EncapCrossSubnet })
+	probe := fmt.Errorf("%w: creating tunl0: operation not supported", routes.ErrNoIPIP)
+	got := noIPIPError(s, []string{"always", "cross"}, probe).Error()
+	want := "this host's kernel has no IP-in-IP support (no ipip module): traffic to other hosts' blocks of " +
+		"pool always (10.5.0.0/16, ipipMode Always), pool cross (10.6.0.0/16, ipipMode CrossSubnet: hosts in other subnets) " +
+		"is not routed; use vxlanMode instead"
+	if got != want {
+		t.Errorf("got  %q\nwant %q", got, want)
+	}
+	// Another reason is given as the probe said it.
+	other := noIPIPError(s, []string{"always"}, errors.New("ipip tunl0: the device exists but is of type veth, not ipip")).Error()
+	if !strings.HasPrefix(other, "IP-in-IP is not available on this node (ipip tunl0: the device exists but is of type veth, not ipip): ") ||
+		!strings.Contains(other, "pool always (10.5.0.0/16, ipipMode Always)") {
+		t.Errorf("%q", other)
 	}
 }
 

@@ -61,6 +61,9 @@ type Config struct {
 	// device: pools that ask for VXLAN keep the node not ready, and their
 	// traffic is never routed without encapsulation.
 	VXLANDisabled bool
+	// IPIPMTU of the IP-in-IP device (FelixConfiguration ipipMTU); 0 = the
+	// host's MTU (MTUIfacePattern) minus 20.
+	IPIPMTU int
 	// MTUIfacePattern selects the host interfaces whose smallest MTU the
 	// tunnel MTU is computed from (FelixConfiguration mtuIfacePattern);
 	// empty, or no match: the MTU of the interface with the node's address.
@@ -75,7 +78,8 @@ type Config struct {
 	// SkipSysctls leaves IP forwarding alone (it is otherwise turned on:
 	// a router that does not forward routes nothing).
 	SkipSysctls bool
-	// Warnings from startup (e.g. IP-in-IP requested), shown in Status.
+	// Warnings from startup (e.g. a tunnel pool on a node without IPv4),
+	// shown in Status.
 	Warnings []string
 	Logger   *slog.Logger
 }
@@ -130,6 +134,11 @@ type Component struct {
 	// warned is what the last apply warned about: a warning is logged when
 	// it appears, not on every apply.
 	warned []string
+	// ipipErr is the answer of routes.IPIPSupported (nil: supported), asked
+	// when a pool first wants IP-in-IP (ipipProbed) and, while it is no,
+	// again at each full apply (an operator may load the module).
+	ipipProbed bool
+	ipipErr    error
 
 	ready   atomic.Bool
 	holding atomic.Bool // carried routes are kept; Run wakes the loop each second
@@ -324,7 +333,7 @@ func (c *Component) Apply(ctx context.Context, full bool) error {
 	if c.holding.Load() {
 		carry = c.carried
 	}
-	err := c.apply(ctx, carry)
+	err := c.apply(ctx, carry, full)
 	c.mu.Lock()
 	c.status.LastApply = time.Now()
 	if err != nil {
@@ -393,23 +402,11 @@ func (c *Component) forwardRoutes(ch <-chan bgp.RouteEvent) {
 
 // apply computes the desired state and programs it, keeping carry (routes
 // of the previous run) where nothing else routes their destinations.
-func (c *Component) apply(ctx context.Context, carry []routes.Route) error {
+func (c *Component) apply(ctx context.Context, carry []routes.Route, full bool) error {
 	cfg, s, h := c.cfg, c.snap, c.h
 	node := cfg.NodeName
 	var errs []error
-	// IP-in-IP warnings are recomputed from the pools as they are now;
-	// startup's (from the pools at start) would be stale or duplicates.
-	var warnings []string
-	for _, w := range cfg.Warnings {
-		if !strings.Contains(w, "IP-in-IP") {
-			warnings = append(warnings, w)
-		}
-	}
-	for _, w := range ipipWanted(s) {
-		if !slices.Contains(warnings, w) {
-			warnings = append(warnings, w)
-		}
-	}
+	warnings := slices.Clone(cfg.Warnings)
 
 	me, known := s.Nodes[node]
 	var self nodeInfo
@@ -472,7 +469,7 @@ func (c *Component) apply(ctx context.Context, carry []routes.Route) error {
 			var pw []string
 			peers, pw = DesiredPeers(s, node, PeerOptions{HoldTime: cfg.HoldTime, KeepaliveTime: cfg.KeepaliveTime, Secrets: cfg.Secrets})
 			warnings = append(warnings, pw...)
-			if err := sp.SetPeers(peers); err != nil {
+			if err := sp.SetPeers(ctx, peers); err != nil {
 				errs = append(errs, err)
 			}
 			adverts = DesiredAdvertisements(s, node)
@@ -492,7 +489,13 @@ func (c *Component) apply(ctx context.Context, carry []routes.Route) error {
 	}
 
 	// Kernel.
-	rs := DesiredRoutes(s, node, learned, RouteOptions{NoVXLAN: cfg.VXLANDisabled, NoIPv6: cfg.IPv6Disabled})
+	wantIPIP := len(ipipPools(s)) > 0
+	var ipipErr error
+	if wantIPIP {
+		ipipErr = c.ipipSupport(full)
+	}
+	rs := DesiredRoutes(s, node, learned, RouteOptions{NoVXLAN: cfg.VXLANDisabled, NoIPv6: cfg.IPv6Disabled,
+		IPIP: wantIPIP && ipipErr == nil})
 	if len(rs.NoVXLAN) > 0 {
 		errs = append(errs, fmt.Errorf("IP pool(s) %s ask for VXLAN, but FelixConfiguration vxlanEnabled is false on this node: "+
 			"their traffic to other hosts is not routed (never without encapsulation); set vxlanEnabled to true or the pools' vxlanMode to Never",
@@ -509,6 +512,22 @@ func (c *Component) apply(ctx context.Context, carry []routes.Route) error {
 		if err := routes.EnsureVXLAN(h, routes.VXLANConfig{
 			Name: routes.VXLANDeviceName, VNI: cfg.VXLANVNI, Port: cfg.VXLANPort, MTU: mtu,
 			ParentAddr: self.v4.Addr(), MAC: mac, TunnelAddr: self.tunnel, Logger: c.log,
+		}); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if len(rs.NoIPIP) > 0 {
+		errs = append(errs, noIPIPError(s, rs.NoIPIP, ipipErr))
+	}
+	if rs.IPIP {
+		mtu := cfg.IPIPMTU
+		if mtu == 0 {
+			if hm := hostMTU(h, self.v4.Addr(), cfg.MTUIfacePattern); hm > 0 {
+				mtu = hm - routes.IPIPOverhead
+			}
+		}
+		if err := routes.EnsureIPIP(h, routes.IPIPConfig{
+			Name: routes.IPIPDeviceName, MTU: mtu, TunnelAddr: self.ipipTunnel, Logger: c.log,
 		}); err != nil {
 			errs = append(errs, err)
 		}
@@ -550,6 +569,11 @@ func (c *Component) apply(ctx context.Context, carry []routes.Route) error {
 	if self.tunnel.IsValid() {
 		c.status.VXLANTunnelAddr = self.tunnel.String()
 	}
+	c.status.IPIP = rs.IPIP
+	c.status.IPIPTunnelAddr = ""
+	if self.ipipTunnel.IsValid() {
+		c.status.IPIPTunnelAddr = self.ipipTunnel.String()
+	}
 	c.status.Warnings = warnings
 	c.mu.Unlock()
 	for _, w := range warnings {
@@ -559,6 +583,43 @@ func (c *Component) apply(ctx context.Context, carry []routes.Route) error {
 	}
 	c.warned = warnings
 	return errors.Join(errs...)
+}
+
+// ipipSupport asks routes.IPIPSupported once, and again at a full apply
+// while the answer is no.
+func (c *Component) ipipSupport(full bool) error {
+	if !c.ipipProbed || c.ipipErr != nil && full {
+		c.ipipErr = routes.IPIPSupported(c.h)
+		c.ipipProbed = true
+		if c.ipipErr == nil {
+			c.log.Info("IP-in-IP available", "dev", routes.IPIPDeviceName)
+		}
+	}
+	return c.ipipErr
+}
+
+// noIPIPError is the error that keeps the node not ready while pools ask
+// for IP-in-IP that this node cannot do: each pool with its CIDR and mode,
+// and why (why is routes.IPIPSupported's answer).
+func noIPIPError(s *Snapshot, pools []string, why error) error {
+	reason := "IP-in-IP is not available on this node"
+	switch {
+	case errors.Is(why, routes.ErrNoIPIP):
+		reason = routes.ErrNoIPIP.Error()
+	case why != nil:
+		reason = "IP-in-IP is not available on this node (" + why.Error() + ")"
+	}
+	what := make([]string, 0, len(pools))
+	for _, name := range pools {
+		p := s.Pools[name]
+		w := fmt.Sprintf("pool %s (%s, ipipMode %s", name, p.Spec.CIDR, p.Spec.IPIPMode)
+		if p.Spec.IPIPMode == v3.EncapCrossSubnet {
+			w += ": hosts in other subnets"
+		}
+		what = append(what, w+")")
+	}
+	return fmt.Errorf("%s: traffic to other hosts' blocks of %s is not routed; use vxlanMode instead",
+		reason, strings.Join(what, ", "))
 }
 
 // peerExpired is the speaker's OnHoldTimerExpired (any goroutine): GoBGP

@@ -8,15 +8,15 @@
 // (Nodes, BGPConfigurations, BGPPeers, IPPools, IPAM blocks, this node's
 // WorkloadEndpoints) and the routes learned over BGP, DesiredPeers,
 // DesiredAdvertisements and DesiredRoutes compute the BGP sessions, the
-// announced prefixes and the kernel routes, VXLAN tunnel endpoints
-// included. No I/O, no clocks, no goroutines: table-driven tests cover it.
+// announced prefixes and the kernel routes, VXLAN tunnel endpoints and
+// IP-in-IP routes included. No I/O, no clocks, no goroutines: table-driven tests cover it.
 //
 // The Component (component.go) does the I/O, as one component of the
 // agent's loop (pkg/node): the agent's syncer delivers the kinds it asks
 // for (IPAM blocks as a raw kind), OnUpdate folds them into the snapshot,
 // and after the first complete snapshot each Apply drives pkg/bgp
 // (SetPeers, SetAdvertisements) and pkg/dataplane/routes (Reconciler,
-// EnsureVXLAN, VXLAN) with what the calculation says. Learned routes flow
+// EnsureVXLAN, VXLAN, EnsureIPIP) with what the calculation says. Learned routes flow
 // back from the speaker: they wake the loop (Wake) for the next Apply. The
 // loop's periodic full apply (every Config.ResyncInterval) repairs kernel
 // drift. It exposes Ready, Status and an HTTP handler (StatusPath,
@@ -37,8 +37,18 @@
 // session out and says so in Status.Warnings: a session is never brought
 // up without the password it asks for.
 //
-// IP-in-IP: pools with ipipMode are routed natively here because the
-// kernel has no ipip module; Status.Warnings and the log say so.
+// Encapsulation is never dropped: a remote block of a pool that asks for
+// VXLAN or IP-in-IP is routed through its tunnel or not at all. IP-in-IP
+// is Calico's: routes learned over BGP for a pool with ipipMode Always, or
+// CrossSubnet when the next hop is outside this node's subnet, go "via
+// <next hop> dev tunl0 onlink", and the component keeps tunl0 up with its
+// MTU and the Node's ipv4IPIPTunnelAddr (routes.EnsureIPIP). Whether the
+// kernel can do IP-in-IP at all is asked once (routes.IPIPSupported; again
+// at each full apply while the answer is no). Where it cannot (no ipip
+// module), or VXLAN is disabled by FelixConfiguration, the apply fails with
+// an error naming each pool, its CIDR and mode and what is missing: the
+// node is not ready, and Status.LastError (what `tortie node status`
+// prints) says why.
 //
 // What this package must never do: program anything before the first
 // complete snapshot, touch a route that is not tortie's (the reconciler's

@@ -108,8 +108,10 @@ type nodeInfo struct {
 	asn       uint32       // 0: the cluster's
 	clusterID string       // routeReflectorClusterID
 	labels    map[string]string
-	tunnel    netip.Addr
+	tunnel    netip.Addr // VXLAN
 	mac       string
+	// ipipTunnel is the address of the node's IP-in-IP device.
+	ipipTunnel netip.Addr
 }
 
 func parseNode(n *v3.Node) nodeInfo {
@@ -121,6 +123,9 @@ func parseNode(n *v3.Node) nodeInfo {
 			ni.asn = uint32(*b.ASNumber)
 		}
 		ni.clusterID = b.RouteReflectorClusterID
+		if a, err := netip.ParseAddr(b.IPv4IPIPTunnelAddr); err == nil {
+			ni.ipipTunnel = a
+		}
 	}
 	if a, err := netip.ParseAddr(n.Spec.IPv4VXLANTunnelAddr); err == nil {
 		ni.tunnel = a
@@ -149,16 +154,4 @@ func (n nodeInfo) addrOf(v6 bool) netip.Addr {
 		return n.v6.Addr()
 	}
 	return n.v4.Addr()
-}
-
-// ipipWanted reports pools that ask for IP-in-IP, which this kernel lacks.
-func ipipWanted(s *Snapshot) []string {
-	var out []string
-	for _, name := range sortedKeys(s.Pools) {
-		p := s.Pools[name]
-		if m := p.Spec.IPIPMode; m != "" && m != v3.EncapNever && !p.Spec.Disabled {
-			out = append(out, fmt.Sprintf("IP pool %s (%s) has ipipMode %s, but this host's kernel has no IP-in-IP support: its traffic is routed natively without encapsulation; use vxlanMode instead", p.Name, p.Spec.CIDR, m))
-		}
-	}
-	return out
 }
