@@ -1,18 +1,23 @@
 // Package routes is tortie's routing driver: it makes one network
 // namespace's kernel routing state match a desired state computed elsewhere.
 //
-// It owns three kinds of kernel object, and nothing else:
+// It owns four kinds of kernel object, and nothing else:
 //
 //   - Routes in one routing table that carry tortie's route protocol number
 //     (ProtocolTortie, 116, unless Options.Protocol says otherwise): /32 and
 //     /128 host routes to local workloads, blackholes for blocks affine to this
 //     host, and routes to other hosts' blocks (learned over BGP, or computed
-//     from the datastore and sent through the VXLAN device). The Reconciler
+//     from the datastore and sent through the VXLAN or IP-in-IP device). The Reconciler
 //     adds, replaces and deletes them so that the table matches Set.
 //   - The VXLAN tunnel device (Calico's vxlan.calico): EnsureVXLAN creates it
 //     or fixes it in place.
 //   - The static FDB (MAC → remote node address) and neighbour (tunnel address
 //     → MAC) entries on that device, reconciled by VXLAN.
+//   - The IP-in-IP device (tunl0, the kernel's fallback ipip device):
+//     EnsureIPIP sets its MTU, state and tunnel address (creating it if the
+//     kernel has the ipip module but not the device); IPIPSupported says
+//     whether this kernel can have it. Both tunnel devices are tuned by one
+//     function (tunnel.go).
 //
 // Every operation goes through a *netlink.Handle that the caller opened in the
 // target namespace (netlink.NewHandleAt), so the driver never switches the

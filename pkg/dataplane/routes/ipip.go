@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/netip"
 
 	"github.com/vishvananda/netlink"
@@ -118,25 +117,6 @@ func ensureIPIP(h *netlink.Handle, cfg IPIPConfig) ([]string, error) {
 	if created {
 		changed("created")
 	}
-	a := link.Attrs()
-	if cfg.MTU != 0 && a.MTU != cfg.MTU {
-		if err := h.LinkSetMTU(link, cfg.MTU); err != nil {
-			return changes, fmt.Errorf("ipip %s: setting MTU %d: %w", cfg.Name, cfg.MTU, err)
-		}
-		changed("MTU set", "mtu", cfg.MTU, "was", a.MTU)
-	}
-	if a.Flags&net.FlagUp == 0 {
-		if err := h.LinkSetUp(link); err != nil {
-			return changes, fmt.Errorf("ipip %s: setting up: %w", cfg.Name, err)
-		}
-		changed("set up")
-	}
-	if cfg.TunnelAddr.IsValid() {
-		c, err := ensureTunnelAddr(h, link, cfg.TunnelAddr, log)
-		changes = append(changes, c...)
-		if err != nil {
-			return changes, fmt.Errorf("ipip %s: %w", cfg.Name, err)
-		}
-	}
-	return changes, nil
+	c, err := tuneTunnel(h, link, tunnelAttrs{kind: "ipip", name: cfg.Name, mtu: cfg.MTU, addr: cfg.TunnelAddr}, log)
+	return append(changes, c...), err
 }

@@ -148,34 +148,8 @@ func ensureVXLAN(h *netlink.Handle, cfg VXLANConfig) ([]string, error) {
 		}
 	}
 
-	a := link.Attrs()
-	if cfg.MTU != 0 && a.MTU != cfg.MTU {
-		if err := h.LinkSetMTU(link, cfg.MTU); err != nil {
-			return changes, fmt.Errorf("vxlan %s: setting MTU %d: %w", cfg.Name, cfg.MTU, err)
-		}
-		changed("MTU set", "mtu", cfg.MTU, "was", a.MTU)
-	}
-	if cfg.MAC != nil && !bytes.Equal(a.HardwareAddr, cfg.MAC) {
-		if err := h.LinkSetHardwareAddr(link, cfg.MAC); err != nil {
-			return changes, fmt.Errorf("vxlan %s: setting MAC %s: %w", cfg.Name, cfg.MAC, err)
-		}
-		changed("MAC set", "mac", cfg.MAC.String(), "was", a.HardwareAddr.String())
-	}
-	if a.Flags&net.FlagUp == 0 {
-		if err := h.LinkSetUp(link); err != nil {
-			return changes, fmt.Errorf("vxlan %s: setting up: %w", cfg.Name, err)
-		}
-		changed("set up")
-	}
-
-	if cfg.TunnelAddr.IsValid() {
-		c, err := ensureTunnelAddr(h, link, cfg.TunnelAddr, log)
-		changes = append(changes, c...)
-		if err != nil {
-			return changes, fmt.Errorf("vxlan %s: %w", cfg.Name, err)
-		}
-	}
-	return changes, nil
+	c, err := tuneTunnel(h, link, tunnelAttrs{kind: "vxlan", name: cfg.Name, mtu: cfg.MTU, mac: cfg.MAC, addr: cfg.TunnelAddr}, log)
+	return append(changes, c...), err
 }
 
 // vxlanMismatch says which attribute that cannot change on a live device
@@ -253,7 +227,7 @@ func ensureTunnelAddr(h *netlink.Handle, link netlink.Link, addr netip.Addr, log
 				return changes, fmt.Errorf("removing address %s: %w", a.IPNet, err)
 			}
 			changes = append(changes, "address removed "+a.IPNet.String())
-			log.Info("removed stray address from vxlan device", "addr", a.IPNet.String())
+			log.Info("removed stray address from tunnel device", "addr", a.IPNet.String())
 		}
 	}
 	if !have {
@@ -268,7 +242,7 @@ func ensureTunnelAddr(h *netlink.Handle, link netlink.Link, addr netip.Addr, log
 			return changes, fmt.Errorf("adding address %s: %w", want, err)
 		}
 		changes = append(changes, "address added "+want.String())
-		log.Info("added tunnel address to vxlan device", "addr", want.String())
+		log.Info("added tunnel address to tunnel device", "addr", want.String())
 	}
 	return changes, nil
 }
