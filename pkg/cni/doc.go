@@ -1,4 +1,5 @@
-// Package cni is tortie's CNI plugin (spec 1.0.0 and 1.1.0): it puts a
+// Package cni is tortie's CNI plugin (spec 0.3.0, 0.3.1, 0.4.0, 1.0.0 and
+// 1.1.0, each with its own result format and commands): it puts a
 // workload (a Kubernetes pod, a plain containerd or podman container, a VM's
 // network namespace) on the tortie network the way Calico's plugin does,
 // and records it as a WorkloadEndpoint so that the node agent can apply

@@ -8,6 +8,7 @@ package cni_test
 // the test ends.
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -27,6 +28,7 @@ import (
 	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/cni/pkg/version"
 	"github.com/containernetworking/plugins/pkg/ns"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -258,8 +260,33 @@ func (e *env) addPool(name, cidr string, blockSize int) {
 
 func (e *env) endpoint() string { return e.srv.Endpoint() }
 
+// specVersions are the CNI spec versions the plugin must speak. They are
+// listed here, not taken from cni.SupportedVersions, so that a version
+// dropped from the plugin fails the tests.
+var specVersions = []string{"0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"}
+
+// atLeast reports whether spec version v is min or later.
+func atLeast(v, min string) bool {
+	ok, err := version.GreaterThanOrEqualTo(v, min)
+	return err == nil && ok
+}
+
 // netConf is the conflist the tests use; mod adjusts the plugin entry.
 func (e *env) netConf(name, version string, mod func(plugin map[string]any)) []byte {
+	b, _ := json.Marshal(map[string]any{"cniVersion": version, "name": name, "plugins": []any{e.plugin(mod)}})
+	return b
+}
+
+// pluginConf is one plugin's network config, as a runtime hands it to the
+// plugin (name and cniVersion injected), for running the plugin by hand.
+func (e *env) pluginConf(name, version string, mod func(plugin map[string]any)) []byte {
+	p := e.plugin(mod)
+	p["name"], p["cniVersion"] = name, version
+	b, _ := json.Marshal(p)
+	return b
+}
+
+func (e *env) plugin(mod func(plugin map[string]any)) map[string]any {
 	plugin := map[string]any{
 		"type":           cni.PluginType,
 		"etcd_endpoints": e.endpoint(),
@@ -273,8 +300,57 @@ func (e *env) netConf(name, version string, mod func(plugin map[string]any)) []b
 	if mod != nil {
 		mod(plugin)
 	}
-	b, _ := json.Marshal(map[string]any{"cniVersion": version, "name": name, "plugins": []any{plugin}})
-	return b
+	return plugin
+}
+
+// execResult is what one run of the plugin by hand printed.
+type execResult struct {
+	stdout, stderr []byte
+	err            error // the exit status
+}
+
+// cniError decodes the error object the plugin printed on stdout.
+func (r execResult) cniError(tb testing.TB) *types.Error {
+	tb.Helper()
+	if r.err == nil {
+		tb.Fatalf("expected the plugin to fail; it printed %s", r.stdout)
+	}
+	te := &types.Error{}
+	if err := json.Unmarshal(r.stdout, te); err != nil || te.Code == 0 {
+		tb.Fatalf("stdout is not a CNI error object (%v): %s\nstderr: %s", err, r.stdout, r.stderr)
+	}
+	return te
+}
+
+func (r execResult) ok(tb testing.TB, what string) {
+	tb.Helper()
+	if r.err != nil {
+		tb.Fatalf("%s: %v\nstdout: %s\nstderr: %s", what, r.err, r.stdout, r.stderr)
+	}
+}
+
+// exec runs the plugin as a runtime does, without libcni (which refuses
+// some commands for some versions before the plugin is called): the binary
+// under name in e.cniPath, in the host namespace, CNI_COMMAND=cmd, with
+// extra CNI_* variables (CNI_PATH is set), stdin the plugin's config.
+func (e *env) exec(name, cmd string, stdin []byte, vars ...string) execResult {
+	return e.execPath(filepath.Join(e.cniPath, name), cmd, stdin, vars...)
+}
+
+func (e *env) execPath(path, cmd string, stdin []byte, vars ...string) execResult {
+	c := exec.Command("ip", "netns", "exec", e.hostNS, path)
+	c.Env = append(os.Environ(), "CNI_COMMAND="+cmd, "CNI_PATH="+e.cniPath)
+	c.Env = append(c.Env, vars...)
+	c.Stdin = bytes.NewReader(stdin)
+	var out, errOut bytes.Buffer
+	c.Stdout, c.Stderr = &out, &errOut
+	err := c.Run()
+	return execResult{stdout: out.Bytes(), stderr: errOut.Bytes(), err: err}
+}
+
+// containerVars are the CNI_* variables of one attachment.
+func containerVars(containerID, netns, ifName string, args string) []string {
+	return []string{"CNI_CONTAINERID=" + containerID, "CNI_NETNS=" + netns, "CNI_IFNAME=" + ifName, "CNI_ARGS=" + args}
 }
 
 func (e *env) writeConf(name string, conf []byte) {
@@ -323,6 +399,10 @@ func (e *env) add(list *libcni.NetworkConfigList, rt *libcni.RuntimeConf) (*curr
 	})
 	if err != nil {
 		return nil, err
+	}
+	// The plugin answers in the config's version.
+	if res.Version() != list.CNIVersion {
+		return nil, fmt.Errorf("ADD returned a %s result for a %s config", res.Version(), list.CNIVersion)
 	}
 	return current.NewResultFromResult(res)
 }

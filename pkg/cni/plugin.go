@@ -17,8 +17,14 @@ import (
 	"github.com/tortie/tortie/pkg/ipam"
 )
 
-// SupportedVersions are the CNI spec versions the plugin speaks.
-var SupportedVersions = []string{"1.0.0", "1.1.0"}
+// SupportedVersions are the CNI spec versions the plugin speaks, each with
+// its own result format (0.3.x and 0.4.0: containernetworking's types/040,
+// 1.x: types/100; results are built as 1.1.0 and converted by
+// types.Result.GetAsVersion) and its own commands: ADD and DEL in all,
+// CHECK from 0.4.0, STATUS and GC from 1.1.0 (skel refuses the others with
+// code 1). Calico's plugin also takes 0.1.0 and 0.2.0, whose results have
+// no interfaces; Calico's own manifests say 0.3.1.
+var SupportedVersions = []string{"0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"}
 
 // Version of the plugin, shown when it is run without CNI_COMMAND.
 var Version = "dev"

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha1"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -19,6 +20,7 @@ import (
 	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/cni/pkg/version"
 	"github.com/containernetworking/plugins/pkg/ns"
 
 	v3 "github.com/tortie/tortie/pkg/apis/v3"
@@ -119,15 +121,15 @@ func getWEP(t *testing.T, e *env, ns, name string) *v3.WorkloadEndpoint {
 	return r.(*v3.WorkloadEndpoint)
 }
 
-// TestLibcniTwoWorkloads drives the plugin through libcni for every
-// supported spec version: a Kubernetes pod and a plain container, dual
-// stack, reach each other by TCP and UDP; the result, host plumbing and
-// WorkloadEndpoints are Calico's; a retried ADD changes nothing; CHECK
-// passes, then fails once the host route is removed by hand; DEL (twice)
-// leaves nothing.
+// TestLibcniTwoWorkloads drives the plugin through libcni for every spec
+// version from 0.3.0 to 1.1.0: a Kubernetes pod and a plain container, dual
+// stack, reach each other by TCP and UDP; the result (in the config's
+// version), host plumbing and WorkloadEndpoints are Calico's; a retried ADD
+// changes nothing; from 0.4.0, CHECK passes, then fails once the host route
+// is removed by hand; DEL (twice) leaves nothing.
 func TestLibcniTwoWorkloads(t *testing.T) {
 	e := newEnv(t)
-	for _, ver := range cni.SupportedVersions {
+	for _, ver := range specVersions {
 		t.Run(ver, func(t *testing.T) {
 			netName := "net" + strings.ReplaceAll(ver, ".", "")
 			list := confList(t, e.netConf(netName, ver, func(p map[string]any) {
@@ -239,17 +241,25 @@ func TestLibcniTwoWorkloads(t *testing.T) {
 				t.Errorf("after a retried ADD: %d allocations, want 4", r.Allocations)
 			}
 
-			// CHECK passes, then fails once the host route is gone.
-			if err := e.check(list, podRT); err != nil {
+			// CHECK passes, then fails once the host route is gone. Before
+			// 0.4.0 there is no CHECK (TestVersionRules: the plugin refuses
+			// it too).
+			if !atLeast(ver, "0.4.0") {
+				if err := e.check(list, podRT); err == nil || !errors.Is(err, libcni.ErrorCheckNotSupp) {
+					t.Errorf("CHECK on a %s config: %v, want libcni's refusal", ver, err)
+				}
+			} else if err := e.check(list, podRT); err != nil {
 				t.Fatalf("CHECK: %v", err)
 			}
-			if err := e.check(list, ctrRT); err != nil {
-				t.Fatalf("CHECK container: %v", err)
-			}
-			run(t, "ip", "-n", e.hostNS, "route", "del", a4.String()+"/32", "dev", wantHost)
-			te := cniError(t, e.check(list, podRT))
-			if te.Code != cni.CodeCheckFailed || !strings.Contains(te.Msg, "host route "+a4.String()+"/32") {
-				t.Errorf("CHECK after removing the host route: %d %q", te.Code, te.Msg)
+			if atLeast(ver, "0.4.0") {
+				if err := e.check(list, ctrRT); err != nil {
+					t.Fatalf("CHECK container: %v", err)
+				}
+				run(t, "ip", "-n", e.hostNS, "route", "del", a4.String()+"/32", "dev", wantHost)
+				te := cniError(t, e.check(list, podRT))
+				if te.Code != cni.CodeCheckFailed || !strings.Contains(te.Msg, "host route "+a4.String()+"/32") {
+					t.Errorf("CHECK after removing the host route: %d %q", te.Code, te.Msg)
+				}
 			}
 
 			if ver == "1.1.0" {
@@ -551,11 +561,13 @@ func TestHostLocalIPAM(t *testing.T) {
 }
 
 // TestCnitool drives the plugin through cnitool, CNI's own command-line
-// runtime, for every supported spec version.
+// runtime, for every spec version from 0.3.0 to 1.1.0: the result in the
+// config's version (0.3.x and 0.4.0: each address with its "version"),
+// CHECK from 0.4.0 (cnitool refuses it before), STATUS and GC at 1.1.0.
 func TestCnitool(t *testing.T) {
 	cnitool := tool(t, "cnitool")
 	e := newEnv(t)
-	for _, ver := range cni.SupportedVersions {
+	for _, ver := range specVersions {
 		t.Run(ver, func(t *testing.T) {
 			name := "tool" + strings.ReplaceAll(ver, ".", "")
 			e.writeConf(name, e.netConf(name, ver, nil))
@@ -578,11 +590,18 @@ func TestCnitool(t *testing.T) {
 			if !strings.Contains(outA, `"cniVersion": "`+ver+`"`) || !strings.Contains(outA, "ee:ee:ee:ee:ee:ee") {
 				t.Errorf("cnitool add output:\n%s", outA)
 			}
-			resB, err := current.NewResult([]byte(outB))
-			if err != nil {
-				t.Fatalf("parse result: %v\n%s", err, outB)
+			if hasVersion := strings.Contains(outA, `"version": "4"`); hasVersion == atLeast(ver, "1.0.0") {
+				t.Errorf("cnitool add output (%s): per-address \"version\" present %v, want %v:\n%s", ver, hasVersion, !hasVersion, outA)
 			}
-			b4, _ := ipsOf(resB.(*current.Result))
+			rawB, err := version.NewResult(ver, []byte(outB))
+			if err != nil {
+				t.Fatalf("parse a %s result: %v\n%s", ver, err, outB)
+			}
+			resB, err := current.NewResultFromResult(rawB)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b4, _ := ipsOf(resB)
 			tcp, udp := echoServers(t, nsB, b4)
 			if err := echoFrom(nsA, "tcp", tcp); err != nil {
 				t.Errorf("TCP a->b: %v", err)
@@ -590,19 +609,25 @@ func TestCnitool(t *testing.T) {
 			if err := echoFrom(nsA, "udp", udp); err != nil {
 				t.Errorf("UDP a->b: %v", err)
 			}
-			if out, err := tool([]string{"CNI_ARGS=K8S_POD_NAMESPACE=tools;K8S_POD_NAME=a"}, "check", name, nsA); err != nil {
+			out, err := tool([]string{"CNI_ARGS=K8S_POD_NAMESPACE=tools;K8S_POD_NAME=a"}, "check", name, nsA)
+			switch {
+			case atLeast(ver, "0.4.0") && err != nil:
 				t.Errorf("cnitool check: %v\n%s", err, out)
+			case !atLeast(ver, "0.4.0") && (err == nil || !strings.Contains(out, "does not support the CHECK command")):
+				t.Errorf("cnitool check of a %s config: err %v, want cnitool's refusal\n%s", ver, err, out)
 			}
 			if ver == "1.1.0" {
 				if out, err := tool(nil, "status", name, nsA); err != nil {
 					t.Errorf("cnitool status: %v\n%s", err, out)
 				}
 			}
-			// Remove b's host route by hand: CHECK must now fail.
-			hostB := resB.(*current.Result).Interfaces[0].Name
-			run(t, "ip", "-n", e.hostNS, "route", "del", b4.String()+"/32", "dev", hostB)
-			if out, err := tool(nil, "check", name, nsB); err == nil || !strings.Contains(out, "host route") {
-				t.Errorf("cnitool check after removing the host route: err %v\n%s", err, out)
+			if atLeast(ver, "0.4.0") {
+				// Remove b's host route by hand: CHECK must now fail.
+				hostB := resB.Interfaces[0].Name
+				run(t, "ip", "-n", e.hostNS, "route", "del", b4.String()+"/32", "dev", hostB)
+				if out, err := tool(nil, "check", name, nsB); err == nil || !strings.Contains(out, "host route") {
+					t.Errorf("cnitool check after removing the host route: err %v\n%s", err, out)
+				}
 			}
 			for _, args := range [][]string{{"CNI_ARGS=K8S_POD_NAMESPACE=tools;K8S_POD_NAME=a"}, nil} {
 				netns := nsA
