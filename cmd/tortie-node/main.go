@@ -112,7 +112,7 @@ Honoured: logSeverityScreen (changed live), failsafeInboundHostPorts,
 failsafeOutboundHostPorts, defaultEndpointToHostAction, interfacePrefix,
 ipv6Support, natOutgoingAddress, healthEnabled/Host/Port,
 prometheusMetricsEnabled/Host/Port, routeRefreshInterval, vxlanEnabled,
-vxlanPort, vxlanVNI, vxlanMTU, mtuIfacePattern; bpfEnabled is refused (the
+vxlanPort, vxlanVNI, vxlanMTU, ipipEnabled, ipipMTU, mtuIfacePattern; bpfEnabled is refused (the
 agent stays not ready). A change of any but the log level restarts the agent
 in place, as Felix restarts. See docs/agent-config.md.
 
@@ -272,7 +272,7 @@ func run(ctx context.Context, o *options, logOut io.Writer) error {
 			NodeName: name, DisableBGP: o.noBGP, Warnings: res.Warnings, Logger: log,
 			ResyncInterval: set.RouteRefreshInterval, VXLANMTU: set.VXLANMTU, VXLANPort: set.VXLANPort,
 			VXLANVNI: set.VXLANVNI, VXLANDisabled: !set.VXLANEnabled, MTUIfacePattern: set.MTUIfacePattern,
-			IPv6Disabled: !set.IPv6Support,
+			IPv6Disabled: !set.IPv6Support, IPIPDisabled: !set.IPIPEnabled, IPIPMTU: set.IPIPMTU,
 		})
 		if err != nil {
 			return err

@@ -56,6 +56,10 @@ type Settings struct {
 	VXLANPort    int
 	VXLANVNI     int
 	VXLANMTU     int
+	// IPIPEnabled false refuses pools that ask for IP-in-IP (the node is
+	// not ready and says which); IPIPMTU 0 means from the host's MTU.
+	IPIPEnabled bool
+	IPIPMTU     int
 	// MTUIfacePattern selects the host interfaces whose smallest MTU the
 	// tunnel MTU is computed from.
 	MTUIfacePattern string
@@ -87,6 +91,7 @@ func Defaults() Settings {
 		PrometheusMetricsPort:       9091,
 		RouteRefreshInterval:        90 * time.Second,
 		VXLANEnabled:                true,
+		IPIPEnabled:                 true,
 		VXLANPort:                   4789,
 		VXLANVNI:                    4096,
 		MTUIfacePattern:             `^((en|wl|ww|sl|ib)[Pcopsvx].*|(eth|wlan|wwan).*)`,
@@ -184,14 +189,9 @@ var fields = []field{
 		s.VXLANVNI = n
 		return nil
 	}, func(s *Settings) any { return s.VXLANVNI }},
-	{"vxlanMTU", func(s *Settings, v string) error {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 0 || (n > 0 && n < 1280) || n > 65535 {
-			return fmt.Errorf("%q: want 0 (from the host's MTU) or an MTU from 1280 to 65535", v)
-		}
-		s.VXLANMTU = n
-		return nil
-	}, func(s *Settings) any { return s.VXLANMTU }},
+	mtuField("vxlanMTU", func(s *Settings) *int { return &s.VXLANMTU }),
+	boolField("ipipEnabled", func(s *Settings) *bool { return &s.IPIPEnabled }),
+	mtuField("ipipMTU", func(s *Settings) *int { return &s.IPIPMTU }),
 	{"mtuIfacePattern", func(s *Settings, v string) error {
 		if _, err := regexp.Compile(v); err != nil {
 			return fmt.Errorf("%q: %v", v, err)
@@ -375,6 +375,17 @@ func boolField(name string, p func(*Settings) *bool) field {
 			return fmt.Errorf("%q: want true or false", v)
 		}
 		*p(s) = b
+		return nil
+	}, func(s *Settings) any { return *p(s) }}
+}
+
+func mtuField(name string, p func(*Settings) *int) field {
+	return field{name, func(s *Settings, v string) error {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 || (n > 0 && n < 1280) || n > 65535 {
+			return fmt.Errorf("%q: want 0 (from the host's MTU) or an MTU from 1280 to 65535", v)
+		}
+		*p(s) = n
 		return nil
 	}, func(s *Settings) any { return *p(s) }}
 }

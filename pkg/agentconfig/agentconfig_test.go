@@ -51,6 +51,7 @@ func TestPrecedence(t *testing.T) {
 		{"another node's config is not read", Input{Node: node, NodeName: "n1"}, func(s Settings) bool { return s.HealthPort == 9299 }, "healthPort", NodeSource("n1")},
 		{"NAT address", Input{Env: []string{"FELIX_NATOUTGOINGADDRESS=192.0.2.7"}}, func(s Settings) bool { return s.NATOutgoingAddress == netip.MustParseAddr("192.0.2.7") }, "natOutgoingAddress", SourceEnv},
 		{"bpf", Input{Global: fc("default", `{bpfEnabled: true}`)}, func(s Settings) bool { return s.BPFEnabled }, "bpfEnabled", SourceGlobal},
+		{"ipip off", Input{Global: fc("default", `{ipipEnabled: false, ipipMTU: 1400}`)}, func(s Settings) bool { return !s.IPIPEnabled && s.IPIPMTU == 1400 }, "ipipEnabled", SourceGlobal},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

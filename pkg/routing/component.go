@@ -64,6 +64,10 @@ type Config struct {
 	// IPIPMTU of the IP-in-IP device (FelixConfiguration ipipMTU); 0 = the
 	// host's MTU (MTUIfacePattern) minus 20.
 	IPIPMTU int
+	// IPIPDisabled (FelixConfiguration ipipEnabled: false): this node does
+	// no IP-in-IP, as on a kernel without it: pools that ask for it keep
+	// the node not ready and their traffic is not routed.
+	IPIPDisabled bool
 	// MTUIfacePattern selects the host interfaces whose smallest MTU the
 	// tunnel MTU is computed from (FelixConfiguration mtuIfacePattern);
 	// empty, or no match: the MTU of the interface with the node's address.
@@ -588,6 +592,9 @@ func (c *Component) apply(ctx context.Context, carry []routes.Route, full bool) 
 // ipipSupport asks routes.IPIPSupported once, and again at a full apply
 // while the answer is no.
 func (c *Component) ipipSupport(full bool) error {
+	if c.cfg.IPIPDisabled {
+		return errIPIPDisabled
+	}
 	if !c.ipipProbed || c.ipipErr != nil && full {
 		c.ipipErr = routes.IPIPSupported(c.h)
 		c.ipipProbed = true
@@ -597,6 +604,8 @@ func (c *Component) ipipSupport(full bool) error {
 	}
 	return c.ipipErr
 }
+
+var errIPIPDisabled = errors.New("FelixConfiguration ipipEnabled is false on this node")
 
 // noIPIPError is the error that keeps the node not ready while pools ask
 // for IP-in-IP that this node cannot do: each pool with its CIDR and mode,
