@@ -9,6 +9,9 @@ import (
 	"testing"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+
 	"github.com/tortie/tortie/pkg/datastore"
 	"github.com/tortie/tortie/pkg/datastore/etcdtest"
 )
@@ -81,5 +84,105 @@ func TestPing(t *testing.T) {
 	}
 	if time.Since(start) > 5*time.Second {
 		t.Errorf("a refused connection took %v to report", time.Since(start))
+	}
+}
+
+// enableAuth turns on etcd authentication with a root user and a user
+// "calico" that may read and write /calico/ only, as a cluster secured for
+// Calico is set up.
+func enableAuth(t *testing.T, endpoint string) {
+	t.Helper()
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{endpoint}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	ctx := t.Context()
+	steps := []func() error{
+		func() error { _, err := cli.RoleAdd(ctx, "root"); return err },
+		func() error { _, err := cli.UserAdd(ctx, "root", "root-secret"); return err },
+		func() error { _, err := cli.UserGrantRole(ctx, "root", "root"); return err },
+		func() error { _, err := cli.RoleAdd(ctx, "calico"); return err },
+		func() error {
+			_, err := cli.RoleGrantPermission(ctx, "calico", "/calico/", clientv3.GetPrefixRangeEnd("/calico/"), clientv3.PermissionType(clientv3.PermReadWrite))
+			return err
+		},
+		func() error { _, err := cli.UserAdd(ctx, "calico", "calico-secret"); return err },
+		func() error { _, err := cli.UserGrantRole(ctx, "calico", "calico"); return err },
+		func() error { _, err := cli.AuthEnable(ctx); return err },
+	}
+	for i, step := range steps {
+		if err := step(); err != nil {
+			t.Fatalf("enabling etcd auth, step %d: %v", i+1, err)
+		}
+	}
+}
+
+// TestUsernamePasswordFromConfigFile: calicoctl.cfg's etcdUsername and
+// etcdPassword reach the etcd client: with them a user limited to /calico/
+// pings, writes, reads and watches; with a wrong password the error says
+// authentication failed.
+func TestUsernamePasswordFromConfigFile(t *testing.T) {
+	clearEnv(t)
+	srv := etcdtest.Start(t)
+	enableAuth(t, srv.Endpoint())
+	file := func(password string) string {
+		return writeFile(t, "apiVersion: projectcalico.org/v3\nkind: CalicoAPIConfig\nmetadata: {}\nspec:\n  datastoreType: etcdv3\n"+
+			"  etcdEndpoints: "+srv.Endpoint()+"\n  etcdUsername: calico\n  etcdPassword: "+password+"\n")
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+
+	r, err := datastore.Resolve(datastore.Sources{Flags: datastore.Flags{ConfigFile: file("calico-secret")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Config.Username != "calico" || r.Config.Password != "calico-secret" || r.Origins.Password.Source != datastore.FromFile {
+		t.Fatalf("resolved %+v from %+v", r.Config, r.Origins)
+	}
+	be, err := datastore.New(r.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer be.Close()
+	if err := be.Ping(ctx); err != nil {
+		t.Fatalf("ping as calico: %v", err)
+	}
+	w := be.Watch(ctx, "/calico/", 0)
+	if _, err := be.Create(ctx, "/calico/resources/v3/x", []byte("1")); err != nil {
+		t.Fatalf("write as calico: %v", err)
+	}
+	if kv, err := be.Get(ctx, "/calico/resources/v3/x"); err != nil || string(kv.Value) != "1" {
+		t.Fatalf("read as calico: %v %v", kv, err)
+	}
+	select {
+	case ev := <-w:
+		if ev.Err != nil {
+			t.Fatalf("watch as calico: %v", ev.Err)
+		}
+	case <-ctx.Done():
+		t.Fatal("no watch event")
+	}
+	if _, err := be.Get(ctx, "/elsewhere"); err == nil {
+		t.Error("calico read outside /calico/")
+	}
+
+	r, err = datastore.Resolve(datastore.Sources{Flags: datastore.Flags{ConfigFile: file("wrong")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Config.RetryTimeout = 2 * time.Second
+	bad, err := datastore.New(r.Config)
+	if err == nil {
+		defer bad.Close()
+		err = bad.Ping(ctx)
+	}
+	if err == nil || !strings.Contains(err.Error(), "authentication failed") {
+		t.Errorf("wrong password: %v", err)
+	}
+	// The message says who tried, and where the user and password came from.
+	cfg := r.ConfigFile
+	if err := r.WrapError(err); err == nil || !strings.HasPrefix(err.Error(), "datastore at "+srv.Endpoint()+" (from "+cfg+"), as user \"calico\" (from "+cfg+"; password from "+cfg+"): ") {
+		t.Errorf("wrong password, wrapped: %v", err)
 	}
 }

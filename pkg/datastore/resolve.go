@@ -1,6 +1,7 @@
 package datastore
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -9,12 +10,18 @@ import (
 	"os"
 	"strings"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	"sigs.k8s.io/yaml"
 )
 
 // DefaultConfigFile is tortie's datastore config file, in the format of
 // calicoctl's /etc/calico/calicoctl.cfg. `tortie lab up` writes it.
 const DefaultConfigFile = "/etc/tortie/tortie.cfg"
+
+// CalicoConfigFile is calicoctl's config file. It is read when no config
+// file is named and tortie's own (DefaultConfigFile) does not exist, so that
+// a host set up for calicoctl needs nothing more.
+const CalicoConfigFile = "/etc/calico/calicoctl.cfg"
 
 // SupportedType is the one datastore type tortie has (Calico's name).
 const SupportedType = "etcdv3"
@@ -71,7 +78,7 @@ var cliFlagNames = Flags{
 // --etcd-endpoints, --etcd-cert, --etcd-key, --etcd-ca) through a flag
 // set's StringVar: pflag's or the standard library's.
 func (f *Flags) Bind(stringVar func(p *string, name, value, usage string)) {
-	stringVar(&f.ConfigFile, "config", "", "datastore config file (calicoctl.cfg format; default "+DefaultConfigFile+" if present)")
+	stringVar(&f.ConfigFile, "config", "", "datastore config file (calicoctl.cfg format; default "+DefaultConfigFile+" if present, else "+CalicoConfigFile+" if present)")
 	stringVar(&f.Endpoints, "etcd-endpoints", "", "comma-separated etcd endpoints (env ETCD_ENDPOINTS)")
 	stringVar(&f.CertFile, "etcd-cert", "", "client certificate for etcd TLS (env ETCD_CERT_FILE)")
 	stringVar(&f.KeyFile, "etcd-key", "", "client key for etcd TLS (env ETCD_KEY_FILE)")
@@ -87,6 +94,10 @@ type Sources struct {
 	// DefaultConfigFile is read, when it exists, if Flags.ConfigFile is
 	// empty (default DefaultConfigFile).
 	DefaultConfigFile string
+	// FallbackConfigFile is read, when it exists, if Flags.ConfigFile is
+	// empty and DefaultConfigFile does not exist (default
+	// CalicoConfigFile).
+	FallbackConfigFile string
 }
 
 // Origins says where each setting of a resolved Config came from. Cert,
@@ -106,8 +117,12 @@ type Resolved struct {
 	// that would have been.
 	ConfigFile     string
 	ConfigFileRead bool
+	// ConfigFileFallback says ConfigFile is the fallback (calicoctl's),
+	// read because the default one does not exist.
+	ConfigFileFallback bool
 
 	endpointsFlag string
+	defaultFile   string
 }
 
 // Resolve finds the datastore. Each setting comes from the first that
@@ -135,6 +150,9 @@ func Resolve(s Sources) (*Resolved, error) {
 		where := o.String()
 		if o.Source == FromFile {
 			where = "datastore config file " + where + ": spec.datastoreType"
+		}
+		if o.Source == FromFile && r.ConfigFileFallback {
+			return nil, fmt.Errorf("%s: %w (this file was read because %s does not exist; %s names another)", where, err, r.defaultFile, names.ConfigFile)
 		}
 		return nil, fmt.Errorf("%s: %w", where, err)
 	}
@@ -219,13 +237,17 @@ type fileSpec struct {
 func (r *Resolved) readFile(s Sources, flagName string) (spec fileSpec, strictErr, err error) {
 	path, given := s.Flags.ConfigFile, true
 	if path == "" {
-		path, given = s.DefaultConfigFile, false
-		if path == "" {
-			path = DefaultConfigFile
+		path, given = cmp.Or(s.DefaultConfigFile, DefaultConfigFile), false
+	}
+	r.ConfigFile, r.defaultFile = path, path
+	b, err := os.ReadFile(path)
+	if !given && errors.Is(err, fs.ErrNotExist) {
+		fallback := cmp.Or(s.FallbackConfigFile, CalicoConfigFile)
+		if fb, fbErr := os.ReadFile(fallback); !errors.Is(fbErr, fs.ErrNotExist) {
+			r.ConfigFile, r.ConfigFileFallback = fallback, true
+			path, b, err = fallback, fb, fbErr
 		}
 	}
-	r.ConfigFile = path
-	b, err := os.ReadFile(path)
 	switch {
 	case err == nil:
 	case !given && errors.Is(err, fs.ErrNotExist):
@@ -309,6 +331,10 @@ func (r *Resolved) WrapError(err error) error {
 		return &UnreachableError{Endpoints: r.Config.Endpoints, From: r.Origins.Endpoints,
 			Hint: fmt.Sprintf("%s, ETCD_ENDPOINTS or %s", r.endpointsFlag, r.ConfigFile), Err: err}
 	}
+	if errors.Is(err, rpctypes.ErrAuthFailed) || errors.Is(err, rpctypes.ErrGRPCAuthFailed) {
+		return fmt.Errorf("%s, as user %q (from %s; password from %s): %w", r.at(), r.Config.Username,
+			r.Origins.Username, r.Origins.Password, err)
+	}
 	return fmt.Errorf("%s: %w", r.at(), err)
 }
 
@@ -347,6 +373,9 @@ func (r *Resolved) LogValue() slog.Value {
 	attrs := []slog.Attr{
 		slog.String("endpoints", strings.Join(r.Config.Endpoints, ",")),
 		slog.String("from", r.Origins.Endpoints.String()),
+	}
+	if r.ConfigFileRead {
+		attrs = append(attrs, slog.String("config", r.ConfigFile))
 	}
 	for _, v := range []struct {
 		key, path, pem string

@@ -132,7 +132,7 @@ func TestResolveEndpointLists(t *testing.T) {
 		{"http://a:2379, http://b:2379,,http://c:2379", []string{"http://a:2379", "http://b:2379", "http://c:2379"}, datastore.FromFlag},
 		{" , ", []string{datastore.DefaultEndpoint}, datastore.FromDefault}, // a list of nothing sets nothing
 	} {
-		r, err := datastore.Resolve(datastore.Sources{Flags: datastore.Flags{Endpoints: tt.flag}, DefaultConfigFile: missing})
+		r, err := datastore.Resolve(datastore.Sources{Flags: datastore.Flags{Endpoints: tt.flag}, DefaultConfigFile: missing, FallbackConfigFile: missing})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -235,14 +235,14 @@ func TestResolveFile(t *testing.T) {
 func TestResolveMissingFile(t *testing.T) {
 	clearEnv(t)
 	missing := filepath.Join(t.TempDir(), "missing.cfg")
-	r, err := datastore.Resolve(datastore.Sources{DefaultConfigFile: missing})
+	r, err := datastore.Resolve(datastore.Sources{DefaultConfigFile: missing, FallbackConfigFile: missing})
 	if err != nil {
 		t.Fatalf("missing default file: %v", err)
 	}
 	if r.ConfigFileRead || r.ConfigFile != missing || !slices.Equal(r.Config.Endpoints, []string{datastore.DefaultEndpoint}) || r.Origins.Endpoints.Source != datastore.FromDefault {
 		t.Errorf("missing default file: %+v", r)
 	}
-	_, err = datastore.Resolve(datastore.Sources{Flags: datastore.Flags{ConfigFile: missing}, DefaultConfigFile: missing})
+	_, err = datastore.Resolve(datastore.Sources{Flags: datastore.Flags{ConfigFile: missing}, DefaultConfigFile: missing, FallbackConfigFile: missing})
 	if !errors.Is(err, os.ErrNotExist) || !strings.Contains(err.Error(), "--config") || !strings.Contains(err.Error(), missing) {
 		t.Errorf("missing --config file: %v", err)
 	}
@@ -251,8 +251,11 @@ func TestResolveMissingFile(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "config_file in the network config") {
 		t.Errorf("missing file, another flag name: %v", err)
 	}
-	if r, _ := datastore.Resolve(datastore.Sources{}); r != nil && r.ConfigFile != datastore.DefaultConfigFile {
+	if r, _ := datastore.Resolve(datastore.Sources{}); r != nil && r.ConfigFile != datastore.DefaultConfigFile && r.ConfigFile != datastore.CalicoConfigFile {
 		t.Errorf("default config file %q", r.ConfigFile)
+	}
+	if datastore.DefaultConfigFile != "/etc/tortie/tortie.cfg" || datastore.CalicoConfigFile != "/etc/calico/calicoctl.cfg" {
+		t.Errorf("default config files %s, %s", datastore.DefaultConfigFile, datastore.CalicoConfigFile)
 	}
 }
 
@@ -283,7 +286,7 @@ func TestResolveDatastoreType(t *testing.T) {
 			if tt.file != "" {
 				path = writeFile(t, tt.file)
 			}
-			r, err := datastore.Resolve(datastore.Sources{Flags: datastore.Flags{DatastoreType: tt.flag}, DefaultConfigFile: path})
+			r, err := datastore.Resolve(datastore.Sources{Flags: datastore.Flags{DatastoreType: tt.flag}, DefaultConfigFile: path, FallbackConfigFile: path + ".none"})
 			if tt.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 					t.Errorf("error %v, want %q", err, tt.wantErr)
@@ -314,19 +317,19 @@ func TestUnreachable(t *testing.T) {
 	clearEnv(t)
 	missing := filepath.Join(t.TempDir(), "tortie.cfg")
 	cause := fmt.Errorf("%w: no etcd endpoint answers: http://127.0.0.1:2379: connection refused", datastore.ErrUnavailable)
-	def, err := datastore.Resolve(datastore.Sources{DefaultConfigFile: missing})
+	def, err := datastore.Resolve(datastore.Sources{DefaultConfigFile: missing, FallbackConfigFile: missing})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Setenv("ETCD_ENDPOINTS", "http://e1:2379,http://e2:2379")
-	env, err := datastore.Resolve(datastore.Sources{DefaultConfigFile: missing})
+	env, err := datastore.Resolve(datastore.Sources{DefaultConfigFile: missing, FallbackConfigFile: missing})
 	if err != nil {
 		t.Fatal(err)
 	}
 	cni, err := datastore.Resolve(datastore.Sources{
 		Flags:             datastore.Flags{Endpoints: "http://conf:2379"},
 		FlagNames:         datastore.Flags{Endpoints: "etcd_endpoints in the network config"},
-		DefaultConfigFile: missing,
+		DefaultConfigFile: missing, FallbackConfigFile: missing,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -368,7 +371,7 @@ func TestUnreachable(t *testing.T) {
 // TestUnreachablePing: what a command shows when nothing listens.
 func TestUnreachablePing(t *testing.T) {
 	clearEnv(t)
-	r, err := datastore.Resolve(datastore.Sources{Flags: datastore.Flags{Endpoints: "http://127.0.0.1:1"}, DefaultConfigFile: filepath.Join(t.TempDir(), "none")})
+	r, err := datastore.Resolve(datastore.Sources{Flags: datastore.Flags{Endpoints: "http://127.0.0.1:1"}, DefaultConfigFile: filepath.Join(t.TempDir(), "none"), FallbackConfigFile: filepath.Join(t.TempDir(), "none")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -418,5 +421,75 @@ func TestFlagsBind(t *testing.T) {
 		if names[name] != p {
 			t.Errorf("--%s not bound to its field", name)
 		}
+	}
+}
+
+// TestResolveCalicoConfigFile: with no config file named and tortie's own
+// absent, calicoctl's is read, etcd user, password and inline PEM included,
+// and every message and log line names it; tortie's own, when present, or
+// one named, wins; a Kubernetes one is refused saying why it was read.
+func TestResolveCalicoConfigFile(t *testing.T) {
+	clearEnv(t)
+	dir := t.TempDir()
+	tortieCfg, calicoCfg := filepath.Join(dir, "tortie.cfg"), filepath.Join(dir, "calicoctl.cfg")
+	calico := inlineFile + "  etcdUsername: calico\n  etcdPassword: secret\n"
+	if err := os.WriteFile(calicoCfg, []byte(calico), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	src := datastore.Sources{DefaultConfigFile: tortieCfg, FallbackConfigFile: calicoCfg}
+
+	r, err := datastore.Resolve(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fromCalico := datastore.Origin{Source: datastore.FromFile, Name: calicoCfg}
+	if !r.ConfigFileRead || !r.ConfigFileFallback || r.ConfigFile != calicoCfg || r.Origins.Endpoints != fromCalico ||
+		r.Config.Username != "calico" || r.Config.Password != "secret" || r.Origins.Password != fromCalico ||
+		!strings.Contains(r.Config.CAPEM, "Q0E=") || r.Origins.CA != fromCalico {
+		t.Errorf("calicoctl.cfg: %+v from %+v", r.Config, r.Origins)
+	}
+	var buf bytes.Buffer
+	slog.New(slog.NewTextHandler(&buf, nil)).Info("datastore", "etcd", r)
+	if !strings.Contains(buf.String(), "etcd.config="+calicoCfg) {
+		t.Errorf("the log line does not name the file read: %s", buf.String())
+	}
+	if err := r.WrapError(datastore.ErrUnavailable); !strings.HasSuffix(err.Error(), "set --etcd-endpoints, ETCD_ENDPOINTS or "+calicoCfg) {
+		t.Errorf("unreachable: %v", err)
+	}
+
+	// tortie's own file wins when it exists.
+	if err := os.WriteFile(tortieCfg, []byte("spec: {etcdEndpoints: 'http://own:2379'}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := datastore.Resolve(src); err != nil || r.ConfigFile != tortieCfg || r.ConfigFileFallback || r.Config.Endpoints[0] != "http://own:2379" || r.Config.Username != "" {
+		t.Errorf("tortie.cfg present: %+v %v", r, err)
+	}
+	// So does a file named, and a missing one named is an error, not a
+	// reason to read calicoctl's.
+	os.Remove(tortieCfg)
+	named := src
+	named.Flags.ConfigFile = filepath.Join(dir, "missing.cfg")
+	if _, err := datastore.Resolve(named); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("missing --config: %v", err)
+	}
+
+	// A Kubernetes calicoctl.cfg (the usual one on a Calico host) is
+	// refused, saying which file said so and why it was read.
+	if err := os.WriteFile(calicoCfg, []byte("apiVersion: projectcalico.org/v3\nkind: CalicoAPIConfig\nspec:\n  datastoreType: kubernetes\n  kubeconfig: /root/.kube/config\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err = datastore.Resolve(src)
+	if want := "datastore config file " + calicoCfg + ": spec.datastoreType: datastore type kubernetes is not supported yet; tortie supports etcdv3 (this file was read because " + tortieCfg + " does not exist; --config names another)"; err == nil || err.Error() != want {
+		t.Errorf("kubernetes calicoctl.cfg:\n got %v\nwant %s", err, want)
+	}
+	t.Setenv("DATASTORE_TYPE", "etcdv3") // the environment overrides the file's type
+	if _, err := datastore.Resolve(src); err == nil || !strings.Contains(err.Error(), `unknown field "kubeconfig"`) {
+		t.Errorf("kubernetes calicoctl.cfg under DATASTORE_TYPE=etcdv3: %v", err)
+	}
+
+	// Neither present: nothing read, and messages name tortie's file.
+	os.Remove(calicoCfg)
+	if r, err := datastore.Resolve(src); err != nil || r.ConfigFileRead || r.ConfigFile != tortieCfg || r.Origins.Endpoints.Source != datastore.FromDefault {
+		t.Errorf("no file: %+v %v", r, err)
 	}
 }
