@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -279,8 +280,66 @@ serving from --data-dir until SIGINT or SIGTERM. See tortie-datastore --help.`,
 	}
 	serve.Flags().StringVar(&dataDir, "data-dir", "", "directory for the datastore's files (created if missing)")
 	serve.Flags().StringVar(&listen, "listen-client", "http://127.0.0.1:2379", "URL clients connect to")
-	ds.AddCommand(serve)
+	config := &cobra.Command{
+		Use:   "config",
+		Short: "Show the datastore settings tortie would use, and where each came from",
+		Long: `Show the datastore settings every command would use: the config file read
+(--config, else ` + datastore.DefaultConfigFile + `, else calicoctl's ` + datastore.CalicoConfigFile + `),
+the endpoints, TLS files or inline PEM, and the user, each with where it came
+from (flag, environment variable, config file or default). The password and
+the PEM are never shown. Nothing is sent to the datastore.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			r, err := g.resolve()
+			if err != nil {
+				return err
+			}
+			printDatastoreConfig(g.out, r)
+			return nil
+		},
+	}
+	ds.AddCommand(serve, config)
 	return ds
+}
+
+// printDatastoreConfig is `tortie datastore config`.
+func printDatastoreConfig(w io.Writer, r *datastore.Resolved) {
+	file := r.ConfigFile + " (not present)"
+	switch {
+	case r.ConfigFileRead && r.ConfigFileFallback:
+		file = r.ConfigFile + " (calicoctl's, read because " + datastore.DefaultConfigFile + " is not present)"
+	case r.ConfigFileRead:
+		file = r.ConfigFile
+	}
+	from := func(o datastore.Origin) string {
+		if o.Source == datastore.FromDefault {
+			return "default"
+		}
+		return "from " + o.String()
+	}
+	fmt.Fprintf(w, "Config file:   %s\n", file)
+	fmt.Fprintf(w, "Endpoints:     %s (%s)\n", strings.Join(r.Config.Endpoints, ","), from(r.Origins.Endpoints))
+	for _, s := range []struct {
+		name, shown, secret string // shown is printed; secret only said to be set
+		from                datastore.Origin
+	}{
+		{"Certificate:", r.Config.CertFile, r.Config.CertPEM, r.Origins.Cert},
+		{"Key:", r.Config.KeyFile, r.Config.KeyPEM, r.Origins.Key},
+		{"CA:", r.Config.CAFile, r.Config.CAPEM, r.Origins.CA},
+		{"User:", r.Config.Username, "", r.Origins.Username},
+		{"Password:", "", r.Config.Password, r.Origins.Password},
+	} {
+		switch {
+		case s.shown != "":
+			fmt.Fprintf(w, "%-14s %s (%s)\n", s.name, s.shown, from(s.from))
+		case s.secret != "" && s.name == "Password:":
+			fmt.Fprintf(w, "%-14s set (%s)\n", s.name, from(s.from))
+		case s.secret != "":
+			fmt.Fprintf(w, "%-14s inline PEM (%s)\n", s.name, from(s.from))
+		default:
+			fmt.Fprintf(w, "%-14s none\n", s.name)
+		}
+	}
 }
 
 // siblingProgram finds a tortie program next to this executable, else on

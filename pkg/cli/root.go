@@ -42,10 +42,15 @@ func NewRootCommand(in io.Reader, out, errw io.Writer) *cobra.Command {
 projectcalico.org/v3 kinds, stored in etcd exactly as Calico stores them.
 
 The datastore is found, in order, from --etcd-endpoints, ETCD_ENDPOINTS,
-the config file (--config, default ` + DefaultConfigFile + `), or
-http://127.0.0.1:2379. TLS: --etcd-cert/--etcd-key/--etcd-ca or
-ETCD_CERT_FILE/ETCD_KEY_FILE/ETCD_CA_CERT_FILE, else the config file; each
-setting on its own. DATASTORE_TYPE, if set, must be etcdv3.`,
+the config file, or http://127.0.0.1:2379. The config file is --config, else
+` + DefaultConfigFile + ` if it exists, else calicoctl's ` + datastore.CalicoConfigFile + `
+if it exists (calicoctl's format either way: etcdEndpoints, etcdUsername,
+etcdPassword, etcdCertFile/etcdKeyFile/etcdCACertFile or the PEM inline as
+etcdCert/etcdKey/etcdCACert). TLS: --etcd-cert/--etcd-key/--etcd-ca or
+ETCD_CERT_FILE/ETCD_KEY_FILE/ETCD_CA_CERT_FILE, else the config file; user
+and password: ETCD_USERNAME/ETCD_PASSWORD, else the config file; each
+setting on its own. DATASTORE_TYPE (or the file's datastoreType), if set,
+must be etcdv3. "tortie datastore config" shows what was found and where.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		Version:       version.Get().String(),
@@ -95,15 +100,25 @@ func Main(args []string) int {
 // pingTimeout bounds the reachability check every command makes first.
 const pingTimeout = 10 * time.Second
 
+// configFiles are the config files read when --config is not given;
+// empty ones are datastore.Resolve's defaults (tests point them elsewhere).
+var configFiles struct{ def, fallback string }
+
+// resolve finds the datastore from the flags, the environment and the
+// config files.
+func (g *globals) resolve() (*datastore.Resolved, error) {
+	return datastore.Resolve(datastore.Sources{Flags: g.ds, DefaultConfigFile: configFiles.def, FallbackConfigFile: configFiles.fallback})
+}
+
 // connect opens the datastore. The returned close function must be called.
 func (g *globals) connect() (*client.Client, func(), error) {
-	ds, err := datastore.Resolve(datastore.Sources{Flags: g.ds})
+	ds, err := g.resolve()
 	if err != nil {
 		return nil, nil, err
 	}
 	be, err := datastore.New(ds.Config)
 	if err != nil {
-		return nil, nil, fmt.Errorf("connecting to the datastore: %w", err)
+		return nil, nil, fmt.Errorf("connecting to the %w", ds.WrapError(err))
 	}
 	ctx, cancel := context.WithTimeout(g.parent(), min(g.timeout, pingTimeout))
 	defer cancel()
