@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"os"
 	"reflect"
 	"strings"
 	"testing"
@@ -184,5 +185,45 @@ func TestUsernamePasswordFromConfigFile(t *testing.T) {
 	cfg := r.ConfigFile
 	if err := r.WrapError(err); err == nil || !strings.HasPrefix(err.Error(), "datastore at "+srv.Endpoint()+" (from "+cfg+"), as user \"calico\" (from "+cfg+"; password from "+cfg+"): ") {
 		t.Errorf("wrong password, wrapped: %v", err)
+	}
+}
+
+// TestInlinePEMFromConfigFile: a calicoctl.cfg whose etcdCACert, etcdCert
+// and etcdKey hold the PEM itself reaches an etcd that demands a client
+// certificate.
+func TestInlinePEMFromConfigFile(t *testing.T) {
+	for _, k := range datastoreEnv {
+		t.Setenv(k, "") // restored after the test
+		os.Unsetenv(k)  // unset, not empty: the etcd server reads them too
+	}
+	p := newPKI(t)
+	c := startCluster(t, 1, p)
+	block := func(path string) string {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return "|\n    " + strings.ReplaceAll(strings.TrimSpace(string(b)), "\n", "\n    ") + "\n"
+	}
+	cfg := writeFile(t, "apiVersion: projectcalico.org/v3\nkind: CalicoAPIConfig\nmetadata: {}\nspec:\n  datastoreType: etcdv3\n"+
+		"  etcdEndpoints: "+c.members[0].endpoint()+"\n  etcdCACert: "+block(p.ca)+"  etcdCert: "+block(p.clientCert)+"  etcdKey: "+block(p.clientKey))
+	r, err := datastore.Resolve(datastore.Sources{Flags: datastore.Flags{ConfigFile: cfg}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Config.CAFile != "" || r.Config.CertFile != "" || r.Config.KeyFile != "" || r.Config.CAPEM == "" || r.Config.KeyPEM == "" {
+		t.Fatalf("resolved %+v", r.Config)
+	}
+	be, err := datastore.New(r.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer be.Close()
+	ctx := t.Context()
+	if _, err := be.Create(ctx, "/calico/inline", []byte("ok")); err != nil {
+		t.Fatalf("write over TLS with inline PEM: %v", err)
+	}
+	if kv, err := be.Get(ctx, "/calico/inline"); err != nil || string(kv.Value) != "ok" {
+		t.Fatalf("read over TLS with inline PEM: %v %v", kv, err)
 	}
 }
