@@ -1,6 +1,7 @@
 // Command tortie-cni is tortie's CNI plugin. Install it as /opt/cni/bin/tortie
-// and /opt/cni/bin/tortie-ipam (a copy or a link): it acts on the name it is
-// called by. See pkg/cni.
+// and /opt/cni/bin/tortie-ipam, or in place of Calico's plugins as
+// /opt/cni/bin/calico and /opt/cni/bin/calico-ipam (a copy or a link): it
+// acts on the name it is called by and refuses any other. See pkg/cni.
 package main
 
 import (

@@ -22,6 +22,10 @@ const (
 	PluginType = "tortie"
 	// IPAMType is the IPAM "type" (and the second name of the binary).
 	IPAMType = "tortie-ipam"
+	// CalicoPluginType and CalicoIPAMType are Calico's names for the two
+	// plugins, which the binary answers to as well: the same roles.
+	CalicoPluginType = "calico"
+	CalicoIPAMType   = "calico-ipam"
 
 	// NodenameFile is where the node agent writes the name it registered
 	// the node under; the plugin reads it when the config names no node, so
@@ -150,6 +154,20 @@ func parseConf(stdin []byte) (*NetConf, error) {
 		}
 	}
 	return conf, nil
+}
+
+// checkIPAMType refuses, for the network plugin, an ipam.type that names a
+// network plugin: delegating to it would run this binary again as the
+// network plugin (which would delegate again, without end), or Calico's
+// network plugin, which is no IPAM plugin either.
+func (c *NetConf) checkIPAMType() *types.Error {
+	switch c.IPAM.Type {
+	case PluginType, CalicoPluginType:
+		return newError(types.ErrInvalidNetworkConfig,
+			fmt.Sprintf("ipam.type %q names the network plugin, not an IPAM plugin: write %q or %q for tortie's IPAM, or another IPAM plugin (host-local, ...)",
+				c.IPAM.Type, CalicoIPAMType, IPAMType), nil)
+	}
+	return nil
 }
 
 func (c *NetConf) datastoreTimeout() time.Duration {

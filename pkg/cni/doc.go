@@ -5,15 +5,18 @@
 // and records it as a WorkloadEndpoint so that the node agent can apply
 // policy to it.
 //
-// One binary plays two roles, chosen by the name it was called by (or, when
-// the name says nothing, by the config's "type"):
+// One binary plays two roles, chosen by the name it was called by: under
+// tortie's names or Calico's, so that an operator migrating from Calico can
+// link it in place of Calico's binaries and keep the conflist. Any other
+// name is refused.
 //
-//   - tortie: ADD, DEL, CHECK, STATUS, GC of a workload interface. It asks
-//     IPAM for addresses (tortie-ipam in-process, or any delegated IPAM
-//     plugin such as host-local), creates the veth pair with Calico's
-//     plumbing (see dataplane.go), and writes the WorkloadEndpoint.
-//   - tortie-ipam: an IPAM plugin alone: addresses for the handle
-//     "<network>.<containerID>" from tortie's block allocator.
+//   - tortie or calico: ADD, DEL, CHECK, STATUS, GC of a workload
+//     interface. It asks IPAM for addresses (tortie's IPAM in-process when
+//     ipam.type is tortie-ipam or calico-ipam, else the delegated IPAM
+//     plugin such as host-local, never itself), creates the veth pair with
+//     Calico's plumbing (see dataplane.go), and writes the WorkloadEndpoint.
+//   - tortie-ipam or calico-ipam: an IPAM plugin alone: addresses for the
+//     handle "<network>.<containerID>" from tortie's block allocator.
 //
 // What it must never do:
 //

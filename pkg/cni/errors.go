@@ -32,6 +32,9 @@ const (
 	CodeCheckFailed uint = 104
 	// CodeIPAM: IPAM failed for another reason than running out.
 	CodeIPAM uint = 105
+	// CodeInstallName: the binary was called by a name that says neither
+	// of its roles (see roleFromName).
+	CodeInstallName uint = 106
 )
 
 func newError(code uint, msg string, err error) *types.Error {

@@ -29,37 +29,52 @@ var SupportedVersions = []string{"0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"}
 // Version of the plugin, shown when it is run without CNI_COMMAND.
 var Version = "dev"
 
-// Main runs the plugin: the role is chosen by the name the binary was
-// called by, else by the network config's "type".
+// Main runs the plugin in the role its name says (see roleFromName).
 func Main() {
-	role := roleFromName(filepath.Base(os.Args[0]))
+	name := filepath.Base(os.Args[0])
+	r := roleFromName(name)
 	funcs := skel.CNIFuncs{
-		Add:    func(a *skel.CmdArgs) error { return run(a, role, "ADD") },
-		Del:    func(a *skel.CmdArgs) error { return run(a, role, "DEL") },
-		Check:  func(a *skel.CmdArgs) error { return run(a, role, "CHECK") },
-		Status: func(a *skel.CmdArgs) error { return run(a, role, "STATUS") },
-		GC:     func(a *skel.CmdArgs) error { return run(a, role, "GC") },
+		Add:    func(a *skel.CmdArgs) error { return run(a, name, r, "ADD") },
+		Del:    func(a *skel.CmdArgs) error { return run(a, name, r, "DEL") },
+		Check:  func(a *skel.CmdArgs) error { return run(a, name, r, "CHECK") },
+		Status: func(a *skel.CmdArgs) error { return run(a, name, r, "STATUS") },
+		GC:     func(a *skel.CmdArgs) error { return run(a, name, r, "GC") },
 	}
 	skel.PluginMainFuncs(funcs, version.PluginSupports(SupportedVersions...),
-		fmt.Sprintf("tortie CNI plugin %s (installed as %s and %s)", Version, PluginType, IPAMType))
+		fmt.Sprintf("tortie CNI plugin %s (installed as %s and %s, or as %s and %s)", Version, PluginType, IPAMType, CalicoPluginType, CalicoIPAMType))
 }
 
 type role int
 
 const (
-	roleByType role = iota // the name says nothing: look at "type"
+	roleNone role = iota // a name that says neither
 	roleMain
 	roleIPAM
 )
 
+// roleFromName is the role of the binary called by name (the base name of
+// os.Args[0]: a runtime execs the plugin by its "type", so the name is the
+// type): tortie and calico are the network plugin, tortie-ipam and
+// calico-ipam the IPAM plugin. Calico's names let an operator migrating
+// from Calico link tortie-cni in place of Calico's two binaries and keep
+// the conflist. Any other name is refused (roleNone): the network config's
+// "type" cannot tell, since the IPAM plugin is handed the network plugin's
+// config.
 func roleFromName(name string) role {
 	switch name {
-	case PluginType:
+	case PluginType, CalicoPluginType:
 		return roleMain
-	case IPAMType:
+	case IPAMType, CalicoIPAMType:
 		return roleIPAM
 	}
-	return roleByType
+	return roleNone
+}
+
+// nameError is the error of a binary called by a name that says no role.
+func nameError(name string) *types.Error {
+	return newError(CodeInstallName,
+		fmt.Sprintf("tortie-cni was called as %q, a name that says neither of its roles: install it (a link or a copy) as %s or %s for the network plugin and as %s or %s for the IPAM plugin",
+			name, PluginType, CalicoPluginType, IPAMType, CalicoIPAMType), nil)
 }
 
 // invocation is one run of the plugin.
@@ -81,24 +96,18 @@ type invocation struct {
 
 // run decodes the config, sets up logging and calls the command. Every
 // error it returns is a *types.Error.
-func run(args *skel.CmdArgs, r role, cmd string) (retErr error) {
+func run(args *skel.CmdArgs, name string, r role, cmd string) (retErr error) {
+	if r == roleNone {
+		return nameError(name)
+	}
 	conf, err := parseConf(args.StdinData)
 	if err != nil {
 		return err
 	}
 	logger, closeLog := openLog(conf)
 	defer closeLog()
-	if r == roleByType {
-		r = roleMain
-		if conf.Type == IPAMType {
-			r = roleIPAM
-		}
-	}
 	p := &invocation{args: args, conf: conf}
-	p.log = logger.With("cmd", cmd, "network", conf.Name, "containerID", args.ContainerID, "ifname", args.IfName)
-	if r == roleIPAM {
-		p.log = p.log.With("role", IPAMType)
-	}
+	p.log = logger.With("cmd", cmd, "network", conf.Name, "containerID", args.ContainerID, "ifname", args.IfName, "as", name)
 	ctx, cancel := context.WithTimeout(context.Background(), 4*conf.datastoreTimeout()+10*time.Second)
 	defer cancel()
 	p.ctx = ctx
@@ -112,6 +121,13 @@ func run(args *skel.CmdArgs, r role, cmd string) (retErr error) {
 			p.log.Info("done", "took", time.Since(start))
 		}
 	}()
+	if r == roleMain {
+		// For every command: a DEL that delegated to the network plugin
+		// would call itself without end.
+		if err := conf.checkIPAMType(); err != nil {
+			return err
+		}
+	}
 
 	switch cmd {
 	case "STATUS":
@@ -176,5 +192,9 @@ func (p *invocation) close() {
 // (the same code the tortie-ipam binary runs, without a second exec and a
 // second datastore connection) rather than from a delegated IPAM plugin.
 func (p *invocation) usesTortieIPAM() bool {
-	return p.conf.IPAM.Type == IPAMType || p.conf.IPAM.Type == ""
+	switch p.conf.IPAM.Type {
+	case IPAMType, CalicoIPAMType, "":
+		return true
+	}
+	return false
 }
