@@ -33,7 +33,7 @@
 // when the run ends, also when it fails; a run killed outright leaves a
 // marker under /run/tortie-e2e that the next run uses to clean up after it.
 //
-// Running: `sudo go test ./e2e/` (about 2.5 minutes here; `-run TestLab` for
+// Running, as root: `go test ./e2e/` (about 2.5 minutes here; `-run TestLab` for
 // the lab only, `-skip TestLab` for the single host only). Without root it skips,
 // unless CI is set, when it fails. It builds cmd/tortie-node and
 // cmd/tortie-cni from the tree; TORTIE_E2E_BIN=<dir> uses binaries from

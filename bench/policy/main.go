@@ -529,6 +529,6 @@ func (r *results) print(w *os.File, o options) {
 		spread(r.coldProg, func(f float64) string { return fmt.Sprintf("%.2f s", f) }))
 	fmt.Fprintf(w, "| agent peak memory (VmHWM) after that cold start | **%s** | < 150 MB | 135–175 MB |\n", spread(r.coldHWM, mb))
 	fmt.Fprintf(w, "| agent VmHWM with the 10,000 rules on one endpoint (after the 1st part) | %s | — | — |\n", mb(r.hwmRules))
-	fmt.Fprintf(w, "\nRerun: `sudo go run ./bench/policy` (part of `make bench`). Connections: one client thread, blocking connect() then close with SO_LINGER 0, at most %d connections or %v per server, in 6 rounds alternating between the two servers, after 1,000 warm-up each; probes: one non-blocking connect every 1 ms, \"denied\" = no SYN-ACK within 25 ms, time = when the probe's SYN was sent. Cold-start policies active on this node: %.0f.\n",
+	fmt.Fprintf(w, "\nRerun: `go run ./bench/policy` (as root) (part of `make bench`). Connections: one client thread, blocking connect() then close with SO_LINGER 0, at most %d connections or %v per server, in 6 rounds alternating between the two servers, after 1,000 warm-up each; probes: one non-blocking connect every 1 ms, \"denied\" = no SYN-ACK within 25 ms, time = when the probe's SYN was sent. Cold-start policies active on this node: %.0f.\n",
 		o.conns, o.connTime, r.coldPolicies)
 }
