@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -32,16 +33,24 @@ func TestBuiltBinariesKnowTheirCommit(t *testing.T) {
 		}
 		return strings.TrimSpace(string(out))
 	}
-	// Others may commit while this builds: any HEAD seen around the build
-	// will do.
-	heads := []string{git("rev-parse", "HEAD")}
+	// Others may commit while this builds: the commit stamped must be one
+	// from the HEAD before the build to the HEAD after it.
+	before := git("rev-parse", "HEAD")
 	bin := t.TempDir()
 	mk := exec.Command("make", "-C", root, "build", "BIN="+bin)
 	mk.Env = append(os.Environ(), "GOFLAGS=-buildvcs=false")
 	if out, err := mk.CombinedOutput(); err != nil {
 		t.Fatalf("make build: %v\n%s", err, out)
 	}
-	heads = append(heads, git("rev-parse", "HEAD"))
+	after := git("rev-parse", "HEAD")
+	between := func(commit string) bool {
+		for _, pair := range [][2]string{{before, commit}, {commit, after}} {
+			if exec.Command("git", "-C", root, "merge-base", "--is-ancestor", pair[0], pair[1]).Run() != nil {
+				return false
+			}
+		}
+		return true
+	}
 
 	run := func(name string, env []string, args ...string) string {
 		t.Helper()
@@ -54,16 +63,12 @@ func TestBuiltBinariesKnowTheirCommit(t *testing.T) {
 		}
 		return out.String()
 	}
-	commitIn := func(what, out, before, after string) {
+	commitIn := func(what, out, prefix, suffix string) {
 		t.Helper()
-		for _, h := range heads {
-			for _, suffix := range []string{"", "-dirty"} {
-				if strings.Contains(out, before+h+suffix+after) {
-					return
-				}
-			}
+		m := regexp.MustCompile(regexp.QuoteMeta(prefix) + `([0-9a-f]{40})(-dirty)?` + regexp.QuoteMeta(suffix)).FindStringSubmatch(out)
+		if m == nil || !between(m[1]) {
+			t.Errorf("%s does not name a commit of this checkout's HEAD:\n%s", what, out)
 		}
-		t.Errorf("%s does not name the commit (%v):\n%s", what, heads, out)
 	}
 	commitIn("tortie version --client", run("tortie", nil, "version", "--client"), "\nGit commit:        ", "\n")
 	commitIn("tortie --version", run("tortie", nil, "--version"), "tortie v0.1.0-dev (commit ", ")\n")
