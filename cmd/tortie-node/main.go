@@ -88,7 +88,8 @@ Run one per host (or, in a lab, one per host network namespace, started with
 "ip netns exec <ns> tortie-node --node-name <name> ...").
 
 Datastore: --etcd-endpoints, else ETCD_ENDPOINTS, else the config file
-(--config, default /etc/tortie/tortie.cfg if present; calicoctl's format),
+(--config, else /etc/tortie/tortie.cfg, else /etc/calico/calicoctl.cfg, if
+present; calicoctl's format),
 else http://127.0.0.1:2379. TLS: --etcd-cert/--etcd-key/--etcd-ca, else
 ETCD_CERT_FILE/ETCD_KEY_FILE/ETCD_CA_CERT_FILE, else the config file; each
 setting on its own. ETCD_USERNAME and ETCD_PASSWORD are read too;
