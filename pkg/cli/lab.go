@@ -14,6 +14,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/tortie/tortie/pkg/datastore"
 	"github.com/tortie/tortie/pkg/lab"
 )
 
@@ -233,7 +234,7 @@ written if missing, as Calico's controllers do for a Kubernetes namespace.`,
 				return err
 			}
 			if cmd.Flags().Changed("listen") {
-				spec.Listen = splitList(listen)
+				spec.Listen = datastore.SplitList(listen)
 				if spec.Listen == nil {
 					spec.Listen = []string{}
 				}
@@ -296,7 +297,7 @@ func parseLabelList(s string) (map[string]string, error) {
 		return nil, nil
 	}
 	out := map[string]string{}
-	for _, kv := range splitList(s) {
+	for _, kv := range datastore.SplitList(s) {
 		k, v, ok := strings.Cut(kv, "=")
 		if !ok || k == "" {
 			return nil, fmt.Errorf("label %q: want key=value", kv)
@@ -421,14 +422,14 @@ connected, "-" blocked), or with -o json one array of {"from", "to", "port",
 			if err != nil {
 				return err
 			}
-			for _, p := range splitList(ports) {
+			for _, p := range datastore.SplitList(ports) {
 				n, err := strconv.Atoi(p)
 				if err != nil || n < 1 || n > 65535 {
 					return fmt.Errorf("--ports: %q is not a port", p)
 				}
 				mo.Ports = append(mo.Ports, n)
 			}
-			for _, p := range splitList(protocols) {
+			for _, p := range datastore.SplitList(protocols) {
 				p = strings.ToLower(p)
 				if p != "tcp" && p != "udp" {
 					return fmt.Errorf("--protocols: %q: want tcp or udp", p)
@@ -516,7 +517,7 @@ func newLabServeCommand(g *globals) *cobra.Command {
 		Args:   cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			// The lab stops it with SIGTERM, which cancels cmd.Context().
-			return lab.Serve(cmd.Context(), splitList(listen), g.out)
+			return lab.Serve(cmd.Context(), datastore.SplitList(listen), g.out)
 		},
 	}
 	cmd.Flags().StringVar(&listen, "listen", strings.Join(lab.DefaultListen, ","), "tcp:PORT,udp:PORT,...")

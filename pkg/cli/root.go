@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -153,14 +152,4 @@ func (g *globals) session() (*client.Client, context.Context, func(), error) {
 	}
 	ctx, cancel := g.context()
 	return c, ctx, func() { cancel(); closeFn() }, nil
-}
-
-func splitList(s string) []string {
-	var out []string
-	for _, p := range strings.Split(s, ",") {
-		if p = strings.TrimSpace(p); p != "" {
-			out = append(out, p)
-		}
-	}
-	return out
 }

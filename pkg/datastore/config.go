@@ -59,7 +59,7 @@ type Config struct {
 // flags and the config file.
 func ConfigFromEnv() Config {
 	var cfg Config
-	cfg.Endpoints = splitList(os.Getenv("ETCD_ENDPOINTS"))
+	cfg.Endpoints = SplitList(os.Getenv("ETCD_ENDPOINTS"))
 	cfg.CertFile = os.Getenv("ETCD_CERT_FILE")
 	cfg.KeyFile = os.Getenv("ETCD_KEY_FILE")
 	cfg.CAFile = os.Getenv("ETCD_CA_CERT_FILE")

@@ -163,7 +163,7 @@ func Resolve(s Sources) (*Resolved, error) {
 	epEnv := env("ETCD_ENDPOINTS")
 	epEnv.val = joinList(epEnv.val)
 	eps, o := pick(flag(joinList(f.Endpoints), names.Endpoints), epEnv, file(joinList(spec.EtcdEndpoints)))
-	r.Config.Endpoints, r.Origins.Endpoints = splitList(eps), o
+	r.Config.Endpoints, r.Origins.Endpoints = SplitList(eps), o
 	if len(r.Config.Endpoints) == 0 {
 		r.Config.Endpoints = []string{DefaultEndpoint}
 	}
@@ -302,7 +302,9 @@ func (f *Flags) fill(def Flags) {
 	}
 }
 
-func splitList(s string) []string {
+// SplitList reads a comma-separated list as ETCD_ENDPOINTS is written:
+// items trimmed, empty ones dropped.
+func SplitList(s string) []string {
 	var out []string
 	for _, p := range strings.Split(s, ",") {
 		if p = strings.TrimSpace(p); p != "" {
@@ -313,7 +315,7 @@ func splitList(s string) []string {
 }
 
 // joinList normalises a comma-separated list: "" when it names nothing.
-func joinList(s string) string { return strings.Join(splitList(s), ",") }
+func joinList(s string) string { return strings.Join(SplitList(s), ",") }
 
 // WrapError is what every command does with its first failing datastore
 // call: when nothing answers (ErrUnavailable, or the deadline passed) it
