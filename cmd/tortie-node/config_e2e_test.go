@@ -2,16 +2,10 @@ package main_test
 
 import (
 	"fmt"
-	"net"
 	"os"
-	"os/exec"
-	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/tortie/tortie/internal/testenv"
 )
 
 func felixConfig(name, spec string) string {
@@ -26,20 +20,7 @@ func felixConfig(name, spec string) string {
 // The log level changes live; any other change restarts the agent in
 // place; bpfEnabled keeps it not ready, saying why.
 func TestAgentHonoursFelixConfiguration(t *testing.T) {
-	testenv.RequireRoot(t)
-	if _, err := exec.LookPath("nft"); err != nil {
-		testenv.Missing(t, "the nft binary (scripts/install-deps.sh installs nftables)")
-	}
-	l := newLab(t)
-	l.bin = filepath.Join(t.TempDir(), "tortie-node")
-	if out, err := exec.Command("go", "build", "-o", l.bin, "github.com/tortie/tortie/cmd/tortie-node").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	l.data = t.TempDir()
-	l.etcdURL = fmt.Sprintf("http://%s", net.JoinHostPort(l.rootIP.String(), strconv.Itoa(freePort(t, l.rootIP))))
-	srv := l.serveEtcd(l.etcdURL)
-	t.Cleanup(func() { srv.Close() })
-	_, cl := connect(t, l.etcdURL)
+	l, _, cl := newAgentLab(t)
 	health, metrics := freePort(t, l.rootIP), freePort(t, l.rootIP)
 	apply(t, cl, profile, wep("a", ipA, "a"),
 		felixConfig("default", fmt.Sprintf(`{logSeverityScreen: Debug, healthHost: 0.0.0.0, healthPort: %d,

@@ -40,6 +40,7 @@ type lab struct {
 	agent              *exec.Cmd
 	agentExited        chan struct{}
 	agentLog           string
+	etcd               *embedded.Server
 	starts             int
 }
 
@@ -383,7 +384,9 @@ func percentile(ds []time.Duration, p float64) time.Duration {
 	return s[min(len(s)-1, int(float64(len(s))*p))]
 }
 
-func TestAgentEndToEnd(t *testing.T) {
+// newAgentLab is a lab with the agent built and an etcd serving on the root
+// side of the host's link (needs root and nft).
+func newAgentLab(t *testing.T) (*lab, *datastore.Etcd, *client.Client) {
 	testenv.RequireRoot(t)
 	if _, err := exec.LookPath("nft"); err != nil {
 		testenv.Missing(t, "the nft binary (scripts/install-deps.sh installs nftables)")
@@ -395,9 +398,14 @@ func TestAgentEndToEnd(t *testing.T) {
 	}
 	l.data = t.TempDir()
 	l.etcdURL = fmt.Sprintf("http://%s", net.JoinHostPort(l.rootIP.String(), strconv.Itoa(freePort(t, l.rootIP))))
-	srv := l.serveEtcd(l.etcdURL)
-	t.Cleanup(func() { srv.Close() })
+	l.etcd = l.serveEtcd(l.etcdURL)
+	t.Cleanup(func() { l.etcd.Close() })
 	be, cl := connect(t, l.etcdURL)
+	return l, be, cl
+}
+
+func TestAgentEndToEnd(t *testing.T) {
+	l, be, cl := newAgentLab(t)
 	apply(t, cl, profile, wep("a", ipA, "a"), wep("b", ipB, "server"), wep("c", ipC, "c"), allowFrom("a"))
 	srvCounts := &server{}
 	l.serve(srvCounts)
@@ -454,7 +462,7 @@ func TestAgentEndToEnd(t *testing.T) {
 
 	// etcd goes away: nothing changes in the kernel.
 	be.Close()
-	srv.Close()
+	l.etcd.Close()
 	l.flowing("etcd down", st, srvCounts, 2*time.Second)
 	l.expect("etcd down", false, true)
 	if code, _ := l.httpGet(9099, "/liveness"); code != http.StatusOK {
@@ -481,7 +489,7 @@ func TestAgentEndToEnd(t *testing.T) {
 	l.expect("etcd still away from the agent", false, true)
 
 	t0 := time.Now()
-	srv = l.serveEtcd(l.etcdURL)
+	srv := l.serveEtcd(l.etcdURL)
 	t.Cleanup(func() { srv.Close() })
 	seen := l.waitConnects("calia", ipB+":80", 60*time.Second)
 	t.Logf("etcd back: change made during the outage enforced %v after the server restarted", seen.Sub(t0))
