@@ -87,9 +87,18 @@ func Expected(pods []*Pod, cases []Case, want Expectation) *Matrix {
 // Observe probes every cell in parallel.
 func Observe(cl Cluster, pods []*Pod, cases []Case, timeout time.Duration) *Matrix {
 	m := newMatrix(pods, cases)
-	sem := make(chan struct{}, Parallelism)
+	m.probe(cl, func(int) bool { return true }, timeout, Parallelism)
+	return m
+}
+
+// probe probes the cells that pick selects, parallel at most at a time.
+func (m *Matrix) probe(cl Cluster, pick func(i int) bool, timeout time.Duration, parallel int) {
+	sem := make(chan struct{}, parallel)
 	var wg sync.WaitGroup
 	for i, c := range m.cells {
+		if !pick(i) {
+			continue
+		}
 		wg.Add(1)
 		sem <- struct{}{}
 		go func() {
@@ -98,26 +107,12 @@ func Observe(cl Cluster, pods []*Pod, cases []Case, timeout time.Duration) *Matr
 		}()
 	}
 	wg.Wait()
-	return m
 }
 
 // recheckBlocked probes again, with RecheckTimeout and few at a time, the
 // cells that were blocked but expected to connect.
 func (m *Matrix) recheckBlocked(cl Cluster, want *Matrix) {
-	sem := make(chan struct{}, RecheckParallelism)
-	var wg sync.WaitGroup
-	for i, c := range m.cells {
-		if m.val[i] || !want.val[i] {
-			continue
-		}
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer func() { <-sem; wg.Done() }()
-			m.val[i] = cl.Probe(c.from, c.to, c.c.Port, c.c.Proto, RecheckTimeout)
-		}()
-	}
-	wg.Wait()
+	m.probe(cl, func(i int) bool { return !m.val[i] && want.val[i] }, RecheckTimeout, RecheckParallelism)
 }
 
 // Diff counts the cells where two matrices over the same pods and cases
