@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -102,8 +101,10 @@ type IPAMConf struct {
 	Type       string    `json:"type"`
 	AssignIPv4 *flexBool `json:"assign_ipv4,omitempty"`
 	AssignIPv6 *flexBool `json:"assign_ipv6,omitempty"`
-	IPv4Pools  []string  `json:"ipv4_pools,omitempty"`
-	IPv6Pools  []string  `json:"ipv6_pools,omitempty"`
+	// IPv4Pools, IPv6Pools: each entry an IPPool's name or CIDR; see
+	// resolvePools.
+	IPv4Pools []string `json:"ipv4_pools,omitempty"`
+	IPv6Pools []string `json:"ipv6_pools,omitempty"`
 }
 
 type labelKV struct {
@@ -145,11 +146,11 @@ func parseConf(stdin []byte) (*NetConf, error) {
 	if conf.WorkloadNamespace == "" {
 		conf.WorkloadNamespace = DefaultNamespace
 	}
-	for _, list := range [][]string{conf.IPAM.IPv4Pools, conf.IPAM.IPv6Pools} {
+	for key, list := range map[string][]string{"ipv4_pools": conf.IPAM.IPv4Pools, "ipv6_pools": conf.IPAM.IPv6Pools} {
 		for _, p := range list {
-			if _, err := netip.ParsePrefix(p); err != nil {
+			if strings.TrimSpace(p) == "" {
 				return nil, newError(types.ErrInvalidNetworkConfig,
-					fmt.Sprintf("ipam pool %q is not a CIDR (tortie-ipam selects pools by CIDR)", p), nil)
+					fmt.Sprintf("ipam.%s has an empty entry (an entry is an IPPool's name or CIDR)", key), nil)
 			}
 		}
 	}

@@ -41,10 +41,10 @@ func TestParseConf(t *testing.T) {
 		t.Errorf("defaults: %+v", c)
 	}
 	for in, code := range map[string]uint{
-		`{"name":"n","mtu":10}`:                               types.ErrInvalidNetworkConfig,
-		`{"type":"tortie"}`:                                   types.ErrInvalidNetworkConfig,
-		`{"name":"n","datastore_type":"kubernetes"}`:          types.ErrInvalidNetworkConfig,
-		`{"name":"n","ipam":{"ipv4_pools":["default-pool"]}}`: types.ErrInvalidNetworkConfig,
+		`{"name":"n","mtu":10}`:                      types.ErrInvalidNetworkConfig,
+		`{"type":"tortie"}`:                          types.ErrInvalidNetworkConfig,
+		`{"name":"n","datastore_type":"kubernetes"}`: types.ErrInvalidNetworkConfig,
+		`{"name":"n","ipam":{"ipv4_pools":[""]}}`:    types.ErrInvalidNetworkConfig,
 		`not json`: types.ErrDecodingFailure,
 	} {
 		_, err := parseConf([]byte(in))

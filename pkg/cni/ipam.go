@@ -98,11 +98,9 @@ func (p *invocation) autoAssign() (*ipam.Assignment, error) {
 		Num6:     num6,
 		Node:     p.node,
 	}
-	for _, s := range p.conf.IPAM.IPv4Pools {
-		args.IPv4Pools = append(args.IPv4Pools, netip.MustParsePrefix(s))
-	}
-	for _, s := range p.conf.IPAM.IPv6Pools {
-		args.IPv6Pools = append(args.IPv6Pools, netip.MustParsePrefix(s))
+	var err error
+	if args.IPv4Pools, args.IPv6Pools, err = p.resolvePools(); err != nil {
+		return nil, err
 	}
 	as, err := p.ipam.AutoAssign(p.ctx, args)
 	if err != nil {
