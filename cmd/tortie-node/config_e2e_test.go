@@ -1,11 +1,19 @@
 package main_test
 
 import (
+	"bufio"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/containernetworking/plugins/pkg/ns"
 )
 
 func felixConfig(name, spec string) string {
@@ -108,5 +116,72 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 			t.Fatalf("timed out waiting for %s", what)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestAgentSafeDefaults: with no flag and no FelixConfiguration saying
+// otherwise, the health endpoint listens on the host's loopback only and
+// metrics are not served at all.
+func TestAgentSafeDefaults(t *testing.T) {
+	l, _, cl := newAgentLab(t)
+	apply(t, cl, profile, wep("a", ipA, "a"))
+	l.starts++
+	logf, err := os.Create(filepath.Join(t.TempDir(), "agent.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.agentLog = logf.Name()
+	cmd := exec.Command("ip", "netns", "exec", l.host, l.bin, "--node-name", "host1", "--etcd-endpoints", l.etcdURL,
+		"--nodename-file", "-", "--no-routing")
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		if t.Failed() {
+			t.Logf("agent log:\n%s", tail([]byte(l.log()), 3000))
+		}
+	})
+
+	hostNS, err := ns.GetNS("/run/netns/" + l.host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hostNS.Close()
+	// inHost asks for /readiness from inside the host namespace (the
+	// connection is opened on this locked thread, in that namespace).
+	inHost := func(addr string) (int, error) {
+		code := 0
+		err := hostNS.Do(func(ns.NetNS) error {
+			c, err := net.DialTimeout("tcp", addr, time.Second)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			_ = c.SetDeadline(time.Now().Add(time.Second))
+			if _, err := io.WriteString(c, "GET /readiness HTTP/1.0\r\n\r\n"); err != nil {
+				return err
+			}
+			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+			if err != nil {
+				return err
+			}
+			resp.Body.Close()
+			code = resp.StatusCode
+			return nil
+		})
+		return code, err
+	}
+	waitFor(t, "ready on the host's loopback", func() bool { code, _ := inHost("127.0.0.1:9099"); return code == http.StatusOK })
+	if code, _ := l.httpGet(9099, "/readiness"); code != 0 {
+		t.Errorf("health answered on the host's address (%d): want loopback only", code)
+	}
+	if _, err := inHost(net.JoinHostPort(l.hostIP.String(), "9091")); err == nil {
+		t.Error("metrics served on 9091 without being asked for")
+	}
+	if _, err := inHost("127.0.0.1:9091"); err == nil {
+		t.Error("metrics served on loopback 9091 without being asked for")
 	}
 }
