@@ -53,9 +53,13 @@ const (
 type NetConf struct {
 	types.PluginConf
 
-	// NodeName overrides the node name (else NodenameFile, else hostname).
+	// NodeName overrides the node name (else NodenameFile, else Hostname,
+	// else the host's name).
 	NodeName     string `json:"nodename,omitempty"`
 	NodenameFile string `json:"nodename_file,omitempty"`
+	// Hostname is Calico's deprecated name for the node name, read after
+	// the node name file as Calico reads it.
+	Hostname string `json:"hostname,omitempty"`
 
 	DatastoreType  string `json:"datastore_type,omitempty"`
 	EtcdEndpoints  string `json:"etcd_endpoints,omitempty"`
@@ -93,6 +97,12 @@ type NetConf struct {
 
 	// ValidAttachments are GC's "cni.dev/valid-attachments".
 	ValidAttachments []types.GCAttachment `json:"cni.dev/valid-attachments,omitempty"`
+
+	// Calico's Kubernetes sections and the other keys of Calico's config
+	// tortie does not act on: see calico.go.
+	Policy     PolicyConf     `json:"policy,omitempty"`
+	Kubernetes KubernetesConf `json:"kubernetes,omitempty"`
+	calicoOnly
 }
 
 // IPAMConf is the "ipam" section. For tortie-ipam the pools and families
@@ -202,7 +212,8 @@ func (c *NetConf) assignFamilies() (num4, num6 int) {
 }
 
 // nodeName resolves the node: the config, then the file the node agent
-// writes, then the host name (lower case, as Calico does).
+// writes, then the config's deprecated "hostname", then the host name
+// (lower case, as Calico does).
 func (c *NetConf) nodeName() (string, error) {
 	if c.NodeName != "" {
 		return c.NodeName, nil
@@ -215,6 +226,9 @@ func (c *NetConf) nodeName() (string, error) {
 		if n := strings.TrimSpace(string(b)); n != "" {
 			return n, nil
 		}
+	}
+	if c.Hostname != "" {
+		return c.Hostname, nil
 	}
 	h, err := os.Hostname()
 	if err != nil || h == "" {

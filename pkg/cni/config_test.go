@@ -132,6 +132,15 @@ func TestNodeName(t *testing.T) {
 	if n, _ := c.nodeName(); n != "conf-node" {
 		t.Errorf("conf: %s", n)
 	}
+	// Calico's deprecated "hostname": after the file, before the host's name.
+	c = &NetConf{NodenameFile: filepath.Join(t.TempDir(), "none"), Hostname: "Calico-Host"}
+	if n, _ := c.nodeName(); n != "Calico-Host" {
+		t.Errorf("hostname key: %s", n)
+	}
+	c.NodenameFile = file
+	if n, _ := c.nodeName(); n != "agent-node" {
+		t.Errorf("file before the hostname key: %s", n)
+	}
 }
 
 func TestIdentify(t *testing.T) {
@@ -162,5 +171,68 @@ func TestIdentify(t *testing.T) {
 	c2, _ := parseConf([]byte(`{"name":"n","runtimeConfig":{"labels":{"bad key!":"x"}}}`))
 	if _, err := identify(c2, "abc", "eth0", ""); err == nil {
 		t.Error("invalid label accepted")
+	}
+}
+
+// TestCalicoKeys: the keys of Calico's config tortie cannot act on as
+// Calico does are refused with code 2 naming the key and its value (never a
+// token's), for ADD, CHECK and STATUS of the network plugin; DEL and GC go
+// on (Calico's DEL uses none of them) and get the keys to log; the IPAM
+// plugin is not concerned; etcd_discovery_srv is refused for every command
+// and role. policy.type k8s and kubernetes.node_name are accepted.
+func TestCalicoKeys(t *testing.T) {
+	for _, c := range []struct {
+		conf, key, value string
+		always           bool
+	}{
+		{`"kubernetes":{"kubeconfig":"/etc/cni/net.d/calico-kubeconfig"}`, "kubernetes.kubeconfig", "/etc/cni/net.d/calico-kubeconfig", false},
+		{`"kubernetes":{"k8s_api_root":"https://10.96.0.1:443"}`, "kubernetes.k8s_api_root", "https://10.96.0.1:443", false},
+		{`"policy":{"type":"k8s","k8s_api_root":"https://api:6443/api/v1/"}`, "policy.k8s_api_root", "https://api:6443/api/v1/", false},
+		{`"policy":{"type":"k8s","k8s_auth_token":"s3cret"}`, "policy.k8s_auth_token", "value not shown", false},
+		{`"policy":{"k8s_client_certificate":"/c.pem"}`, "policy.k8s_client_certificate", "/c.pem", false},
+		{`"policy":{"k8s_client_key":"/k.pem"}`, "policy.k8s_client_key", "/k.pem", false},
+		{`"policy":{"k8s_certificate_authority":"/ca.pem"}`, "policy.k8s_certificate_authority", "/ca.pem", false},
+		{`"policy":{"type":"istio"}`, "policy.type", `"istio"`, false},
+		{`"container_settings":{"allow_ip_forwarding":true}`, "container_settings.allow_ip_forwarding", "true", false},
+		{`"readiness_gates":["http://127.0.0.1:9099/readiness"]`, "readiness_gates", "http://127.0.0.1:9099/readiness", false},
+		{`"policy_setup_timeout_seconds":10`, "policy_setup_timeout_seconds", "10", false},
+		{`"dataplane_options":{"type":"grpc","socket":"unix:///tmp/dp.sock"}`, "dataplane_options", "an alternative dataplane", false},
+		{`"etcd_discovery_srv":"example.com"`, "etcd_discovery_srv", "example.com", true},
+	} {
+		conf, err := parseConf([]byte(`{"cniVersion":"0.3.1","name":"n","type":"calico",` + c.conf + `}`))
+		if err != nil {
+			t.Fatalf("%s: %v", c.conf, err)
+		}
+		for _, cmd := range []string{"ADD", "CHECK", "STATUS", "DEL", "GC"} {
+			for _, r := range []role{roleMain, roleIPAM} {
+				te, skipped := conf.checkCalicoKeys(r, cmd)
+				refuse := (r == roleMain || c.always) && (c.always || cmd == "ADD" || cmd == "CHECK" || cmd == "STATUS")
+				switch {
+				case refuse && te == nil:
+					t.Errorf("%s, %s in role %d: not refused", c.conf, cmd, r)
+				case refuse && (te.Code != types.ErrUnsupportedField || !strings.HasPrefix(te.Msg, c.key+" set ("+c.value+"): ")):
+					t.Errorf("%s, %s: %d %q", c.conf, cmd, te.Code, te.Msg)
+				case refuse && strings.Contains(te.Msg, "s3cret"):
+					t.Errorf("the token is in the message: %q", te.Msg)
+				case !refuse && te != nil:
+					t.Errorf("%s, %s in role %d: refused: %q", c.conf, cmd, r, te.Msg)
+				case !refuse && r == roleMain && (len(skipped) != 1 || skipped[0].key != c.key):
+					t.Errorf("%s, %s: skipped %v, want %s to log", c.conf, cmd, skipped, c.key)
+				}
+			}
+		}
+	}
+	if strings.Contains(refusal{key: "kubernetes.kubeconfig", value: "x", why: noKubernetes}.error().Msg, "issue 13") == false {
+		t.Error("the Kubernetes refusal does not say which issue brings the Kubernetes mode")
+	}
+	// What Calico's own manifests carry besides the client settings.
+	conf, err := parseConf([]byte(`{"cniVersion":"0.3.1","name":"k8s-pod-network","type":"calico","policy":{"type":"k8s"},"kubernetes":{"node_name":"n1"},"ipam":{"type":"calico-ipam"}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, cmd := range []string{"ADD", "CHECK", "STATUS", "DEL", "GC"} {
+		if te, skipped := conf.checkCalicoKeys(roleMain, cmd); te != nil || len(skipped) > 0 {
+			t.Errorf("policy.type k8s, kubernetes.node_name: %s: %v %v", cmd, te, skipped)
+		}
 	}
 }

@@ -128,6 +128,19 @@ func run(args *skel.CmdArgs, name string, r role, cmd string) (retErr error) {
 			return err
 		}
 	}
+	refused, skipped := conf.checkCalicoKeys(r, cmd)
+	if refused != nil {
+		return refused
+	}
+	for _, rf := range skipped {
+		p.log.Warn("a key tortie refuses for ADD is set; it plays no part in "+cmd+", which goes on", "key", rf.key, "why", rf.why)
+	}
+	if r == roleMain && conf.Policy.Type == PolicyTypeK8s {
+		p.log.Debug("policy.type k8s: accepted; tortie-node enforces policy for every workload, and a pod gets its namespace's profile kns.<namespace>")
+	}
+	if conf.Kubernetes.NodeName != "" {
+		p.log.Debug("kubernetes.node_name: not used (Calico's plugin reads it only to look up the node's podCIDR for host-local's usePodCidr, which needs the Kubernetes API)")
+	}
 
 	switch cmd {
 	case "STATUS":
