@@ -2,10 +2,14 @@ package main
 
 import (
 	"bytes"
+	"context"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 )
 
 // TestDatastoreFromConfigFile: the agent finds its datastore as the CLI
@@ -46,4 +50,56 @@ func TestDatastoreFromConfigFile(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestSaysWhenTheDatastoreDoesNotAnswer: an agent whose etcd does not
+// answer says so, naming the endpoints and where they came from, and keeps
+// trying (it stops only when told to).
+func TestSaysWhenTheDatastoreDoesNotAnswer(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := "http://" + l.Addr().String()
+	l.Close() // nothing listens there now
+	var log syncBuffer
+	cmd := newCommand(&log)
+	cmd.SetArgs([]string{"--node-name", "n1", "--nodename-file", "-", "--health-addr", "", "--etcd-endpoints", dead, "--config", os.DevNull})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- cmd.ExecuteContext(ctx) }()
+	want := `msg="datastore does not answer; retrying" component=datastore endpoints=[` + dead + `]`
+	deadline := time.Now().Add(45 * time.Second)
+	for !strings.Contains(log.String(), want) {
+		if time.Now().After(deadline) {
+			t.Fatalf("nothing saying %q in:\n%s", want, log.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	select {
+	case err := <-done:
+		t.Fatalf("the agent gave up (%v) instead of retrying", err)
+	default:
+	}
+	cancel()
+	<-done
+}
+
+// syncBuffer is a bytes.Buffer safe for the agent's logger and the test.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

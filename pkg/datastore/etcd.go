@@ -129,15 +129,24 @@ func (e *Etcd) saw(rev int64) {
 	}
 }
 
+// A request that keeps failing is logged at warning level after
+// answerWarnAfter, then every answerWarnEvery.
+const (
+	answerWarnAfter = 5 * time.Second
+	answerWarnEvery = 30 * time.Second
+)
+
 // retry runs attempt until it succeeds, fails for good, or the retry budget
 // runs out. Each attempt gets its own timeout so a request stuck on a dead
 // member is abandoned and sent again (clientv3 picks a live endpoint).
 // attempt is told whether an earlier attempt failed in a way that leaves
 // open whether it was applied.
 func (e *Etcd) retry(ctx context.Context, what string, attempt func(ctx context.Context, retried bool) error) error {
-	deadline := time.Now().Add(e.cfg.RetryTimeout)
+	start := time.Now()
+	deadline := start.Add(e.cfg.RetryTimeout)
 	var b backoff
 	retried := false
+	nextWarn := answerWarnAfter
 	for {
 		attemptEnd := time.Now().Add(e.cfg.RequestTimeout)
 		if attemptEnd.After(deadline) {
@@ -153,7 +162,15 @@ func (e *Etcd) retry(ctx context.Context, what string, attempt func(ctx context.
 		if !time.Now().Add(wait).Before(deadline) {
 			return fmt.Errorf("%w: %s: %v", ErrUnavailable, what, err)
 		}
-		e.log.Debug("retrying etcd request", "op", what, "err", err, "wait", wait)
+		if failing := time.Since(start); failing >= nextWarn {
+			// An operator must see that the datastore is away, and where
+			// it was looked for, long before the request gives up.
+			e.log.Warn("datastore does not answer; retrying", "endpoints", e.cfg.Endpoints, "op", what,
+				"failingFor", failing.Round(time.Second), "err", err)
+			nextWarn = failing + answerWarnEvery
+		} else {
+			e.log.Debug("retrying etcd request", "op", what, "err", err, "wait", wait)
+		}
 		retried = true
 		select {
 		case <-ctx.Done():
