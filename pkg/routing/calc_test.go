@@ -790,7 +790,8 @@ func TestNoIPIPError(t *testing.T) {
 	if !strings.HasPrefix(other, "IP-in-IP is not available on this node (ipip tunl0: the device exists but is of type veth, not ipip): ") ||
 		!strings.Contains(other, "pool always (10.5.0.0/16, ipipMode Always)") {
 		t.Errorf("%q", other)
-	}	// FelixConfiguration ipipEnabled false says so.
+	}
+	// FelixConfiguration ipipEnabled false says so.
 	off := noIPIPError(s, []string{"always"}, errIPIPDisabled).Error()
 	if !strings.HasPrefix(off, "IP-in-IP is not available on this node (FelixConfiguration ipipEnabled is false on this node): ") {
 		t.Errorf("%q", off)
