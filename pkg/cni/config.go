@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -71,8 +70,14 @@ type NetConf struct {
 
 	MTU int `json:"mtu,omitempty"`
 
+	// The log file, rotated by size as Calico's: see logfile.go and openLog.
 	LogFilePath string `json:"log_file_path,omitempty"`
 	LogLevel    string `json:"log_level,omitempty"`
+	// LogFileMaxSize in MB, LogFileMaxAge in days, LogFileMaxCount rotated
+	// files; 0 means the default (DefaultLogFileMaxSize, ...).
+	LogFileMaxSize  int `json:"log_file_max_size,omitempty"`
+	LogFileMaxAge   int `json:"log_file_max_age,omitempty"`
+	LogFileMaxCount int `json:"log_file_max_count,omitempty"`
 
 	// WorkloadNamespace is the namespace of workloads that are not
 	// Kubernetes pods (default "default").
@@ -152,6 +157,11 @@ func parseConf(stdin []byte) (*NetConf, error) {
 	}
 	if conf.MTU < 68 || conf.MTU > 65535 {
 		return nil, newError(types.ErrInvalidNetworkConfig, fmt.Sprintf("mtu %d is out of range (68-65535)", conf.MTU), nil)
+	}
+	for key, v := range map[string]int{"log_file_max_size": conf.LogFileMaxSize, "log_file_max_age": conf.LogFileMaxAge, "log_file_max_count": conf.LogFileMaxCount} {
+		if v < 0 {
+			return nil, newError(types.ErrInvalidNetworkConfig, fmt.Sprintf("%s %d is negative (0 means the default)", key, v), nil)
+		}
 	}
 	if conf.WorkloadNamespace == "" {
 		conf.WorkloadNamespace = DefaultNamespace
@@ -273,29 +283,56 @@ func (c *NetConf) datastoreConfig(configFile string) (datastore.Config, string, 
 	return cfg, ds.Origins.Endpoints.String(), nil
 }
 
-// openLog opens the log file. A plugin must keep stdout for its result and
-// runtimes often show stderr to users, so logs go only to the file; when it
-// cannot be opened, they are dropped rather than sent anywhere else.
+// openLog opens the log file (log_file_path, else DefaultLogFile), rotated
+// as Calico rotates it. A plugin keeps stdout for its result, and runtimes
+// pass its stderr on to their own logs: records go to the file at
+// log_level, and only errors also to stderr. When the file cannot be
+// opened, or conf is nil (the config could not be read), errors go to
+// stderr and nothing else anywhere.
 func openLog(c *NetConf) (*slog.Logger, func()) {
+	stderr := slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})
+	if c == nil {
+		return slog.New(stderr), func() {}
+	}
 	path := DefaultLogFile
-	level := slog.LevelInfo
-	if c != nil {
-		if c.LogFilePath != "" {
-			path = c.LogFilePath
-		}
-		switch strings.ToLower(c.LogLevel) {
-		case "debug":
-			level = slog.LevelDebug
-		case "warning", "warn":
-			level = slog.LevelWarn
-		case "error":
-			level = slog.LevelError
-		}
+	if c.LogFilePath != "" {
+		path = c.LogFilePath
 	}
-	_ = os.MkdirAll(filepath.Dir(path), 0o755)
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	orDefault := func(v, def int) int {
+		if v == 0 {
+			return def
+		}
+		return v
+	}
+	f, err := openRotating(path,
+		int64(orDefault(c.LogFileMaxSize, DefaultLogFileMaxSize))<<20,
+		time.Duration(orDefault(c.LogFileMaxAge, DefaultLogFileMaxAge))*24*time.Hour,
+		orDefault(c.LogFileMaxCount, DefaultLogFileMaxCount))
 	if err != nil {
-		return slog.New(slog.DiscardHandler), func() {}
+		l := slog.New(stderr)
+		l.Error("cannot open the log file: only errors are logged, here", "log_file_path", path, "error", err)
+		return l, func() {}
 	}
-	return slog.New(slog.NewTextHandler(f, &slog.HandlerOptions{Level: level})), func() { f.Close() }
+	level, known := logLevel(c.LogLevel)
+	l := slog.New(slog.NewMultiHandler(slog.NewTextHandler(f, &slog.HandlerOptions{Level: level}), stderr))
+	if !known {
+		l.Warn("log_level not known: logging at info", "log_level", c.LogLevel)
+	}
+	return l, func() { f.Close() }
+}
+
+// logLevel reads log_level: Calico's values (debug, info, warning, error;
+// others are info in Calico too) and logrus' other names.
+func logLevel(s string) (level slog.Level, known bool) {
+	switch strings.ToLower(s) {
+	case "", "info":
+		return slog.LevelInfo, true
+	case "debug", "trace":
+		return slog.LevelDebug, true
+	case "warning", "warn":
+		return slog.LevelWarn, true
+	case "error", "fatal", "panic":
+		return slog.LevelError, true
+	}
+	return slog.LevelInfo, false
 }

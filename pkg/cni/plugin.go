@@ -97,22 +97,11 @@ type invocation struct {
 // run decodes the config, sets up logging and calls the command. Every
 // error it returns is a *types.Error.
 func run(args *skel.CmdArgs, name string, r role, cmd string) (retErr error) {
-	if r == roleNone {
-		return nameError(name)
-	}
-	conf, err := parseConf(args.StdinData)
-	if err != nil {
-		return err
-	}
-	logger, closeLog := openLog(conf)
+	conf, confErr := parseConf(args.StdinData)
+	logger, closeLog := openLog(conf) // conf nil: errors to stderr only
 	defer closeLog()
 	p := &invocation{args: args, conf: conf}
-	p.log = logger.With("cmd", cmd, "network", conf.Name, "containerID", args.ContainerID, "ifname", args.IfName, "as", name)
-	ctx, cancel := context.WithTimeout(context.Background(), 4*conf.datastoreTimeout()+10*time.Second)
-	defer cancel()
-	p.ctx = ctx
-	defer p.close()
-
+	p.log = logger.With("cmd", cmd, "containerID", args.ContainerID, "ifname", args.IfName, "as", name)
 	start := time.Now()
 	defer func() {
 		if retErr != nil {
@@ -121,6 +110,17 @@ func run(args *skel.CmdArgs, name string, r role, cmd string) (retErr error) {
 			p.log.Info("done", "took", time.Since(start))
 		}
 	}()
+	if r == roleNone {
+		return nameError(name)
+	}
+	if confErr != nil {
+		return confErr
+	}
+	p.log = p.log.With("network", conf.Name)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*conf.datastoreTimeout()+10*time.Second)
+	defer cancel()
+	p.ctx = ctx
+	defer p.close()
 	if r == roleMain {
 		// For every command: a DEL that delegated to the network plugin
 		// would call itself without end.
@@ -148,6 +148,7 @@ func run(args *skel.CmdArgs, name string, r role, cmd string) (retErr error) {
 	case "GC":
 		return p.gc(r)
 	}
+	var err error
 	if p.node, err = conf.nodeName(); err != nil {
 		return err
 	}
