@@ -83,7 +83,9 @@ type NetConf struct {
 	// Kubernetes pods (default "default").
 	WorkloadNamespace string `json:"workload_namespace,omitempty"`
 	// Profiles of non-Kubernetes workloads (default: one named after the
-	// network, created with allow-all rules if it does not exist).
+	// network). The plugin does not create the profile (Calico's does, when
+	// the config has no policy section): until it exists, tortie-node
+	// treats the workload's traffic as a missing profile, and drops it.
 	Profiles []string `json:"profiles,omitempty"`
 	// GCGraceSeconds: see DefaultGCGrace; 0 means the default, a negative
 	// value no grace at all.

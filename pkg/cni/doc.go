@@ -18,10 +18,15 @@
 //   - tortie-ipam or calico-ipam: an IPAM plugin alone: addresses for the
 //     handle "<network>.<containerID>" from tortie's block allocator.
 //
+// Every key of the network config it reads, Calico's and its own, and what
+// it does with the Calico keys it accepts without acting on them or refuses,
+// is in docs/cni-config.md (calico.go for the reasons in code).
+//
 // What it must never do:
 //
-//   - write to stdout anything but the CNI result or error, or log to
-//     stderr (logs go to a file, log_file_path);
+//   - write to stdout anything but the CNI result or error, or to stderr
+//     anything but errors (logs go to a file, log_file_path, rotated as
+//     Calico rotates it: see logfile.go);
 //   - release an address held by another container's handle, or delete an
 //     interface or WorkloadEndpoint that belongs to another container (a
 //     pod's sandbox may have been recreated under the same names);
