@@ -33,7 +33,7 @@ func TestAgentHonoursFelixConfiguration(t *testing.T) {
 	apply(t, cl, profile, wep("a", ipA, "a"),
 		felixConfig("default", fmt.Sprintf(`{logSeverityScreen: Debug, healthHost: 0.0.0.0, healthPort: %d,
   prometheusMetricsEnabled: true, prometheusMetricsPort: %d, failsafeInboundHostPorts: [{protocol: tcp, port: 2222}],
-  defaultEndpointToHostAction: Accept, natOutgoingAddress: 192.0.2.77, interfacePrefix: cali}`, health, metrics)),
+  defaultEndpointToHostAction: Accept, natOutgoingAddress: 192.0.2.77, interfacePrefix: "cali,tap"}`, health, metrics)),
 		// The node's own wins over the global one, field by field.
 		felixConfig("node.host1", `{failsafeInboundHostPorts: [{protocol: tcp, port: 3333}, {protocol: udp, port: 3334}]}`))
 
@@ -41,7 +41,7 @@ func TestAgentHonoursFelixConfiguration(t *testing.T) {
 	l.startAgentWith(health, []string{"FELIX_FAILSAFEOUTBOUNDHOSTPORTS=tcp:4444"}, "--no-routing")
 	pid := l.agent.Process.Pid
 	rs := l.ruleset()
-	for _, want := range []string{"tcp . 3333", "udp . 3334", "tcp . 4444", `iifname "cali*" accept`, "snat ip to 192.0.2.77"} {
+	for _, want := range []string{"tcp . 3333", "udp . 3334", "tcp . 4444", `iifname "cali*" accept`, `iifname "tap*" accept`, "snat ip to 192.0.2.77"} {
 		if !strings.Contains(rs, want) {
 			t.Errorf("ruleset lacks %q", want)
 		}
@@ -64,7 +64,7 @@ func TestAgentHonoursFelixConfiguration(t *testing.T) {
 	// Live: the log level, no restart.
 	apply(t, cl, felixConfig("default", fmt.Sprintf(`{logSeverityScreen: Warning, healthHost: 0.0.0.0, healthPort: %d,
   prometheusMetricsEnabled: true, prometheusMetricsPort: %d, failsafeInboundHostPorts: [{protocol: tcp, port: 2222}],
-  defaultEndpointToHostAction: Accept, natOutgoingAddress: 192.0.2.77, interfacePrefix: cali}`, health, metrics)))
+  defaultEndpointToHostAction: Accept, natOutgoingAddress: 192.0.2.77, interfacePrefix: "cali,tap"}`, health, metrics)))
 	l.waitLog(`msg="log level changed" component=config logSeverityScreen=Warning`)
 	before := strings.Count(l.log(), "level=DEBUG")
 	time.Sleep(300 * time.Millisecond)

@@ -816,3 +816,34 @@ func TestUsableLearned(t *testing.T) {
 		t.Errorf("%+v", got)
 	}
 }
+
+// TestDesiredRoutesConfigOff: FelixConfiguration vxlanEnabled false names
+// the VXLAN pools and routes none of their remote blocks (never plain, not
+// even when learned over BGP); ipv6Support false leaves every IPv6 route out.
+func TestDesiredRoutesConfigOff(t *testing.T) {
+	s := snap(
+		mkNode("a", "10.0.0.1/24", withTunnel("10.244.0.1", "66:00:00:00:00:01"), withV6("fd00::1/64")),
+		mkNode("b", "10.0.0.2/24", withTunnel("10.244.0.65", "66:00:00:00:00:02")),
+	).pool("p", "10.244.0.0/16", func(p *v3.IPPoolSpec) { p.VXLANMode = v3.EncapAlways }).
+		pool("v6", "fd00:244::/48", nil).
+		block("10.244.0.0/26", "a").block("10.244.0.64/26", "b")
+	learned := []bgp.Route{
+		{Prefix: pfx("10.244.0.64/26"), NextHop: addr("10.0.0.2")},
+		{Prefix: pfx("fd00:244:2::/122"), NextHop: addr("fd00::2")},
+	}
+	rs := DesiredRoutes(s, "a", learned, RouteOptions{NoVXLAN: true, NoIPv6: true})
+	if got := routeLines(rs.Routes); !slices.Equal(got, []string{"blackhole 10.244.0.0/26"}) {
+		t.Errorf("routes %q: want only our blackhole", got)
+	}
+	if rs.VXLAN || len(rs.VTEPs) != 0 || !slices.Equal(rs.NoVXLAN, []string{"p"}) {
+		t.Errorf("VXLAN %v, VTEPs %v, NoVXLAN %q: want no device and pool p named", rs.VXLAN, rs.VTEPs, rs.NoVXLAN)
+	}
+	// The same with both on: the tunnel route and the IPv6 route are there.
+	rs = DesiredRoutes(s, "a", learned, RouteOptions{})
+	got := routeLines(rs.Routes)
+	for _, want := range []string{"10.244.0.64/26 via 10.244.0.65 dev vxlan.calico onlink", "fd00:244:2::/122 via fd00::2"} {
+		if !slices.Contains(got, want) {
+			t.Errorf("routes %q lack %q", got, want)
+		}
+	}
+}
