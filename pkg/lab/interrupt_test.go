@@ -65,7 +65,16 @@ func TestLabUpInterrupted(t *testing.T) {
 			if err := cmd.Start(); err != nil {
 				t.Fatal(err)
 			}
-			t.Cleanup(func() { _ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) })
+			t.Cleanup(func() {
+				// Only while tortie is not reaped: till then its PID, and so
+				// its process group's, cannot be another's (a lab's
+				// datastore, in a session of its own, has its PID as its
+				// group's).
+				if cmd.ProcessState == nil {
+					_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+					cmd.Wait()
+				}
+			})
 			var mu sync.Mutex
 			var out strings.Builder
 			seen, eof := make(chan struct{}), make(chan struct{})

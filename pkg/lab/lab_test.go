@@ -162,18 +162,73 @@ func matrix(t *testing.T, labName string, args ...string) []lab.Result {
 }
 
 // mismatches lists the results that differ from want.
-func mismatches(rs []lab.Result, want func(lab.Result) bool) []string {
-	var bad []string
+func mismatches(rs []lab.Result, want func(lab.Result) bool) []lab.Result {
+	var bad []lab.Result
 	for _, r := range rs {
 		if r.Connected != want(r) {
-			bad = append(bad, fmt.Sprintf("%s → %s %s/%d connected=%v", r.From, r.To, r.Protocol, r.Port, r.Connected))
+			bad = append(bad, r)
 		}
 	}
 	return bad
 }
 
+func describe(rs []lab.Result) []string {
+	var out []string
+	for _, r := range rs {
+		out = append(out, fmt.Sprintf("%s → %s %s/%d connected=%v", r.From, r.To, r.Protocol, r.Port, r.Connected))
+	}
+	return out
+}
+
+// confirmTimeout is how long a confirming probe waits for an echo.
+const confirmTimeout = 10 * time.Second
+
+// confirmed drops from bad the flows that should connect, did not answer
+// the matrix's 1 s probe, and do answer one probe made alone with
+// confirmTimeout, four at a time: on a busy machine a probe among dozens
+// in parallel can miss an open path's echo. A flow that connects where it
+// should not is never dropped: load does not open a path.
+func confirmed(labName string, bad []lab.Result, ipv6 bool) []lab.Result {
+	var mu sync.Mutex
+	var still []lab.Result
+	sem := make(chan struct{}, 4)
+	var wg sync.WaitGroup
+	for _, r := range bad {
+		if r.Connected {
+			still = append(still, r)
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			args := []string{"lab", "--name", labName, "probe", r.From, r.To, "--port", fmt.Sprint(r.Port), "--protocol", r.Protocol, "--timeout", confirmTimeout.String()}
+			if ipv6 {
+				args = append(args, "--ipv6")
+			}
+			cmd := exec.Command(filepath.Join(binDir, "tortie"), args...)
+			cmd.Env = envWithoutEtcd()
+			if cmd.Run() != nil {
+				mu.Lock()
+				still = append(still, r)
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	return still
+}
+
+// wrong is what of a matrix differs from want, once confirmed.
+func wrong(labName string, rs []lab.Result, want func(lab.Result) bool, args ...string) []string {
+	return describe(confirmed(labName, mismatches(rs, want), slices.Contains(args, "--ipv6")))
+}
+
 // waitMatrix re-probes until the matrix is as wanted; it returns how long
-// that took and the last matrix's duration.
+// that took and the last matrix's duration. A matrix that differs only by
+// a few flows that should connect is confirmed (see confirmed) before
+// another round.
 func waitMatrix(t *testing.T, labName string, timeout time.Duration, want func(lab.Result) bool, args ...string) (time.Duration, time.Duration) {
 	t.Helper()
 	t0 := time.Now()
@@ -182,11 +237,17 @@ func waitMatrix(t *testing.T, labName string, timeout time.Duration, want func(l
 		rs := matrix(t, labName, args...)
 		took := time.Since(m0)
 		bad := mismatches(rs, want)
+		if len(bad) > 0 && len(bad) <= 4 && !slices.ContainsFunc(bad, func(r lab.Result) bool { return r.Connected }) {
+			if n := len(bad); len(confirmed(labName, bad, slices.Contains(args, "--ipv6"))) == 0 {
+				t.Logf("%d flows silent in the matrix connected when probed alone with %v", n, confirmTimeout)
+				bad = nil
+			}
+		}
 		if len(bad) == 0 {
 			return time.Since(t0), took
 		}
 		if time.Since(t0) > timeout {
-			t.Fatalf("matrix not as expected after %v: %d flows differ:\n%s", timeout, len(bad), strings.Join(bad, "\n"))
+			t.Fatalf("matrix not as expected after %v: %d flows differ:\n%s", timeout, len(bad), strings.Join(describe(bad), "\n"))
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
@@ -321,9 +382,12 @@ func compareSnapshots(t *testing.T, before, after snapshot, labNames ...string) 
 	if before.cfg != after.cfg && (ours(before.cfg) || ours(after.cfg)) {
 		t.Errorf("%s changed:\nbefore: %q\nafter: %q", lab.CLIConfigFile, before.cfg, after.cfg)
 	}
-	if _, err := os.Stat(lab.RunDir); err == nil {
-		if names, _ := lab.Names(); len(names) == 0 {
-			t.Errorf("%s left behind", lab.RunDir)
+	// RunDir and its allocation lock are every lab's: another may be
+	// coming up. What is named from ours is ours.
+	ents, _ := os.ReadDir(lab.RunDir)
+	for _, e := range ents {
+		if ours(e.Name()) {
+			t.Errorf("%s left behind", filepath.Join(lab.RunDir, e.Name()))
 		}
 	}
 }
@@ -346,7 +410,7 @@ func TestLab(t *testing.T) {
 	addWorkload(t, a, "other", "client", "h3", "app=client")
 	addWorkload(t, a, "other", "batch", "h1", "app=batch")
 	t.Logf("timing: 4 workloads added in %v", time.Since(t0).Round(time.Millisecond))
-	conv, took := waitMatrix(t, a, 20*time.Second, all, fullPorts...)
+	conv, took := waitMatrix(t, a, time.Minute, all, fullPorts...)
 	t.Logf("timing: all connected %v after the last workload; one 4×4 matrix, 4 port/protocols (48 probes): %v", conv.Round(time.Millisecond), took.Round(time.Millisecond))
 
 	// The CLI finds the lab by itself, when the lab could write its config.
@@ -360,15 +424,16 @@ func TestLab(t *testing.T) {
 		t.Logf("%s is not a lab's: using --config", lab.CLIConfigFile)
 	}
 	mustTortie(t, append(cfgFlag, "apply", "-f", "../../examples/lab/policy.yaml")...)
-	conv, _ = waitMatrix(t, a, 20*time.Second, policyWant, fullPorts...)
+	conv, _ = waitMatrix(t, a, time.Minute, policyWant, fullPorts...)
 	t.Logf("timing: policy applied → matrix as the policy says after %v", conv.Round(time.Millisecond))
 
-	// Probe's exit statuses.
+	// Probe's exit statuses (the connected one given time to answer on a
+	// busy machine; the blocked ones are silent whatever the wait).
 	for _, c := range []struct {
 		args []string
 		code int
 	}{
-		{[]string{"shop/web", "shop/db", "--port", "80"}, 0},
+		{[]string{"shop/web", "shop/db", "--port", "80", "--timeout", confirmTimeout.String()}, 0},
 		{[]string{"client", "db", "--port", "80"}, 1},
 		{[]string{"web", "db", "--port", "81", "--protocol", "udp"}, 1},
 		{[]string{"client", "nosuch", "--port", "80"}, 2},
@@ -388,8 +453,8 @@ func TestLab(t *testing.T) {
 		b := upLab(t, "--hosts", "2")
 		addWorkload(t, b, "default", "x", "h1", "")
 		addWorkload(t, b, "default", "y", "h2", "")
-		waitMatrix(t, b, 20*time.Second, all)
-		if bad := mismatches(matrix(t, a, fullPorts...), policyWant); len(bad) > 0 {
+		waitMatrix(t, b, time.Minute, all)
+		if bad := wrong(a, matrix(t, a, fullPorts...), policyWant); len(bad) > 0 {
 			t.Errorf("lab %s changed while %s came up: %v", a, b, bad)
 		}
 		mustTortie(t, "lab", "down", "--name", b)
@@ -414,13 +479,13 @@ func TestLab(t *testing.T) {
 					t.Fatalf("agent restart: %s", res)
 				}
 				t.Logf("%d matrices probed during h2's agent restart, all as the policy says", rounds)
-				waitMatrix(t, a, 20*time.Second, policyWant, fullPorts...)
+				waitMatrix(t, a, time.Minute, policyWant, fullPorts...)
 				return
 			default:
 			}
 			// Policy stays in the kernel and routes stay on the others
 			// (graceful restart): nothing changes while the agent is away.
-			if bad := mismatches(matrix(t, a, fullPorts...), policyWant); len(bad) > 0 {
+			if bad := wrong(a, matrix(t, a, fullPorts...), policyWant); len(bad) > 0 {
 				t.Errorf("during the restart: %v", bad)
 			}
 			rounds++
@@ -433,9 +498,9 @@ func TestLab(t *testing.T) {
 		cut := func(r lab.Result) bool {
 			return r.From != "other/client" && r.To != "other/client" && policyWant(r)
 		}
-		waitMatrix(t, a, 10*time.Second, cut, fullPorts...)
+		waitMatrix(t, a, time.Minute, cut, fullPorts...)
 		mustTortie(t, "lab", "--name", a, "link", "h3", "up")
-		back, _ := waitMatrix(t, a, 60*time.Second, policyWant, fullPorts...)
+		back, _ := waitMatrix(t, a, 2*time.Minute, policyWant, fullPorts...)
 		t.Logf("timing: h3's link restored → matrix back after %v", back.Round(time.Millisecond))
 	})
 
@@ -464,18 +529,30 @@ func TestLabTopologies(t *testing.T) {
 			}
 		}},
 		{"rr", []string{"--topology", "rr", "--hosts", "4"}, 4, func(t *testing.T, name string) {
-			var st lab.Status
-			if err := json.Unmarshal([]byte(mustTortie(t, "lab", "--name", name, "status", "-o", "json")), &st); err != nil {
-				t.Fatal(err)
+			// Asked again while an agent's answer is late (status gives
+			// each 2 s): what it says must come right, not come fast.
+			var bad []string
+			for deadline := time.Now().Add(time.Minute); ; time.Sleep(time.Second) {
+				var st lab.Status
+				if err := json.Unmarshal([]byte(mustTortie(t, "lab", "--name", name, "status", "-o", "json")), &st); err != nil {
+					t.Fatal(err)
+				}
+				bad = nil
+				for _, h := range st.Hosts {
+					want := 1
+					if h.Name == "h1" {
+						want = 3
+					}
+					if h.Peers != want || h.Established != want {
+						bad = append(bad, fmt.Sprintf("%s: %d sessions (%d Established), want %d %s", h.Name, h.Peers, h.Established, want, h.Error))
+					}
+				}
+				if len(bad) == 0 || time.Now().After(deadline) {
+					break
+				}
 			}
-			for _, h := range st.Hosts {
-				want := 1
-				if h.Name == "h1" {
-					want = 3
-				}
-				if h.Peers != want || h.Established != want {
-					t.Errorf("%s: %d sessions (%d Established), want %d", h.Name, h.Peers, h.Established, want)
-				}
+			for _, b := range bad {
+				t.Error(b)
 			}
 		}},
 		{"vxlan-crosssubnet", []string{"--encap", "vxlan-crosssubnet"}, 3, func(t *testing.T, name string) {
@@ -488,7 +565,7 @@ func TestLabTopologies(t *testing.T) {
 		}},
 		{"vxlan", []string{"--encap", "vxlan", "--hosts", "2"}, 2, nil},
 		{"ipv6", []string{"--ipv6", "--hosts", "2"}, 2, func(t *testing.T, name string) {
-			waitMatrix(t, name, 20*time.Second, all, "--ipv6", "--protocols", "tcp,udp")
+			waitMatrix(t, name, time.Minute, all, "--ipv6", "--protocols", "tcp,udp")
 		}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -500,7 +577,7 @@ func TestLabTopologies(t *testing.T) {
 			for i := 1; i <= c.hosts; i++ {
 				addWorkload(t, name, "default", fmt.Sprintf("w%d", i), fmt.Sprintf("h%d", i), "")
 			}
-			conv, took := waitMatrix(t, name, 30*time.Second, all, "--protocols", "tcp,udp")
+			conv, took := waitMatrix(t, name, 90*time.Second, all, "--protocols", "tcp,udp")
 			t.Logf("timing: %s: all connected after %v (matrix %v)", c.name, conv.Round(time.Millisecond), took.Round(time.Millisecond))
 			if c.check != nil {
 				c.check(t, name)
@@ -522,7 +599,7 @@ func TestLabDownAfterCrash(t *testing.T) {
 	}
 	t.Cleanup(func() { exec.Command(filepath.Join(bins(t), "tortie"), "lab", "down", "--name", name).Run() })
 	// Kill it once an agent runs: namespaces, the datastore and agents exist.
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(2 * time.Minute)
 	for {
 		b, _ := os.ReadFile(filepath.Join(lab.Dir(name), "state.json"))
 		if strings.Contains(string(b), `"role": "agent"`) {

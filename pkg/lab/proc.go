@@ -121,10 +121,35 @@ func spawn(ctx context.Context, role, name, ns, logPath string, env []string, ar
 	}
 	// Reap it if it dies while we run (tests call the lab in-process);
 	// when this process exits first, init adopts it.
-	go cmd.Wait()
-	p := Proc{Role: role, Name: name, PID: cmd.Process.Pid, Log: logPath}
+	w := &procWait{done: make(chan struct{})}
+	go func() { w.err = cmd.Wait(); close(w.done) }()
+	p := Proc{Role: role, Name: name, PID: cmd.Process.Pid, Log: logPath, wait: w}
 	p.Start, _ = procStart(p.PID)
 	return p, nil
+}
+
+// procWait is the end of a process this process started: done is closed
+// once it has exited and been reaped, err is then what Wait said.
+type procWait struct {
+	done chan struct{}
+	err  error
+}
+
+// exitStatus says how p ended ("exit status 1", "signal: killed") when this
+// process started it and it has ended; "" when that is not known.
+func (p Proc) exitStatus() string {
+	if p.wait == nil {
+		return ""
+	}
+	select {
+	case <-p.wait.done:
+	default:
+		return ""
+	}
+	if p.wait.err == nil {
+		return "exit status 0"
+	}
+	return p.wait.err.Error()
 }
 
 // procStat returns the state letter and start time of a process.
@@ -152,9 +177,66 @@ func procStart(pid int) (uint64, error) {
 }
 
 // alive reports whether p still runs (and is the process the lab started).
+//
+// A process this process started is alive until it has been reaped: its
+// PID cannot be another's before that. Any other is judged by /proc, where
+// a zombie is dead only when it is the whole process: a thread group whose
+// leader is a zombie while other threads still run is alive. That is what
+// a multi-threaded program looks like while it execs from another thread
+// than its first (`tortie datastore serve` becoming tortie-datastore: Go
+// execs from whichever thread it is on); the kernel shows the leader as a
+// zombie until the new program takes over its PID, tens to hundreds of
+// milliseconds on a busy machine.
 func (p Proc) alive() bool {
+	if p.wait != nil {
+		select {
+		case <-p.wait.done:
+			return false
+		default:
+			return true
+		}
+	}
 	state, start, err := procStat(p.PID)
-	return err == nil && state != 'Z' && state != 'X' && (p.Start == 0 || start == p.Start)
+	if err != nil || (p.Start != 0 && start != p.Start) {
+		return false
+	}
+	switch state {
+	case 'X':
+		return false
+	case 'Z':
+		return procThreads(p.PID) > 1
+	}
+	return true
+}
+
+// procThreads is how many threads a process has (0 when it is gone): a
+// zombie that is the whole process has one, itself.
+func procThreads(pid int) int {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "Threads:"); ok {
+			n, _ := strconv.Atoi(strings.TrimSpace(v))
+			return n
+		}
+	}
+	return 0
+}
+
+// signal sends sig to p if p is still the process the lab started. It goes
+// through a pidfd opened before the check, so that a PID freed and taken by
+// another process meanwhile is never signalled.
+func (p Proc) signal(sig syscall.Signal) {
+	proc, err := os.FindProcess(p.PID)
+	if err != nil {
+		return
+	}
+	defer proc.Release()
+	if p.alive() {
+		_ = proc.Signal(sig)
+	}
 }
 
 // stop ends p: SIGTERM, then SIGKILL after grace, or as soon as ctx ends
@@ -163,7 +245,7 @@ func (p Proc) stop(ctx context.Context, grace time.Duration) {
 	if !p.alive() {
 		return
 	}
-	_ = syscall.Kill(p.PID, syscall.SIGTERM)
+	p.signal(syscall.SIGTERM)
 	deadline := time.Now().Add(grace)
 	for time.Now().Before(deadline) {
 		if !p.alive() {
@@ -173,7 +255,7 @@ func (p Proc) stop(ctx context.Context, grace time.Duration) {
 			break
 		}
 	}
-	_ = syscall.Kill(p.PID, syscall.SIGKILL)
+	p.signal(syscall.SIGKILL)
 	for i := 0; i < 100 && p.alive(); i++ {
 		time.Sleep(10 * time.Millisecond)
 	}

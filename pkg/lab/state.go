@@ -57,6 +57,8 @@ type Proc struct {
 	PID   int    `json:"pid"`
 	Start uint64 `json:"start"` // /proc/PID/stat starttime: a reused PID is not ours
 	Log   string `json:"log"`
+	// wait is set in the process that started it: its end, exactly.
+	wait *procWait
 }
 
 // Host is one host namespace.
@@ -168,29 +170,49 @@ func Names() ([]string, error) {
 // lockFile takes an exclusive flock on path (created if needed), waiting
 // while another command holds it, until ctx ends; the returned function
 // releases it.
+//
+// The file locked must still be the one at path once the lock is held: a
+// lab's teardown removes its lock file, and the last lab's removes the
+// allocation lock, while others may be waiting on them. A waiter that got
+// a removed file would hold a lock nobody else can see, so it opens the
+// path again.
 func lockFile(ctx context.Context, path string) (func(), error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return nil, err
-	}
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
-	if err != nil {
-		return nil, err
-	}
 	for {
-		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
-		if err == nil {
-			break
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			return nil, err
 		}
-		if !errors.Is(err, syscall.EWOULDBLOCK) {
+		f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+		if err != nil {
+			return nil, err
+		}
+		if err := flockWait(ctx, f, path); err != nil {
 			f.Close()
 			return nil, err
 		}
+		held, herr := f.Stat()
+		cur, cerr := os.Stat(path)
+		if herr == nil && cerr == nil && os.SameFile(held, cur) {
+			return func() { syscall.Flock(int(f.Fd()), syscall.LOCK_UN); f.Close() }, nil
+		}
+		syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+		f.Close()
+	}
+}
+
+// flockWait takes an exclusive flock on f, polling until ctx ends.
+func flockWait(ctx context.Context, f *os.File, path string) error {
+	for {
+		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, syscall.EWOULDBLOCK) {
+			return err
+		}
 		if !sleep(ctx, 50*time.Millisecond) {
-			f.Close()
-			return nil, fmt.Errorf("waiting for %s (another tortie lab command holds it): %w", path, interrupted(ctx))
+			return fmt.Errorf("waiting for %s (another tortie lab command holds it): %w", path, interrupted(ctx))
 		}
 	}
-	return func() { syscall.Flock(int(f.Fd()), syscall.LOCK_UN); f.Close() }, nil
 }
 
 // lockLab serializes the commands that change one lab.

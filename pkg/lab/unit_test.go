@@ -1,15 +1,18 @@
 package lab
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
 	"io"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -207,5 +210,154 @@ func TestInterrupted(t *testing.T) {
 	}
 	if _, err := run(context.Background(), "sh", "-c", "exit 3"); err == nil || errors.Is(err, ErrInterrupted) {
 		t.Errorf("command that failed: %v", err)
+	}
+}
+
+// zombieLeaderEnv makes the test binary the helper of
+// TestAliveZombieLeader (see init).
+const zombieLeaderEnv = "TORTIE_LAB_TEST_ZOMBIE_LEADER"
+
+// init, in the helper only: the main thread (the thread group leader; the
+// main goroutine is on it during init) ends alone with the raw exit
+// syscall while the process's other threads go on, so that /proc shows
+// the leader as a zombie in a process that runs, as it shows a program
+// that execs from another thread than its first until the new program
+// takes over.
+func init() {
+	if os.Getenv(zombieLeaderEnv) == "" {
+		return
+	}
+	started := make(chan struct{})
+	go func() {
+		close(started)
+		io.Copy(io.Discard, os.Stdin) // until the test kills us
+	}()
+	<-started
+	os.Stdout.WriteString("leader exits\n")
+	syscall.RawSyscall(syscall.SYS_EXIT, 0, 0, 0)
+}
+
+// TestAliveZombieLeader: a process whose leader thread is a zombie while
+// its other threads run is alive, and is stopped; a process that ended is
+// not alive, in the process that started it (it has reaped it) and in
+// another (a zombie not yet reaped).
+func TestAliveZombieLeader(t *testing.T) {
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), zombieLeaderEnv+"=1")
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stdin.Close()
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	if line, _ := bufio.NewReader(out).ReadString('\n'); line != "leader exits\n" {
+		t.Fatalf("helper said %q", line)
+	}
+	p := Proc{Role: "test", PID: cmd.Process.Pid}
+	p.Start, _ = procStart(p.PID)
+	deadline := time.Now().Add(time.Minute)
+	for {
+		state, _, err := procStat(p.PID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if state == 'Z' {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the helper's leader is %c, not a zombie, after a minute", state)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := procThreads(p.PID); n < 2 {
+		t.Fatalf("the helper has %d threads", n)
+	}
+	if !p.alive() {
+		t.Fatal("a process whose leader is a zombie while its other threads run is judged dead")
+	}
+	p.stop(context.Background(), 10*time.Second)
+	// Killed, not yet reaped: a zombie that is the whole process.
+	for deadline := time.Now().Add(time.Minute); procThreads(p.PID) > 1; {
+		if time.Now().After(deadline) {
+			t.Fatal("the helper still runs a minute after its stop")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if p.alive() {
+		t.Error("a process ended (a zombie of one thread) is judged alive")
+	}
+}
+
+// TestExited: a process the lab started and that ended says how, with the
+// end of its log.
+func TestExited(t *testing.T) {
+	logPath := filepath.Join(t.TempDir(), "x.log")
+	p, err := spawn(context.Background(), "datastore", "etcd", "", logPath, nil, "sh", "-c", "echo cannot bind >&2; exit 3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(time.Minute); p.alive(); {
+		if time.Now().After(deadline) {
+			t.Fatal("sh -c 'exit 3' still runs after a minute")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	msg := exited(p).Error()
+	for _, want := range []string{"the datastore (pid ", "exited: exit status 3", "cannot bind", logPath} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("%q does not say %q", msg, want)
+		}
+	}
+	os.Truncate(logPath, 0)
+	if msg := exited(p).Error(); !strings.Contains(msg, "is empty") {
+		t.Errorf("with an empty log: %q", msg)
+	}
+}
+
+// TestLockFileRemoved: a lock file removed while a command waits on it
+// (a teardown removes its lab's, the last lab's removes the allocation
+// lock) leaves the waiter holding the lock at the path, which a third
+// command then waits for, not a lock on the removed file.
+func TestLockFileRemoved(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "run", ".alloc.lock")
+	unlockA, err := lockFile(context.Background(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan func(), 1)
+	go func() {
+		unlock, err := lockFile(context.Background(), path)
+		if err != nil {
+			t.Error(err)
+			unlock = func() {}
+		}
+		got <- unlock
+	}()
+	time.Sleep(100 * time.Millisecond) // let it wait (not needed for the check to hold)
+	if err := os.RemoveAll(filepath.Dir(path)); err != nil {
+		t.Fatal(err)
+	}
+	unlockA()
+	var unlockB func()
+	select {
+	case unlockB = <-got:
+	case <-time.After(time.Minute):
+		t.Fatal("the waiter did not get the lock within a minute")
+	}
+	defer unlockB()
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	if unlockC, err := lockFile(ctx, path); err == nil {
+		unlockC()
+		t.Fatal("a third command got the lock while the waiter holds it")
+	} else if !errors.Is(err, ErrInterrupted) {
+		t.Fatal(err)
 	}
 }

@@ -277,9 +277,16 @@ func (l *Lab) undo(ctx context.Context, err error) error {
 	wasInterrupted := ctx.Err() != nil || errors.Is(err, ErrInterrupted)
 	tail := ""
 	if !wasInterrupted {
-		tail = l.logTails() // read before the teardown removes the logs
+		// Read before the teardown removes the logs; a log the error
+		// quotes already is not quoted twice.
+		quoted := ""
+		if ee := (*exitedError)(nil); errors.As(err, &ee) {
+			quoted = ee.log
+		}
+		tail = l.logTails(quoted)
 	}
-	l.logf("lab %s: %v; removing what was made", name, err)
+	first, _, _ := strings.Cut(err.Error(), "\n") // the logs go with the error
+	l.logf("lab %s: %s; removing what was made", name, first)
 	derr := l.teardown(context.WithoutCancel(ctx))
 	if wasInterrupted {
 		why := ErrInterrupted
@@ -301,28 +308,27 @@ func (l *Lab) deadProcs() []string {
 	var dead []string
 	for _, p := range l.st.Procs {
 		if !p.alive() {
-			dead = append(dead, fmt.Sprintf("%s %s (pid %d)", p.Role, p.Name, p.PID))
+			how := ""
+			if st := p.exitStatus(); st != "" {
+				how = ", " + st
+			}
+			dead = append(dead, fmt.Sprintf("%s %s (pid %d%s)", p.Role, p.Name, p.PID, how))
 		}
 	}
 	return dead
 }
 
-// logTails is the end of every agent's and the datastore's log, for an
-// error message.
-func (l *Lab) logTails() string {
+// logTails is the end of every agent's and the datastore's log but the
+// one at path except, for an error message.
+func (l *Lab) logTails(except string) string {
 	var b strings.Builder
 	for _, p := range l.st.Procs {
-		if p.Role == "server" {
+		if p.Role == "server" || p.Log == except {
 			continue
 		}
-		data, err := os.ReadFile(p.Log)
-		if err != nil || len(data) == 0 {
-			continue
+		if fi, err := os.Stat(p.Log); err == nil && fi.Size() > 0 {
+			b.WriteString(logTail(p))
 		}
-		if len(data) > 1500 {
-			data = data[len(data)-1500:]
-		}
-		fmt.Fprintf(&b, "\n--- %s %s log (%s), last lines ---\n%s", p.Role, p.Name, p.Log, data)
 	}
 	return b.String()
 }
@@ -613,13 +619,47 @@ func (l *Lab) startDatastore(ctx context.Context) error {
 			}
 		}
 		if !p.alive() {
-			return errors.New("the datastore exited")
+			return exited(p)
 		}
 		if !sleep(ctx, 20*time.Millisecond) {
 			return interrupted(ctx)
 		}
 	}
-	return errors.New("the datastore did not say where it serves within 30s")
+	return fmt.Errorf("the datastore did not say where it serves within 30s%s", logTail(p))
+}
+
+// exitedError is a lab process's end while Up waited for it: how it ended
+// and the end of its log, read when it is made (the teardown removes the
+// log).
+type exitedError struct {
+	log string // the log quoted
+	msg string
+}
+
+func exited(p Proc) error {
+	how := p.exitStatus()
+	if how != "" {
+		how = ": " + how
+	}
+	return &exitedError{log: p.Log, msg: fmt.Sprintf("the %s (pid %d) exited%s%s", p.Role, p.PID, how, logTail(p))}
+}
+
+func (e *exitedError) Error() string { return e.msg }
+
+// logTail is the end of p's log as a block for an error message, or says
+// that the log is empty.
+func logTail(p Proc) string {
+	data, err := os.ReadFile(p.Log)
+	switch {
+	case err != nil:
+		return fmt.Sprintf(" (its log: %v)", err)
+	case len(data) == 0:
+		return fmt.Sprintf(" (its log %s is empty)", p.Log)
+	}
+	if len(data) > 1500 {
+		data = data[len(data)-1500:]
+	}
+	return fmt.Sprintf("\n--- %s %s log (%s), last lines ---\n%s", p.Role, p.Name, p.Log, data)
 }
 
 // connect opens the lab's datastore.
