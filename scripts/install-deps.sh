@@ -9,6 +9,7 @@ PACKAGES=(
   iproute2      # ip netns, veth: kernel tests
   nftables      # the nft binary knftables drives
   bird2         # a real BGP peer (top-of-rack router) for BGP tests
+  containerd    # ctr images import of make images' archives (pkg/images tests, a private containerd)
 )
 
 missing=()
