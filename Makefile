@@ -37,7 +37,10 @@ images:
 
 # Debian packages the tests and demo need (etcd-server for a real cluster,
 # nftables, iproute2, bird2), then Go-built test tools (cnitool, host-local)
-# into ./bin. Installs only what is missing.
+# into ./bin, and kube-apiserver and kubectl (Kubernetes v1.37.2, built from
+# source by scripts/build-kubernetes.sh into ${TORTIE_CACHE:-/var/cache/tortie};
+# 20-40 minutes the first time on two cores). Installs only what is missing:
+# on a warm machine it costs well under a second.
 deps:
 	bash scripts/install-deps.sh
 	bash scripts/install-tools.sh

@@ -2,8 +2,12 @@
 # Installs the Go-built tools the tests use into the repository's ./bin:
 #   cnitool     CNI's own command-line runtime (an independent CNI client)
 #   host-local  the reference IPAM plugin (tortie-cni must work with it)
+# and, through scripts/build-kubernetes.sh, kube-apiserver and kubectl into
+# the Kubernetes cache outside the clone (pkg/kube/apiserver finds them
+# there; TORTIE_KUBERNETES_BIN points elsewhere instead).
 # Idempotent: a tool already built at the pinned version is left alone, so a
-# second run takes well under a second.
+# second run takes well under a second. The first Kubernetes build takes
+# 20-40 minutes on two cores.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -30,3 +34,8 @@ for entry in "${TOOLS[@]}"; do
 	# Outside the module: go install pkg@version ignores tortie's go.mod.
 	(cd / && GOFLAGS= GOBIN="$BIN" "$GO" install "$pkgver")
 done
+
+# The real Kubernetes API server the tests run against (pkg/kube/kubetest).
+if [ -z "${TORTIE_KUBERNETES_BIN:-}" ]; then
+	GO="$GO" bash scripts/build-kubernetes.sh kube-apiserver kubectl >/dev/null
+fi
