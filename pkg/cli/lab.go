@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tortie/tortie/pkg/datastore"
+	"github.com/tortie/tortie/pkg/kube/apiserver"
 	"github.com/tortie/tortie/pkg/lab"
 )
 
@@ -39,6 +40,13 @@ top-of-rack router). Needs root.
   tortie apply -f policy.yaml             # the lab wrote ` + DefaultConfigFile + `
   tortie lab down
 
+With --kube-api, up also runs a Kubernetes API server on the lab's etcd and
+tortie-kube-controllers, and every workload is a pod the CNI plugin reads:
+
+  tortie lab up --kube-api --hosts 2
+  tortie lab kubectl apply -f networkpolicy.yaml
+  tortie lab kubectl label pod web -n shop tier=front
+
 Every namespace, interface, process and file a lab makes is named from its
 name and recorded in /run/tortie/lab/NAME/state.json; "lab down" removes
 exactly that, also after a crash. Several labs with different names coexist.`,
@@ -57,6 +65,7 @@ exactly that, also after a crash. Several labs with different names coexist.`,
 		newLabAgentCommand(g, open),
 		newLabLinkCommand(g, open),
 		newLabServeCommand(g),
+		newLabKubectlCommand(g, open),
 	)
 	return cmd
 }
@@ -80,7 +89,17 @@ Interrupted (Ctrl-C, SIGTERM) or failed at any point, up removes everything
 it had made (processes, namespaces, interfaces, its state file), exactly as
 "lab down" would, and exits non-zero saying so; a second Ctrl-C does not cut
 that removal short. Only if the removal itself fails does the state file
-stay, and "tortie lab down --name NAME" finishes the job.`,
+stay, and "tortie lab down --name NAME" finishes the job.
+
+--kube-api: after the datastore, a kube-apiserver (Kubernetes ` + apiserver.Version + `, built into
+the cache by scripts/build-kubernetes.sh) as a lab process, its storage in the
+lab's etcd under /registry, on the root namespace's lab address; an admin
+kubeconfig in the lab's directory; a Kubernetes Node per host; and
+tortie-kube-controllers (beside tortie, else on PATH), which writes the
+namespaces' and service accounts' profiles and the NetworkPolicies as Calico
+resources. Workloads are then pods (bound to their host's node, their ports
+named serve-PORT-PROTO), which the CNI plugin reads; "tortie lab kubectl"
+runs kubectl against the lab.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			o.Name = *name
@@ -112,6 +131,7 @@ stay, and "tortie lab down --name NAME" finishes the job.`,
 	f.StringVar(&o.Pool, "pool", lab.DefaultPool, "the workloads' IPv4 pool")
 	f.StringVar(&o.Pool6, "pool6", "", "the workloads' IPv6 pool (implies --ipv6; default "+lab.DefaultPool6+")")
 	f.BoolVar(&o.IPv6, "ipv6", false, "dual stack: IPv6 on the underlay, the agents and the workloads")
+	f.BoolVar(&o.KubeAPI, "kube-api", false, "also a Kubernetes API server on the lab's etcd and tortie-kube-controllers; workloads are pods")
 	f.StringVar(&binDir, "bin-dir", "", "where tortie, tortie-node and tortie-cni are (default: beside this tortie, else PATH)")
 	f.DurationVar(&o.Timeout, "timeout", 90*time.Second, "how long to wait for the agents and sessions")
 	return cmd
@@ -131,6 +151,10 @@ func printMade(g *globals, l *lab.Lab) {
 	}
 	if st.Options.Topology == lab.TopologyToR {
 		fmt.Fprintf(g.out, "router      BIRD 2 pid %d (birdc -s %s show protocols)\n", pidOf(st, "bird", "router"), lab.BirdSocket(st.Name))
+	}
+	if k := st.Kube; k != nil {
+		fmt.Fprintf(g.out, "kubernetes  %s (kube-apiserver pid %d, tortie-kube-controllers pid %d)\n", k.Server, pidOf(st, "kube-apiserver", "apiserver"), pidOf(st, "kube-controllers", "controllers"))
+		fmt.Fprintf(g.out, "KUBECONFIG  %s (or `tortie lab kubectl ...`)\n", k.Kubeconfig)
 	}
 	fmt.Fprintf(g.out, "state       %s\n", filepath.Join(lab.Dir(st.Name), "state.json"))
 	if st.Config != nil {
@@ -312,7 +336,8 @@ func newLabExecCommand(g *globals, open func() (*lab.Lab, error)) *cobra.Command
 		Use:   "exec HOST|WORKLOAD -- CMD...",
 		Short: "Run a command in a host's or a workload's network namespace",
 		Long: `Run a command in a host's or a workload's network namespace, with
-ETCD_ENDPOINTS set to the lab's datastore; the exit status is the command's.
+ETCD_ENDPOINTS set to the lab's datastore (and KUBECONFIG to its admin
+kubeconfig in a --kube-api lab); the exit status is the command's.
 In a host, "tortie node status" asks that host's agent. A terminal's Ctrl-C
 reaches the command itself; tortie, interrupted (Ctrl-C, SIGTERM), also
 sends it SIGTERM, then waits for it and exits with its status (128+N for a
@@ -328,27 +353,69 @@ command killed by signal N).`,
 				return err
 			}
 			c := exec.CommandContext(cmd.Context(), "ip", append([]string{"netns", "exec", filepath.Base(nsPath)}, args[1:]...)...)
-			// Interrupted, tortie asks the command to stop (SIGTERM) and
-			// waits for it: it may clean up, or (a shell) carry on.
-			c.Cancel = func() error { return c.Process.Signal(syscall.SIGTERM) }
 			c.Stdin, c.Stdout, c.Stderr = g.in, g.out, g.errw
 			c.Env = append(os.Environ(), "ETCD_ENDPOINTS="+l.Endpoint())
-			err = c.Run()
-			if c.ProcessState == nil { // it did not start
-				return err
+			if kc := l.Kubeconfig(); kc != "" {
+				c.Env = append(c.Env, "KUBECONFIG="+kc)
 			}
-			// Its status is the answer, also when tortie was interrupted
-			// meanwhile (Run's error then is the context's).
-			code := c.ProcessState.ExitCode()
-			if ws, ok := c.ProcessState.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-				code = 128 + int(ws.Signal()) // as a shell says it
-			}
-			if code != 0 {
-				labExit(code)
-			}
-			return nil
+			return runForStatus(c)
 		},
 	}
+}
+
+// runForStatus runs c, interrupted by SIGTERM when the command's context
+// ends, and exits with its status (128+N for a command killed by signal
+// N, as a shell says it).
+func runForStatus(c *exec.Cmd) error {
+	// Interrupted, tortie asks the command to stop (SIGTERM) and waits
+	// for it: it may clean up, or (a shell) carry on.
+	c.Cancel = func() error { return c.Process.Signal(syscall.SIGTERM) }
+	err := c.Run()
+	if c.ProcessState == nil { // it did not start
+		return err
+	}
+	// Its status is the answer, also when tortie was interrupted
+	// meanwhile (Run's error then is the context's).
+	code := c.ProcessState.ExitCode()
+	if ws, ok := c.ProcessState.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		code = 128 + int(ws.Signal())
+	}
+	if code != 0 {
+		labExit(code)
+	}
+	return nil
+}
+
+func newLabKubectlCommand(g *globals, open func() (*lab.Lab, error)) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "kubectl ARGS...",
+		Short: "Run kubectl against a --kube-api lab's Kubernetes API",
+		Long: `Run the cached kubectl (Kubernetes ` + apiserver.Version + `, scripts/build-kubernetes.sh) with
+KUBECONFIG set to the lab's admin kubeconfig; stdin, stdout and stderr are
+kubectl's, and so is the exit status. tortie's own flags (--name) go before
+"kubectl"; everything after it is kubectl's (a first argument that is a flag
+of kubectl's: put "--" before it).
+
+  tortie lab kubectl get pods -A
+  tortie lab --name demo kubectl apply -f policy.yaml
+  tortie lab kubectl -- -n shop label pod web tier=front`,
+		Args: cobra.ArbitraryArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			l, err := open()
+			if err != nil {
+				return err
+			}
+			c, err := l.KubectlCommand(cmd.Context(), args...)
+			if err != nil {
+				return err
+			}
+			c.Stdin, c.Stdout, c.Stderr = g.in, g.out, g.errw
+			return runForStatus(c)
+		},
+	}
+	// Everything from the first argument on is kubectl's.
+	cmd.Flags().SetInterspersed(false)
+	return cmd
 }
 
 // probe statuses.

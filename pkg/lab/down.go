@@ -57,10 +57,11 @@ func (l *Lab) teardown(ctx context.Context) error {
 	st := l.st
 	var errs []error
 	// Workload servers and agents first, the datastore last: agents
-	// stopping with their datastore still there exit cleanly.
-	order := map[string]int{"server": 0, "agent": 1, "bird": 2, "datastore": 3}
+	// (and the Kubernetes controllers, then the API server) stopping with
+	// their datastore still there exit cleanly.
+	order := map[string]int{"server": 0, "agent": 1, roleKubeControllers: 1, "bird": 2, roleKubeAPIServer: 3, "datastore": 4}
 	procs := append([]Proc(nil), st.Procs...)
-	for pass := 0; pass <= 3; pass++ {
+	for pass := 0; pass <= 4; pass++ {
 		for _, p := range procs {
 			if order[p.Role] == pass {
 				p.stop(ctx, 5*time.Second)

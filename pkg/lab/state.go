@@ -48,11 +48,13 @@ type State struct {
 	Config *ConfigBackup `json:"config,omitempty"`
 	// Dirs are directories outside RunDir the lab created (removed when empty).
 	Dirs []string `json:"dirs,omitempty"`
+	// Kube is the lab's Kubernetes API (--kube-api), recorded before it starts.
+	Kube *KubeState `json:"kube,omitempty"`
 }
 
 // Proc is a process the lab started.
 type Proc struct {
-	Role  string `json:"role"` // datastore, agent, bird, server
+	Role  string `json:"role"` // datastore, agent, bird, server, kube-apiserver, kube-controllers
 	Name  string `json:"name"` // host or workload it belongs to
 	PID   int    `json:"pid"`
 	Start uint64 `json:"start"` // /proc/PID/stat starttime: a reused PID is not ours
@@ -84,6 +86,9 @@ type Workload struct {
 	IPs         []string          `json:"ips,omitempty"`
 	Labels      map[string]string `json:"labels,omitempty"`
 	Listen      []string          `json:"listen,omitempty"`
+	// Pod: the workload's Kubernetes Pod was (or was being) created
+	// (--kube-api labs).
+	Pod bool `json:"pod,omitempty"`
 }
 
 // ID is how workloads are named on the command line: NAMESPACE/NAME.

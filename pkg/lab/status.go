@@ -40,6 +40,8 @@ type Status struct {
 	Hosts     []HostStatus `json:"hosts"`
 	Workloads []*Workload  `json:"workloads"`
 	Procs     []Proc       `json:"processes"`
+	// Kube is the Kubernetes API of a --kube-api lab.
+	Kube *KubeStatus `json:"kube,omitempty"`
 }
 
 var httpClient = &http.Client{Timeout: 2 * time.Second}
@@ -104,6 +106,7 @@ func (l *Lab) Status(ctx context.Context) *Status {
 	for _, h := range l.st.Hosts {
 		s.Hosts = append(s.Hosts, l.hostStatus(ctx, h))
 	}
+	s.Kube = l.kubeStatus(ctx)
 	return s
 }
 
@@ -113,7 +116,22 @@ func (s *Status) Print(w io.Writer) {
 	if !s.Datastore {
 		ds = "NOT RUNNING"
 	}
-	fmt.Fprintf(w, "lab %s (%s): topology %s, encapsulation %s; datastore %s at %s\n\n", s.Name, s.Phase, s.Topology, s.Encap, ds, s.Endpoint)
+	fmt.Fprintf(w, "lab %s (%s): topology %s, encapsulation %s; datastore %s at %s\n", s.Name, s.Phase, s.Topology, s.Encap, ds, s.Endpoint)
+	if k := s.Kube; k != nil {
+		api := "ready"
+		switch {
+		case !k.APIServerAlive:
+			api = "NOT RUNNING"
+		case !k.Ready:
+			api = "not ready: " + k.Error
+		}
+		ctl := "running"
+		if !k.ControllersAlive {
+			ctl = "NOT RUNNING"
+		}
+		fmt.Fprintf(w, "Kubernetes API %s (%s); tortie-kube-controllers %s\nKUBECONFIG=%s (or `tortie lab kubectl ...`)\n", k.Server, api, ctl, k.Kubeconfig)
+	}
+	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "HOST\tNODE\tADDRESS\tAGENT\tBGP SESSIONS")
 	for _, h := range s.Hosts {

@@ -21,14 +21,17 @@ import (
 
 // Options say what lab to build.
 type Options struct {
-	Name     string   `json:"name"`
-	Hosts    int      `json:"hosts"`
-	Topology string   `json:"topology"`
-	Encap    string   `json:"encap"`
-	Pool     string   `json:"pool"`
-	Pool6    string   `json:"pool6,omitempty"`
-	IPv6     bool     `json:"ipv6,omitempty"`
-	Bins     Binaries `json:"binaries"`
+	Name     string `json:"name"`
+	Hosts    int    `json:"hosts"`
+	Topology string `json:"topology"`
+	Encap    string `json:"encap"`
+	Pool     string `json:"pool"`
+	Pool6    string `json:"pool6,omitempty"`
+	IPv6     bool   `json:"ipv6,omitempty"`
+	// KubeAPI runs a Kubernetes API server on the lab's etcd, with
+	// tortie-kube-controllers, and makes every workload a pod (kube.go).
+	KubeAPI bool     `json:"kubeAPI,omitempty"`
+	Bins    Binaries `json:"binaries"`
 	// Timeout bounds the wait for agents and sessions (default 90s).
 	Timeout time.Duration `json:"-"`
 	// Log receives progress lines (default: nowhere).
@@ -41,6 +44,10 @@ type Binaries struct {
 	Node   string `json:"node"`
 	CNI    string `json:"cni"`
 	Bird   string `json:"bird,omitempty"`
+	// With --kube-api.
+	KubeAPIServer   string `json:"kubeAPIServer,omitempty"`
+	Kubectl         string `json:"kubectl,omitempty"`
+	KubeControllers string `json:"kubeControllers,omitempty"`
 }
 
 // defaults fills in what was left out and checks the rest.
@@ -97,7 +104,13 @@ func (o *Options) defaults() error {
 	if o.Timeout == 0 {
 		o.Timeout = 90 * time.Second
 	}
-	return o.Bins.resolve(o.Topology == TopologyToR)
+	if err := o.Bins.resolve(o.Topology == TopologyToR); err != nil {
+		return err
+	}
+	if o.KubeAPI {
+		return o.Bins.resolveKube()
+	}
+	return nil
 }
 
 // resolve finds the binaries: given, else beside the running tortie, else
@@ -388,6 +401,11 @@ func (l *Lab) build(ctx context.Context) error {
 	l.step("configuring the datastore")
 	if err := l.configure(ctx); err != nil {
 		return err
+	}
+	if o.KubeAPI {
+		if err := l.buildKube(ctx); err != nil {
+			return err
+		}
 	}
 	if o.Topology == TopologyToR {
 		l.step("starting BIRD")

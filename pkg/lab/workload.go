@@ -116,8 +116,11 @@ func (l *Lab) AddWorkload(ctx context.Context, spec WorkloadSpec) (*Workload, er
 			return nil, fmt.Errorf("workload %s exists already (on %s)", w.ID(), w.Host)
 		}
 	}
-	if err := l.ensureNamespaceProfile(ctx, spec.Namespace); err != nil {
-		return nil, err
+	kube := l.st.Kube != nil
+	if !kube {
+		if err := l.ensureNamespaceProfile(ctx, spec.Namespace); err != nil {
+			return nil, err
+		}
 	}
 	w := &Workload{Name: spec.Name, Namespace: spec.Namespace, Host: h.Name,
 		Netns: workloadNetns(l.st.Name, spec.Namespace, spec.Name), ContainerID: cniContainerID(l.st.Name, spec.Namespace, spec.Name),
@@ -135,6 +138,12 @@ func (l *Lab) AddWorkload(ctx context.Context, spec WorkloadSpec) (*Workload, er
 		}
 		l.dropWorkload(w) // not made; perhaps not ours to touch
 		return nil, err
+	}
+	if kube {
+		// The pod first: the CNI plugin reads it.
+		if err := l.createPod(ctx, h, w); err != nil {
+			return fail(err)
+		}
 	}
 	out, err := l.cni(ctx, "ADD", h, w)
 	if err != nil {
@@ -166,6 +175,13 @@ func (l *Lab) AddWorkload(ctx context.Context, spec WorkloadSpec) (*Workload, er
 	}
 	if err := l.startServer(ctx, w); err != nil {
 		return fail(err)
+	}
+	if kube {
+		// tortie-kube-controllers writes the pod's profiles (for a new
+		// namespace, a moment after it is made).
+		if err := l.waitProfiles(ctx, time.Minute, k8s.NamespaceProfileName(w.Namespace), k8s.ServiceAccountProfileName(w.Namespace, "default")); err != nil {
+			return fail(err)
+		}
 	}
 	return w, l.save()
 }
@@ -233,7 +249,13 @@ func (l *Lab) cniConf(h *Host, w *Workload) []byte {
 		"log_file_path":  filepath.Join(Dir(l.st.Name), "cni.log"),
 		"ipam":           ipamConf,
 	}
-	if len(w.Labels) > 0 {
+	switch {
+	case l.st.Kube != nil:
+		// Calico's Kubernetes mode: the plugin reads the pod (labels,
+		// service account, named ports) and writes its annotations.
+		conf["kubernetes"] = map[string]any{"kubeconfig": l.st.Kube.Kubeconfig}
+		conf["policy"] = map[string]any{"type": "k8s"}
+	case len(w.Labels) > 0:
 		conf["runtimeConfig"] = map[string]any{"labels": w.Labels}
 	}
 	b, _ := json.Marshal(conf)
@@ -339,6 +361,9 @@ func (l *Lab) removeWorkload(ctx context.Context, w *Workload) error {
 		if _, err := l.cni(ctx, "DEL", h, w); err != nil {
 			errs = append(errs, err)
 		}
+	}
+	if err := l.deletePod(ctx, w); err != nil {
+		errs = append(errs, err)
 	}
 	path := filepath.Join("/run/netns", w.Netns)
 	if _, err := os.Stat(path); err == nil && slices.Contains(l.st.Netns, w.Netns) {
