@@ -1,16 +1,20 @@
 package apiserver_test
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -221,4 +225,122 @@ func TestStartFails(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestStopWithEtcdGone: an apiserver whose etcd has gone never finishes a
+// graceful shutdown; Stop kills it after the grace period.
+func TestStopWithEtcdGone(t *testing.T) {
+	requireBinaries(t)
+	proxy := etcdtest.NewProxy(t, etcdtest.Start(t).Endpoint())
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	s, err := apiserver.Start(ctx, apiserver.Config{Dir: t.TempDir(), EtcdServers: []string{proxy.Endpoint()}, StopGrace: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Stop(context.Background()) })
+	pid := s.PID()
+	proxy.Cut()
+	stopCtx, stopCancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer stopCancel()
+	if err := s.Stop(stopCtx); err != nil {
+		t.Fatal(err)
+	}
+	if stopCtx.Err() != nil {
+		t.Error("Stop returned only when its context ended, not after StopGrace")
+	}
+	if !processGone(pid) {
+		t.Errorf("kube-apiserver %d still there after Stop", pid)
+	}
+}
+
+// helperEnv makes the test binary a process that starts an apiserver,
+// prints its PID and waits to be killed (TestParentDies).
+const helperEnv = "TORTIE_APISERVER_TEST_HELPER"
+
+func TestMain(m *testing.M) {
+	if arg := os.Getenv(helperEnv); arg != "" {
+		startAndWait(arg)
+	}
+	os.Exit(m.Run())
+}
+
+// startAndWait is the helper process: arg is dir,etcd-endpoint,detach.
+func startAndWait(arg string) {
+	f := strings.Split(arg, ",")
+	s, err := apiserver.Start(context.Background(), apiserver.Config{Dir: f[0], EtcdServers: []string{f[1]}, Detach: f[2] == "true"})
+	if err != nil {
+		fmt.Println("error", err)
+		os.Exit(1)
+	}
+	fmt.Println("pid", s.PID())
+	select {}
+}
+
+// TestParentDies: a server dies with the process that started it (a test
+// binary that crashes or times out leaves nothing behind), unless it was
+// started detached (the lab's), when it lives on in a session of its own.
+func TestParentDies(t *testing.T) {
+	requireBinaries(t)
+	etcd := etcdtest.Start(t)
+	for _, detach := range []bool{false, true} {
+		t.Run(fmt.Sprintf("detach=%v", detach), func(t *testing.T) {
+			dir := t.TempDir()
+			cmd := exec.Command(os.Args[0], "-test.timeout=10m")
+			cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%s,%s,%v", helperEnv, dir, etcd.Endpoint(), detach))
+			out, err := cmd.StdoutPipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			cmd.Stderr = os.Stderr
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			line, _ := bufio.NewReader(out).ReadString('\n')
+			var pid int
+			if _, err := fmt.Sscanf(line, "pid %d", &pid); err != nil || pid == 0 {
+				_ = cmd.Process.Kill()
+				_ = cmd.Wait()
+				t.Fatalf("helper said %q", line)
+			}
+			t.Cleanup(func() {
+				if !processGone(pid) {
+					_ = syscall.Kill(pid, syscall.SIGKILL)
+				}
+			})
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+			// A detached server is given 2 s to die, an attached one 30.
+			wait := 30 * time.Second
+			if detach {
+				wait = 2 * time.Second
+			}
+			gone := false
+			for deadline := time.Now().Add(wait); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+				// Not our child: reaped by init (or a subreaper) once dead.
+				if gone = processGone(pid) || isZombie(pid); gone {
+					break
+				}
+			}
+			if gone == detach {
+				t.Fatalf("parent killed: kube-apiserver %d gone %v, want %v", pid, gone, !detach)
+			}
+			if detach {
+				sid, err := unix.Getsid(pid)
+				if err != nil || sid != pid {
+					t.Errorf("detached server's session %d (%v), want its own (%d)", sid, err, pid)
+				}
+				_ = syscall.Kill(pid, syscall.SIGKILL)
+			}
+		})
+	}
+}
+
+func isZombie(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	i := strings.LastIndexByte(string(b), ')')
+	return i > 0 && len(b) > i+2 && b[i+2] == 'Z'
 }
