@@ -39,6 +39,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/tortie/tortie/bench/internal/probe"
 	"github.com/tortie/tortie/pkg/client"
 	"github.com/tortie/tortie/pkg/datastore"
 )
@@ -477,7 +478,7 @@ func sec(d time.Duration) string {
 func mb(kb int64) string { return fmt.Sprintf("%.0f MB", float64(kb)/1024) }
 
 func crrCell(c crrResult) string {
-	return fmt.Sprintf("%.0f/s (p50 %s, p90 %s; %d conns)", c.rate(), us(percentile(c.lat, 0.5)), us(percentile(c.lat, 0.9)), c.n)
+	return fmt.Sprintf("%.0f/s (p50 %s, p90 %s; %d conns)", c.rate(), us(probe.Percentile(c.lat, 0.5)), us(probe.Percentile(c.lat, 0.9)), c.n)
 }
 
 func median[T int64 | time.Duration | float64](xs []T) T {
@@ -498,7 +499,7 @@ func (r *results) print(w *os.File, o options) {
 	fmt.Fprintln(w, "| what | tortie | goal | Calico's agent on this machine (issue 5) |")
 	fmt.Fprintln(w, "|---|---|---|---|")
 	fmt.Fprintf(w, "| new connections, client → server through the host, no policy (alternating with the next row; alone, before any policy existed: %.0f/s, p50 %s) | %s | — | connect latency 55–90 µs |\n",
-		r.before.rate(), us(percentile(r.before.lat, 0.5)), crrCell(r.base))
+		r.before.rate(), us(probe.Percentile(r.before.lat, 0.5)), crrCell(r.base))
 	fmt.Fprintf(w, "| same, 10,000 non-matching rules (100 policies × 100, each rule its own port) before the allowing policy | %s | — | connect latency 0.5–1.8 ms |\n", crrCell(r.rules))
 	ratio := r.rules.rate() / r.base.rate()
 	fmt.Fprintf(w, "| **ratio** of connections/s, 10,000 rules ÷ none | **%.2f** | ≥ 0.9 | 0.07 (iptables), 0.15 (nftables) |\n", ratio)
@@ -512,13 +513,13 @@ func (r *results) print(w *os.File, o options) {
 		flaps = fmt.Sprintf("; %d probes saw the old verdict after the new one, %d changes never seen", r.changeFlaps, r.changeFails)
 	}
 	fmt.Fprintf(w, "| policy change → enforcement: start of `tortie apply` of one changed policy to the first probe with the new verdict, 10,000 rules in place, %d changes (allow/deny alternating) | **p50 %s, p99 %s** (p90 %s, max %s%s) | p99 < 100 ms | 270–480 ms (nftables), 0.7–1.3 s (iptables) |\n",
-		n, ms(percentile(r.changeLat, 0.5)), ms(percentile(r.changeLat, 0.99)), ms(percentile(r.changeLat, 0.9)), ms(slices.Max(r.changeLat)), flaps)
+		n, ms(probe.Percentile(r.changeLat, 0.5)), ms(probe.Percentile(r.changeLat, 0.99)), ms(probe.Percentile(r.changeLat, 0.9)), ms(slices.Max(r.changeLat)), flaps)
 	ca := r.changeAgent
 	fmt.Fprintf(w, "| agent's own work over those changes (its metrics) | %.0f applies, mean %s; %.0f kernel transactions (%.0f over netlink, the rest nft -f), mean %s; %.0f datastore resyncs | — | — |\n",
 		ca.applyCount, ms(time.Duration(ca.applySum/max(ca.applyCount, 1)*float64(time.Second))),
 		ca.nftCount, ca.netlinkCount, ms(time.Duration(ca.nftSum/max(ca.nftCount, 1)*float64(time.Second))), ca.resyncs)
 	fmt.Fprintf(w, "| of which the CLI process (start to exit of `tortie apply`) | p50 %s, p99 %s | — | 200–360 ms |\n",
-		ms(percentile(r.changeCLI, 0.5)), ms(percentile(r.changeCLI, 0.99)))
+		ms(probe.Percentile(r.changeCLI, 0.5)), ms(probe.Percentile(r.changeCLI, 0.99)))
 	fmt.Fprintf(w, "| `tortie apply -f` of 100 policies × 100 rules (created), wall time | **%s** (enforced %s after its start) | — | 5–7 s (calicoctl) |\n", sec(r.applyCreate), sec(r.applyCreateEnforced))
 	if o.stress {
 		fmt.Fprintf(w, "| same 100 policies replaced (stress variant), wall time | %s (enforced %s after its start) | — | — |\n", sec(r.applyStress), sec(r.applyStressEnforced))

@@ -5,11 +5,12 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"slices"
 	"time"
 
 	"github.com/containernetworking/plugins/pkg/ns"
 	"golang.org/x/sys/unix"
+
+	"github.com/tortie/tortie/bench/internal/probe"
 )
 
 // serve listens on a server workload's ports and accepts and closes
@@ -42,12 +43,6 @@ func serve(netns ns.NetNS, ip netip.Addr, ports ...int) {
 	}
 }
 
-func sockaddr(ip netip.Addr, port int) *unix.SockaddrInet4 {
-	return &unix.SockaddrInet4{Port: port, Addr: ip.As4()}
-}
-
-var rstLinger = &unix.Linger{Onoff: 1, Linger: 0}
-
 // crrResult is one connect/close loop.
 type crrResult struct {
 	n       int
@@ -75,7 +70,7 @@ func (r *crrResult) add(o crrResult) {
 // the largest it can be.
 func (l *lab) crr(ip netip.Addr, port, max int, d time.Duration) crrResult {
 	var r crrResult
-	sa := sockaddr(ip, port)
+	sa := probe.Sockaddr(ip, port)
 	err := l.clientNS.Do(func(ns.NetNS) error {
 		r.lat = make([]time.Duration, 0, max)
 		t0 := time.Now()
@@ -94,7 +89,7 @@ func (l *lab) crr(ip netip.Addr, port, max int, d time.Duration) crrResult {
 			s := time.Now()
 			err = unix.Connect(fd, sa)
 			lat := time.Since(s)
-			_ = unix.SetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER, rstLinger)
+			_ = unix.SetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER, probe.RSTLinger)
 			unix.Close(fd)
 			if err != nil {
 				r.errors++
@@ -115,118 +110,9 @@ func (l *lab) crr(ip netip.Addr, port, max int, d time.Duration) crrResult {
 	return r
 }
 
-// probe is one non-blocking connect from the client workload.
-type probe struct {
-	fd      int
-	start   time.Time
-	done    bool
-	allowed bool
-}
-
-const (
-	probeEvery   = time.Millisecond
-	probeTimeout = 25 * time.Millisecond // a local handshake takes ~0.1 ms: no answer by then is a drop
-)
-
-// firstVerdict opens a connection attempt to port every millisecond from
-// t0 (one thread in the client namespace, non-blocking sockets, poll) until
-// one sees verdict want (allowed: the handshake completes; denied: no
-// SYN-ACK within 25 ms) and every earlier probe has its verdict too. It
-// returns the time that probe's SYN was sent (when the kernel judged it),
-// and how many probes after it still saw the old verdict.
+// firstVerdict is probe.FirstVerdict from the client to the server.
 func (l *lab) firstVerdict(port int, want bool, t0 time.Time, timeout time.Duration) (time.Time, int, error) {
-	sa := sockaddr(serverIP, port)
-	var (
-		first time.Time
-		flaps int
-	)
-	err := l.clientNS.Do(func(ns.NetNS) error {
-		var ps []*probe
-		defer func() {
-			for _, p := range ps {
-				if !p.done {
-					unix.Close(p.fd)
-				}
-			}
-		}()
-		next := t0
-		deadline := t0.Add(timeout)
-		pfds := make([]unix.PollFd, 0, 64)
-		idx := make([]*probe, 0, 64)
-		for {
-			now := time.Now()
-			if now.After(deadline) {
-				return fmt.Errorf("no probe saw allowed=%v within %v", want, timeout)
-			}
-			if first.IsZero() && !now.Before(next) {
-				fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
-				if err != nil {
-					return err
-				}
-				p := &probe{fd: fd, start: time.Now()}
-				if err := unix.Connect(fd, sa); err != nil && err != unix.EINPROGRESS {
-					unix.Close(fd)
-					return fmt.Errorf("connect: %w", err)
-				}
-				ps = append(ps, p)
-				next = next.Add(probeEvery)
-				if next.Before(now) {
-					next = now.Add(probeEvery)
-				}
-			}
-			pfds, idx = pfds[:0], idx[:0]
-			for _, p := range ps {
-				if !p.done {
-					pfds = append(pfds, unix.PollFd{Fd: int32(p.fd), Events: unix.POLLOUT})
-					idx = append(idx, p)
-				}
-			}
-			if len(pfds) > 0 {
-				if _, err := unix.Poll(pfds, 1); err != nil && err != unix.EINTR {
-					return err
-				}
-			} else {
-				time.Sleep(200 * time.Microsecond)
-			}
-			now = time.Now()
-			for i, p := range idx {
-				switch {
-				case pfds[i].Revents != 0:
-					soerr, _ := unix.GetsockoptInt(p.fd, unix.SOL_SOCKET, unix.SO_ERROR)
-					p.done, p.allowed = true, soerr == 0
-				case now.Sub(p.start) > probeTimeout:
-					p.done, p.allowed = true, false
-				default:
-					continue
-				}
-				if p.allowed {
-					_ = unix.SetsockoptLinger(p.fd, unix.SOL_SOCKET, unix.SO_LINGER, rstLinger)
-				}
-				unix.Close(p.fd)
-			}
-			// The earliest probe with the new verdict, once all before it
-			// are decided.
-			first = time.Time{}
-			for _, p := range ps {
-				if !p.done {
-					break
-				}
-				if p.allowed == want {
-					first = p.start
-					break
-				}
-			}
-			if !first.IsZero() && !slices.ContainsFunc(ps, func(p *probe) bool { return !p.done }) {
-				for _, p := range ps {
-					if p.start.After(first) && p.allowed != want {
-						flaps++
-					}
-				}
-				return nil
-			}
-		}
-	})
-	return first, flaps, err
+	return probe.FirstVerdict(l.clientNS, serverIP, port, want, t0, timeout)
 }
 
 // connects reports whether the client reaches port within 200 ms.
@@ -262,14 +148,4 @@ func (l *lab) waitConnects(port int, timeout time.Duration) (time.Time, error) {
 		time.Sleep(time.Millisecond)
 	}
 	return time.Time{}, fmt.Errorf("port %d not reachable within %v", port, timeout)
-}
-
-func percentile(ds []time.Duration, p float64) time.Duration {
-	if len(ds) == 0 {
-		return 0
-	}
-	s := slices.Clone(ds)
-	slices.Sort(s)
-	i := int(float64(len(s))*p+0.5) - 1
-	return s[min(len(s)-1, max(0, i))]
 }
