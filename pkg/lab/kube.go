@@ -399,7 +399,8 @@ func (l *Lab) KubectlCommand(ctx context.Context, args ...string) (*exec.Cmd, er
 		return nil, fmt.Errorf("kubectl %s: not found", kubectl)
 	}
 	cmd := exec.CommandContext(ctx, kubectl, args...)
-	cmd.Env = append(os.Environ(), "KUBECONFIG="+l.st.Kube.Kubeconfig)
+	// Its discovery cache goes with the lab, not to ~/.kube/cache.
+	cmd.Env = append(os.Environ(), "KUBECONFIG="+l.st.Kube.Kubeconfig, "KUBECACHEDIR="+filepath.Join(l.st.Kube.Dir, "kubectl-cache"))
 	return cmd, nil
 }
 
