@@ -27,17 +27,7 @@ func TestLabUpInterrupted(t *testing.T) {
 	bins(t)
 	cfgBefore, _ := os.ReadFile(lab.CLIConfigFile)
 	var lastName string
-	for _, c := range []struct {
-		name string
-		// after is the start of the progress line to wait for, delay how
-		// long to wait after it.
-		after string
-		delay time.Duration
-		sig   syscall.Signal
-		to    signalTarget
-		// made: the lab had namespaces and processes when signalled.
-		made bool
-	}{
+	for _, c := range []interruptCase{
 		{name: "namespaces-start", after: "creating the namespaces", sig: syscall.SIGINT, to: processGroup},
 		{name: "namespaces-midway", after: "creating the namespaces", delay: 40 * time.Millisecond, sig: syscall.SIGINT, to: processGroup},
 		{name: "datastore", after: "starting the datastore", sig: syscall.SIGINT, to: processGroup},
@@ -46,98 +36,7 @@ func TestLabUpInterrupted(t *testing.T) {
 		{name: "sigterm-waiting-for-bgp", after: "waiting for 2 agents", sig: syscall.SIGTERM, to: tortieAlone, made: true},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			name := randName(t)
-			lastName = name
-			t.Cleanup(func() {
-				if _, err := os.Stat(lab.Dir(name)); err == nil {
-					tortie(t, "lab", "down", "--name", name)
-				}
-			})
-			cmd := exec.Command(filepath.Join(bins(t), "tortie"), "lab", "up", "--name", name, "--hosts", "2", "--bin-dir", bins(t))
-			cmd.Env = envWithoutEtcd()
-			cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-			var stderr strings.Builder
-			cmd.Stderr = &stderr
-			stdout, err := cmd.StdoutPipe()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := cmd.Start(); err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() {
-				// Only while tortie is not reaped: till then its PID, and so
-				// its process group's, cannot be another's (a lab's
-				// datastore, in a session of its own, has its PID as its
-				// group's).
-				if cmd.ProcessState == nil {
-					_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-					cmd.Wait()
-				}
-			})
-			var mu sync.Mutex
-			var out strings.Builder
-			seen, eof := make(chan struct{}), make(chan struct{})
-			go func() {
-				defer close(eof)
-				sc := bufio.NewScanner(stdout)
-				hit := false
-				for sc.Scan() {
-					mu.Lock()
-					out.WriteString(sc.Text() + "\n")
-					mu.Unlock()
-					if !hit && strings.HasPrefix(sc.Text(), c.after) {
-						hit = true
-						close(seen)
-					}
-				}
-			}()
-			output := func() string { mu.Lock(); defer mu.Unlock(); return out.String() }
-			select {
-			case <-seen:
-			case <-eof:
-				cmd.Wait()
-				t.Fatalf("lab up ended before saying %q:\n%s\n%s", c.after, output(), stderr.String())
-			case <-time.After(90 * time.Second):
-				t.Fatalf("lab up did not say %q within 90s:\n%s", c.after, output())
-			}
-			time.Sleep(c.delay)
-			madeNetns, madeProcs := recorded(name)
-			pid := cmd.Process.Pid
-			if c.to == processGroup {
-				pid = -pid
-			}
-			if err := syscall.Kill(pid, c.sig); err != nil {
-				t.Fatal(err)
-			}
-			t.Logf("signalled %v to %s after %q: the state recorded %d namespaces, %d processes", c.sig, c.to, c.after, madeNetns, madeProcs)
-			if c.made && (madeNetns == 0 || madeProcs == 0) {
-				t.Errorf("the lab had made %d namespaces and %d processes when signalled: the case tests less than it says", madeNetns, madeProcs)
-			}
-			select {
-			case <-eof:
-			case <-time.After(2 * time.Minute):
-				t.Fatalf("lab up still writes 2 minutes after %v:\n%s", c.sig, output())
-			}
-			err = cmd.Wait()
-			var ee *exec.ExitError
-			if !errors.As(err, &ee) || ee.ExitCode() <= 0 {
-				t.Fatalf("lab up after %v: %v, want a non-zero exit\nstdout:\n%s\nstderr:\n%s", c.sig, err, output(), stderr.String())
-			}
-			if !strings.Contains(stderr.String(), "interrupted") || !strings.Contains(stderr.String(), "everything it had made is removed") {
-				t.Errorf("lab up's error does not say it was interrupted and cleaned up: %q", stderr.String())
-			}
-			t.Logf("lab up: exit %d: %s", ee.ExitCode(), strings.TrimSpace(stderr.String()))
-			for _, left := range leftovers(t, name) {
-				t.Errorf("left behind: %s", left)
-			}
-			if b, _ := os.ReadFile(lab.CLIConfigFile); string(b) != string(cfgBefore) {
-				t.Errorf("%s changed:\nbefore: %q\nafter: %q", lab.CLIConfigFile, cfgBefore, b)
-			}
-			// Nothing for lab down to do.
-			if _, errOut, code := tortieStreams(t, "lab", "down", "--name", name); code == 0 || !strings.Contains(errOut, "no such lab") {
-				t.Errorf("lab down after the interrupted up: exit %d, %q; want \"no such lab\"", code, errOut)
-			}
+			lastName = upInterrupted(t, c, cfgBefore)
 		})
 	}
 	t.Run("same-name-again", func(t *testing.T) {
@@ -157,6 +56,120 @@ func TestLabUpInterrupted(t *testing.T) {
 			t.Errorf("left behind: %s", left)
 		}
 	})
+}
+
+// interruptCase is one signal sent to `tortie lab up` at one point.
+type interruptCase struct {
+	name string
+	// args are added to `lab up --name N --hosts 2 --bin-dir D`.
+	args []string
+	// after is the start of the progress line to wait for, delay how
+	// long to wait after it.
+	after string
+	delay time.Duration
+	sig   syscall.Signal
+	to    signalTarget
+	// made: the lab had namespaces and processes when signalled.
+	made bool
+}
+
+// upInterrupted runs `tortie lab up`, signals it as c says, and checks that
+// it exits non-zero saying so and leaves nothing of the lab behind (cfgBefore
+// is the CLI config before). It returns the lab's name.
+func upInterrupted(t *testing.T, c interruptCase, cfgBefore []byte) string {
+	name := randName(t)
+	t.Cleanup(func() {
+		if _, err := os.Stat(lab.Dir(name)); err == nil {
+			tortie(t, "lab", "down", "--name", name)
+		}
+	})
+	cmd := exec.Command(filepath.Join(bins(t), "tortie"), "lab", "up", "--name", name, "--hosts", "2", "--bin-dir", bins(t))
+	cmd.Args = append(cmd.Args, c.args...)
+	cmd.Env = envWithoutEtcd()
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		// Only while tortie is not reaped: till then its PID, and so
+		// its process group's, cannot be another's (a lab's
+		// datastore, in a session of its own, has its PID as its
+		// group's).
+		if cmd.ProcessState == nil {
+			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+			cmd.Wait()
+		}
+	})
+	var mu sync.Mutex
+	var out strings.Builder
+	seen, eof := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(eof)
+		sc := bufio.NewScanner(stdout)
+		hit := false
+		for sc.Scan() {
+			mu.Lock()
+			out.WriteString(sc.Text() + "\n")
+			mu.Unlock()
+			if !hit && strings.HasPrefix(sc.Text(), c.after) {
+				hit = true
+				close(seen)
+			}
+		}
+	}()
+	output := func() string { mu.Lock(); defer mu.Unlock(); return out.String() }
+	select {
+	case <-seen:
+	case <-eof:
+		cmd.Wait()
+		t.Fatalf("lab up ended before saying %q:\n%s\n%s", c.after, output(), stderr.String())
+	case <-time.After(90 * time.Second):
+		t.Fatalf("lab up did not say %q within 90s:\n%s", c.after, output())
+	}
+	time.Sleep(c.delay)
+	madeNetns, madeProcs := recorded(name)
+	pid := cmd.Process.Pid
+	if c.to == processGroup {
+		pid = -pid
+	}
+	if err := syscall.Kill(pid, c.sig); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("signalled %v to %s after %q: the state recorded %d namespaces, %d processes", c.sig, c.to, c.after, madeNetns, madeProcs)
+	if c.made && (madeNetns == 0 || madeProcs == 0) {
+		t.Errorf("the lab had made %d namespaces and %d processes when signalled: the case tests less than it says", madeNetns, madeProcs)
+	}
+	select {
+	case <-eof:
+	case <-time.After(2 * time.Minute):
+		t.Fatalf("lab up still writes 2 minutes after %v:\n%s", c.sig, output())
+	}
+	err = cmd.Wait()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() <= 0 {
+		t.Fatalf("lab up after %v: %v, want a non-zero exit\nstdout:\n%s\nstderr:\n%s", c.sig, err, output(), stderr.String())
+	}
+	if !strings.Contains(stderr.String(), "interrupted") || !strings.Contains(stderr.String(), "everything it had made is removed") {
+		t.Errorf("lab up's error does not say it was interrupted and cleaned up: %q", stderr.String())
+	}
+	t.Logf("lab up: exit %d: %s", ee.ExitCode(), strings.TrimSpace(stderr.String()))
+	for _, left := range leftovers(t, name) {
+		t.Errorf("left behind: %s", left)
+	}
+	if b, _ := os.ReadFile(lab.CLIConfigFile); string(b) != string(cfgBefore) {
+		t.Errorf("%s changed:\nbefore: %q\nafter: %q", lab.CLIConfigFile, cfgBefore, b)
+	}
+	// Nothing for lab down to do.
+	if _, errOut, code := tortieStreams(t, "lab", "down", "--name", name); code == 0 || !strings.Contains(errOut, "no such lab") {
+		t.Errorf("lab down after the interrupted up: exit %d, %q; want \"no such lab\"", code, errOut)
+	}
+	return name
 }
 
 // signalTarget is who a test's signal goes to.
