@@ -13,16 +13,18 @@ import (
 // up in docs/cni-config.md:
 //
 //   - honoured as Calico does: hostname (the deprecated node name, after
-//     the node name file);
+//     the node name file); the Kubernetes API client (kubernetes.kubeconfig,
+//     kubernetes.k8s_api_root, policy.k8s_api_root and the policy.k8s_*
+//     credentials) with policy.type "k8s": see kube.go and kubepod.go;
 //   - accepted, because in Calico too it changes nothing tortie does:
-//     policy.type "k8s" (Calico then takes pod labels and profiles from the
-//     Kubernetes API, with a client the keys below configure; tortie-node
-//     enforces policy for every workload, and pods already get their
-//     namespace's profile kns.<namespace>), kubernetes.node_name (read only
-//     to look up the node's podCIDR for host-local's "usePodCidr");
+//     policy.type "k8s" without a client (tortie-node enforces policy for
+//     every workload, and pods get their namespace's profile
+//     kns.<namespace>), kubernetes.node_name (read only to look up the
+//     node's podCIDR for host-local's "usePodCidr");
 //   - refused, because tortie cannot do what Calico does with them and
 //     going on would give the workload something else than Calico would:
-//     the Kubernetes API client settings, another policy.type, container
+//     another policy.type, a client without policy.type "k8s" (Calico then
+//     gives pods the network's profile and no labels), container
 //     forwarding, readiness gates, waiting for policy, another dataplane;
 //     and etcd_discovery_srv, which would make tortie talk to another etcd.
 //
@@ -62,8 +64,6 @@ type calicoOnly struct {
 // PolicyTypeK8s is the one policy.type tortie accepts.
 const PolicyTypeK8s = "k8s"
 
-const noKubernetes = "tortie's CNI plugin has no Kubernetes mode yet (issue 13: Kubernetes part 1)"
-
 // refusal is one key tortie will not act on as Calico does.
 type refusal struct {
 	key, value string
@@ -89,15 +89,11 @@ func (c *NetConf) refusals(r role) []refusal {
 	if r != roleMain {
 		return out
 	}
-	client := noKubernetes + ": Calico's plugin builds a Kubernetes API client from it to read each pod's labels, annotations, ports and service account; remove the key (a pod's labels then come from the runtime: runtimeConfig.labels or CNI_ARGS LABELS)"
-	k, p := c.Kubernetes, c.Policy
-	add(k.Kubeconfig != "", "kubernetes.kubeconfig", k.Kubeconfig, client, false)
-	add(k.K8sAPIRoot != "", "kubernetes.k8s_api_root", k.K8sAPIRoot, client, false)
-	add(p.K8sAPIRoot != "", "policy.k8s_api_root", p.K8sAPIRoot, client, false)
-	add(p.K8sAuthToken != "", "policy.k8s_auth_token", "value not shown", client, false)
-	add(p.K8sClientCertificate != "", "policy.k8s_client_certificate", p.K8sClientCertificate, client, false)
-	add(p.K8sClientKey != "", "policy.k8s_client_key", p.K8sClientKey, client, false)
-	add(p.K8sCertificateAuthority != "", "policy.k8s_certificate_authority", p.K8sCertificateAuthority, client, false)
+	p := c.Policy
+	if key, value := c.kubeClientKey(); key != "" && p.Type == "" {
+		add(true, key, value,
+			`without policy.type "k8s", Calico's plugin reads nothing from a pod and gives it the network's profile and no labels; tortie uses the Kubernetes API as Calico does with policy.type "k8s": add "policy": {"type": "k8s"}, or remove the key`, false)
+	}
 	add(p.Type != "" && p.Type != PolicyTypeK8s, "policy.type", fmt.Sprintf("%q", p.Type),
 		`tortie knows only "k8s" (or no policy section): tortie-node enforces policy for every workload`, false)
 	add(c.ContainerSettings.AllowIPForwarding, "container_settings.allow_ip_forwarding", "true",
@@ -109,6 +105,25 @@ func (c *NetConf) refusals(r role) []refusal {
 	add(len(c.DataplaneOptions) > 0, "dataplane_options", "an alternative dataplane",
 		"tortie has one dataplane, the veth plumbing of Calico's Linux plugin; remove the key", false)
 	return out
+}
+
+// kubeClientKey is the first Kubernetes client key set, and its value for
+// a message (a token's is not shown); "" if none is.
+func (c *NetConf) kubeClientKey() (key, value string) {
+	k, p := c.Kubernetes, c.Policy
+	for _, kv := range [][2]string{
+		{"kubernetes.kubeconfig", k.Kubeconfig}, {"kubernetes.k8s_api_root", k.K8sAPIRoot}, {"policy.k8s_api_root", p.K8sAPIRoot},
+		{"policy.k8s_auth_token", p.K8sAuthToken}, {"policy.k8s_client_certificate", p.K8sClientCertificate},
+		{"policy.k8s_client_key", p.K8sClientKey}, {"policy.k8s_certificate_authority", p.K8sCertificateAuthority},
+	} {
+		if kv[1] != "" {
+			if kv[0] == "policy.k8s_auth_token" {
+				kv[1] = "value not shown"
+			}
+			return kv[0], kv[1]
+		}
+	}
+	return "", ""
 }
 
 // checkCalicoKeys returns the first refusal that applies to cmd in role r;

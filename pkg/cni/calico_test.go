@@ -43,9 +43,11 @@ func (e *env) calicoManifestConflist(mod func(plugin map[string]any)) []byte {
 }
 
 // TestCalicoConflist: Calico's own conflist, the binary installed as calico
-// and calico-ipam, driven by cnitool. As shipped it names a kubeconfig,
-// which tortie cannot use: ADD is refused with code 2 naming the key, and
-// DEL still goes on. Without the kubernetes section (and with the pool
+// and calico-ipam, driven by cnitool. As shipped it names a kubeconfig that
+// install-cni writes, missing here: ADD fails with code 7 naming the key and
+// the file, and makes nothing; DEL removes everything, then fails the same
+// way (it could not clear the pod's address annotations), so that the
+// runtime repeats it. Without the kubernetes section (and with the pool
 // named as operators name it) it works: policy.type k8s is accepted (one
 // debug line per call), the pod gets its namespace's profile.
 func TestCalicoConflist(t *testing.T) {
@@ -68,7 +70,7 @@ func TestCalicoConflist(t *testing.T) {
 	e.writeConf("k8s-pod-network", e.calicoManifestConflist(nil))
 	netns := e.workloadNS()
 	out, err := tool("add", "k8s-pod-network", netns)
-	const refusal = "kubernetes.kubeconfig set (/etc/cni/net.d/calico-kubeconfig): tortie's CNI plugin has no Kubernetes mode yet"
+	const refusal = "cannot load the Kubernetes client configuration (kubernetes.kubeconfig /etc/cni/net.d/calico-kubeconfig)"
 	if err == nil || !strings.Contains(out, refusal) {
 		t.Errorf("ADD with Calico's conflist as shipped: err %v\n%s", err, out)
 	}
@@ -78,19 +80,15 @@ func TestCalicoConflist(t *testing.T) {
 	plugin := list.Plugins[0]
 	plugin["name"], plugin["cniVersion"] = "k8s-pod-network", "0.3.1"
 	pc, _ := json.Marshal(plugin)
-	te := e.exec(cni.CalicoPluginType, "ADD", pc, containerVars("by-hand", netns, "eth0", "")...).cniError(t)
-	if te.Code != types.ErrUnsupportedField || !strings.HasPrefix(te.Msg, refusal) {
-		t.Errorf("ADD by hand: %d %q, want code 2", te.Code, te.Msg)
+	te := e.exec(cni.CalicoPluginType, "ADD", pc, containerVars("by-hand", netns, "eth0", "K8S_POD_NAMESPACE=shop;K8S_POD_NAME=web-0")...).cniError(t)
+	if te.Code != types.ErrInvalidNetworkConfig || !strings.HasPrefix(te.Msg, refusal) {
+		t.Errorf("ADD by hand: %d %q, want code 7", te.Code, te.Msg)
 	}
 	if linkIn(netns, "eth0") {
 		t.Error("eth0 made")
 	}
-	off := logSize()
-	if out, err := tool("del", "k8s-pod-network", netns); err != nil {
-		t.Errorf("DEL with Calico's conflist as shipped: %v\n%s", err, out)
-	}
-	if l := logSince(off); !strings.Contains(l, "level=WARN") || !strings.Contains(l, "key=kubernetes.kubeconfig") {
-		t.Errorf("DEL does not warn of the key it passed over:\n%s", l)
+	if out, err := tool("del", "k8s-pod-network", netns); err == nil || !strings.Contains(out, refusal) {
+		t.Errorf("DEL with Calico's conflist as shipped: err %v, want the kubeconfig's error\n%s", err, out)
 	}
 	e.assertClean(t)
 
@@ -98,7 +96,7 @@ func TestCalicoConflist(t *testing.T) {
 		delete(p, "kubernetes")
 		p["ipam"] = map[string]any{"type": "calico-ipam", "ipv4_pools": []string{"pool-v4"}}
 	}))
-	off = logSize()
+	off := logSize()
 	out, err = tool("add", "k8s-pod-network", netns)
 	if err != nil {
 		t.Fatalf("ADD without the kubernetes section: %v\n%s", err, out)
@@ -106,7 +104,7 @@ func TestCalicoConflist(t *testing.T) {
 	if !strings.Contains(out, `"cniVersion": "0.3.1"`) || !strings.Contains(out, `"version": "4"`) {
 		t.Errorf("ADD result is not a 0.3.1 result:\n%s", out)
 	}
-	if n := strings.Count(logSince(off), "policy.type k8s: accepted"); n != 1 {
+	if n := strings.Count(logSince(off), "policy.type k8s without a Kubernetes client"); n != 1 {
 		t.Errorf("ADD logged policy.type k8s %d times, want once", n)
 	}
 	wep := getWEP(t, e, "shop", v3.WorkloadEndpointName(e.node, "k8s", "web-0", "eth0"))

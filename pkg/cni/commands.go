@@ -36,18 +36,21 @@ func (p *invocation) endpoint(hostName string, mac net.HardwareAddr, addrs []net
 	wep := &v3.WorkloadEndpoint{
 		TypeMeta: metav1.TypeMeta{Kind: v3.KindWorkloadEndpoint, APIVersion: "projectcalico.org/v3"},
 		ObjectMeta: metav1.ObjectMeta{
-			Name:        w.endpointName(p.node),
-			Namespace:   w.namespace,
-			Labels:      w.labels,
-			Annotations: map[string]string{AnnotationNetwork: p.conf.Name},
+			Name:         w.endpointName(p.node),
+			Namespace:    w.namespace,
+			Labels:       w.labels,
+			Annotations:  map[string]string{AnnotationNetwork: p.conf.Name},
+			GenerateName: w.generateName,
 		},
 		Spec: v3.WorkloadEndpointSpec{
-			Orchestrator:  w.orchestrator,
-			Node:          p.node,
-			ContainerID:   w.containerID,
-			Endpoint:      w.endpoint,
-			InterfaceName: hostName,
-			Profiles:      w.profiles(p.conf),
+			Orchestrator:       w.orchestrator,
+			Node:               p.node,
+			ContainerID:        w.containerID,
+			Endpoint:           w.endpoint,
+			InterfaceName:      hostName,
+			Profiles:           w.profiles(p.conf),
+			Ports:              w.ports,
+			ServiceAccountName: w.serviceAccount,
 		},
 	}
 	if w.orchestrator == v3.OrchestratorKubernetes {
@@ -70,7 +73,13 @@ func (p *invocation) add() (retErr error) {
 	plan := p.plan(nil)
 	log := p.log.With("hostVeth", plan.hostName)
 
-	// Cheap checks first, before anything is allocated.
+	// Cheap checks first, and the Kubernetes API's answers, before anything
+	// is allocated.
+	if p.kubeMode() {
+		if err := p.readPod(); err != nil {
+			return err
+		}
+	}
 	if err := v3.Validate(p.endpoint(plan.hostName, nil, nil)); err != nil {
 		return newError(types.ErrInvalidNetworkConfig, "the workload cannot be named as a WorkloadEndpoint: "+err.Error(), nil)
 	}
@@ -120,6 +129,17 @@ func (p *invocation) add() (retErr error) {
 		return err
 	}
 	log.Info("workload endpoint written", "name", wep.Name, "namespace", wep.Namespace)
+	if p.kubeMode() {
+		undo = append(undo, func() {
+			if err := p.removeEndpoint(wep); err != nil {
+				log.Error("undo: could not delete the workload endpoint; DEL will", "error", err)
+				retErr = appendDetail(retErr, fmt.Sprintf("WorkloadEndpoint %s/%s may remain; a DEL of this container deletes it", wep.Namespace, wep.Name))
+			}
+		})
+		if err := p.annotatePod(wep); err != nil {
+			return err
+		}
+	}
 
 	res := &current.Result{CNIVersion: current.ImplementedSpecVersion, Interfaces: plan.resultInterfaces(st), DNS: p.conf.DNS}
 	contIdx := 1
@@ -156,6 +176,25 @@ func (p *invocation) writeEndpoint(wep *v3.WorkloadEndpoint) error {
 	}
 }
 
+// removeEndpoint deletes the endpoint ADD just wrote, if it is still this
+// container's (the undo of a failed ADD).
+func (p *invocation) removeEndpoint(wep *v3.WorkloadEndpoint) error {
+	r, err := p.cl.Get(p.ctx, wepKind, wep.Namespace, wep.Name)
+	switch {
+	case errors.Is(err, datastore.ErrNotFound):
+		return nil
+	case err != nil:
+		return err
+	}
+	if cur := r.(*v3.WorkloadEndpoint); cur.Spec.ContainerID == p.args.ContainerID {
+		rev, _ := parseRevision(cur.ResourceVersion)
+		if _, err := p.cl.Delete(p.ctx, wepKind, wep.Namespace, wep.Name, rev); err != nil && !errors.Is(err, datastore.ErrNotFound) {
+			return err
+		}
+	}
+	return nil
+}
+
 // del is DEL of the main plugin: it succeeds when some or all of the
 // workload's state is already gone, and never touches another
 // container's.
@@ -184,9 +223,18 @@ func (p *invocation) del() error {
 		return err
 	}
 	if !p.usesTortieIPAM() {
-		return delegatedDel(p.conf.IPAM.Type, p.args.StdinData)
+		if err := delegatedDel(p.conf.IPAM.Type, p.args.StdinData); err != nil {
+			return err
+		}
+	} else if err := p.releaseHandle(); err != nil {
+		return err
 	}
-	return p.releaseHandle()
+	// Last, once the addresses are free: a failure here fails the DEL,
+	// which the runtime repeats, and a repeat finds the rest done.
+	if p.kubeMode() {
+		return p.clearPodAnnotations()
+	}
+	return nil
 }
 
 // delEndpoint deletes the WorkloadEndpoint (and a lingering host veth) if
@@ -295,6 +343,15 @@ func (p *invocation) status(r role) error {
 	if _, err := p.be.Get(ctx, "/calico/ipam/v2/config"); err != nil && !errors.Is(err, datastore.ErrNotFound) {
 		return newError(types.ErrPluginNotAvailable,
 			fmt.Sprintf("the datastore (etcd at %v, from %s) is not reachable: no workload can be added until it is", p.ds.Endpoints, p.dsSource), err)
+	}
+	if r == roleMain && p.conf.kubeConfigured() && p.conf.Policy.Type == PolicyTypeK8s {
+		if err := p.connectKube(); err != nil {
+			return err
+		}
+		if err := p.kube.version(ctx); err != nil {
+			te := p.kubeError("asking the Kubernetes API server its version", err)
+			return newError(types.ErrPluginNotAvailable, te.Msg, errors.New(te.Details))
+		}
 	}
 	if r == roleMain && !p.usesTortieIPAM() {
 		if err := execStatus(p.conf.IPAM.Type, p.args.StdinData); err != nil {

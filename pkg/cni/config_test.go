@@ -187,8 +187,8 @@ func TestCalicoKeys(t *testing.T) {
 	}{
 		{`"kubernetes":{"kubeconfig":"/etc/cni/net.d/calico-kubeconfig"}`, "kubernetes.kubeconfig", "/etc/cni/net.d/calico-kubeconfig", false},
 		{`"kubernetes":{"k8s_api_root":"https://10.96.0.1:443"}`, "kubernetes.k8s_api_root", "https://10.96.0.1:443", false},
-		{`"policy":{"type":"k8s","k8s_api_root":"https://api:6443/api/v1/"}`, "policy.k8s_api_root", "https://api:6443/api/v1/", false},
-		{`"policy":{"type":"k8s","k8s_auth_token":"s3cret"}`, "policy.k8s_auth_token", "value not shown", false},
+		{`"policy":{"k8s_api_root":"https://api:6443/api/v1/"}`, "policy.k8s_api_root", "https://api:6443/api/v1/", false},
+		{`"policy":{"k8s_auth_token":"s3cret"}`, "policy.k8s_auth_token", "value not shown", false},
 		{`"policy":{"k8s_client_certificate":"/c.pem"}`, "policy.k8s_client_certificate", "/c.pem", false},
 		{`"policy":{"k8s_client_key":"/k.pem"}`, "policy.k8s_client_key", "/k.pem", false},
 		{`"policy":{"k8s_certificate_authority":"/ca.pem"}`, "policy.k8s_certificate_authority", "/ca.pem", false},
@@ -222,17 +222,70 @@ func TestCalicoKeys(t *testing.T) {
 			}
 		}
 	}
-	if strings.Contains(refusal{key: "kubernetes.kubeconfig", value: "x", why: noKubernetes}.error().Msg, "issue 13") == false {
-		t.Error("the Kubernetes refusal does not say which issue brings the Kubernetes mode")
+	// What Calico's own manifests carry: the client with policy.type k8s
+	// (the Kubernetes mode), or policy.type k8s alone.
+	for _, extra := range []string{
+		`"kubernetes":{"node_name":"n1","kubeconfig":"/etc/cni/net.d/calico-kubeconfig"}`,
+		`"kubernetes":{"node_name":"n1"}`,
+		`"kubernetes":{"k8s_api_root":"https://10.96.0.1:443"},"policy":{"type":"k8s","k8s_auth_token":"s3cret","k8s_api_root":"https://api:6443/api/v1/","k8s_client_certificate":"/c.pem","k8s_client_key":"/k.pem","k8s_certificate_authority":"/ca.pem"}`,
+	} {
+		policy := `"policy":{"type":"k8s"},`
+		if strings.Contains(extra, `"policy"`) {
+			policy = ""
+		}
+		conf, err := parseConf([]byte(`{"cniVersion":"0.3.1","name":"k8s-pod-network","type":"calico",` + policy + extra + `,"ipam":{"type":"calico-ipam"}}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, cmd := range []string{"ADD", "CHECK", "STATUS", "DEL", "GC"} {
+			if te, skipped := conf.checkCalicoKeys(roleMain, cmd); te != nil || len(skipped) > 0 {
+				t.Errorf("policy.type k8s, %s: %s: %v %v", extra, cmd, te, skipped)
+			}
+		}
 	}
-	// What Calico's own manifests carry besides the client settings.
-	conf, err := parseConf([]byte(`{"cniVersion":"0.3.1","name":"k8s-pod-network","type":"calico","policy":{"type":"k8s"},"kubernetes":{"node_name":"n1"},"ipam":{"type":"calico-ipam"}}`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, cmd := range []string{"ADD", "CHECK", "STATUS", "DEL", "GC"} {
-		if te, skipped := conf.checkCalicoKeys(roleMain, cmd); te != nil || len(skipped) > 0 {
-			t.Errorf("policy.type k8s, kubernetes.node_name: %s: %v %v", cmd, te, skipped)
+}
+
+// TestKubeRESTConfig: the client is configured as Calico's plugin
+// configures it: the kubeconfig, then the network config's overrides.
+func TestKubeRESTConfig(t *testing.T) {
+	dir := t.TempDir()
+	kc := filepath.Join(dir, "kubeconfig")
+	os.WriteFile(kc, []byte(`apiVersion: v1
+kind: Config
+clusters: [{name: c, cluster: {server: "https://from-file:6443", insecure-skip-tls-verify: true}}]
+users: [{name: u, user: {token: file-token}}]
+contexts: [{name: x, context: {cluster: c, user: u}}]
+current-context: x
+`), 0o600)
+	for _, c := range []struct {
+		conf, host, token, err string
+	}{
+		{`"kubernetes":{"kubeconfig":"` + kc + `"}`, "https://from-file:6443", "file-token", ""},
+		{`"kubernetes":{"kubeconfig":"` + kc + `"},"policy":{"k8s_api_root":"https://root:443/api/v1/","k8s_auth_token":"t2"}`, "https://root:443", "t2", ""},
+		{`"kubernetes":{"kubeconfig":"` + kc + `","k8s_api_root":"https://kroot:443"},"policy":{"k8s_api_root":"https://root:443"}`, "https://kroot:443", "file-token", ""},
+		{`"kubernetes":{"k8s_api_root":"https://only:443"}`, "https://only:443", "", ""},
+		{`"kubernetes":{"kubeconfig":"` + dir + `/missing"}`, "", "", "missing"},
+	} {
+		conf, err := parseConf([]byte(`{"cniVersion":"1.0.0","name":"n","type":"calico","policy":{"type":"k8s"},` + c.conf + `}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		rc, err := conf.kubeRESTConfig()
+		if c.err != "" {
+			if err == nil || !strings.Contains(err.Error(), c.err) {
+				t.Errorf("%s: error %v, want one naming %q", c.conf, err, c.err)
+			}
+			if _, err := newKubeClient(conf); err == nil || err.(*types.Error).Code != types.ErrInvalidNetworkConfig || !strings.Contains(err.Error(), "kubernetes.kubeconfig") {
+				t.Errorf("%s: newKubeClient error %v, want code 7 naming the key", c.conf, err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("%s: %v", c.conf, err)
+			continue
+		}
+		if rc.Host != c.host || rc.BearerToken != c.token {
+			t.Errorf("%s: host %q token %q, want %q %q", c.conf, rc.Host, rc.BearerToken, c.host, c.token)
 		}
 	}
 }

@@ -35,6 +35,13 @@ const (
 	// CodeInstallName: the binary was called by a name that says neither
 	// of its roles (see roleFromName).
 	CodeInstallName uint = 106
+	// CodeKubernetes: the Kubernetes API refused a request (credentials,
+	// RBAC) or the pod or namespace does not exist. An API server that does
+	// not answer is code 11.
+	CodeKubernetes uint = 107
+	// CodePodAnnotation: an annotation of the pod or its namespace that
+	// chooses its addresses is not valid.
+	CodePodAnnotation uint = 108
 )
 
 func newError(code uint, msg string, err error) *types.Error {

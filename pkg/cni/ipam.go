@@ -13,6 +13,8 @@ import (
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/cni/pkg/version"
 
+	"github.com/tortie/tortie/pkg/apis/k8s"
+	"github.com/tortie/tortie/pkg/datastore"
 	"github.com/tortie/tortie/pkg/ipam"
 )
 
@@ -70,6 +72,12 @@ func (p *invocation) allocate() (*allocation, error) {
 		}
 		return a, nil
 	}
+	if p.podReq != nil && len(p.podReq.addrs) > 0 {
+		if err := p.assignExact(p.podReq.addrs); err != nil {
+			return nil, err
+		}
+		return &allocation{addrs: p.podReq.addrs, release: p.releaseHandle}, nil
+	}
 	as, err := p.autoAssign()
 	if err != nil {
 		return nil, err
@@ -88,6 +96,12 @@ func (p *invocation) autoAssign() (*ipam.Assignment, error) {
 		return nil, err
 	}
 	num4, num6 := p.conf.assignFamilies()
+	if p.podReq != nil && p.podReq.families != nil {
+		num4, num6 = p.podReq.families[0], p.podReq.families[1]
+		if num4+num6 == 0 {
+			return nil, newError(CodePodAnnotation, "annotation "+annotationIPFamilies+" of the pod or its namespace names neither IPv4 nor IPv6", nil)
+		}
+	}
 	if num4+num6 == 0 {
 		return nil, newError(types.ErrInvalidNetworkConfig, "ipam assigns neither IPv4 nor IPv6 (assign_ipv4 and assign_ipv6 are both false)", nil)
 	}
@@ -115,6 +129,40 @@ func (p *invocation) autoAssign() (*ipam.Assignment, error) {
 	}
 	p.log.Info("addresses assigned", "ipv4", as.IPv4, "ipv6", as.IPv6)
 	return as, nil
+}
+
+// assignExact gives the handle exactly these addresses (the pod's
+// cni.projectcalico.org/ipAddrs), as Calico's IPAM does for the address it
+// is asked for: each must be in an enabled IPPool and free, or already this
+// handle's (a repeated ADD). A failure gives back what was assigned.
+// Unlike Calico's plugin, an address still held by an earlier sandbox of
+// the same pod is not taken from it: the ADD fails with code 11 until that
+// sandbox's DEL has freed it.
+func (p *invocation) assignExact(addrs []netip.Addr) error {
+	if err := p.connect(); err != nil {
+		return err
+	}
+	for _, a := range addrs {
+		err := p.ipam.AssignIP(p.ctx, ipam.AssignIPArgs{IP: a, HandleID: p.handleID, Attrs: p.wl.ipamAttrs(p.node), Node: p.node})
+		if err == nil {
+			continue
+		}
+		if rerr := p.releaseHandle(); rerr != nil {
+			p.log.Warn("could not give back a partial allocation; DEL will", "error", rerr)
+		}
+		what := fmt.Sprintf("Pod %s/%s: annotation %s: address %s", p.wl.namespace, p.wl.pod, k8s.AnnotationIPAddrs, a)
+		switch {
+		case errors.Is(err, ipam.ErrNotInPool):
+			return newError(CodePodAnnotation, what+" is in no enabled IPPool", err)
+		case errors.Is(err, ipam.ErrAlreadyAssigned):
+			return newError(types.ErrTryAgainLater, what+" is held by another workload (an earlier sandbox of this pod frees it on its DEL)", err)
+		case errors.Is(err, datastore.ErrUnavailable), errors.Is(err, context.DeadlineExceeded):
+			return p.datastoreError("assigning "+a.String(), err)
+		}
+		return newError(CodeIPAM, what+" cannot be assigned", err)
+	}
+	p.log.Info("addresses assigned as the pod asks", "addrs", addrs)
+	return nil
 }
 
 // releaseHandle frees the addresses of this container's handle (and only

@@ -92,6 +92,12 @@ type invocation struct {
 	be       *datastore.Etcd
 	cl       *client.Client
 	ipam     *ipam.IPAM
+
+	// The Kubernetes API (kubeMode): the client, the pod's UID and what its
+	// annotations ask of IPAM.
+	kube   *kubeClient
+	podUID string
+	podReq *podIPAM
 }
 
 // run decodes the config, sets up logging and calls the command. Every
@@ -135,8 +141,8 @@ func run(args *skel.CmdArgs, name string, r role, cmd string) (retErr error) {
 	for _, rf := range skipped {
 		p.log.Warn("a key tortie refuses for ADD is set; it plays no part in "+cmd+", which goes on", "key", rf.key, "why", rf.why)
 	}
-	if r == roleMain && conf.Policy.Type == PolicyTypeK8s {
-		p.log.Debug("policy.type k8s: accepted; tortie-node enforces policy for every workload, and a pod gets its namespace's profile kns.<namespace>")
+	if r == roleMain && conf.Policy.Type == PolicyTypeK8s && !conf.kubeConfigured() {
+		p.log.Debug("policy.type k8s without a Kubernetes client (kubernetes.kubeconfig): a pod gets its namespace's profile kns.<namespace> and its labels from the runtime")
 	}
 	if conf.Kubernetes.NodeName != "" {
 		p.log.Debug("kubernetes.node_name: not used (Calico's plugin reads it only to look up the node's podCIDR for host-local's usePodCidr, which needs the Kubernetes API)")

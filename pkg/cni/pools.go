@@ -3,6 +3,7 @@ package cni
 import (
 	"fmt"
 	"net/netip"
+	"strings"
 
 	"github.com/containernetworking/cni/pkg/types"
 
@@ -19,9 +20,22 @@ var poolKind, _ = v3.KindByKind(v3.KindIPPool)
 // pool that does not exist or is disabled too, and silently using the
 // other pools of the list would put the workload somewhere the operator
 // did not ask for.
+//
+// A pod's (or its namespace's) cni.projectcalico.org/ipv4pools and
+// ipv6pools annotation replaces its family's list, as in Calico.
 func (p *invocation) resolvePools() (v4, v6 []netip.Prefix, err error) {
 	c := p.conf.IPAM
-	if len(c.IPv4Pools)+len(c.IPv6Pools) == 0 {
+	list4, list6 := c.IPv4Pools, c.IPv6Pools
+	from4, from6 := "ipam.ipv4_pools", "ipam.ipv6_pools"
+	if r := p.podReq; r != nil {
+		if r.pools4 != nil {
+			list4, from4 = r.pools4, r.from4
+		}
+		if r.pools6 != nil {
+			list6, from6 = r.pools6, r.from6
+		}
+	}
+	if len(list4)+len(list6) == 0 {
 		return nil, nil, nil
 	}
 	rs, _, err := p.cl.List(p.ctx, poolKind, "")
@@ -33,15 +47,19 @@ func (p *invocation) resolvePools() (v4, v6 []netip.Prefix, err error) {
 		pools = append(pools, r.(*v3.IPPool))
 	}
 	for _, f := range []struct {
-		key     string
+		from    string
 		entries []string
 		is4     bool
 		out     *[]netip.Prefix
-	}{{"ipv4_pools", c.IPv4Pools, true, &v4}, {"ipv6_pools", c.IPv6Pools, false, &v6}} {
+	}{{from4, list4, true, &v4}, {from6, list6, false, &v6}} {
+		code := types.ErrInvalidNetworkConfig
+		if !strings.HasPrefix(f.from, "ipam.") {
+			code = CodePodAnnotation
+		}
 		for _, entry := range f.entries {
 			cidr, msg := findPool(pools, entry, f.is4)
 			if msg != "" {
-				return nil, nil, newError(types.ErrInvalidNetworkConfig, fmt.Sprintf("ipam.%s entry %q: %s", f.key, entry, msg), nil)
+				return nil, nil, newError(code, fmt.Sprintf("%s entry %q: %s", f.from, entry, msg), nil)
 			}
 			*f.out = append(*f.out, cidr)
 		}

@@ -41,6 +41,13 @@ type workload struct {
 	containerID  string
 	endpoint     string // the interface in the container (CNI_IFNAME)
 	labels       map[string]string
+
+	// From the Kubernetes API (kubeMode): the pod's profiles (kns, ksa),
+	// ports, service account and generateName.
+	k8sProfiles    []string
+	ports          []v3.WorkloadEndpointPort
+	serviceAccount string
+	generateName   string
 }
 
 // parseCNIArgs splits CNI_ARGS ("K=V;K=V").
@@ -150,10 +157,14 @@ func (w *workload) endpointName(node string) string {
 	return v3.WorkloadEndpointName(node, w.orchestrator, w.workloadID(), w.endpoint)
 }
 
-// profiles: Kubernetes pods get their namespace's profile (kns.<ns>, which
-// Calico's controllers maintain); other workloads the configured profiles
-// or one named after the network.
+// profiles: Kubernetes pods get, read from the API, their namespace's and
+// service account's (kns.<ns>, ksa.<ns>.<sa>, which the controllers
+// maintain), else their namespace's; other workloads the configured
+// profiles or one named after the network.
 func (w *workload) profiles(conf *NetConf) []string {
+	if w.k8sProfiles != nil {
+		return w.k8sProfiles
+	}
 	if w.orchestrator == v3.OrchestratorKubernetes {
 		return []string{"kns." + w.namespace}
 	}
