@@ -11,6 +11,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	kjson "sigs.k8s.io/json"
+	cnpv1alpha2 "sigs.k8s.io/network-policy-api/apis/v1alpha2"
 	"sigs.k8s.io/yaml"
 
 	v3 "github.com/tortie/tortie/pkg/apis/v3"
@@ -22,20 +23,33 @@ const (
 	KindNetworkPolicy    = "NetworkPolicy"
 	CoreAPIVersion       = "v1"
 	KindNamespace        = "Namespace"
+	// ClusterNetworkPolicy is served in both versions with one schema
+	// (the CRD stores v1beta1 and converts with strategy None).
+	PolicyAPIVersionV1alpha2 = "policy.networking.k8s.io/v1alpha2"
+	PolicyAPIVersionV1beta1  = "policy.networking.k8s.io/v1beta1"
+	KindClusterNetworkPolicy = "ClusterNetworkPolicy"
 )
 
+func isCNPVersion(apiVersion string) bool {
+	return apiVersion == PolicyAPIVersionV1alpha2 || apiVersion == PolicyAPIVersionV1beta1
+}
+
 // IsKubernetesKind reports documents this package converts: a
-// networking.k8s.io/v1 NetworkPolicy or a v1 Namespace. Anything else
-// (including projectcalico.org/v3 NetworkPolicy) is not for this package.
+// networking.k8s.io/v1 NetworkPolicy, a v1 Namespace or a
+// policy.networking.k8s.io v1alpha2 or v1beta1 ClusterNetworkPolicy.
+// Anything else (including projectcalico.org/v3 NetworkPolicy) is not for
+// this package.
 func IsKubernetesKind(apiVersion, kind string) bool {
 	return (apiVersion == NetworkingAPIVersion && kind == KindNetworkPolicy) ||
-		(apiVersion == CoreAPIVersion && kind == KindNamespace)
+		(apiVersion == CoreAPIVersion && kind == KindNamespace) ||
+		(isCNPVersion(apiVersion) && kind == KindClusterNetworkPolicy)
 }
 
 // Decode strictly decodes one YAML or JSON document of a kind
 // IsKubernetesKind accepts and converts it: a NetworkPolicy to a
 // *v3.NetworkPolicy (NetworkPolicyToV3), a Namespace to a *v3.Profile
-// (NamespaceToProfile). As with v3.Decode, an unknown or duplicated field or
+// (NamespaceToProfile), a ClusterNetworkPolicy to a *v3.GlobalNetworkPolicy
+// (ClusterNetworkPolicyToV3). As with v3.Decode, an unknown or duplicated field or
 // a value of the wrong type is an error naming the field; so is anything the
 // Kubernetes API server would refuse. A NetworkPolicy without a namespace is
 // in DefaultNamespace. The result has passed v3.SetDefaults and v3.Validate.
@@ -78,12 +92,24 @@ func Decode(doc []byte) (v3.Resource, error) {
 			return nil, err
 		}
 		return out, nil
+	case tm.Kind == KindClusterNetworkPolicy && isCNPVersion(tm.APIVersion):
+		cnp := &cnpv1alpha2.ClusterNetworkPolicy{}
+		if err := decodeStrict(js, cnp); err != nil {
+			return nil, err
+		}
+		out, err := clusterNetworkPolicyToV3(cnp, checkCNPRequired(js))
+		if err != nil {
+			return nil, err
+		}
+		return out, nil
+	case tm.Kind == KindClusterNetworkPolicy:
+		return nil, &v3.FieldError{Field: "apiVersion", Detail: fmt.Sprintf("%q is not supported for kind %s; use %s or %s", tm.APIVersion, tm.Kind, PolicyAPIVersionV1beta1, PolicyAPIVersionV1alpha2)}
 	case tm.Kind == KindNetworkPolicy:
 		return nil, &v3.FieldError{Field: "apiVersion", Detail: fmt.Sprintf("%q is not supported for kind %s; use %s (Kubernetes) or %s (Calico)", tm.APIVersion, tm.Kind, NetworkingAPIVersion, v3.APIVersion)}
 	case tm.Kind == KindNamespace:
 		return nil, &v3.FieldError{Field: "apiVersion", Detail: fmt.Sprintf("%q is not supported for kind %s; use %s", tm.APIVersion, tm.Kind, CoreAPIVersion)}
 	default:
-		return nil, &v3.FieldError{Field: "kind", Detail: fmt.Sprintf("kind %q of apiVersion %q is not a Kubernetes kind tortie converts (%s %s, %s %s)", tm.Kind, tm.APIVersion, NetworkingAPIVersion, KindNetworkPolicy, CoreAPIVersion, KindNamespace)}
+		return nil, &v3.FieldError{Field: "kind", Detail: fmt.Sprintf("kind %q of apiVersion %q is not a Kubernetes kind tortie converts (%s %s, %s %s, %s %s)", tm.Kind, tm.APIVersion, NetworkingAPIVersion, KindNetworkPolicy, CoreAPIVersion, KindNamespace, PolicyAPIVersionV1beta1, KindClusterNetworkPolicy)}
 	}
 }
 
