@@ -21,7 +21,6 @@ import (
 	"sigs.k8s.io/knftables"
 
 	"github.com/tortie/tortie/pkg/agentconfig"
-	v3 "github.com/tortie/tortie/pkg/apis/v3"
 	"github.com/tortie/tortie/pkg/client"
 	"github.com/tortie/tortie/pkg/dataplane/nft"
 	"github.com/tortie/tortie/pkg/datastore"
@@ -71,6 +70,12 @@ type options struct {
 }
 
 func newCommand(logOut io.Writer) *cobra.Command {
+	cmd, _ := newCommandOptions(logOut)
+	return cmd
+}
+
+// newCommandOptions is the command and the options its flags fill.
+func newCommandOptions(logOut io.Writer) (*cobra.Command, *options) {
 	o := &options{}
 	cmd := &cobra.Command{
 		Use:   "tortie-node",
@@ -100,7 +105,11 @@ node's address (--ip/--ip-autodetection-method, as IP and
 IP_AUTODETECTION_METHOD in Calico: first-found, interface=REGEX,
 skip-interface=REGEX, can-reach=DEST, cidr=CIDR), creates or updates the Node
 resource, writes the node name where the CNI plugin reads it, and creates a
-default IP pool when asked and none exists. Then, unless --no-routing, it
+default IP pool when asked and none exists. calico-node's environment is
+read as a Calico etcd-mode DaemonSet sets it (CALICO_NETWORKING_BACKEND,
+CALICO_IPV4POOL_*, NO_DEFAULT_POOLS, CLUSTER_TYPE, CALICO_STARTUP_LOGLEVEL,
+...; a flag given wins; a bad value stops the agent, naming the variable:
+docs/agent-config.md). Then, unless --no-routing, it
 routes: blackholes for its own blocks, routes to local workloads, BGP (the
 node-to-node mesh, BGPPeers, route reflectors) and VXLAN for pools that ask
 for it.
@@ -151,13 +160,13 @@ status "tortie node status" shows is at /status/routing there. Prometheus metric
 	f.StringVar(&o.ip6Method, "ip6-autodetection-method", envOr("IP6_AUTODETECTION_METHOD", ""), "how to find the IPv6 address, as --ip-autodetection-method (env IP6_AUTODETECTION_METHOD)")
 	f.StringVar(&o.asNumber, "as", envOr("AS", ""), "this node's AS number (default: BGPConfiguration's, else 64512) (env AS)")
 	f.StringVar(&o.nodenameFile, "nodename-file", startup.DefaultNodenameFile, "where to write the node name for the CNI plugin (- : do not write)")
-	f.StringVar(&o.defaultIPv4Pool, "default-ipv4-pool", envOr("CALICO_IPV4POOL_CIDR", ""), "create an IPv4 pool with this CIDR when none exists (env CALICO_IPV4POOL_CIDR)")
-	f.StringVar(&o.defaultIPv6Pool, "default-ipv6-pool", envOr("CALICO_IPV6POOL_CIDR", ""), "create an IPv6 pool with this CIDR when none exists (env CALICO_IPV6POOL_CIDR)")
-	f.StringVar(&o.defaultPoolVXLAN, "default-pool-vxlan", envOr("CALICO_IPV4POOL_VXLAN", "Never"), "vxlanMode of a created default pool: Never, Always or CrossSubnet")
-	f.BoolVar(&o.defaultPoolNAT, "default-pool-nat-outgoing", true, "natOutgoing of a created default pool")
-	f.BoolVar(&o.noBGP, "no-bgp", false, "run no BGP speaker: routes only from the datastore (VXLAN-only clusters)")
-	f.BoolVar(&o.noRouting, "no-routing", false, "program policy only: no routes, no BGP, no VXLAN")
-	return cmd
+	f.StringVar(&o.defaultIPv4Pool, "default-ipv4-pool", "", "create an IPv4 pool with this CIDR when none exists (not given: env CALICO_IPV4POOL_CIDR)")
+	f.StringVar(&o.defaultIPv6Pool, "default-ipv6-pool", "", "create an IPv6 pool with this CIDR when none exists (not given: env CALICO_IPV6POOL_CIDR)")
+	f.StringVar(&o.defaultPoolVXLAN, "default-pool-vxlan", "", "vxlanMode of a created default pool: Never, Always or CrossSubnet (not given: env CALICO_IPV4POOL_VXLAN, else Never)")
+	f.BoolVar(&o.defaultPoolNAT, "default-pool-nat-outgoing", true, "natOutgoing of a created default pool (not given: env CALICO_IPV4POOL_NAT_OUTGOING, else true)")
+	f.BoolVar(&o.noBGP, "no-bgp", false, "run no BGP speaker: routes only from the datastore (VXLAN-only clusters) (not given: env CALICO_NETWORKING_BACKEND vxlan or none)")
+	f.BoolVar(&o.noRouting, "no-routing", false, "program policy only: no routes, no BGP, no VXLAN (not given: env CALICO_NETWORKING_BACKEND none)")
+	return cmd, o
 }
 
 func newLogger(o *options, level *slog.LevelVar, w io.Writer) (*slog.Logger, error) {
@@ -176,6 +185,55 @@ func newLogger(o *options, level *slog.LevelVar, w io.Writer) (*slog.Logger, err
 		return slog.New(slog.NewJSONHandler(w, ho)), nil
 	}
 	return nil, fmt.Errorf("--log-format %q: want text or json", o.logFormat)
+}
+
+// nodeSettings is what node startup and routing run with, from the flags
+// and calico-node's environment (startup.Env).
+type nodeSettings struct {
+	startup          startup.Config // NodeName and Logger left to the caller
+	noBGP, noRouting bool
+}
+
+// resolveNode combines the flags and the environment: a flag given on the
+// command line wins over its variable. CALICO_NETWORKING_BACKEND bird runs
+// BGP, vxlan no BGP, none no routing at all.
+func resolveNode(o *options, env *startup.Env) (*nodeSettings, error) {
+	ns := &nodeSettings{noBGP: !env.BGP(), noRouting: !env.Routing()}
+	if o.changed["no-bgp"] {
+		ns.noBGP = o.noBGP
+	}
+	if o.changed["no-routing"] {
+		ns.noRouting = o.noRouting
+	}
+	if env.RouterID != "" && !ns.noBGP && !ns.noRouting {
+		return nil, fmt.Errorf("CALICO_ROUTER_ID=%q: tortie's BGP speaker takes its router ID from the node's IPv4 address and cannot be given another; unset it (or run without BGP: CALICO_NETWORKING_BACKEND=vxlan)", env.RouterID)
+	}
+	cfg := startup.Config{
+		IPv4: o.ip, IPv4Method: o.ipMethod, IPv6: o.ip6, IPv6Method: o.ip6Method,
+		ASNumber: o.asNumber, NodenameFile: o.nodenameFile,
+		DefaultIPv4Pool: env.DefaultIPv4Pool, DefaultIPv6Pool: env.DefaultIPv6Pool,
+		DefaultPoolVXLANMode: env.PoolVXLANMode, DefaultPoolIPIPMode: env.PoolIPIPMode,
+		DefaultPoolNAT: env.PoolNAT, DefaultPoolBlockSize: env.PoolBlockSize,
+		DefaultPoolNodeSelector: env.PoolNodeSelector, ClusterType: env.ClusterType,
+	}
+	if o.changed["default-ipv4-pool"] {
+		cfg.DefaultIPv4Pool = o.defaultIPv4Pool
+	}
+	if o.changed["default-ipv6-pool"] {
+		cfg.DefaultIPv6Pool = o.defaultIPv6Pool
+	}
+	if o.changed["default-pool-vxlan"] {
+		m, err := startup.ParseEncap(o.defaultPoolVXLAN)
+		if err != nil {
+			return nil, fmt.Errorf("--default-pool-vxlan %w", err)
+		}
+		cfg.DefaultPoolVXLANMode = m
+	}
+	if o.changed["default-pool-nat-outgoing"] {
+		cfg.DefaultPoolNAT = o.defaultPoolNAT
+	}
+	ns.startup = cfg
+	return ns, nil
 }
 
 func envOr(name, def string) string {
@@ -206,7 +264,18 @@ func run(ctx context.Context, o *options, logOut io.Writer) error {
 		return err
 	}
 	slog.SetDefault(log)
+	env, err := startup.ReadEnv(os.LookupEnv)
+	if err != nil {
+		return err
+	}
+	if env.StartupLogLevel != nil && !o.changed["log-level"] {
+		level.Set(*env.StartupLogLevel) // until the configuration says otherwise
+	}
 	name, err := nodeName(o.nodeName)
+	if err != nil {
+		return err
+	}
+	nc, err := resolveNode(o, env)
 	if err != nil {
 		return err
 	}
@@ -229,7 +298,8 @@ func run(ctx context.Context, o *options, logOut io.Writer) error {
 	}
 	defer be.Close()
 
-	res, err := startNode(ctx, o, name, be, ds, log)
+	nc.startup.NodeName, nc.startup.Logger = name, log
+	res, err := startNode(ctx, nc.startup, be, ds, log)
 	if err != nil {
 		return err
 	}
@@ -268,9 +338,9 @@ func run(ctx context.Context, o *options, logOut io.Writer) error {
 		return err
 	}
 	components := []node.Component{policy, agentconfig.NewComponent(in, set, level, log)}
-	if !o.noRouting {
+	if !nc.noRouting {
 		rc, err := routing.New(routing.Config{
-			NodeName: name, DisableBGP: o.noBGP, Warnings: res.Warnings, Logger: log,
+			NodeName: name, DisableBGP: nc.noBGP, Warnings: res.Warnings, Logger: log,
 			ResyncInterval: set.RouteRefreshInterval, VXLANMTU: set.VXLANMTU, VXLANPort: set.VXLANPort,
 			VXLANVNI: set.VXLANVNI, VXLANDisabled: !set.VXLANEnabled, MTUIfacePattern: set.MTUIfacePattern,
 			IPv6Disabled: !set.IPv6Support, IPIPDisabled: !set.IPIPEnabled, IPIPMTU: set.IPIPMTU,
@@ -310,14 +380,7 @@ func run(ctx context.Context, o *options, logOut io.Writer) error {
 // startNode registers this host (Node resource, node name file, default
 // pool), retrying while the datastore cannot be reached: an agent started
 // before etcd must come up once etcd does, not exit.
-func startNode(ctx context.Context, o *options, name string, be datastore.Backend, ds *datastore.Resolved, log *slog.Logger) (*startup.Result, error) {
-	cfg := startup.Config{
-		NodeName: name, IPv4: o.ip, IPv4Method: o.ipMethod, IPv6: o.ip6, IPv6Method: o.ip6Method,
-		ASNumber: o.asNumber, NodenameFile: o.nodenameFile,
-		DefaultIPv4Pool: o.defaultIPv4Pool, DefaultIPv6Pool: o.defaultIPv6Pool,
-		DefaultPoolVXLANMode: v3.EncapsulationMode(o.defaultPoolVXLAN), DefaultPoolNAT: o.defaultPoolNAT,
-		Logger: log,
-	}
+func startNode(ctx context.Context, cfg startup.Config, be datastore.Backend, ds *datastore.Resolved, log *slog.Logger) (*startup.Result, error) {
 	c := client.New(be)
 	wait := time.Second
 	for {

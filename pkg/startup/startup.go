@@ -116,6 +116,13 @@ type Config struct {
 	DefaultPoolIPIPMode  v3.EncapsulationMode
 	DefaultPoolNAT       bool
 	DefaultPoolBlockSize int
+	// DefaultPoolNodeSelector of a created default IPv4 pool (empty:
+	// all()).
+	DefaultPoolNodeSelector string
+	// ClusterType ("k8s,bgp", Calico's CLUSTER_TYPE) is merged into
+	// ClusterInformation default's clusterType as calico-node merges it:
+	// the types not there yet are appended.
+	ClusterType string
 	// Detector finds addresses; zero means HostDetector.
 	Detector Detector
 	Logger   *slog.Logger
@@ -190,6 +197,9 @@ func Run(ctx context.Context, c *client.Client, cfg Config) (*Result, error) {
 	if err := c.EnsureInitialized(ctx); err != nil {
 		return nil, err
 	}
+	if err := mergeClusterType(ctx, c, cfg.ClusterType); err != nil {
+		return nil, err
+	}
 	// The Node first, so that pools' nodeSelectors can be matched against
 	// its labels below.
 	node, err := updateNode(ctx, c, name, func(n *v3.Node) {
@@ -253,6 +263,54 @@ func Run(ctx context.Context, c *client.Client, cfg Config) (*Result, error) {
 		res.IPIPTunnelAddr = a
 	}
 	return res, nil
+}
+
+// mergeClusterType appends to ClusterInformation default's clusterType
+// the comma-separated types of clusterType it does not list yet, as
+// calico-node does with CLUSTER_TYPE ("k8s,bgp" then "k8s,vxlan" gives
+// "k8s,bgp,vxlan").
+func mergeClusterType(ctx context.Context, c *client.Client, clusterType string) error {
+	if strings.TrimSpace(clusterType) == "" {
+		return nil
+	}
+	kind, _ := v3.KindByKind(v3.KindClusterInformation)
+	for attempt := 0; ; attempt++ {
+		r, err := c.Get(ctx, kind, "", "default")
+		if err != nil {
+			return fmt.Errorf("reading ClusterInformation default: %w", err)
+		}
+		ci := r.(*v3.ClusterInformation)
+		merged := MergeClusterType(ci.Spec.ClusterType, clusterType)
+		if merged == ci.Spec.ClusterType {
+			return nil
+		}
+		ci.Spec.ClusterType = merged
+		_, err = c.Update(ctx, ci)
+		if errors.Is(err, datastore.ErrConflict) && attempt < 5 {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("writing ClusterInformation default's clusterType: %w", err)
+		}
+		return nil
+	}
+}
+
+// MergeClusterType is have with the types of add it lacks appended, in
+// add's order; empty types are dropped.
+func MergeClusterType(have, add string) string {
+	var out []string
+	for _, t := range strings.Split(have, ",") {
+		if t = strings.TrimSpace(t); t != "" && !slices.Contains(out, t) {
+			out = append(out, t)
+		}
+	}
+	for _, t := range strings.Split(add, ",") {
+		if t = strings.TrimSpace(t); t != "" && !slices.Contains(out, t) {
+			out = append(out, t)
+		}
+	}
+	return strings.Join(out, ",")
 }
 
 func prefixString(p netip.Prefix) string {
@@ -419,6 +477,9 @@ func ensureDefaultPools(ctx context.Context, c *client.Client, cfg Config, log *
 		p.Spec.CIDR = cidr
 		p.Spec.NodeSelector = "all()"
 		if !v6 {
+			if cfg.DefaultPoolNodeSelector != "" {
+				p.Spec.NodeSelector = cfg.DefaultPoolNodeSelector
+			}
 			p.Spec.VXLANMode = cfg.DefaultPoolVXLANMode
 			p.Spec.IPIPMode = cfg.DefaultPoolIPIPMode
 			p.Spec.NATOutgoing = cfg.DefaultPoolNAT
