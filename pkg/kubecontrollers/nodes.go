@@ -303,7 +303,7 @@ func (g *ipamGC) sync(ctx context.Context, _ string) error {
 		if !gone {
 			continue
 		}
-		g.log.Info("releasing address: "+plan.Why[LeakID(l)], "controller", ControllerNode, "address", l.Addr, "handle", l.Handle, "block", l.Block)
+		g.log.Info("releasing address: "+plan.Why[LeakID(l)], "address", l.Addr, "handle", l.Handle, "block", l.Block)
 		only.Leaks = append(only.Leaks, l)
 	}
 	for _, b := range plan.Blocks {
@@ -312,7 +312,7 @@ func (g *ipamGC) sync(ctx context.Context, _ string) error {
 			return err
 		}
 		if gone {
-			g.log.Info("releasing the block affinities of node "+b.Node+": it exists neither in Kubernetes nor as a Calico Node", "controller", ControllerNode, "block", b.Block)
+			g.log.Info("releasing the block affinities of node "+b.Node+": it exists neither in Kubernetes nor as a Calico Node", "block", b.Block)
 			only.OrphanBlocks = append(only.OrphanBlocks, b)
 		}
 	}
@@ -323,7 +323,7 @@ func (g *ipamGC) sync(ctx context.Context, _ string) error {
 	g.m.ipamReleased.WithLabelValues("address").Add(float64(res.ReleasedIPs))
 	g.m.ipamReleased.WithLabelValues("node_blocks").Add(float64(res.ReleasedNodes))
 	if res.ReleasedIPs+res.ReleasedNodes > 0 || res.Changed > 0 {
-		g.log.Info("IPAM garbage collected", "controller", ControllerNode, "addresses", res.ReleasedIPs, "nodesBlocks", res.ReleasedNodes, "changedMeanwhile", res.Changed)
+		g.log.Info("IPAM garbage collected", "addresses", res.ReleasedIPs, "nodesBlocks", res.ReleasedNodes, "changedMeanwhile", res.Changed)
 	}
 	return errors.Join(res.Errors...)
 }
