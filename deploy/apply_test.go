@@ -83,7 +83,8 @@ func TestApply(t *testing.T) {
 	no(kc, "get", "configmaps", "-n", "kube-system")
 
 	yes(cni, "get", "pods", "-n", "default")
-	yes(cni, "patch", "pods", "-n", "default")
+	yes(cni, "patch", "pods", "--subresource=status", "-n", "default")
+	no(cni, "patch", "pods", "-n", "default")
 	yes(cni, "get", "namespaces")
 	no(cni, "list", "pods", "--all-namespaces")
 	no(cni, "delete", "pods", "-n", "default")
@@ -148,7 +149,7 @@ func TestApply(t *testing.T) {
 	if err != nil || strings.TrimSpace(whoami) != "system:serviceaccount:kube-system:"+cni {
 		t.Errorf("the plugin's kubeconfig is %q (%v), want tortie-cni-plugin", whoami, err)
 	}
-	for args, want := range map[string]string{"patch pods -n default": "yes", "get secrets -n kube-system": "no"} {
+	for args, want := range map[string]string{"patch pods --subresource=status -n default": "yes", "patch pods -n default": "no", "get secrets -n kube-system": "no"} {
 		out, _ := apiserver.Kubectl(ctx, kubeconfig, append([]string{"auth", "can-i"}, strings.Fields(args)...)...)
 		if strings.TrimSpace(out) != want {
 			t.Errorf("the plugin's kubeconfig: can-i %s: %q, want %s", args, out, want)
