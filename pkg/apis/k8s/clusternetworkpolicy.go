@@ -47,6 +47,13 @@ func ClusterNetworkPolicyTier(t cnpv1alpha2.Tier) string {
 	return ""
 }
 
+// ClusterNetworkPolicyName is the name of the GlobalNetworkPolicy a
+// ClusterNetworkPolicy of that tier and name becomes:
+// "kcnp.<calico tier>.<name>".
+func ClusterNetworkPolicyName(t cnpv1alpha2.Tier, name string) string {
+	return v3.KubeClusterNetworkPolicyPrefix + ClusterNetworkPolicyTier(t) + "." + name
+}
+
 // ClusterNetworkPolicyToV3 converts a ClusterNetworkPolicy
 // (policy.networking.k8s.io, the schema v1alpha2 and v1beta1 share) into the
 // GlobalNetworkPolicy Calico enforces for it. The input is first validated as
@@ -69,11 +76,13 @@ func ClusterNetworkPolicyTier(t cnpv1alpha2.Tier) string {
 // The name: Calico (v3.34) keeps the converted policy under the
 // ClusterNetworkPolicy's own name, told apart from a GlobalNetworkPolicy of
 // that name by a kind of its own (KubernetesClusterNetworkPolicy) that
-// exists only in its Kubernetes datastore; it shows it as
+// exists only in its Kubernetes datastore, and shows it as
 // "kcnp.kube-admin.<name>" / "kcnp.kube-baseline.<name>" (its older
-// converters' name). tortie keeps Calico's converter output, the plain
-// name, which v3 validation accepts when it is a DNS label; a name with
-// dots is refused (v3 validation would read "a.b" as tier "a").
+// converters' stored name). In etcd there is no such kind, so tortie stores
+// it under that shown name: a ClusterNetworkPolicy can never overwrite a
+// user's GlobalNetworkPolicy, and the controllers know by the name alone
+// which policies are theirs. A name that the prefix makes longer than 253
+// characters is refused.
 //
 // One departure in shape, not in verdicts: a networks peer mixing IPv4 and
 // IPv6 CIDRs gives two rules, IPv4 then IPv6 (splitNetsByFamily).
@@ -140,7 +149,7 @@ func clusterNetworkPolicyToV3(in *cnpv1alpha2.ClusterNetworkPolicy, docErrs fiel
 	order := float64(cnp.Spec.Priority)
 	out := &v3.GlobalNetworkPolicy{
 		TypeMeta:   metav1.TypeMeta{APIVersion: v3.APIVersion, Kind: v3.KindGlobalNetworkPolicy},
-		ObjectMeta: metav1.ObjectMeta{Name: cnp.Name},
+		ObjectMeta: metav1.ObjectMeta{Name: ClusterNetworkPolicyName(cnp.Spec.Tier, cnp.Name)},
 		Spec: v3.GlobalNetworkPolicySpec{
 			Tier:              ClusterNetworkPolicyTier(cnp.Spec.Tier),
 			Order:             &order,

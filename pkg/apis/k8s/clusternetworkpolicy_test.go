@@ -228,7 +228,7 @@ func TestClusterNetworkPolicyToV3(t *testing.T) {
 	}{
 		{"admin tier, priority 0 first", func() *cnpv1alpha2.ClusterNetworkPolicy { return base(cnpv1alpha2.AdminTier, 0) },
 			func(t *testing.T, g *v3.GlobalNetworkPolicy) {
-				if g.Name != "p" || g.Namespace != "" || g.Labels != nil || g.UID != "" {
+				if g.Name != "kcnp.kube-admin.p" || g.Namespace != "" || g.Labels != nil || g.UID != "" {
 					t.Errorf("metadata %+v: want only the name", g.ObjectMeta)
 				}
 				if g.Spec.Tier != "kube-admin" || *g.Spec.Order != 0 {
@@ -430,10 +430,10 @@ func TestClusterNetworkPolicyValidation(t *testing.T) {
 			[]string{"spec.egress[0].protocols[0].destinationNamedPort", "spec.egress[0].to[0].domainNames", "spec.egress[0].to[1].nodes"}, "experimental channel"},
 		{"unknown field", cnpDoc("p", subj+"ingres: []\n"),
 			[]string{"spec.ingres"}, "unknown field"},
-		// The API server takes a DNS subdomain; a GlobalNetworkPolicy
-		// name with a dot must start with its tier.
-		{"dotted name", cnpDoc("a.b", subj),
-			[]string{"metadata.name"}, "converts to an invalid GlobalNetworkPolicy a.b"},
+		// The API server takes a DNS subdomain of up to 253 characters;
+		// with the "kcnp.kube-admin." prefix it must still fit.
+		{"name too long with the prefix", cnpDoc(strings.Repeat("a", 240), subj),
+			[]string{"metadata.name"}, "converts to an invalid GlobalNetworkPolicy"},
 		{"apiVersion", strings.Replace(cnpDoc("p", subj), "v1alpha2", "v1alpha1", 1),
 			[]string{"apiVersion"}, "not supported for kind ClusterNetworkPolicy"},
 	} {

@@ -290,12 +290,18 @@ func validateStagedAction(spec Path, a StagedAction, v *policyView) ErrorList {
 	return errs
 }
 
+// KubeClusterNetworkPolicyPrefix starts the name of a GlobalNetworkPolicy
+// converted from a Kubernetes ClusterNetworkPolicy: "kcnp.<tier>.<name>".
+const KubeClusterNetworkPolicyPrefix = "kcnp."
+
 // validatePolicyName applies Calico's policy naming: a DNS label, or
 // "<tier>.<label>" whose prefix is the policy's tier (the prefix was required
 // for non-default tiers before Calico v3.32 and is still accepted; the
 // default tier's policies may be "default.x" or "x"). A namespaced policy
 // converted from Kubernetes may also be "knp.default.<subdomain>" (or
-// "ossg.default.<subdomain>").
+// "ossg.default.<subdomain>"), and a global one converted from a Kubernetes
+// ClusterNetworkPolicy "kcnp.kube-admin.<subdomain>" or
+// "kcnp.kube-baseline.<subdomain>" in that tier.
 func validatePolicyName(p Path, name, tier string, namespaced bool) ErrorList {
 	if name == "" {
 		return ErrorList{p.Errorf("required")}
@@ -304,15 +310,20 @@ func validatePolicyName(p Path, name, tier string, namespaced bool) ErrorList {
 		return ErrorList{p.Errorf("%q is longer than %d characters", name, validation.DNS1123SubdomainMaxLength)}
 	}
 	tier = defaultTier(tier)
-	if namespaced {
-		for _, pre := range []string{"knp.default.", "ossg.default."} {
-			if rest, ok := strings.CutPrefix(name, pre); ok {
-				var errs ErrorList
-				for _, msg := range validation.IsDNS1123Subdomain(rest) {
-					errs = append(errs, p.Errorf("%q: %s", name, msg))
-				}
-				return errs
+	prefixes := []string{"knp.default.", "ossg.default."}
+	if !namespaced {
+		prefixes = nil
+		if tier == KubeAdminTierName || tier == KubeBaselineTierName {
+			prefixes = []string{KubeClusterNetworkPolicyPrefix + tier + "."}
+		}
+	}
+	for _, pre := range prefixes {
+		if rest, ok := strings.CutPrefix(name, pre); ok {
+			var errs ErrorList
+			for _, msg := range validation.IsDNS1123Subdomain(rest) {
+				errs = append(errs, p.Errorf("%q: %s", name, msg))
 			}
+			return errs
 		}
 	}
 	label := name

@@ -103,6 +103,8 @@ func TestPolicyValidation(t *testing.T) {
 		{name: "tier-prefixed name", doc: gnp("security.dns", "  tier: security\n  order: 10\n")},
 		{name: "unprefixed name in a tier", doc: gnp("dns", "  tier: security\n")},
 		{name: "knp prefix", doc: np("knp.default.allow-web", "  selector: all()\n")},
+		{name: "kcnp prefix, kube-admin", doc: gnp("kcnp.kube-admin.block.dns", "  tier: kube-admin\n")},
+		{name: "kcnp prefix, kube-baseline", doc: gnp("kcnp.kube-baseline.x", "  tier: kube-baseline\n")},
 		{name: "every rule field", doc: np("full", `  order: 1.5
   serviceAccountSelector: role == 'x'
   performanceHints: [AssumeNeededOnEveryNode]
@@ -225,6 +227,10 @@ func TestPolicyValidation(t *testing.T) {
 			errs: []want{{"spec.performanceHints[0]", `"Fast" is not one of`}, {"spec.performanceHints[2]", "listed more than once"}}},
 		{name: "bad rule annotation", doc: np("ra", "  ingress:\n  - action: Allow\n    metadata:\n      annotations: {'bad key!': x}\n"),
 			errs: []want{{"spec.ingress[0].metadata.annotations[bad key!]", "name part must consist"}}},
+		{name: "kcnp prefix in another tier", doc: gnp("kcnp.kube-admin.x", "  tier: kube-baseline\n"),
+			errs: []want{{"metadata.name", `has tier prefix "kcnp" but the policy is in tier "kube-baseline"`}}},
+		{name: "kcnp prefix on a namespaced policy", doc: np("kcnp.kube-admin.x", "  tier: kube-admin\n"),
+			errs: []want{{"metadata.name", `has tier prefix "kcnp" but the policy is in tier "kube-admin"`}}},
 		{name: "wrong tier prefix", doc: gnp("other.dns", "  tier: security\n"),
 			errs: []want{{"metadata.name", `has tier prefix "other" but the policy is in tier "security"`}}},
 		{name: "prefix on default tier", doc: np("security.web", ""),
