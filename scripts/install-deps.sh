@@ -10,6 +10,7 @@ PACKAGES=(
   nftables      # the nft binary knftables drives
   bird2         # a real BGP peer (top-of-rack router) for BGP tests
   containerd    # ctr images import of make images' archives (pkg/images tests, a private containerd)
+  runc          # the OCI runtime containerd runs pods with (pkg/kube/node: real kubelets)
 )
 
 missing=()

@@ -2,6 +2,7 @@
 # Installs the Go-built tools the tests use into the repository's ./bin:
 #   cnitool     CNI's own command-line runtime (an independent CNI client)
 #   host-local  the reference IPAM plugin (tortie-cni must work with it)
+#   bridge, loopback  reference plugins: pod networking of pkg/kube/node's tests
 # and, through scripts/build-kubernetes.sh, kube-apiserver and kubectl into
 # the Kubernetes cache outside the clone (pkg/kube/apiserver finds them
 # there; TORTIE_KUBERNETES_BIN points elsewhere instead).
@@ -19,6 +20,8 @@ mkdir -p "$BIN"
 TOOLS=(
 	"cnitool github.com/containernetworking/cni/cnitool@v1.3.1"
 	"host-local github.com/containernetworking/plugins/plugins/ipam/host-local@v1.9.1"
+	"bridge github.com/containernetworking/plugins/plugins/main/bridge@v1.9.1"
+	"loopback github.com/containernetworking/plugins/plugins/main/loopback@v1.9.1"
 )
 
 for entry in "${TOOLS[@]}"; do
