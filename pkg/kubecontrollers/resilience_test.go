@@ -86,7 +86,7 @@ func testPolicy(ns, name string, port int32) *networkingv1.NetworkPolicy {
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
 		Spec: networkingv1.NetworkPolicySpec{
 			PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": name}},
-			Ingress: []networkingv1.NetworkPolicyIngressRule{{Ports: []networkingv1.NetworkPolicyPort{{Port: ptrIntOrString(port)}}}},
+			Ingress:     []networkingv1.NetworkPolicyIngressRule{{Ports: []networkingv1.NetworkPolicyPort{{Port: ptrIntOrString(port)}}}},
 		},
 	}
 }
