@@ -20,6 +20,7 @@ build:
 	$(GO) build $(BUILDVCS) -o $(BIN)/tortie-node ./cmd/tortie-node
 	$(GO) build $(BUILDVCS) -o $(BIN)/tortie-cni ./cmd/tortie-cni
 	$(GO) build $(BUILDVCS) -o $(BIN)/tortie-datastore ./cmd/tortie-datastore
+	$(GO) build $(BUILDVCS) -o $(BIN)/tortie-kube-controllers ./cmd/tortie-kube-controllers
 
 # Container images for Kubernetes (deploy/tortie.yaml, docs/kubernetes.md),
 # without Docker or the network: the binaries built static into bin/static,
