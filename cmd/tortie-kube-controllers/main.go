@@ -215,17 +215,6 @@ func run(ctx context.Context, o *options, logOut io.Writer) error {
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 
-	rc, err := kubeConfig(o.kubeconfig)
-	if err != nil {
-		return err
-	}
-	rc.QPS, rc.Burst = o.apiQPS, o.apiBurst
-	rc.UserAgent = "tortie-kube-controllers/" + version.Get().String()
-	kube, err := kubernetes.NewForConfig(rc)
-	if err != nil {
-		return err
-	}
-
 	ds, err := datastore.Resolve(datastore.Sources{Flags: o.ds})
 	if err != nil {
 		return err
@@ -237,6 +226,17 @@ func run(ctx context.Context, o *options, logOut io.Writer) error {
 		return err
 	}
 	defer be.Close()
+
+	rc, err := kubeConfig(o.kubeconfig)
+	if err != nil {
+		return err
+	}
+	rc.QPS, rc.Burst = o.apiQPS, o.apiBurst
+	rc.UserAgent = "tortie-kube-controllers/" + version.Get().String()
+	kube, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return err
+	}
 
 	var controllers []string
 	for _, c := range datastore.SplitList(o.controllers) {
