@@ -107,7 +107,7 @@ skip-interface=REGEX, can-reach=DEST, cidr=CIDR), creates or updates the Node
 resource, writes the node name where the CNI plugin reads it, and creates a
 default IP pool when asked and none exists. calico-node's environment is
 read as a Calico etcd-mode DaemonSet sets it (CALICO_NETWORKING_BACKEND,
-CALICO_IPV4POOL_*, NO_DEFAULT_POOLS, CLUSTER_TYPE, CALICO_STARTUP_LOGLEVEL,
+CALICO_IPV4POOL_*, NO_DEFAULT_POOLS, CLUSTER_TYPE, CALICO_K8S_NODE_REF, CALICO_STARTUP_LOGLEVEL,
 ...; a flag given wins; a bad value stops the agent, naming the variable:
 docs/agent-config.md). Then, unless --no-routing, it
 routes: blackholes for its own blocks, routes to local workloads, BGP (the
@@ -215,6 +215,7 @@ func resolveNode(o *options, env *startup.Env) (*nodeSettings, error) {
 		DefaultPoolVXLANMode: env.PoolVXLANMode, DefaultPoolIPIPMode: env.PoolIPIPMode,
 		DefaultPoolNAT: env.PoolNAT, DefaultPoolBlockSize: env.PoolBlockSize,
 		DefaultPoolNodeSelector: env.PoolNodeSelector, ClusterType: env.ClusterType,
+		KubernetesNodeRef: env.KubernetesNodeRef,
 	}
 	if o.changed["default-ipv4-pool"] {
 		cfg.DefaultIPv4Pool = o.defaultIPv4Pool

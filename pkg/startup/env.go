@@ -48,6 +48,11 @@ type Env struct {
 	// ClusterType: CLUSTER_TYPE ("k8s,bgp"), merged into ClusterInformation
 	// default's clusterType.
 	ClusterType string
+	// KubernetesNodeRef: CALICO_K8S_NODE_REF, the Kubernetes Node this
+	// host is (a DaemonSet sets it from spec.nodeName); recorded in the
+	// Node's spec.orchRefs so the controllers know which Calico Node to
+	// remove when the Kubernetes Node goes.
+	KubernetesNodeRef string
 	// WaitForDatastore: WAIT_FOR_DATASTORE. tortie-node always waits for
 	// its datastore; the value is checked and recorded.
 	WaitForDatastore bool
@@ -108,6 +113,7 @@ func ReadEnv(lookup func(string) (string, bool)) (*Env, error) {
 		WaitForDatastore:   boolean("WAIT_FOR_DATASTORE", false),
 		DisableFileLogging: boolean("CALICO_DISABLE_FILE_LOGGING", false),
 		ClusterType:        get("CLUSTER_TYPE"),
+		KubernetesNodeRef:  get("CALICO_K8S_NODE_REF"),
 	}
 	switch v := get("CALICO_NETWORKING_BACKEND"); v {
 	case "":

@@ -43,6 +43,8 @@ func TestReadEnv(t *testing.T) {
 		}, def(func(e *Env) {
 			e.ClusterType, e.PoolIPIPMode, e.DisableFileLogging, e.WaitForDatastore = "k8s,bgp", v3.EncapAlways, true, true
 		}), ""},
+		{"the Kubernetes node reference", map[string]string{"CALICO_K8S_NODE_REF": "worker-1"},
+			def(func(e *Env) { e.KubernetesNodeRef = "worker-1" }), ""},
 		{"vxlan backend, the pool's settings", map[string]string{
 			"CALICO_NETWORKING_BACKEND": "vxlan", "CALICO_IPV4POOL_VXLAN": "cross-subnet", "CALICO_IPV4POOL_IPIP": "off",
 			"CALICO_IPV4POOL_CIDR": "10.244.0.0/16", "CALICO_IPV6POOL_CIDR": "fd00:244::/48",
@@ -137,10 +139,24 @@ func TestRunCalicoEnv(t *testing.T) {
 	cfg := Config{NodeName: "node-e", NodenameFile: "-", Detector: fakeDetector(),
 		DefaultIPv4Pool: env.DefaultIPv4Pool, DefaultPoolVXLANMode: env.PoolVXLANMode, DefaultPoolIPIPMode: env.PoolIPIPMode,
 		DefaultPoolNAT: env.PoolNAT, DefaultPoolBlockSize: env.PoolBlockSize, DefaultPoolNodeSelector: env.PoolNodeSelector,
-		ClusterType: env.ClusterType}
+		ClusterType: env.ClusterType, KubernetesNodeRef: "k8s-node-e"}
 	if _, err := Run(ctx, c, cfg); err != nil {
 		t.Fatal(err)
 	}
+	nk, _ := v3.KindByKind(v3.KindNode)
+	for range 2 { // a second run changes nothing
+		nr, err := c.Get(ctx, nk, "", "node-e")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if refs := nr.(*v3.Node).Spec.OrchRefs; len(refs) != 1 || refs[0] != (v3.OrchRef{NodeName: "k8s-node-e", Orchestrator: "k8s"}) {
+			t.Errorf("orchRefs %+v, want the Kubernetes node k8s-node-e", refs)
+		}
+		if _, err := Run(ctx, c, cfg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg.KubernetesNodeRef = ""
 	pk, _ := v3.KindByKind(v3.KindIPPool)
 	r, err := c.Get(ctx, pk, "", DefaultIPv4PoolName)
 	if err != nil {

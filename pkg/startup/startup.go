@@ -123,6 +123,10 @@ type Config struct {
 	// ClusterInformation default's clusterType as calico-node merges it:
 	// the types not there yet are appended.
 	ClusterType string
+	// KubernetesNodeRef, when set, is the Kubernetes Node this host is:
+	// an orchRef {orchestrator: k8s, nodeName} is added to the Node if it
+	// has none for k8s (as calico-node does with CALICO_K8S_NODE_REF).
+	KubernetesNodeRef string
 	// Detector finds addresses; zero means HostDetector.
 	Detector Detector
 	Logger   *slog.Logger
@@ -210,6 +214,9 @@ func Run(ctx context.Context, c *client.Client, cfg Config) (*Result, error) {
 		n.Spec.BGP.IPv6Address = prefixString(res.IPv6)
 		if asn != nil {
 			n.Spec.BGP.ASNumber = asn
+		}
+		if cfg.KubernetesNodeRef != "" {
+			setOrchRef(n, v3.OrchestratorKubernetes, cfg.KubernetesNodeRef)
 		}
 		if len(cfg.Labels) > 0 {
 			if n.Labels == nil {
@@ -403,6 +410,18 @@ func updateNode(ctx context.Context, c *client.Client, name string, change func(
 		}
 		return nil, fmt.Errorf("writing Node %s: %w", name, err)
 	}
+}
+
+// setOrchRef records that the node is nodeName to orchestrator: the
+// orchestrator's entry is set, others are kept.
+func setOrchRef(n *v3.Node, orchestrator, nodeName string) {
+	for i := range n.Spec.OrchRefs {
+		if n.Spec.OrchRefs[i].Orchestrator == orchestrator {
+			n.Spec.OrchRefs[i].NodeName = nodeName
+			return
+		}
+	}
+	n.Spec.OrchRefs = append(n.Spec.OrchRefs, v3.OrchRef{NodeName: nodeName, Orchestrator: orchestrator})
 }
 
 func writeNodename(path, name string) error {
