@@ -1,0 +1,90 @@
+// Command echoserver is the test image's program. With no arguments (or
+// "serve") it answers HTTP on :8080 with its host name and the caller's
+// address, echoes TCP on :8081 and UDP on :8082, and logs every HTTP
+// request on standard output (for kubectl logs). "get URL" fetches URL
+// and prints the body (a client for kubectl exec in an image without
+// tools).
+package main
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"time"
+)
+
+func main() {
+	if len(os.Args) > 2 && os.Args[1] == "get" {
+		os.Exit(get(os.Args[2]))
+	}
+	if len(os.Args) > 1 && os.Args[1] != "serve" {
+		fmt.Fprintln(os.Stderr, "usage: echoserver [serve] | get URL")
+		os.Exit(2)
+	}
+	if err := serve(); err != nil {
+		fmt.Fprintln(os.Stderr, "echoserver:", err)
+		os.Exit(1)
+	}
+}
+
+func get(url string) int {
+	c := &http.Client{Timeout: 10 * time.Second}
+	resp, err := c.Get(url)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer resp.Body.Close()
+	if _, err := io.Copy(os.Stdout, resp.Body); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	if resp.StatusCode != http.StatusOK {
+		fmt.Fprintln(os.Stderr, resp.Status)
+		return 1
+	}
+	return 0
+}
+
+func serve() error {
+	host, _ := os.Hostname()
+	tcp, err := net.Listen("tcp", ":8081")
+	if err != nil {
+		return err
+	}
+	go func() {
+		for {
+			c, err := tcp.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				_, _ = io.Copy(c, c)
+			}()
+		}
+	}()
+	udp, err := net.ListenPacket("udp", ":8082")
+	if err != nil {
+		return err
+	}
+	go func() {
+		buf := make([]byte, 65536)
+		for {
+			n, addr, err := udp.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			_, _ = udp.WriteTo(buf[:n], addr)
+		}
+	}()
+	mux := http.NewServeMux()
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Printf("%s %s %s\n", r.RemoteAddr, r.Method, r.URL.Path)
+		fmt.Fprintf(w, "host=%s client=%s\n", host, r.RemoteAddr)
+	})
+	fmt.Printf("echoserver %s: http :8080, tcp :8081, udp :8082\n", host)
+	return http.ListenAndServe(":8080", mux)
+}
