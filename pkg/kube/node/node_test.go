@@ -128,7 +128,7 @@ func TestTwoNodes(t *testing.T) {
 
 	// Control plane.
 	etcd := etcdtest.Start(t)
-	users := apiserver.ControlPlaneUsers()
+	users := append(apiserver.ControlPlaneUsers(), apiserver.User{Name: "system:kube-proxy"})
 	for _, n := range nodes {
 		users = append(users, apiserver.User{Name: "system:node:" + n.name, Groups: []string{"system:nodes"}})
 	}
@@ -168,8 +168,13 @@ func TestTwoNodes(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		kpc, err := srv.Kubeconfig("system:kube-proxy")
+		if err != nil {
+			t.Fatal(err)
+		}
 		cfg := node.Config{Name: tn.name, Dir: filepath.Join(t.TempDir(), tn.name), Netns: tn.netns, NodeIP: tn.ip,
-			Kubeconfig: kc, CNIPlugins: plugins, CgroupRoot: "/tortie-test-" + tn.name}
+			Kubeconfig: kc, KubeProxyKubeconfig: kpc, ClusterCIDR: clusterCIDR, CNIPlugins: plugins,
+			CgroupRoot: "/tortie-test-" + tn.name}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -266,6 +271,25 @@ func TestTwoNodes(t *testing.T) {
 			t.Errorf("%s -> %s: got %q, want %q...", from.Name, to.Name, out, want)
 		}
 	}
+	// A ClusterIP Service of pod 2, through kube-proxy (nftables) on node 1.
+	svc, err := client.CoreV1().Services("default").Create(ctx, &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: "echo-2"},
+		Spec: corev1.ServiceSpec{Selector: map[string]string{"app": "echo-2"},
+			Ports: []corev1.ServicePort{{Port: 80, TargetPort: intstr.FromInt32(8080)}}},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		out, err := apiserver.Kubectl(ctx, admin, "exec", pods[0].Name, "--", "/usr/bin/echoserver", "get", "http://"+svc.Spec.ClusterIP+"/")
+		if err == nil && strings.HasPrefix(out, "host="+pods[1].Name+" ") {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("service %s from %s: %q %v", svc.Spec.ClusterIP, pods[0].Name, out, err)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
 	logs, err := apiserver.Kubectl(ctx, admin, "logs", pods[1].Name)
 	if err != nil {
 		t.Fatal(err)
@@ -311,7 +335,7 @@ func bridgeConf(t *testing.T, cidr string) []byte {
 
 func echoPod(name, nodeName string) *corev1.Pod {
 	return &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default"},
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default", Labels: map[string]string{"app": name}},
 		Spec: corev1.PodSpec{
 			NodeSelector:                  map[string]string{"kubernetes.io/hostname": nodeName},
 			TerminationGracePeriodSeconds: new(int64),
