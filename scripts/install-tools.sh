@@ -3,12 +3,14 @@
 #   cnitool     CNI's own command-line runtime (an independent CNI client)
 #   host-local  the reference IPAM plugin (tortie-cni must work with it)
 #   bridge, loopback  reference plugins: pod networking of pkg/kube/node's tests
-# and, through scripts/build-kubernetes.sh, kube-apiserver and kubectl into
-# the Kubernetes cache outside the clone (pkg/kube/apiserver finds them
-# there; TORTIE_KUBERNETES_BIN points elsewhere instead).
+# and, through scripts/build-kubernetes.sh, the Kubernetes binaries the tests
+# run (kube-apiserver, kubectl, kube-controller-manager, kube-scheduler,
+# kubelet, kube-proxy, and Kubernetes' e2e.test with its agnhost) into the
+# Kubernetes cache outside the clone (pkg/kube/apiserver finds them there;
+# TORTIE_KUBERNETES_BIN points elsewhere instead).
 # Idempotent: a tool already built at the pinned version is left alone, so a
 # second run takes well under a second. The first Kubernetes build takes
-# 20-40 minutes on two cores.
+# 20-40 minutes on two cores (about 10 of them e2e.test and agnhost).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -38,7 +40,10 @@ for entry in "${TOOLS[@]}"; do
 	(cd / && GOFLAGS= GOBIN="$BIN" "$GO" install "$pkgver")
 done
 
-# The real Kubernetes API server the tests run against (pkg/kube/kubetest).
+# The real Kubernetes the tests run against: the API server (pkg/kube/kubetest),
+# the control plane and nodes (pkg/kube/node), Kubernetes' own e2e tests
+# (internal/cmd/tortie-netpol-e2e, pkg/images' agnhost).
 if [ -z "${TORTIE_KUBERNETES_BIN:-}" ]; then
-	GO="$GO" bash scripts/build-kubernetes.sh kube-apiserver kubectl >/dev/null
+	GO="$GO" bash scripts/build-kubernetes.sh kube-apiserver kubectl kube-controller-manager \
+		kube-scheduler kubelet kube-proxy e2e.test agnhost >/dev/null
 fi
