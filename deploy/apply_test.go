@@ -15,7 +15,8 @@ import (
 )
 
 // TestApply applies the manifest to a real kube-apiserver: a server-side
-// dry run, then for real (twice: the second changes nothing); checks each
+// dry run, then for real (twice: the second changes nothing), after which
+// the ClusterNetworkPolicy CRD it holds serves ClusterNetworkPolicies; checks each
 // ServiceAccount's rights, each needed one granted and the others refused;
 // and runs the installer as the init container would, with a token of
 // tortie-node, for a real TokenRequest of tortie-cni-plugin's token, whose
@@ -37,6 +38,19 @@ func TestApply(t *testing.T) {
 			t.Errorf("second apply changed something: %s", line)
 		}
 	}
+	// The manifest installs the ClusterNetworkPolicy CRD: once established,
+	// a ClusterNetworkPolicy can be created, with nothing else applied.
+	c.Kubectl(t, "wait", "--for=condition=Established", "--timeout=60s", "crd/clusternetworkpolicies.policy.networking.k8s.io")
+	t.Log(c.Apply(t, `apiVersion: policy.networking.k8s.io/v1alpha2
+kind: ClusterNetworkPolicy
+metadata: {name: apply-test}
+spec:
+  tier: Admin
+  priority: 10
+  subject: {namespaces: {}}
+  ingress: [{action: Deny, from: [{namespaces: {matchLabels: {a: b}}}]}]
+`))
+	c.Kubectl(t, "delete", "clusternetworkpolicy", "apply-test")
 	for _, obj := range []string{"daemonset/tortie-node", "deployment/tortie-kube-controllers", "configmap/tortie-config",
 		"secret/tortie-etcd-secrets", "serviceaccount/tortie-node", "serviceaccount/tortie-cni-plugin", "serviceaccount/tortie-kube-controllers"} {
 		c.Kubectl(t, "get", "-n", "kube-system", obj)
@@ -69,6 +83,13 @@ func TestApply(t *testing.T) {
 			yes(kc, verb, res, "--all-namespaces")
 		}
 	}
+	for _, verb := range []string{"get", "list", "watch"} {
+		yes(kc, verb, "clusternetworkpolicies.policy.networking.k8s.io")
+	}
+	for _, verb := range []string{"create", "update", "patch", "delete"} {
+		no(kc, verb, "clusternetworkpolicies.policy.networking.k8s.io")
+	}
+	no(kc, "get", "customresourcedefinitions.apiextensions.k8s.io")
 	for _, verb := range []string{"get", "create", "update"} {
 		yes(kc, verb, "leases.coordination.k8s.io", "-n", "kube-system")
 	}

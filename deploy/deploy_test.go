@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -19,6 +20,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/serializer"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/kubernetes/scheme"
+	"sigs.k8s.io/yaml"
 
 	"github.com/tortie/tortie/pkg/images"
 	"github.com/tortie/tortie/pkg/installcni"
@@ -37,6 +39,9 @@ type objects struct {
 	crBindings      []*rbacv1.ClusterRoleBinding
 	daemonSets      map[string]*appsv1.DaemonSet
 	deployments     map[string]*appsv1.Deployment
+	// crds are the CustomResourceDefinitions, by name, as written (the
+	// client-go scheme has no apiextensions types).
+	crds map[string][]byte
 }
 
 func decode(t *testing.T) objects {
@@ -46,7 +51,7 @@ func decode(t *testing.T) objects {
 		configMaps: map[string]*corev1.ConfigMap{}, secrets: map[string]*corev1.Secret{},
 		serviceAccounts: map[string]*corev1.ServiceAccount{}, roles: map[string]*rbacv1.Role{},
 		clusterRoles: map[string]*rbacv1.ClusterRole{}, daemonSets: map[string]*appsv1.DaemonSet{},
-		deployments: map[string]*appsv1.Deployment{},
+		deployments: map[string]*appsv1.Deployment{}, crds: map[string][]byte{},
 	}
 	r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(Manifest)))
 	for i := 0; ; i++ {
@@ -58,6 +63,20 @@ func decode(t *testing.T) objects {
 			t.Fatal(err)
 		}
 		if isEmpty(doc) {
+			continue
+		}
+		var head struct {
+			APIVersion string `json:"apiVersion"`
+			Kind       string `json:"kind"`
+			Metadata   struct {
+				Name string `json:"name"`
+			} `json:"metadata"`
+		}
+		if err := yaml.Unmarshal(doc, &head); err != nil {
+			t.Fatalf("document %d: %v", i, err)
+		}
+		if head.Kind == "CustomResourceDefinition" && head.APIVersion == "apiextensions.k8s.io/v1" {
+			o.crds[head.Metadata.Name] = doc
 			continue
 		}
 		obj, gvk, err := codec.Decode(doc, nil, nil)
@@ -89,6 +108,18 @@ func decode(t *testing.T) objects {
 		}
 	}
 	return o
+}
+
+// withoutComments is a document less its whole-line comments and its
+// leading and trailing blank lines.
+func withoutComments(doc []byte) string {
+	var out []string
+	for _, line := range strings.Split(string(doc), "\n") {
+		if !strings.HasPrefix(strings.TrimSpace(line), "#") {
+			out = append(out, line)
+		}
+	}
+	return strings.TrimSpace(strings.Join(out, "\n"))
 }
 
 // isEmpty: a document of comments only (the header).
@@ -266,6 +297,35 @@ func TestManifest(t *testing.T) {
 	kcEnv := envOf(kc.Template.Spec.Containers[0])
 	if kcEnv["ETCD_ENDPOINTS"] != "configMap:etcd_endpoints" || kcEnv["ENABLED_CONTROLLERS"] == "" {
 		t.Errorf("tortie-kube-controllers env %v", kcEnv)
+	}
+
+	// The ClusterNetworkPolicy CRD, the only one, is deploy/crds' copy of
+	// upstream's, unchanged but for its status; and the controllers may read (only read) what
+	// it defines.
+	const cnpCRD = "clusternetworkpolicies.policy.networking.k8s.io"
+	if len(o.crds) != 1 || o.crds[cnpCRD] == nil {
+		t.Errorf("CustomResourceDefinitions %v: want %s alone", slices.Collect(maps.Keys(o.crds)), cnpCRD)
+	} else {
+		upstream, err := os.ReadFile("crds/policy.networking.k8s.io_clusternetworkpolicies.yaml")
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Less the status stanza: status is the API server's, and its
+		// nulls would make every apply a change.
+		want, _, _ := strings.Cut(withoutComments(upstream), "\nstatus:\n")
+		if got := withoutComments(o.crds[cnpCRD]); got != want {
+			t.Errorf("the CRD %s in tortie.yaml is not deploy/crds/policy.networking.k8s.io_clusternetworkpolicies.yaml (%d bytes, want %d)", cnpCRD, len(got), len(want))
+		}
+	}
+	var cnpRules []rbacv1.PolicyRule
+	for _, r := range o.clusterRoles["tortie-kube-controllers"].Rules {
+		if slices.Contains(r.APIGroups, "policy.networking.k8s.io") {
+			cnpRules = append(cnpRules, r)
+		}
+	}
+	if len(cnpRules) != 1 || !slices.Equal(cnpRules[0].Resources, []string{"clusternetworkpolicies"}) ||
+		!slices.Equal(cnpRules[0].Verbs, []string{"get", "list", "watch"}) || len(cnpRules[0].APIGroups) != 1 {
+		t.Errorf("ClusterRole tortie-kube-controllers, policy.networking.k8s.io: %+v, want get, list, watch on clusternetworkpolicies alone", cnpRules)
 	}
 
 	// Every binding binds a ServiceAccount of the manifest to a role of the manifest.
