@@ -327,6 +327,9 @@ func TestManifest(t *testing.T) {
 		!slices.Equal(cnpRules[0].Verbs, []string{"get", "list", "watch"}) || len(cnpRules[0].APIGroups) != 1 {
 		t.Errorf("ClusterRole tortie-kube-controllers, policy.networking.k8s.io: %+v, want get, list, watch on clusternetworkpolicies alone", cnpRules)
 	}
+	if !slices.Contains(strings.Split(kcEnv["ENABLED_CONTROLLERS"], ","), "clusternetworkpolicy") {
+		t.Errorf("tortie-kube-controllers: ENABLED_CONTROLLERS %q lacks clusternetworkpolicy", kcEnv["ENABLED_CONTROLLERS"])
+	}
 
 	// Every binding binds a ServiceAccount of the manifest to a role of the manifest.
 	for _, b := range o.roleBindings {

@@ -23,6 +23,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
+	npaversioned "sigs.k8s.io/network-policy-api/pkg/client/clientset/versioned"
 
 	"github.com/tortie/tortie/pkg/datastore"
 	"github.com/tortie/tortie/pkg/kubecontrollers"
@@ -107,15 +108,21 @@ mode. Controllers (--controllers, env ENABLED_CONTROLLERS; all by default):
                     BGPPeers, node.<name> configurations, addresses and
                     blocks; addresses of pods gone for --leak-grace-period
                     are released (Calico's IPAM garbage collection)
+  clusternetworkpolicy
+                    each ClusterNetworkPolicy (policy.networking.k8s.io) is
+                    the GlobalNetworkPolicy kcnp.kube-admin.<name> or
+                    kcnp.kube-baseline.<name>; without the CRD it waits
+                    for it
 
-Only what it owns is written (kns.*, ksa.*, knp.default.*, the pod fields of
+Only what it owns is written (kns.*, ksa.*, knp.default.*, kcnp.*, the pod fields of
 endpoints, the Calico Nodes of deleted Nodes), always with compare-and-swap.
 Stale objects of its own with no Kubernetes object left are removed at
 start. Every --reconcile-interval everything is compared again.
 
 Kubernetes: --kubeconfig, else KUBECONFIG, else the in-cluster service
 account. It needs get/list/watch on namespaces, serviceaccounts, pods,
-nodes and networkpolicies, and leases in --lease-namespace.
+nodes, networkpolicies and clusternetworkpolicies, and leases in
+--lease-namespace.
 
 Datastore: --etcd-endpoints, else ETCD_ENDPOINTS, else the config file
 (--config, else /etc/tortie/tortie.cfg, else /etc/calico/calicoctl.cfg, if
@@ -237,13 +244,17 @@ func run(ctx context.Context, o *options, logOut io.Writer) error {
 	if err != nil {
 		return err
 	}
+	policyAPI, err := npaversioned.NewForConfig(rc)
+	if err != nil {
+		return err
+	}
 
 	var controllers []string
 	for _, c := range datastore.SplitList(o.controllers) {
 		controllers = append(controllers, strings.ToLower(c))
 	}
 	srv, err := kubecontrollers.New(kubecontrollers.Config{
-		Controllers: controllers, Kube: kube, Backend: be,
+		Controllers: controllers, Kube: kube, PolicyAPI: policyAPI, Backend: be,
 		LeaderElection: o.leaderElect, Identity: o.identity, ReleaseOnCancel: true,
 		LeaseNamespace: o.leaseNamespace, LeaseName: o.leaseName,
 		LeaseDuration: o.leaseDuration, RenewDeadline: o.renewDeadline, RetryPeriod: o.retryPeriod,

@@ -43,6 +43,13 @@ type controller struct {
 	// busySince is, per worker, when its current key started (0: idle),
 	// for liveness.
 	busySince []atomic.Int64
+
+	// wait, if set, is what must be there before the workers start and
+	// the first full reconcile (a source that may not exist yet); false:
+	// ctx ended. Until it returns, waiting is the controller's readiness.
+	wait     func(ctx context.Context) bool
+	waiting  func() (ready bool, why string)
+	waitDone atomic.Bool
 }
 
 func newController(name string, r reconciler, cfg *Config, m *metrics, termStart time.Time) *controller {
@@ -106,6 +113,13 @@ func (c *controller) firstSynced() bool {
 // run starts the workers and the periodic full reconcile; it returns when
 // ctx is done and the workers have stopped.
 func (c *controller) run(ctx context.Context) {
+	if c.wait != nil {
+		if !c.wait(ctx) {
+			c.q.ShutDown()
+			return
+		}
+		c.waitDone.Store(true)
+	}
 	var wg sync.WaitGroup
 	for i := range c.workers {
 		wg.Add(1)
@@ -181,6 +195,9 @@ func (c *controller) stuckFor(now time.Time) time.Duration {
 
 // status is the controller's line on /readiness.
 func (c *controller) status() (ready bool, why string) {
+	if c.waiting != nil && !c.waitDone.Load() {
+		return c.waiting()
+	}
 	if !c.firstSynced() {
 		c.mu.Lock()
 		n := len(c.firstPending)

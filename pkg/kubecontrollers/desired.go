@@ -28,8 +28,8 @@ const (
 )
 
 // AllControllers is every controller, in Calico's default order for etcd
-// mode.
-var AllControllers = []string{ControllerNode, ControllerPolicy, ControllerNamespace, ControllerServiceAccount, ControllerWorkloadEndpoint}
+// mode, then tortie's clusternetworkpolicy (clusternetworkpolicy.go).
+var AllControllers = []string{ControllerNode, ControllerPolicy, ControllerNamespace, ControllerServiceAccount, ControllerWorkloadEndpoint, ControllerClusterNetworkPolicy}
 
 // namespaceOfProfile returns the namespace whose profile is named name
 // ("kns.<ns>"), or "" when name is not such a profile.

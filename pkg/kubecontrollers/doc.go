@@ -13,7 +13,10 @@
 //   - node: a deleted Kubernetes Node's Calico Node goes, with its
 //     endpoints, BGP peers, per-node configuration, block affinities and
 //     addresses (Calico's IPAM garbage collection); an address whose pod is
-//     gone is released after a grace period.
+//     gone is released after a grace period;
+//   - clusternetworkpolicy (tortie's): each ClusterNetworkPolicy is the
+//     GlobalNetworkPolicy "kcnp.kube-admin.<name>" or
+//     "kcnp.kube-baseline.<name>"; without the CRD it waits for it.
 //
 // How it works. The desired state of each Calico object is a pure function
 // of Kubernetes objects (desired.go, gc.go). Everything else is thin
@@ -31,7 +34,8 @@
 // from fresh caches.
 //
 // It must never write an object it does not own (Profiles named kns. and
-// ksa., NetworkPolicies named knp.default., the labels, profiles, service
+// ksa., NetworkPolicies named knp.default., GlobalNetworkPolicies named
+// kcnp.kube-admin. and kcnp.kube-baseline., the labels, profiles, service
 // account and ports of a pod's WorkloadEndpoint, and what belongs to a
 // Calico Node it deletes), never write without compare-and-swap, never
 // act on a Kubernetes cache that has not synced, and never delete because

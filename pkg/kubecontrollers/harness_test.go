@@ -19,6 +19,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	npaversioned "sigs.k8s.io/network-policy-api/pkg/client/clientset/versioned"
 	"sigs.k8s.io/yaml"
 
 	"github.com/tortie/tortie/deploy"
@@ -79,6 +80,8 @@ type harness struct {
 	cl    *client.Client
 	kube  kubernetes.Interface // the controllers' identity
 	admin kubernetes.Interface
+	// policy is the ClusterNetworkPolicy client, the controllers' identity.
+	policy npaversioned.Interface
 }
 
 func newHarness(t *testing.T, c *kubetest.Cluster) *harness {
@@ -90,7 +93,11 @@ func newHarness(t *testing.T, c *kubetest.Cluster) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &harness{c: c, be: be, cl: client.New(be), kube: kube, admin: c.Client}
+	policy, err := npaversioned.NewForConfig(c.Server.ImpersonatingConfig(saUser, saGroups...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &harness{c: c, be: be, cl: client.New(be), kube: kube, admin: c.Client, policy: policy}
 }
 
 // instance is one running tortie-kube-controllers.
@@ -107,7 +114,7 @@ func (h *harness) start(t *testing.T, mod func(*Config)) *instance {
 	t.Helper()
 	buf := &syncBuffer{}
 	cfg := Config{
-		Kube: h.kube, Backend: h.be,
+		Kube: h.kube, PolicyAPI: h.policy, Backend: h.be,
 		Logger:              slog.New(slog.NewTextHandler(io.MultiWriter(buf, testLogWriter(t)), &slog.HandlerOptions{Level: slog.LevelDebug})),
 		ReconcileInterval:   time.Minute,
 		EndpointGracePeriod: 2 * time.Second,

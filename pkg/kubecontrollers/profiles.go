@@ -75,21 +75,7 @@ func (c *conversionController) sync(ctx context.Context, key string) error {
 }
 
 func (c *conversionController) keys() []string {
-	seen := map[string]bool{}
-	var out []string
-	for _, k := range c.conv.sourceKeys() {
-		if !seen[k] {
-			seen[k] = true
-			out = append(out, k)
-		}
-	}
-	for _, r := range c.store.list() {
-		if k := c.conv.keyOf(r); k != "" && !seen[k] {
-			seen[k] = true
-			out = append(out, k)
-		}
-	}
-	return out
+	return unionKeys(c.conv.sourceKeys(), c.store, c.conv.keyOf)
 }
 
 func listerKeys[T any](list func(labels.Selector) ([]T, error)) func() []string {

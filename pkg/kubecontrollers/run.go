@@ -25,6 +25,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/leaderelection"
 	"k8s.io/client-go/tools/leaderelection/resourcelock"
+	npaversioned "sigs.k8s.io/network-policy-api/pkg/client/clientset/versioned"
 
 	v3 "github.com/tortie/tortie/pkg/apis/v3"
 	"github.com/tortie/tortie/pkg/client"
@@ -40,6 +41,10 @@ type Config struct {
 	Kube kubernetes.Interface
 	// Backend is the datastore.
 	Backend datastore.Backend
+	// PolicyAPI is the API server client for ClusterNetworkPolicies
+	// (sigs.k8s.io/network-policy-api), with the controllers' identity;
+	// the clusternetworkpolicy controller needs it.
+	PolicyAPI npaversioned.Interface
 
 	// LeaderElection runs the controllers only while this instance holds
 	// the Lease LeaseNamespace/LeaseName (default kube-system,
@@ -139,6 +144,9 @@ func (c Config) Validate() error {
 	}
 	if c.Backend == nil {
 		errs = append(errs, errors.New("no datastore"))
+	}
+	if c.enabled(ControllerClusterNetworkPolicy) && c.PolicyAPI == nil {
+		errs = append(errs, errors.New("no ClusterNetworkPolicy API client for the clusternetworkpolicy controller"))
 	}
 	if c.LeaderElection && (c.LeaseDuration <= c.RenewDeadline || c.RenewDeadline <= c.RetryPeriod || c.RetryPeriod <= 0) {
 		errs = append(errs, fmt.Errorf("leader election: want lease duration (%v) > renew deadline (%v) > retry period (%v) > 0", c.LeaseDuration, c.RenewDeadline, c.RetryPeriod))
@@ -527,6 +535,11 @@ func (s *Server) runTerm(ctx context.Context) error {
 				c.enqueue(nodeKey(cur.(*v3.Node)))
 			}
 		})
+	}
+	if cfg.enabled(ControllerClusterNetworkPolicy) {
+		c, stop := s.newCNPController(t, newStoreOf(v3.KindGlobalNetworkPolicy), w(ControllerClusterNetworkPolicy))
+		defer stop()
+		t.controllers = append(t.controllers, c)
 	}
 	if weps != nil {
 		weps.addIndex(indexPod, endpointPodKey)
