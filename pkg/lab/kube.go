@@ -233,9 +233,12 @@ func (l *Lab) createKubeNodes(ctx context.Context) error {
 func (l *Lab) startKubeControllers(ctx context.Context) error {
 	st := l.st
 	logPath := filepath.Join(Dir(st.Name), "kube-controllers.log")
+	// One replica: no leader Lease to wait for. No health server: its
+	// default port is on the root namespace's loopback, which other labs
+	// (and the machine) share; the lab watches the process instead.
 	p, err := spawn(ctx, roleKubeControllers, "controllers", "", logPath,
-		[]string{"ETCD_ENDPOINTS=" + st.Endpoint, "DATASTORE_TYPE=etcdv3", "KUBECONFIG=" + st.Kube.Kubeconfig, "LOG_LEVEL=info"},
-		st.Options.Bins.KubeControllers)
+		[]string{"ETCD_ENDPOINTS=" + st.Endpoint, "DATASTORE_TYPE=etcdv3", "LOG_LEVEL=info"},
+		st.Options.Bins.KubeControllers, "--kubeconfig", st.Kube.Kubeconfig, "--leader-elect=false", "--health-addr=")
 	if err != nil {
 		return err
 	}
