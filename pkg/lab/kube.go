@@ -51,6 +51,9 @@ type KubeState struct {
 	// Kubeconfig is the admin's (system:masters), for kubectl and the
 	// lab's own requests; the controllers and the CNI plugin use it too.
 	Kubeconfig string `json:"kubeconfig"`
+	// ControllersHealth is where tortie-kube-controllers answers
+	// /readiness (host:port on the root namespace's lab address).
+	ControllersHealth string `json:"controllersHealth,omitempty"`
 }
 
 // KubeconfigFile is where a Kubernetes lab keeps its admin kubeconfig.
@@ -228,17 +231,28 @@ func (l *Lab) createKubeNodes(ctx context.Context) error {
 }
 
 // startKubeControllers runs tortie-kube-controllers against the lab's
-// etcd and Kubernetes API, and waits until it has written the profile of
-// the "default" namespace: it is watching.
-func (l *Lab) startKubeControllers(ctx context.Context) error {
+// etcd and Kubernetes API (all its controllers, or those enabled names:
+// ENABLED_CONTROLLERS), and waits until it is ready and has written the
+// profile of the "default" namespace: it is watching.
+func (l *Lab) startKubeControllers(ctx context.Context, enabled string) error {
 	st := l.st
 	logPath := filepath.Join(Dir(st.Name), "kube-controllers.log")
-	// One replica: no leader Lease to wait for. No health server: its
-	// default port is on the root namespace's loopback, which other labs
-	// (and the machine) share; the lab watches the process instead.
-	p, err := spawn(ctx, roleKubeControllers, "controllers", "", logPath,
-		[]string{"ETCD_ENDPOINTS=" + st.Endpoint, "DATASTORE_TYPE=etcdv3", "LOG_LEVEL=info"},
-		st.Options.Bins.KubeControllers, "--kubeconfig", st.Kube.Kubeconfig, "--leader-elect=false", "--health-addr=")
+	// Its health on the lab's own root address (its default is the root
+	// namespace's loopback, which other labs and the machine share).
+	addr := subnetAddr(st.Octet, 0, rootHost).String()
+	port, err := freeTCPPort(addr)
+	if err != nil {
+		return err
+	}
+	st.Kube.ControllersHealth = net.JoinHostPort(addr, strconv.Itoa(port))
+	env := []string{"ETCD_ENDPOINTS=" + st.Endpoint, "DATASTORE_TYPE=etcdv3", "LOG_LEVEL=info"}
+	if enabled != "" {
+		env = append(env, "ENABLED_CONTROLLERS="+enabled)
+	}
+	// One replica: no leader Lease to wait for.
+	p, err := spawn(ctx, roleKubeControllers, "controllers", "", logPath, env,
+		st.Options.Bins.KubeControllers, "--kubeconfig", st.Kube.Kubeconfig, "--leader-elect=false",
+		"--health-addr", st.Kube.ControllersHealth)
 	if err != nil {
 		return err
 	}
@@ -246,7 +260,64 @@ func (l *Lab) startKubeControllers(ctx context.Context) error {
 	if err := l.save(); err != nil {
 		return err
 	}
-	return l.waitProfiles(ctx, l.st.Options.Timeout, k8s.NamespaceProfileName("default"))
+	// Options.Timeout is not kept in the state: a restart has the default.
+	timeout := st.Options.Timeout
+	if timeout == 0 {
+		timeout = 90 * time.Second
+	}
+	deadline := time.Now().Add(timeout)
+	for !l.controllersReady(ctx) {
+		if !p.alive() {
+			return exited(p)
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("tortie-kube-controllers not ready within %v%s", timeout, logTail(p))
+		}
+		if !sleep(ctx, 50*time.Millisecond) {
+			return interrupted(ctx)
+		}
+	}
+	return l.waitProfiles(ctx, timeout, k8s.NamespaceProfileName("default"))
+}
+
+// controllersReady asks the controllers' /readiness.
+func (l *Lab) controllersReady(ctx context.Context) bool {
+	if l.st.Kube == nil || l.st.Kube.ControllersHealth == "" {
+		return false
+	}
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+l.st.Kube.ControllersHealth+"/readiness", nil)
+	resp, err := httpClient.Do(req)
+	if err != nil {
+		return false
+	}
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
+}
+
+// RestartKubeControllers stops tortie-kube-controllers and starts it again
+// with only the enabled controllers (ENABLED_CONTROLLERS, comma
+// separated; "" for all), and waits until it is ready. A benchmark turns
+// the workloadendpoint controller off to write endpoint labels itself
+// (the controller puts the pod's back).
+func (l *Lab) RestartKubeControllers(ctx context.Context, enabled string) error {
+	unlock, err := lockLab(ctx, l.st.Name)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	if err := l.reload(); err != nil {
+		return err
+	}
+	if l.st.Kube == nil {
+		return fmt.Errorf("lab %s has no Kubernetes API (up it with --kube-api)", l.st.Name)
+	}
+	for _, p := range l.st.Procs {
+		if p.Role == roleKubeControllers {
+			p.stop(ctx, 5*time.Second)
+			l.dropProc(p)
+		}
+	}
+	return l.startKubeControllers(ctx, enabled)
 }
 
 // waitProfiles waits until every named profile exists: the controllers
@@ -414,6 +485,7 @@ type KubeStatus struct {
 	APIServerAlive   bool   `json:"apiServerAlive"`
 	Ready            bool   `json:"ready"`
 	ControllersAlive bool   `json:"controllersAlive"`
+	ControllersReady bool   `json:"controllersReady"`
 	Error            string `json:"error,omitempty"`
 }
 
@@ -430,6 +502,7 @@ func (l *Lab) kubeStatus(ctx context.Context) *KubeStatus {
 			ks.ControllersAlive = p.alive()
 		}
 	}
+	ks.ControllersReady = ks.ControllersAlive && l.controllersReady(ctx)
 	if ks.APIServerAlive {
 		kc, err := l.kube()
 		if err == nil {
@@ -458,5 +531,5 @@ func (l *Lab) buildKube(ctx context.Context) error {
 		return err
 	}
 	l.step("starting tortie-kube-controllers")
-	return l.startKubeControllers(ctx)
+	return l.startKubeControllers(ctx, "")
 }

@@ -125,9 +125,12 @@ func (s *Status) Print(w io.Writer) {
 		case !k.Ready:
 			api = "not ready: " + k.Error
 		}
-		ctl := "running"
-		if !k.ControllersAlive {
+		ctl := "ready"
+		switch {
+		case !k.ControllersAlive:
 			ctl = "NOT RUNNING"
+		case !k.ControllersReady:
+			ctl = "not ready"
 		}
 		fmt.Fprintf(w, "Kubernetes API %s (%s); tortie-kube-controllers %s\nKUBECONFIG=%s (or `tortie lab kubectl ...`)\n", k.Server, api, ctl, k.Kubeconfig)
 	}
