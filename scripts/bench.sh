@@ -136,3 +136,13 @@ if [ "$(id -u)" -eq 0 ]; then
 else
   echo "(skipped: needs root)"
 fi
+
+# Kubernetes (issue 13): kubectl apply / kubectl label → enforced on a
+# --kube-api lab, beside the same change written as the Calico resource.
+echo
+echo "== kubernetes: kubectl apply and kubectl label pod to enforcement (go run ./bench/kube)"
+if [ "$(id -u)" -eq 0 ]; then
+  go run ./bench/kube -bin-dir "$(dirname "$TORTIE")"
+else
+  echo "(skipped: needs root)"
+fi
