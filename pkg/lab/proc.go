@@ -1,7 +1,6 @@
 package lab
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -13,6 +12,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/tortie/tortie/pkg/procfs"
 )
 
 // ErrInterrupted is wrapped by the error of work that was cut short: its
@@ -153,23 +154,7 @@ func (p Proc) exitStatus() string {
 }
 
 // procStat returns the state letter and start time of a process.
-func procStat(pid int) (state byte, start uint64, err error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, 0, err
-	}
-	// The command name may hold spaces and parentheses: fields start after the last ')'.
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return 0, 0, fmt.Errorf("pid %d: odd stat", pid)
-	}
-	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 20 {
-		return 0, 0, fmt.Errorf("pid %d: odd stat", pid)
-	}
-	start, err = strconv.ParseUint(f[19], 10, 64)
-	return f[0][0], start, err
-}
+func procStat(pid int) (state byte, start uint64, err error) { return procfs.Stat(pid) }
 
 func procStart(pid int) (uint64, error) {
 	_, s, err := procStat(pid)

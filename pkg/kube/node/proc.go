@@ -1,18 +1,17 @@
 package node
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/tortie/tortie/pkg/kube/apiserver"
+	"github.com/tortie/tortie/pkg/procfs"
 )
 
 // Proc is a process of the node, as a caller records it.
@@ -33,22 +32,7 @@ func ProcOf(role string, pid int) (Proc, error) {
 }
 
 // procStat is a process's state letter and start time.
-func procStat(pid int) (byte, uint64, error) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return 0, 0, err
-	}
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return 0, 0, fmt.Errorf("pid %d: odd stat", pid)
-	}
-	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 20 {
-		return 0, 0, fmt.Errorf("pid %d: odd stat", pid)
-	}
-	start, err := strconv.ParseUint(f[19], 10, 64)
-	return f[0][0], start, err
-}
+func procStat(pid int) (byte, uint64, error) { return procfs.Stat(pid) }
 
 // Alive reports whether p runs: its PID exists, is not a zombie, and
 // started when p says.
