@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"slices"
@@ -31,6 +30,7 @@ import (
 	"github.com/tortie/tortie/pkg/client"
 	"github.com/tortie/tortie/pkg/datastore"
 	"github.com/tortie/tortie/pkg/ipam"
+	"github.com/tortie/tortie/pkg/serve"
 )
 
 // Config is the controllers' configuration.
@@ -174,8 +174,7 @@ type Server struct {
 	log       *slog.Logger
 	reg       *prometheus.Registry
 	m         *metrics
-	healthLn  net.Listener
-	metricsLn net.Listener
+	endpoints *serve.Listeners // health and metrics endpoints
 
 	leading   atomic.Bool
 	leader    atomic.Pointer[string]
@@ -193,34 +192,17 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{cfg: cfg, log: cfg.Logger, reg: prometheus.NewRegistry()}
 	s.m = newMetrics(s.reg)
 	var err error
-	if cfg.HealthAddr != "" {
-		if s.healthLn, err = net.Listen("tcp", cfg.HealthAddr); err != nil {
-			return nil, fmt.Errorf("health endpoint: %w", err)
-		}
-	}
-	if cfg.MetricsAddr != "" {
-		if s.metricsLn, err = net.Listen("tcp", cfg.MetricsAddr); err != nil {
-			if s.healthLn != nil {
-				s.healthLn.Close()
-			}
-			return nil, fmt.Errorf("metrics endpoint: %w", err)
-		}
+	if s.endpoints, err = serve.Listen(cfg.HealthAddr, cfg.MetricsAddr); err != nil {
+		return nil, err
 	}
 	return s, nil
 }
 
 // HealthAddr is where /liveness and /readiness answer ("" if nowhere).
-func (s *Server) HealthAddr() string { return addrOf(s.healthLn) }
+func (s *Server) HealthAddr() string { return s.endpoints.HealthAddr() }
 
 // MetricsAddr is where /metrics answers ("" if nowhere).
-func (s *Server) MetricsAddr() string { return addrOf(s.metricsLn) }
-
-func addrOf(l net.Listener) string {
-	if l == nil {
-		return ""
-	}
-	return l.Addr().String()
-}
+func (s *Server) MetricsAddr() string { return s.endpoints.MetricsAddr() }
 
 // Registry holds the controllers' metrics.
 func (s *Server) Registry() *prometheus.Registry { return s.reg }
@@ -269,17 +251,7 @@ func (s *Server) Ready() (bool, string) {
 // the lease (a term's caches are not trusted across a gap).
 func (s *Server) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
-	serve := func(l net.Listener, h http.Handler) {
-		if l == nil {
-			return
-		}
-		srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
-		wg.Add(2)
-		go func() { defer wg.Done(); _ = srv.Serve(l) }()
-		go func() { defer wg.Done(); <-ctx.Done(); srv.Close() }()
-	}
-	serve(s.healthLn, s.healthHandler())
-	serve(s.metricsLn, promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{}))
+	s.endpoints.Run(ctx, &wg, s.healthHandler(), promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{}), s.log)
 	defer wg.Wait()
 
 	if !s.cfg.LeaderElection {

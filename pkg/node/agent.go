@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"slices"
 	"strings"
@@ -17,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/tortie/tortie/pkg/datastore"
+	"github.com/tortie/tortie/pkg/serve"
 	"github.com/tortie/tortie/pkg/syncer"
 )
 
@@ -32,7 +32,7 @@ type Agent struct {
 	metrics *agentMetrics
 	start   time.Time
 
-	healthLn, metricsLn net.Listener
+	endpoints *serve.Listeners // health and metrics endpoints
 
 	// Loop state, touched only by the loop goroutine.
 	inSync       bool
@@ -107,35 +107,18 @@ func New(cfg Config, be datastore.Backend, comps ...Component) (*Agent, error) {
 	a.setNotReady("not in sync with the datastore yet")
 	a.heartbeat.Store(time.Now().UnixNano())
 
-	if cfg.HealthAddr != "" {
-		if a.healthLn, err = net.Listen("tcp", cfg.HealthAddr); err != nil {
-			return nil, fmt.Errorf("node: health endpoint: %w", err)
-		}
-	}
-	if cfg.MetricsAddr != "" {
-		if a.metricsLn, err = net.Listen("tcp", cfg.MetricsAddr); err != nil {
-			if a.healthLn != nil {
-				a.healthLn.Close()
-			}
-			return nil, fmt.Errorf("node: metrics endpoint: %w", err)
-		}
+	if a.endpoints, err = serve.Listen(cfg.HealthAddr, cfg.MetricsAddr); err != nil {
+		return nil, fmt.Errorf("node: %w", err)
 	}
 	return a, nil
 }
 
 // HealthAddr is the address /liveness and /readiness are served on, or ""
 // when they are not.
-func (a *Agent) HealthAddr() string { return addrOf(a.healthLn) }
+func (a *Agent) HealthAddr() string { return a.endpoints.HealthAddr() }
 
 // MetricsAddr is the address /metrics is served on, or "".
-func (a *Agent) MetricsAddr() string { return addrOf(a.metricsLn) }
-
-func addrOf(l net.Listener) string {
-	if l == nil {
-		return ""
-	}
-	return l.Addr().String()
-}
+func (a *Agent) MetricsAddr() string { return a.endpoints.MetricsAddr() }
 
 // Registry is where the agent's and the components' metrics live.
 func (a *Agent) Registry() *prometheus.Registry { return a.reg }
@@ -168,29 +151,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		wg.Wait()
 	}()
 
-	for _, srv := range []struct {
-		ln net.Listener
-		h  http.Handler
-	}{{a.healthLn, a.healthHandler()}, {a.metricsLn, promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{Registry: a.reg})}} {
-		if srv.ln == nil {
-			continue
-		}
-		hs := &http.Server{Handler: srv.h, ReadHeaderTimeout: 10 * time.Second}
-		wg.Add(2)
-		go func() {
-			defer wg.Done()
-			if err := hs.Serve(srv.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				a.log.Error("HTTP endpoint failed", "addr", srv.ln.Addr().String(), "err", err)
-			}
-		}()
-		go func() {
-			defer wg.Done()
-			<-ctx.Done()
-			sctx, scancel := context.WithTimeout(context.Background(), time.Second)
-			defer scancel()
-			_ = hs.Shutdown(sctx)
-		}()
-	}
+	a.endpoints.Run(ctx, &wg, a.healthHandler(), promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{Registry: a.reg}), a.log)
 
 	wg.Add(1)
 	go func() {
