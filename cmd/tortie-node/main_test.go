@@ -7,9 +7,10 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/tortie/tortie/internal/testenv"
 )
 
 // TestDatastoreFromConfigFile: the agent finds its datastore as the CLI
@@ -62,7 +63,7 @@ func TestSaysWhenTheDatastoreDoesNotAnswer(t *testing.T) {
 	}
 	dead := "http://" + l.Addr().String()
 	l.Close() // nothing listens there now
-	var log syncBuffer
+	var log testenv.LogBuffer
 	cmd := newCommand(&log)
 	cmd.SetArgs([]string{"--node-name", "n1", "--nodename-file", "-", "--health-addr", "", "--etcd-endpoints", dead, "--config", os.DevNull})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -84,22 +85,4 @@ func TestSaysWhenTheDatastoreDoesNotAnswer(t *testing.T) {
 	}
 	cancel()
 	<-done
-}
-
-// syncBuffer is a bytes.Buffer safe for the agent's logger and the test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

@@ -23,6 +23,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/tortie/tortie/deploy"
+	"github.com/tortie/tortie/internal/testenv"
 	v3 "github.com/tortie/tortie/pkg/apis/v3"
 	"github.com/tortie/tortie/pkg/client"
 	"github.com/tortie/tortie/pkg/datastore"
@@ -105,14 +106,14 @@ type instance struct {
 	*Server
 	cancel context.CancelFunc
 	done   chan error
-	log    *syncBuffer
+	log    *testenv.LogBuffer
 }
 
 // start runs controllers as the ServiceAccount until the test ends (or
 // stop); mod adjusts the configuration.
 func (h *harness) start(t *testing.T, mod func(*Config)) *instance {
 	t.Helper()
-	buf := &syncBuffer{}
+	buf := &testenv.LogBuffer{}
 	cfg := Config{
 		Kube: h.kube, PolicyAPI: h.policy, Backend: h.be,
 		Logger:              slog.New(slog.NewTextHandler(io.MultiWriter(buf, testLogWriter(t)), &slog.HandlerOptions{Level: slog.LevelDebug})),
@@ -260,24 +261,6 @@ func (h *harness) createNamespace(t testing.TB, name string, labels map[string]s
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { h.deleteNamespace(t, name) })
-}
-
-// syncBuffer is a log the test can read while the controllers write it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func grepLines(s, substr string) string {
