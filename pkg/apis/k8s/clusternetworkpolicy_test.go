@@ -20,24 +20,6 @@ func cnpDoc(name, spec string) string {
 		strings.ReplaceAll("\n"+strings.TrimPrefix(spec, "\n"), "\n", "\n  ") + "\n"
 }
 
-func TestIsKubernetesKindClusterNetworkPolicy(t *testing.T) {
-	for _, c := range []struct {
-		apiVersion, kind string
-		want             bool
-	}{
-		{"policy.networking.k8s.io/v1alpha2", "ClusterNetworkPolicy", true},
-		{"policy.networking.k8s.io/v1beta1", "ClusterNetworkPolicy", true},
-		{"policy.networking.k8s.io/v1alpha1", "AdminNetworkPolicy", false},
-		{"policy.networking.k8s.io/v1", "ClusterNetworkPolicy", false},
-		{"projectcalico.org/v3", "ClusterNetworkPolicy", false},
-		{"policy.networking.k8s.io/v1beta1", "clusternetworkpolicy", false},
-	} {
-		if got := IsKubernetesKind(c.apiVersion, c.kind); got != c.want {
-			t.Errorf("IsKubernetesKind(%q, %q) = %v, want %v", c.apiVersion, c.kind, got, c.want)
-		}
-	}
-}
-
 // TestBuiltinTiersForClusterNetworkPolicy: the two tiers converted policies
 // go into exist among the built-in tiers with Calico's orders and default
 // actions: kube-admin before the default tier, kube-baseline after it, both

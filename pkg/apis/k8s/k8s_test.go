@@ -32,6 +32,12 @@ func TestIsKubernetesKind(t *testing.T) {
 		{"networking.k8s.io/v1", "Namespace", false},
 		{"v1", "namespace", false},
 		{"", "", false},
+		{"policy.networking.k8s.io/v1alpha2", "ClusterNetworkPolicy", true},
+		{"policy.networking.k8s.io/v1beta1", "ClusterNetworkPolicy", true},
+		{"policy.networking.k8s.io/v1alpha1", "AdminNetworkPolicy", false},
+		{"policy.networking.k8s.io/v1", "ClusterNetworkPolicy", false},
+		{"projectcalico.org/v3", "ClusterNetworkPolicy", false},
+		{"policy.networking.k8s.io/v1beta1", "clusternetworkpolicy", false},
 	} {
 		if got := IsKubernetesKind(c.apiVersion, c.kind); got != c.want {
 			t.Errorf("IsKubernetesKind(%q, %q) = %v, want %v", c.apiVersion, c.kind, got, c.want)
