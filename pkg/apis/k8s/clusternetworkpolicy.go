@@ -491,39 +491,24 @@ func splitNetsByFamily(e v3.EntityRule) []v3.EntityRule {
 // peer (in the order given). No protocols means one group with no protocol
 // at all. Ports are destination ports in both directions.
 func cnpRules(name string, action cnpv1alpha2.ClusterNetworkPolicyRuleAction, protocols []cnpv1alpha2.ClusterNetworkPolicyProtocol, peers []v3.EntityRule, ingress bool) []v3.Rule {
-	groups := map[string]*protoGroup{}
-	if len(protocols) == 0 {
-		groups[""] = &protoGroup{all: true}
-	}
+	entries := make([]portEntry, 0, len(protocols))
 	for _, p := range protocols {
-		var proto string
+		var e portEntry
 		var port *cnpv1alpha2.Port
 		switch {
 		case p.TCP != nil:
-			proto, port = numorstring.ProtocolTCP, p.TCP.DestinationPort
+			e.proto, port = numorstring.ProtocolTCP, p.TCP.DestinationPort
 		case p.UDP != nil:
-			proto, port = numorstring.ProtocolUDP, p.UDP.DestinationPort
+			e.proto, port = numorstring.ProtocolUDP, p.UDP.DestinationPort
 		case p.SCTP != nil:
-			proto, port = numorstring.ProtocolSCTP, p.SCTP.DestinationPort
+			e.proto, port = numorstring.ProtocolSCTP, p.SCTP.DestinationPort
 		}
-		g := groups[proto]
-		if g == nil {
-			g = &protoGroup{}
-			groups[proto] = g
+		if port != nil {
+			pt := cnpPortToCalico(port)
+			e.port = &pt
 		}
-		switch {
-		case port == nil:
-			g.all, g.ports = true, nil
-		case !g.all:
-			g.ports = append(g.ports, cnpPortToCalico(port))
-		}
+		entries = append(entries, e)
 	}
-	protos := make([]string, 0, len(groups))
-	for k := range groups {
-		protos = append(protos, k)
-	}
-	sort.Strings(protos)
-
 	var meta *v3.RuleMetadata
 	if name != "" {
 		meta = &v3.RuleMetadata{Annotations: map[string]string{CNPRuleNameAnnotation: name}}
@@ -532,30 +517,13 @@ func cnpRules(name string, action cnpv1alpha2.ClusterNetworkPolicyRuleAction, pr
 	if action == cnpv1alpha2.ClusterNetworkPolicyRuleActionAccept {
 		calicoAction = v3.Allow
 	}
-
-	var rules []v3.Rule
-	for _, proto := range protos {
-		var protocol *numorstring.Protocol
-		if proto != "" {
-			protocol = numorstring.ProtocolFromStringP(proto)
+	return rulesByProtocol(entries, len(peers), func(i int) v3.EntityRule {
+		p := peers[i]
+		if p.Nets != nil {
+			p.Nets = append([]string(nil), p.Nets...)
 		}
-		ports := simplifyPorts(groups[proto].ports)
-		for _, peer := range peers {
-			r := v3.Rule{Action: calicoAction, Protocol: protocol, Metadata: cloneMeta(meta)}
-			if ingress {
-				r.Source = peer
-				r.Destination = v3.EntityRule{Ports: clonePorts(ports)}
-			} else {
-				r.Destination = peer
-				if peer.Nets != nil {
-					r.Destination.Nets = append([]string(nil), peer.Nets...)
-				}
-				r.Destination.Ports = clonePorts(ports)
-			}
-			rules = append(rules, r)
-		}
-	}
-	return rules
+		return p
+	}, ingress, v3.Rule{Action: calicoAction, Metadata: meta})
 }
 
 func cloneMeta(m *v3.RuleMetadata) *v3.RuleMetadata {

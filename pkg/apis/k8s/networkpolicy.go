@@ -330,22 +330,54 @@ type protoGroup struct {
 // no protocol at all; no peers means one rule with no source (ingress) or
 // destination (egress) criteria, which matches every address, pod or not.
 func convertRule(peers []networkingv1.NetworkPolicyPeer, ports []networkingv1.NetworkPolicyPort, ingress bool) []v3.Rule {
+	entries := make([]portEntry, 0, len(ports))
+	for i := range ports {
+		e := portEntry{proto: string(*ports[i].Protocol)} // defaulted to TCP
+		if ports[i].Port != nil {
+			pt := portToCalico(&ports[i])
+			e.port = &pt
+		}
+		entries = append(entries, e)
+	}
+	n := max(len(peers), 1) // no peers: one rule with no peer match
+	return rulesByProtocol(entries, n, func(i int) v3.EntityRule {
+		if len(peers) == 0 {
+			return peerToCalico(nil)
+		}
+		return peerToCalico(&peers[i])
+	}, ingress, v3.Rule{Action: v3.Allow})
+}
+
+// portEntry is one port entry of a Kubernetes rule: its protocol ("": no
+// protocol given) and its port (nil: every port of the protocol).
+type portEntry struct {
+	proto string
+	port  *numorstring.Port
+}
+
+// rulesByProtocol is how Calico turns the ports and peers of one Kubernetes
+// rule into Calico rules: the port entries grouped by protocol (a protocol
+// named without a port matches all its ports; no entries at all match every
+// protocol), the ports of a protocol merged, then one rule per protocol, in
+// order, and peer, each a copy of base with the protocol, the peer (a fresh
+// EntityRule from peer(i)) as source (ingress) or destination (egress) and
+// the ports on the destination.
+func rulesByProtocol(entries []portEntry, peers int, peer func(i int) v3.EntityRule, ingress bool, base v3.Rule) []v3.Rule {
 	groups := map[string]*protoGroup{}
-	if len(ports) == 0 {
+	if len(entries) == 0 {
 		groups[""] = &protoGroup{all: true}
 	}
-	for _, p := range ports {
-		proto := string(*p.Protocol) // defaulted to TCP
-		g := groups[proto]
+	for _, e := range entries {
+		g := groups[e.proto]
 		if g == nil {
 			g = &protoGroup{}
-			groups[proto] = g
+			groups[e.proto] = g
 		}
 		switch {
-		case p.Port == nil:
+		case e.port == nil:
 			g.all, g.ports = true, nil
 		case !g.all:
-			g.ports = append(g.ports, portToCalico(&p))
+			g.ports = append(g.ports, *e.port)
 		}
 	}
 	protos := make([]string, 0, len(groups))
@@ -354,14 +386,6 @@ func convertRule(peers []networkingv1.NetworkPolicyPeer, ports []networkingv1.Ne
 	}
 	sort.Strings(protos)
 
-	peerList := make([]*networkingv1.NetworkPolicyPeer, 0, len(peers))
-	for i := range peers {
-		peerList = append(peerList, &peers[i])
-	}
-	if len(peerList) == 0 {
-		peerList = append(peerList, nil)
-	}
-
 	var rules []v3.Rule
 	for _, proto := range protos {
 		var protocol *numorstring.Protocol
@@ -369,9 +393,11 @@ func convertRule(peers []networkingv1.NetworkPolicyPeer, ports []networkingv1.Ne
 			protocol = numorstring.ProtocolFromStringP(proto)
 		}
 		ports := simplifyPorts(groups[proto].ports)
-		for _, peer := range peerList {
-			entity := peerToCalico(peer)
-			r := v3.Rule{Action: v3.Allow, Protocol: protocol}
+		for i := range peers {
+			entity := peer(i)
+			r := base
+			r.Protocol = protocol
+			r.Metadata = cloneMeta(base.Metadata)
 			if ingress {
 				r.Source = entity
 				r.Destination = v3.EntityRule{Ports: clonePorts(ports)}
