@@ -19,9 +19,17 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 )
 
-// DefaultProbeTimeout is how long a probe waits before calling a flow
-// blocked: policy drops, so a blocked flow is one that stays silent.
+// DefaultProbeTimeout is how long a probe's first try waits for an
+// answer: policy drops, so a blocked flow is one that stays silent (on
+// every try: see probeTries).
 const DefaultProbeTimeout = time.Second
+
+// probeTries is how many times Probe tries a flow that stays silent before
+// calling it blocked, each retry waiting twice as long as the try before
+// (1 s, 2 s, 4 s by default): on a busy machine an open path's answer can
+// miss the first try's timeout. A definite answer (an echo; refused,
+// unreachable, reset) counts at once.
+const probeTries = 3
 
 // Result is one probe.
 type Result struct {
@@ -30,7 +38,8 @@ type Result struct {
 	Port      int    `json:"port"`
 	Protocol  string `json:"protocol"`
 	Connected bool   `json:"connected"`
-	// Detail says why not (timeout, refused...).
+	// Detail says why not (timeout, refused...), and on which try when
+	// the flow was tried more than once (also for a flow that connected).
 	Detail string `json:"-"`
 }
 
@@ -88,7 +97,8 @@ func (l *Lab) Netns(name string) (string, error) {
 // Probe tries from → to on port/protocol ("tcp" or "udp") over the
 // address family (4 or 6). The error is for a probe that could not be made
 // at all (unknown names, no address of the family) or was interrupted; a
-// blocked flow is Connected false.
+// blocked flow is Connected false. A try that times out is retried with
+// twice the timeout, up to probeTries tries in all (see retryTimeouts).
 func (l *Lab) Probe(ctx context.Context, from, to string, port int, protocol string, family int, timeout time.Duration) (Result, error) {
 	r := Result{From: from, To: to, Port: port, Protocol: protocol}
 	src, err := l.resolve(from)
@@ -107,8 +117,51 @@ func (l *Lab) Probe(ctx context.Context, from, to string, port int, protocol str
 	if !ok {
 		return r, fmt.Errorf("%s has no IPv%d address", to, family)
 	}
-	r.Connected, r.Detail, err = ProbeIn(ctx, filepath.Join("/run/netns", src.netns), ip, port, protocol, timeout)
+	nsPath := filepath.Join("/run/netns", src.netns)
+	r.Connected, r.Detail, err = retryTimeouts(ctx, timeout, func(timeout time.Duration) (bool, string, error) {
+		return ProbeIn(ctx, nsPath, ip, port, protocol, timeout)
+	})
 	return r, err
+}
+
+// timedOut is the detail of a try that got no answer within its timeout.
+const timedOut = "timeout"
+
+// retryTimeouts makes a probe with try, first with timeout (the default
+// when not positive) and while it times out again with twice the timeout,
+// up to probeTries tries in all. Only a timeout on every try is a blocked
+// flow; a definite answer (connected, or not with any other detail) or an
+// error ends it at once. When more than one try was made, the detail says
+// so, whatever the answer.
+func retryTimeouts(ctx context.Context, timeout time.Duration, try func(timeout time.Duration) (bool, string, error)) (bool, string, error) {
+	if timeout <= 0 {
+		timeout = DefaultProbeTimeout
+	}
+	var silent []string // the timeouts of the tries that timed out
+	for n := 1; ; n++ {
+		connected, detail, err := try(timeout)
+		switch {
+		case err != nil:
+			return false, "", err
+		case connected || detail != timedOut:
+			if n > 1 {
+				answer := detail
+				if connected {
+					answer = "connected"
+				}
+				detail = fmt.Sprintf("%s on try %d of %d (timed out after %s)", answer, n, probeTries, strings.Join(silent, ", "))
+			}
+			return connected, detail, nil
+		}
+		silent = append(silent, timeout.String())
+		if n == probeTries {
+			return false, fmt.Sprintf("%s on all %d tries (%s)", timedOut, n, strings.Join(silent, ", ")), nil
+		}
+		if ctx.Err() != nil {
+			return false, "", interrupted(ctx)
+		}
+		timeout *= 2
+	}
 }
 
 var probePayload = []byte("tortie-lab-probe\n")
@@ -209,7 +262,7 @@ func reason(err error) string {
 	var ne net.Error
 	switch {
 	case errors.As(err, &ne) && ne.Timeout():
-		return "timeout"
+		return timedOut
 	case errors.Is(err, syscall.ECONNREFUSED):
 		return "refused"
 	case errors.Is(err, syscall.EHOSTUNREACH), errors.Is(err, syscall.ENETUNREACH):
@@ -229,7 +282,11 @@ type MatrixOptions struct {
 }
 
 // Matrix probes every ordered pair of distinct workloads on every
-// port/protocol, in parallel, and returns the results sorted.
+// port/protocol, in parallel, and returns the results sorted. A flow holds
+// its place among the Parallel for all its tries (see Probe), so silent
+// flows are retried together: a matrix of at most Parallel flows takes at
+// most the sum of the tries' timeouts (7 × Timeout with probeTries 3) to
+// probe, however many of its flows are blocked.
 func (l *Lab) Matrix(ctx context.Context, o MatrixOptions) ([]Result, error) {
 	if len(o.Ports) == 0 {
 		o.Ports = []int{80}
@@ -256,7 +313,24 @@ func (l *Lab) Matrix(ctx context.Context, o MatrixOptions) ([]Result, error) {
 			}
 		}
 	}
-	sem := make(chan struct{}, o.Parallel)
+	errs := probeAll(ctx, jobs, o.Parallel, func(j Result) (Result, error) {
+		return l.Probe(ctx, j.From, j.To, j.Port, j.Protocol, o.Family, o.Timeout)
+	})
+	if ctx.Err() != nil {
+		return nil, fmt.Errorf("matrix: %w", interrupted(ctx))
+	}
+	if len(errs) > 0 {
+		return jobs, errors.Join(errs...)
+	}
+	return jobs, nil
+}
+
+// probeAll replaces each of jobs with what probe makes of it, at most
+// parallel at a time, each with all its tries; it returns the errors of
+// the probes that could not be made (a job stays as it was). When ctx
+// ends, the jobs not yet started are left as they are.
+func probeAll(ctx context.Context, jobs []Result, parallel int, probe func(Result) (Result, error)) []error {
+	sem := make(chan struct{}, parallel)
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var errs []error
@@ -271,7 +345,7 @@ func (l *Lab) Matrix(ctx context.Context, o MatrixOptions) ([]Result, error) {
 			}
 			defer func() { <-sem }()
 			j := &jobs[i]
-			r, err := l.Probe(ctx, j.From, j.To, j.Port, j.Protocol, o.Family, o.Timeout)
+			r, err := probe(*j)
 			if err != nil {
 				mu.Lock()
 				errs = append(errs, fmt.Errorf("%s → %s %s/%d: %w", j.From, j.To, j.Protocol, j.Port, err))
@@ -282,13 +356,7 @@ func (l *Lab) Matrix(ctx context.Context, o MatrixOptions) ([]Result, error) {
 		}()
 	}
 	wg.Wait()
-	if ctx.Err() != nil {
-		return nil, fmt.Errorf("matrix: %w", interrupted(ctx))
-	}
-	if len(errs) > 0 {
-		return jobs, errors.Join(errs...)
-	}
-	return jobs, nil
+	return errs
 }
 
 // PrintMatrix writes one table per protocol/port: a row per source, a
