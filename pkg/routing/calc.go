@@ -510,11 +510,15 @@ type RouteSet struct {
 //     borrowed addresses in those pools the same way, as /32s to the node
 //     that holds them;
 //   - every route learned over BGP that nothing above already covers, via
-//     its next hop, except routes to a subnet this node is on; in a pool
-//     with ipipMode Always, or CrossSubnet when the next hop is outside
-//     this node's subnet, as Calico's BIRD does: via the next hop through
-//     the IP-in-IP device, onlink (and not at all when RouteOptions.IPIP
-//     says this node cannot encapsulate).
+//     its next hop, except routes to a subnet this node is on and routes
+//     inside a service range of BGPConfiguration (serviceClusterIPs,
+//     serviceExternalIPs, serviceLoadBalancerIPs: every node announces
+//     those itself, and Calico's confd rejects them from the kernel so
+//     that an address no service answers for is not bounced between
+//     nodes); in a pool with ipipMode Always, or CrossSubnet when the next
+//     hop is outside this node's subnet, as Calico's BIRD does: via the
+//     next hop through the IP-in-IP device, onlink (and not at all when
+//     RouteOptions.IPIP says this node cannot encapsulate).
 //
 // For one destination, the first of these that applies wins.
 func DesiredRoutes(s *Snapshot, node string, learned []bgp.Route, opts RouteOptions) RouteSet {
@@ -526,6 +530,7 @@ func DesiredRoutes(s *Snapshot, node string, learned []bgp.Route, opts RouteOpti
 	} else {
 		self.name = node
 	}
+	services := ResolveBGP(s, node).ServiceCIDRs
 	want := map[netip.Prefix]routes.Route{}
 	put := func(r routes.Route) {
 		if _, taken := want[r.Dst]; !taken {
@@ -637,6 +642,9 @@ func DesiredRoutes(s *Snapshot, node string, learned []bgp.Route, opts RouteOpti
 		if r.Prefix.Contains(self.v4.Addr()) || r.Prefix.Contains(self.v6.Addr()) {
 			continue // our own underlay subnet: never route it over BGP
 		}
+		if slices.ContainsFunc(services, func(svc netip.Prefix) bool { return within(r.Prefix, svc) }) {
+			continue // a service range: ours as much as the sender's
+		}
 		if nh.Is4() != r.Prefix.Addr().Is4() {
 			continue
 		}
@@ -665,6 +673,11 @@ func DesiredRoutes(s *Snapshot, node string, learned []bgp.Route, opts RouteOpti
 	}
 	slices.SortFunc(rs.Routes, func(a, b routes.Route) int { return comparePrefix(a.Dst, b.Dst) })
 	return rs
+}
+
+// within reports whether p is inside outer (outer itself included).
+func within(p, outer netip.Prefix) bool {
+	return p.Addr().Is4() == outer.Addr().Is4() && outer.Bits() <= p.Bits() && outer.Contains(p.Addr())
 }
 
 // encapsulated reports whether traffic from self to next hop nh is to be

@@ -573,6 +573,30 @@ func TestDesiredRoutes(t *testing.T) {
 			},
 			want: []string{"blackhole 10.244.0.0/26", "10.244.0.128/26 via 10.1.0.3"},
 		},
+		{
+			name: "learned routes inside a service range are not programmed (Calico's rejectcidrs)",
+			s: snap(mkNode("a", "10.0.0.1/24", withV6("fd00::1/64")), mkNode("b", "10.0.0.2/24")).
+				bgpConfig("default", func(c *v3.BGPConfigurationSpec) {
+					c.ServiceClusterIPs = []v3.ServiceClusterIPBlock{{CIDR: "10.96.0.0/16"}, {CIDR: "fd00:96::/112"}}
+					c.ServiceExternalIPs = []v3.ServiceExternalIPBlock{{CIDR: "192.0.2.0/24"}}
+					c.ServiceLoadBalancerIPs = []v3.ServiceLoadBalancerIPBlock{{CIDR: "198.51.100.16/28"}}
+				}),
+			learned: []bgp.Route{
+				{Prefix: pfx("10.96.0.0/16"), NextHop: addr("10.0.0.2")},       // another node's announcement
+				{Prefix: pfx("10.96.7.0/24"), NextHop: addr("10.0.0.254")},     // a more specific
+				{Prefix: pfx("192.0.2.10/32"), NextHop: addr("10.0.0.2")},      // one external IP
+				{Prefix: pfx("198.51.100.16/28"), NextHop: addr("10.0.0.2")},   // LoadBalancer range
+				{Prefix: pfx("fd00:96::5/128"), NextHop: addr("fd00::2")},      // IPv6 cluster IP
+				{Prefix: pfx("10.96.0.0/12"), NextHop: addr("10.0.0.254")},     // wider than the range: kept
+				{Prefix: pfx("198.51.100.0/27"), NextHop: addr("10.0.0.254")},  // wider too: kept
+				{Prefix: pfx("198.51.100.32/28"), NextHop: addr("10.0.0.254")}, // beside it: kept
+			},
+			want: []string{
+				"10.96.0.0/12 via 10.0.0.254",
+				"198.51.100.0/27 via 10.0.0.254",
+				"198.51.100.32/28 via 10.0.0.254",
+			},
+		},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
