@@ -23,18 +23,17 @@ build:
 	$(GO) build $(BUILDVCS) -o $(BIN)/tortie-kube-controllers ./cmd/tortie-kube-controllers
 
 # Container images for Kubernetes (deploy/tortie.yaml, docs/kubernetes.md),
-# without Docker or the network: the binaries built static into bin/static,
+# without Docker or the network: the programs built static into bin/static,
 # then OCI archives bin/images/{node,cni,kube-controllers}.tar, named
-# docker.io/tortie/<name>:$(IMAGE_TAG) (pkg/images). On each node:
+# docker.io/tortie/<name>:$(IMAGE_TAG), and the lab's test images
+# pause.tar and echoserver.tar (pkg/images). On each node:
 # `ctr -n k8s.io images import bin/images/*.tar`. The tag is the version,
 # never latest, so that imagePullPolicy IfNotPresent uses the import.
 IMAGE_TAG ?= v0.1.0-dev
-IMAGE_BINARIES := tortie tortie-node tortie-cni tortie-install-cni tortie-kube-controllers
 
 .PHONY: images
 images:
-	CGO_ENABLED=0 $(GO) build $(BUILDVCS) -trimpath -ldflags='-s -w' -o $(BIN)/static/ $(addprefix ./cmd/,$(IMAGE_BINARIES))
-	$(GO) run ./internal/cmd/tortie-images --bin $(BIN)/static --out $(BIN)/images --tag $(IMAGE_TAG)
+	$(GO) run ./internal/cmd/tortie-images --build --goflags '$(BUILDVCS)' --bin $(BIN)/static --out $(BIN)/images --tag $(IMAGE_TAG)
 
 # Debian packages the tests and demo need (etcd-server for a real cluster,
 # nftables, iproute2, bird2), then Go-built test tools (cnitool, host-local)

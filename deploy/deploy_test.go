@@ -235,6 +235,12 @@ func TestManifest(t *testing.T) {
 		}
 	}
 
+	// The controllers are on the node's network (they write the profiles
+	// that let pods' traffic through).
+	if kc := o.deployments["tortie-kube-controllers"].Spec.Template.Spec; !kc.HostNetwork {
+		t.Error("tortie-kube-controllers: not hostNetwork: from a pod's network it cannot reach etcd before it has written the profiles")
+	}
+
 	// The node DaemonSet.
 	ds := o.daemonSets["tortie-node"].Spec.Template.Spec
 	if !ds.HostNetwork || ds.PriorityClassName != "system-node-critical" {

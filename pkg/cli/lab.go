@@ -99,7 +99,24 @@ tortie-kube-controllers (beside tortie, else on PATH), which writes the
 namespaces' and service accounts' profiles and the NetworkPolicies as Calico
 resources. Workloads are then pods (bound to their host's node, their ports
 named serve-PORT-PROTO), which the CNI plugin reads; "tortie lab kubectl"
-runs kubectl against the lab.`,
+runs kubectl against the lab.
+
+--kubernetes: a real Kubernetes cluster, tortie installed as an operator
+installs it. After the datastore (and BIRD), a control plane in the root
+namespace (kube-apiserver on the lab's etcd, kube-controller-manager,
+kube-scheduler), then every host becomes a node: containerd, a kubelet and an
+nftables kube-proxy in the host's namespace, with the archives of --images
+(make images: tortie's images, pause and the echoserver test image) and
+Kubernetes' test images from the Kubernetes cache imported. Then tortie is
+installed by "kubectl apply -f deploy/tortie.yaml" alone, its ConfigMap's
+etcd_endpoints set to the lab's etcd (the manifest applied is kept as
+/run/tortie/lab/NAME/tortie.yaml). Up returns when every node is Ready, every
+tortie pod ready and every BGP session Established. Workloads are then pods:
+"tortie lab kubectl" (or the printed KUBECONFIG) runs kubectl against it, and
+"lab down" removes the nodes with their containers, shims, cgroups and mounts.
+
+  make images && tortie lab up --kubernetes --hosts 3
+  tortie lab kubectl create deployment web --image docker.io/tortie/echoserver:v0.1.0-dev --replicas 3`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			o.Name = *name
@@ -132,8 +149,10 @@ runs kubectl against the lab.`,
 	f.StringVar(&o.Pool6, "pool6", "", "the workloads' IPv6 pool (implies --ipv6; default "+lab.DefaultPool6+")")
 	f.BoolVar(&o.IPv6, "ipv6", false, "dual stack: IPv6 on the underlay, the agents and the workloads")
 	f.BoolVar(&o.KubeAPI, "kube-api", false, "also a Kubernetes API server on the lab's etcd and tortie-kube-controllers; workloads are pods")
+	f.BoolVar(&o.Kubernetes, "kubernetes", false, "make the hosts Kubernetes nodes (kubelet, containerd, kube-proxy) and install tortie with kubectl apply -f deploy/tortie.yaml")
+	f.StringVar(&o.Images, "images", "", "with --kubernetes: the directory of the image archives every node imports (default: images beside tortie, which `make images` fills)")
 	f.StringVar(&binDir, "bin-dir", "", "where tortie, tortie-node and tortie-cni are (default: beside this tortie, else PATH)")
-	f.DurationVar(&o.Timeout, "timeout", 90*time.Second, "how long to wait for the agents and sessions")
+	f.DurationVar(&o.Timeout, "timeout", 0, "how long to wait for the agents and sessions (default 90s; with --kubernetes, each step of the cluster's, default 5m)")
 	return cmd
 }
 
@@ -147,12 +166,19 @@ func printMade(g *globals, l *lab.Lab) {
 		if h.Addr6 != "" {
 			a += " " + h.Addr6
 		}
+		if st.Options.Kubernetes {
+			fmt.Fprintf(g.out, "host        %-4s Kubernetes node %s, %s (tortie-node: a pod of DaemonSet %s/tortie-node)\n", h.Name, h.Node, a, lab.TortieNamespace)
+			continue
+		}
 		fmt.Fprintf(g.out, "host        %-4s node %s, %s, tortie-node pid %d\n", h.Name, h.Node, a, pidOf(st, "agent", h.Name))
 	}
 	if st.Options.Topology == lab.TopologyToR {
 		fmt.Fprintf(g.out, "router      BIRD 2 pid %d (birdc -s %s show protocols)\n", pidOf(st, "bird", "router"), lab.BirdSocket(st.Name))
 	}
-	if k := st.Kube; k != nil {
+	if k := st.Kube; k != nil && st.Options.Kubernetes {
+		fmt.Fprintf(g.out, "kubernetes  %s (kube-apiserver pid %d); tortie installed by kubectl apply -f %s\n", k.Server, pidOf(st, "kube-apiserver", "apiserver"), lab.ManifestFile(st.Name))
+		fmt.Fprintf(g.out, "KUBECONFIG  %s (or `tortie lab kubectl ...`)\n", k.Kubeconfig)
+	} else if k != nil {
 		fmt.Fprintf(g.out, "kubernetes  %s (kube-apiserver pid %d, tortie-kube-controllers pid %d)\n", k.Server, pidOf(st, "kube-apiserver", "apiserver"), pidOf(st, "kube-controllers", "controllers"))
 		fmt.Fprintf(g.out, "KUBECONFIG  %s (or `tortie lab kubectl ...`)\n", k.Kubeconfig)
 	}

@@ -59,7 +59,13 @@ func (l *Lab) teardown(ctx context.Context) error {
 	// Workload servers and agents first, the datastore last: agents
 	// (and the Kubernetes controllers, then the API server) stopping with
 	// their datastore still there exit cleanly.
-	order := map[string]int{"server": 0, "agent": 1, roleKubeControllers: 1, "bird": 2, roleKubeAPIServer: 3, "datastore": 4}
+	order := map[string]int{"server": 0, "agent": 1, roleKubeControllers: 1, roleKubeControllerManager: 1, roleKubeScheduler: 1,
+		"bird": 2, roleKubeAPIServer: 3, "datastore": 4}
+	// The Kubernetes nodes first, with their pods (tortie's agents
+	// among them), while the API server and datastore still answer.
+	if err := l.downNodes(ctx); err != nil {
+		errs = append(errs, err)
+	}
 	procs := append([]Proc(nil), st.Procs...)
 	for pass := 0; pass <= 4; pass++ {
 		for _, p := range procs {

@@ -54,6 +54,8 @@ type KubeState struct {
 	// ControllersHealth is where tortie-kube-controllers answers
 	// /readiness (host:port on the root namespace's lab address).
 	ControllersHealth string `json:"controllersHealth,omitempty"`
+	// Nodes are a --kubernetes lab's nodes, recorded before they start.
+	Nodes []KubeNode `json:"nodes,omitempty"`
 }
 
 // KubeconfigFile is where a Kubernetes lab keeps its admin kubeconfig.
@@ -113,40 +115,40 @@ func freeTCPPort(addr string) (int, error) {
 // the lab's etcd under /registry, and waits until it is ready. Its PKI,
 // tokens and kubeconfigs are under the lab's kube directory; the admin
 // kubeconfig is copied to KubeconfigFile.
-func (l *Lab) startKubeAPI(ctx context.Context) error {
+func (l *Lab) startKubeAPI(ctx context.Context, users []apiserver.User) (*apiserver.Prepared, error) {
 	st := l.st
 	addr := subnetAddr(st.Octet, 0, rootHost).String()
 	timeout := st.Options.Timeout + time.Minute // a cold kube-apiserver on a busy machine is slow
 	for attempt := 1; ; attempt++ {
 		port, err := freeTCPPort(addr)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		st.Kube = &KubeState{Server: "https://" + net.JoinHostPort(addr, strconv.Itoa(port)), Port: port,
 			Dir: kubeDir(st.Name), Kubeconfig: KubeconfigFile(st.Name)}
 		if err := l.save(); err != nil {
-			return err
+			return nil, err
 		}
 		prep, err := apiserver.Prepare(apiserver.Config{Dir: st.Kube.Dir, EtcdServers: []string{st.Endpoint},
 			EtcdPrefix: "/registry", BindAddress: addr, AdvertiseAddress: addr, Port: port,
-			Binary: st.Options.Bins.KubeAPIServer})
+			Binary: st.Options.Bins.KubeAPIServer, Users: users})
 		if err != nil {
-			return err
+			return nil, err
 		}
 		b, err := os.ReadFile(prep.AdminKubeconfig)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if err := os.WriteFile(st.Kube.Kubeconfig, b, 0o600); err != nil {
-			return err
+			return nil, err
 		}
 		p, err := spawn(ctx, roleKubeAPIServer, "apiserver", "", prep.LogFile, nil, prep.Argv...)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		st.Procs = append(st.Procs, p)
 		if err := l.save(); err != nil {
-			return err
+			return nil, err
 		}
 		err = l.waitKubeReady(ctx, p, timeout)
 		var ee *exitedError
@@ -155,10 +157,11 @@ func (l *Lab) startKubeAPI(ctx context.Context) error {
 			l.dropProc(p)
 			continue
 		}
-		if err == nil {
-			l.logf("kube-apiserver: %s (pid %d); KUBECONFIG=%s", st.Kube.Server, p.PID, st.Kube.Kubeconfig)
+		if err != nil {
+			return nil, err
 		}
-		return err
+		l.logf("kube-apiserver: %s (pid %d); KUBECONFIG=%s", st.Kube.Server, p.PID, st.Kube.Kubeconfig)
+		return prep, nil
 	}
 }
 
@@ -486,14 +489,16 @@ type KubeStatus struct {
 	Ready            bool   `json:"ready"`
 	ControllersAlive bool   `json:"controllersAlive"`
 	ControllersReady bool   `json:"controllersReady"`
-	Error            string `json:"error,omitempty"`
+	// Cluster: a --kubernetes lab (its controllers are a pod).
+	Cluster bool   `json:"cluster,omitempty"`
+	Error   string `json:"error,omitempty"`
 }
 
 func (l *Lab) kubeStatus(ctx context.Context) *KubeStatus {
 	if l.st.Kube == nil {
 		return nil
 	}
-	ks := &KubeStatus{Server: l.st.Kube.Server, Kubeconfig: l.st.Kube.Kubeconfig}
+	ks := &KubeStatus{Server: l.st.Kube.Server, Kubeconfig: l.st.Kube.Kubeconfig, Cluster: l.st.Options.Kubernetes}
 	for _, p := range l.st.Procs {
 		switch p.Role {
 		case roleKubeAPIServer:
@@ -523,7 +528,7 @@ func (l *Lab) kubeStatus(ctx context.Context) *KubeStatus {
 // a Node per host, the controllers.
 func (l *Lab) buildKube(ctx context.Context) error {
 	l.step("starting the Kubernetes API server")
-	if err := l.startKubeAPI(ctx); err != nil {
+	if _, err := l.startKubeAPI(ctx, nil); err != nil {
 		return err
 	}
 	l.step(fmt.Sprintf("creating %d Kubernetes nodes", len(l.st.Hosts)))

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -40,16 +41,24 @@ type Status struct {
 	Hosts     []HostStatus `json:"hosts"`
 	Workloads []*Workload  `json:"workloads"`
 	Procs     []Proc       `json:"processes"`
-	// Kube is the Kubernetes API of a --kube-api lab.
+	// Kube is the Kubernetes API of a --kube-api or --kubernetes lab.
 	Kube *KubeStatus `json:"kube,omitempty"`
+	// Cluster is a --kubernetes lab's nodes and tortie's pods.
+	Cluster *ClusterStatus `json:"cluster,omitempty"`
 }
 
 var httpClient = &http.Client{Timeout: 2 * time.Second}
 
 // hostStatus asks a host's agent over the underlay (the root namespace
-// reaches every host through the lab's root leg).
+// reaches every host through the lab's root leg); in a --kubernetes lab,
+// the DaemonSet's agent on the host's loopback.
 func (l *Lab) hostStatus(ctx context.Context, h Host) HostStatus {
 	hs := HostStatus{Host: h}
+	client, base := httpClient, "http://"+net.JoinHostPort(h.Addr, strconv.Itoa(HealthPort))
+	if l.st.Options.Kubernetes {
+		client, base = nsHTTPClient(filepath.Join("/run/netns", h.Netns)), "http://"+net.JoinHostPort("127.0.0.1", strconv.Itoa(clusterHealthPort))
+		hs.AgentAlive = true // the agent is a pod: its answer tells
+	}
 	for _, p := range l.st.Procs {
 		if p.Role == "agent" && p.Name == h.Name {
 			hs.AgentPID, hs.AgentAlive = p.PID, p.alive()
@@ -59,9 +68,8 @@ func (l *Lab) hostStatus(ctx context.Context, h Host) HostStatus {
 		hs.Error = "agent not running"
 		return hs
 	}
-	base := "http://" + net.JoinHostPort(h.Addr, strconv.Itoa(HealthPort))
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, base+"/readiness", nil)
-	resp, err := httpClient.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		hs.Error = err.Error()
 		return hs
@@ -70,7 +78,7 @@ func (l *Lab) hostStatus(ctx context.Context, h Host) HostStatus {
 	resp.Body.Close()
 	hs.Ready = resp.StatusCode == http.StatusOK
 	req, _ = http.NewRequestWithContext(ctx, http.MethodGet, base+nodestatus.StatusPath, nil)
-	resp, err = httpClient.Do(req)
+	resp, err = client.Do(req)
 	if err != nil {
 		hs.Error = err.Error()
 		return hs
@@ -107,6 +115,13 @@ func (l *Lab) Status(ctx context.Context) *Status {
 		s.Hosts = append(s.Hosts, l.hostStatus(ctx, h))
 	}
 	s.Kube = l.kubeStatus(ctx)
+	if l.st.Options.Kubernetes && s.Kube != nil && s.Kube.Ready {
+		cs, err := l.clusterStatus(ctx)
+		if err != nil {
+			s.Kube.Error = err.Error()
+		}
+		s.Cluster = cs
+	}
 	return s
 }
 
@@ -125,14 +140,39 @@ func (s *Status) Print(w io.Writer) {
 		case !k.Ready:
 			api = "not ready: " + k.Error
 		}
-		ctl := "ready"
+		ctl := "; tortie-kube-controllers ready"
 		switch {
+		case k.Cluster:
+			ctl = "" // a pod: in the table below
 		case !k.ControllersAlive:
-			ctl = "NOT RUNNING"
+			ctl = "; tortie-kube-controllers NOT RUNNING"
 		case !k.ControllersReady:
-			ctl = "not ready"
+			ctl = "; tortie-kube-controllers not ready"
 		}
-		fmt.Fprintf(w, "Kubernetes API %s (%s); tortie-kube-controllers %s\nKUBECONFIG=%s (or `tortie lab kubectl ...`)\n", k.Server, api, ctl, k.Kubeconfig)
+		fmt.Fprintf(w, "Kubernetes API %s (%s)%s\nKUBECONFIG=%s (or `tortie lab kubectl ...`)\n", k.Server, api, ctl, k.Kubeconfig)
+	}
+	if c := s.Cluster; c != nil {
+		fmt.Fprintln(w)
+		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "NODE\tSTATUS\tTORTIE PODS")
+		for _, n := range c.Nodes {
+			ready := "Ready"
+			if !n.Ready {
+				ready = "NotReady: " + n.Message
+			}
+			var pods []string
+			for _, p := range c.Pods {
+				if p.Node == n.Name {
+					r := "ready"
+					if !p.Ready {
+						r = "not ready, " + p.Phase
+					}
+					pods = append(pods, fmt.Sprintf("%s (%s, %d restarts)", p.Name, r, p.Restarts))
+				}
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\n", n.Name, ready, strings.Join(pods, ", "))
+		}
+		tw.Flush()
 	}
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
@@ -153,10 +193,17 @@ func (s *Status) Print(w io.Writer) {
 		for _, p := range h.Sessions {
 			peers = append(peers, fmt.Sprintf("%s %s", p.Address, p.State))
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s (pid %d)\t%d/%d Established: %s\n", h.Name, h.Node, addr, agent, h.AgentPID, h.Established, h.Peers, strings.Join(peers, ", "))
+		if h.AgentPID != 0 {
+			agent += fmt.Sprintf(" (pid %d)", h.AgentPID)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d/%d Established: %s\n", h.Name, h.Node, addr, agent, h.Established, h.Peers, strings.Join(peers, ", "))
 	}
 	tw.Flush()
 	fmt.Fprintln(w)
+	if s.Kube != nil && s.Kube.Cluster {
+		fmt.Fprintf(w, "workloads are pods: `tortie lab kubectl --name %s get pods -A -o wide`\n", s.Name)
+		return
+	}
 	PrintWorkloads(w, s.Workloads)
 }
 

@@ -30,9 +30,17 @@ type Options struct {
 	IPv6     bool   `json:"ipv6,omitempty"`
 	// KubeAPI runs a Kubernetes API server on the lab's etcd, with
 	// tortie-kube-controllers, and makes every workload a pod (kube.go).
-	KubeAPI bool     `json:"kubeAPI,omitempty"`
-	Bins    Binaries `json:"binaries"`
-	// Timeout bounds the wait for agents and sessions (default 90s).
+	KubeAPI bool `json:"kubeAPI,omitempty"`
+	// Kubernetes makes every host a Kubernetes node and installs tortie
+	// with kubectl apply -f deploy/tortie.yaml (cluster.go).
+	Kubernetes bool `json:"kubernetes,omitempty"`
+	// Images is the directory of the archives every node of a
+	// --kubernetes lab imports (default: images beside tortie, which
+	// `make images` fills).
+	Images string   `json:"images,omitempty"`
+	Bins   Binaries `json:"binaries"`
+	// Timeout bounds the wait for agents and sessions (default 90s; with
+	// Kubernetes, each wait of the cluster's, default 5 minutes).
 	Timeout time.Duration `json:"-"`
 	// Log receives progress lines (default: nowhere).
 	Log io.Writer `json:"-"`
@@ -48,6 +56,9 @@ type Binaries struct {
 	KubeAPIServer   string `json:"kubeAPIServer,omitempty"`
 	Kubectl         string `json:"kubectl,omitempty"`
 	KubeControllers string `json:"kubeControllers,omitempty"`
+	// With --kubernetes: the CNI loopback plugin every node's containerd
+	// calls.
+	Loopback string `json:"loopback,omitempty"`
 }
 
 // defaults fills in what was left out and checks the rest.
@@ -101,11 +112,14 @@ func (o *Options) defaults() error {
 		}
 		o.IPv6 = true
 	}
-	if o.Timeout == 0 {
+	if o.Timeout == 0 && !o.Kubernetes {
 		o.Timeout = 90 * time.Second
 	}
 	if err := o.Bins.resolve(o.Topology == TopologyToR); err != nil {
 		return err
+	}
+	if o.Kubernetes {
+		return o.resolveCluster()
 	}
 	if o.KubeAPI {
 		return o.Bins.resolveKube()
@@ -413,18 +427,24 @@ func (l *Lab) build(ctx context.Context) error {
 			return err
 		}
 	}
-	if err := l.makeCNIPath(); err != nil {
-		return err
-	}
-	l.step(fmt.Sprintf("starting %d agents", len(l.st.Hosts)))
-	for _, h := range l.st.Hosts {
-		if err := l.startAgent(ctx, h); err != nil {
+	if o.Kubernetes {
+		if err := l.buildCluster(ctx); err != nil {
 			return err
 		}
-	}
-	l.step(fmt.Sprintf("waiting for %d agents to be ready and their BGP sessions Established", len(l.st.Hosts)))
-	if err := l.waitConverged(ctx, o.Timeout); err != nil {
-		return err
+	} else {
+		if err := l.makeCNIPath(); err != nil {
+			return err
+		}
+		l.step(fmt.Sprintf("starting %d agents", len(l.st.Hosts)))
+		for _, h := range l.st.Hosts {
+			if err := l.startAgent(ctx, h); err != nil {
+				return err
+			}
+		}
+		l.step(fmt.Sprintf("waiting for %d agents to be ready and their BGP sessions Established", len(l.st.Hosts)))
+		if err := l.waitConverged(ctx, o.Timeout); err != nil {
+			return err
+		}
 	}
 	l.doing = "writing the CLI config"
 	if err := l.writeCLIConfig(); err != nil {
@@ -727,8 +747,8 @@ spec: {nodeToNodeMeshEnabled: %v, asNumber: %d}
 apiVersion: projectcalico.org/v3
 kind: IPPool
 metadata: {name: lab-ipv4}
-spec: {cidr: %q, vxlanMode: %s, natOutgoing: false, nodeSelector: all()}
-`, o.Pool, vx))
+spec: {cidr: %q, vxlanMode: %s, natOutgoing: %v, nodeSelector: all()}
+`, o.Pool, vx, o.Kubernetes))
 	if o.IPv6 {
 		docs = append(docs, fmt.Sprintf(`
 apiVersion: projectcalico.org/v3

@@ -91,6 +91,9 @@ func (l *Lab) AddWorkload(ctx context.Context, spec WorkloadSpec) (*Workload, er
 	if err := l.reload(); err != nil {
 		return nil, err
 	}
+	if l.st.Options.Kubernetes {
+		return nil, fmt.Errorf("lab %s is a Kubernetes cluster: its workloads are pods (`tortie lab kubectl --name %s run ...`, or a Deployment)", l.st.Name, l.st.Name)
+	}
 	if spec.Namespace == "" {
 		spec.Namespace = "default"
 	}

@@ -195,23 +195,15 @@ func (t TestImages) Archives() []string { return []string{t.Pause.Path, t.EchoSe
 // from this module's source with go (so the working directory must be in
 // the module, as in its tests and `make`).
 func BuildTestImages(ctx context.Context, dir string) (TestImages, error) {
-	const pkg = "github.com/tortie/tortie/pkg/kube/node/internal/"
 	bins := filepath.Join(dir, "bin")
-	if err := os.MkdirAll(bins, 0o755); err != nil {
+	if err := images.BuildPrograms(ctx, "", bins, nil, images.PauseName, images.EchoServerName); err != nil {
 		return TestImages{}, err
-	}
-	for _, prog := range []string{"pause", "echoserver"} {
-		cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags=-s -w", "-o", filepath.Join(bins, prog), pkg+prog)
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			return TestImages{}, fmt.Errorf("go build %s: %v: %s", prog, err, out)
-		}
 	}
 	var t TestImages
 	var err error
-	if t.Pause, err = images.WritePause(dir, filepath.Join(bins, "pause")); err != nil {
+	if t.Pause, err = images.WritePause(dir, filepath.Join(bins, images.PauseName)); err != nil {
 		return t, err
 	}
-	t.EchoServer, err = images.WriteEchoServer(dir, filepath.Join(bins, "echoserver"))
+	t.EchoServer, err = images.WriteEchoServer(dir, filepath.Join(bins, images.EchoServerName))
 	return t, err
 }
