@@ -494,7 +494,7 @@ refused); 2: the probe could not be made.`,
 	cmd.Flags().IntVar(&port, "port", 80, "destination port")
 	cmd.Flags().StringVar(&protocol, "protocol", "tcp", "tcp or udp")
 	cmd.Flags().BoolVar(&ipv6, "ipv6", false, "probe the IPv6 addresses")
-	cmd.Flags().DurationVar(&timeout, "timeout", lab.DefaultProbeTimeout, "silence for this long means blocked")
+	cmd.Flags().DurationVar(&timeout, "timeout", lab.DefaultProbeTimeout, "the first try's timeout; a flow silent on all three tries (the timeout doubling each time) is blocked")
 	return cmd
 }
 
@@ -554,7 +554,7 @@ connected, "-" blocked), or with -o json one array of {"from", "to", "port",
 	cmd.Flags().StringVar(&protocols, "protocols", "tcp", "protocols to probe: tcp, udp")
 	cmd.Flags().StringVarP(&output, "output", "o", "table", "table or json")
 	cmd.Flags().BoolVar(&ipv6, "ipv6", false, "probe the IPv6 addresses")
-	cmd.Flags().DurationVar(&mo.Timeout, "timeout", lab.DefaultProbeTimeout, "silence for this long means blocked")
+	cmd.Flags().DurationVar(&mo.Timeout, "timeout", lab.DefaultProbeTimeout, "the first try's timeout; a flow silent on all three tries (the timeout doubling each time) is blocked")
 	return cmd
 }
 
