@@ -338,7 +338,10 @@ func run(ctx context.Context, o *options, logOut io.Writer) error {
 	if err != nil {
 		return err
 	}
-	components := []node.Component{policy, agentconfig.NewComponent(in, set, level, log)}
+	// The tunnel addresses follow the pools from here on, as calico-node's
+	// allocate-tunnel-addrs: a pool switched to VXLAN gives this node its
+	// VTEP address without a restart.
+	components := []node.Component{policy, agentconfig.NewComponent(in, set, level, log), startup.NewTunnels(client.New(be), res, log)}
 	if !nc.noRouting {
 		rc, err := routing.New(routing.Config{
 			NodeName: name, DisableBGP: nc.noBGP, Warnings: res.Warnings, Logger: log,

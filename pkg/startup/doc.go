@@ -26,6 +26,9 @@
 //     ipipMode. One mechanism serves both (tunnelKind): an address outside
 //     the pools that ask for it is released and another allocated, and an
 //     address no pool asks for is released and cleared from the Node.
+//     After startup the agent's Tunnels component keeps doing this as pools
+//     change (calico-node's allocate-tunnel-addrs), writing only when the
+//     Node and the pools disagree.
 //
 // Whether this host can do IP-in-IP at all (the kernel's ipip module) is
 // not startup's question: the routing component asks the kernel, and keeps

@@ -240,12 +240,18 @@ func Run(ctx context.Context, c *client.Client, cfg Config) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	// Each kind of tunnel from the enabled IPv4 pools that ask for it and
-	// select this node. Whether this host can do IP-in-IP is the routing
-	// component's to say (it keeps the node not ready when it cannot).
-	tunnelPools := map[*tunnelKind][]netip.Prefix{}
+	if err := ensureTunnels(ctx, c, res, pools, log); err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+// tunnelPools are, for each kind of tunnel, the enabled IPv4 pools that
+// ask for it and select a node of these labels.
+func tunnelPools(pools []*v3.IPPool, labels map[string]string) map[*tunnelKind][]netip.Prefix {
+	out := map[*tunnelKind][]netip.Prefix{}
 	for _, p := range pools {
-		if p.Spec.Disabled || !poolSelects(p, node.Labels) {
+		if p.Spec.Disabled || !poolSelects(p, labels) {
 			continue
 		}
 		cidr, err := netip.ParsePrefix(p.Spec.CIDR)
@@ -254,22 +260,33 @@ func Run(ctx context.Context, c *client.Client, cfg Config) (*Result, error) {
 		}
 		for _, k := range tunnelKinds {
 			if m := k.mode(&p.Spec); m == v3.EncapAlways || m == v3.EncapCrossSubnet {
-				tunnelPools[k] = append(tunnelPools[k], cidr)
+				out[k] = append(out[k], cidr)
 			}
 		}
 	}
+	return out
+}
+
+// ensureTunnels gives the node (res.Node) each kind of tunnel address its
+// pools ask for, and takes away those they no longer ask for. Whether this
+// host can do IP-in-IP is the routing component's to say (it keeps the
+// node not ready when it cannot).
+func ensureTunnels(ctx context.Context, c *client.Client, res *Result, pools []*v3.IPPool, log *slog.Logger) error {
+	want := tunnelPools(pools, res.Node.Labels)
 	for _, k := range tunnelKinds {
-		if err := ensureTunnel(ctx, c, res, k, tunnelPools[k], log); err != nil {
-			return nil, err
+		if err := ensureTunnel(ctx, c, res, k, want[k], log); err != nil {
+			return err
 		}
 	}
+	res.VXLANTunnelAddr, res.VXLANMAC = netip.Addr{}, ""
 	if a, err := netip.ParseAddr(vxlanTunnel.addr(res.Node)); err == nil {
 		res.VXLANTunnelAddr, res.VXLANMAC = a, res.Node.Spec.VXLANTunnelMACAddr
 	}
+	res.IPIPTunnelAddr = netip.Addr{}
 	if a, err := netip.ParseAddr(ipipTunnel.addr(res.Node)); err == nil {
 		res.IPIPTunnelAddr = a
 	}
-	return res, nil
+	return nil
 }
 
 // mergeClusterType appends to ClusterInformation default's clusterType
