@@ -1,9 +1,9 @@
 // Command echoserver is the test image's program. With no arguments (or
 // "serve") it answers HTTP on :8080 with its host name and the caller's
 // address, echoes TCP on :8081 and UDP on :8082, and logs every HTTP
-// request on standard output (for kubectl logs). "get URL" fetches URL
-// and prints the body (a client for kubectl exec in an image without
-// tools).
+// request on standard output (for kubectl logs). "get URL [TIMEOUT]"
+// fetches URL and prints the body (a client for kubectl exec in an image
+// without tools); TIMEOUT (a Go duration, default 10s) bounds it.
 package main
 
 import (
@@ -17,10 +17,19 @@ import (
 
 func main() {
 	if len(os.Args) > 2 && os.Args[1] == "get" {
-		os.Exit(get(os.Args[2]))
+		timeout := 10 * time.Second
+		if len(os.Args) > 3 {
+			d, err := time.ParseDuration(os.Args[3])
+			if err != nil || d <= 0 {
+				fmt.Fprintf(os.Stderr, "echoserver get: timeout %q: want a duration such as 2s\n", os.Args[3])
+				os.Exit(2)
+			}
+			timeout = d
+		}
+		os.Exit(get(os.Args[2], timeout))
 	}
 	if len(os.Args) > 1 && os.Args[1] != "serve" {
-		fmt.Fprintln(os.Stderr, "usage: echoserver [serve] | get URL")
+		fmt.Fprintln(os.Stderr, "usage: echoserver [serve] | get URL [TIMEOUT]")
 		os.Exit(2)
 	}
 	if err := serve(); err != nil {
@@ -29,8 +38,8 @@ func main() {
 	}
 }
 
-func get(url string) int {
-	c := &http.Client{Timeout: 10 * time.Second}
+func get(url string, timeout time.Duration) int {
+	c := &http.Client{Timeout: timeout}
 	resp, err := c.Get(url)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
