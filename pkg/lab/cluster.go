@@ -115,12 +115,15 @@ func (o *Options) resolveCluster() error {
 }
 
 // clusterArchives are the archives every node imports: the images
-// directory's, then the Kubernetes cache's (Kubernetes' own test images,
-// such as agnhost, when scripts/build-kubernetes.sh has built them).
+// directory's, then the Kubernetes cache's, where the conformance suites'
+// images are written (images/agnhost.tar for Kubernetes' e2e tests,
+// images/cnp-conformance/agnhost.tar for network-policy-api's), when they
+// have been built.
 func (l *Lab) clusterArchives() []string {
+	cache := filepath.Join(images.KubernetesCache(apiserver.Version), "images")
 	var out []string
-	for _, dir := range []string{l.st.Options.Images, filepath.Join(images.KubernetesCache(apiserver.Version), "images")} {
-		m, _ := filepath.Glob(filepath.Join(dir, "*.tar"))
+	for _, pattern := range []string{filepath.Join(l.st.Options.Images, "*.tar"), filepath.Join(cache, "*.tar"), filepath.Join(cache, "*", "*.tar")} {
+		m, _ := filepath.Glob(pattern)
 		sort.Strings(m)
 		out = append(out, m...)
 	}

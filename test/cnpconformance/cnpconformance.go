@@ -5,10 +5,9 @@
 // procedure.
 //
 // The test skips unless TORTIE_CNP_KUBECONFIG names a kubeconfig, so that
-// `go test ./...` stays fast. The runner itself is built only with
-// `-tags cnpconformance`: it imports the suite, which needs
-// sigs.k8s.io/controller-runtime, a module go.mod does not require yet.
-// This file is what needs no cluster and no extra module: the settings,
+// `go test ./...` stays fast (pkg/lab's TestLabKubernetesConformance runs
+// it against a lab cluster). This file, importable by other tests, is
+// what needs no cluster and not the suite: the settings,
 // the tests left out and why, the base manifests without their SCTP
 // servers, and the report.
 package cnpconformance

@@ -1,5 +1,3 @@
-//go:build cnpconformance
-
 package cnpconformance
 
 import (
@@ -286,6 +284,6 @@ func implementation() confv1a1.Implementation {
 		URL:                   "https://github.com/tortie/tortie",
 		Version:               version.Get().String(),
 		Contact:               []string{"https://github.com/tortie/tortie/issues"},
-		AdditionalInformation: "go test -tags cnpconformance ./test/cnpconformance (docs/cnp-conformance.md)",
+		AdditionalInformation: "go test ./test/cnpconformance (docs/cnp-conformance.md)",
 	}
 }

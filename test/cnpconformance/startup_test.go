@@ -1,5 +1,3 @@
-//go:build cnpconformance
-
 package cnpconformance
 
 import (
