@@ -11,6 +11,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -355,7 +356,7 @@ metadata: {name: echo-from-client, namespace: default}
 spec:
   podSelector: {matchLabels: {app: echo}}
   policyTypes: [Ingress]
-  ingress: [{from: [{podSelector: {matchLabels: {role: client}}}], ports: [{port: 8080}]}]
+  ingress: [{from: [{podSelector: {matchLabels: {role: client}}}], ports: [{port: 8080}, {port: 8081}]}]
 `)
 	a, b := nodes[hosts[0].Node][0], nodes[hosts[2].Node][0]
 	// Wait for the policy by its first effect, then check the rest.
@@ -375,6 +376,8 @@ spec:
 	c.blocked(a.Name, "http://"+b.Status.PodIP+":8080/")
 	c.blocked(b.Name, "http://"+a.Status.PodIP+":8080/")
 	c.blocked(nodes[hosts[1].Node][0].Name, "http://"+a.Status.PodIP+":8080/")
+	c.agentRestarts(hosts[2], cl, a, b)
+
 	// The client reaches the echo pods through the service too, and not
 	// the client from the echo pods (the policy is about echo's ingress:
 	// the client admits everything).
@@ -424,6 +427,154 @@ spec:
 		t.Errorf("ipam check after the node's deletion:\n%s", out)
 	}
 	c.kubectl("rollout", "status", "deployment/echo", "--timeout", "3m")
+}
+
+// agentRestarts: while the client streams to pod b (on host h) through an
+// established connection and pod a keeps trying a flow the policy denies
+// to b, h's tortie-node pod is deleted (the DaemonSet makes a new one),
+// then the new pod's agent is SIGKILLed (the kubelet restarts it). The
+// stream loses nothing, the denied flow never connects, and h's nftables
+// table keeps b's rules throughout: no restart flushes them.
+func (c *cluster) agentRestarts(h lab.Host, client, a, b corev1.Pod) {
+	t := c.t
+	t.Helper()
+	iface := ""
+	for _, l := range strings.Split(c.tortieCLI("get", "workloadendpoints", "-n", "default", "-o", "wide"), "\n") {
+		if strings.Contains(l, b.Name) {
+			for _, f := range strings.Fields(l) {
+				if strings.HasPrefix(f, "cali") {
+					iface = f
+				}
+			}
+		}
+	}
+	if iface == "" {
+		t.Fatalf("no interface of %s in tortie get workloadendpoints", b.Name)
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var problems []string
+	note := func(format string, args ...any) {
+		mu.Lock()
+		problems = append(problems, fmt.Sprintf(format, args...))
+		mu.Unlock()
+	}
+	// The established flow.
+	const streamFor = 30 * time.Second
+	var streamOut string
+	var streamErr error
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		cmd := exec.Command(filepath.Join(bins(t), "tortie"), "lab", "--name", c.name, "kubectl", "--",
+			"exec", client.Name, "--", "/usr/bin/echoserver", "stream", b.Status.PodIP+":8081", streamFor.String())
+		cmd.Env = envWithoutEtcd()
+		out, err := cmd.CombinedOutput()
+		streamOut, streamErr = string(out), err
+	}()
+	// The denied flow, and the rules, sampled until stop.
+	var denied, samples int
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if out, err := c.get(a.Name, "http://"+b.Status.PodIP+":8080/", time.Second); err == nil {
+				note("denied flow %s -> %s connected during the restarts: %q", a.Name, b.Name, out)
+			}
+			denied++
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+			out, err := exec.Command("ip", "netns", "exec", h.Netns, "nft", "list", "table", "inet", "tortie").CombinedOutput()
+			if err != nil || !strings.Contains(string(out), iface) {
+				note("table inet tortie of %s without %s's rules (%v) during the restarts", h.Name, iface, err)
+			}
+			samples++
+		}
+	}()
+	t0 := time.Now()
+	agentPod := func() corev1.Pod {
+		var l corev1.PodList
+		if err := json.Unmarshal([]byte(kubectl(t, c.name, "", "get", "pods", "-n", lab.TortieNamespace, "-l", "k8s-app=tortie-node",
+			"--field-selector", "spec.nodeName="+h.Node, "-o", "json")), &l); err != nil || len(l.Items) == 0 {
+			t.Fatalf("tortie-node pod of %s: %v", h.Node, err)
+		}
+		return l.Items[0]
+	}
+	time.Sleep(3 * time.Second)
+	old := agentPod()
+	kubectl(t, c.name, "", "delete", "pod", "-n", lab.TortieNamespace, old.Name, "--wait")
+	kubectl(t, c.name, "", "rollout", "status", "-n", lab.TortieNamespace, "daemonset/tortie-node", "--timeout", "2m")
+	t.Logf("tortie-node pod %s deleted; the DaemonSet's new one ready %v later", old.Name, time.Since(t0).Round(time.Millisecond))
+	// SIGKILL the new pod's agent: the process tortie-node in h's network
+	// namespace.
+	nsIno := inode(t, filepath.Join("/run/netns", h.Netns))
+	killed := 0
+	procs, _ := filepath.Glob("/proc/[0-9]*")
+	for _, p := range procs {
+		cmdline, _ := os.ReadFile(filepath.Join(p, "cmdline"))
+		if !strings.HasPrefix(string(cmdline), "/usr/bin/tortie-node\x00") && string(cmdline) != "/usr/bin/tortie-node" {
+			continue
+		}
+		if inode(t, filepath.Join(p, "ns", "net")) == nsIno {
+			if err := exec.Command("kill", "-KILL", filepath.Base(p)).Run(); err == nil {
+				killed++
+			}
+		}
+	}
+	if killed != 1 {
+		t.Errorf("SIGKILLed %d tortie-node processes in %s, want 1", killed, h.Netns)
+	}
+	t1 := time.Now()
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		p := agentPod()
+		ready := false
+		for _, cs := range p.Status.ContainerStatuses {
+			ready = cs.Ready && cs.RestartCount > 0
+		}
+		if ready {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("tortie-node on %s not ready again 2 minutes after SIGKILL", h.Node)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Logf("its agent SIGKILLed; the restarted container ready %v later", time.Since(t1).Round(time.Millisecond))
+	time.Sleep(time.Until(t0.Add(streamFor + 2*time.Second)))
+	close(stop)
+	wg.Wait()
+	for _, p := range problems {
+		t.Error(p)
+	}
+	if streamErr != nil || !strings.HasPrefix(streamOut, "sent=") {
+		t.Errorf("the established flow %s -> %s:8081 did not survive: %v\n%s", client.Name, b.Name, streamErr, streamOut)
+	}
+	t.Logf("through both restarts: stream %s; %d denied probes, none connected; %d looks at the rules, none without them", strings.TrimSpace(streamOut), denied, samples)
+}
+
+// inode is the inode number of a namespace file.
+func inode(t *testing.T, path string) uint64 {
+	t.Helper()
+	var st syscall.Stat_t
+	if err := syscall.Stat(path, &st); err != nil {
+		return 0
+	}
+	return st.Ino
 }
 
 func writeFile(t *testing.T, text string) string {

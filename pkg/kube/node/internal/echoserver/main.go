@@ -4,6 +4,10 @@
 // request on standard output (for kubectl logs). "get URL [TIMEOUT]"
 // fetches URL and prints the body (a client for kubectl exec in an image
 // without tools); TIMEOUT (a Go duration, default 10s) bounds it.
+// "stream HOST:PORT DURATION" keeps one TCP connection to an echo port for
+// DURATION, a line every 20 ms, and reports how many came back and the
+// longest wait for one; it fails if the connection breaks or a line takes
+// more than 2 s (an established flow that did not survive).
 package main
 
 import (
@@ -27,6 +31,14 @@ func main() {
 			timeout = d
 		}
 		os.Exit(get(os.Args[2], timeout))
+	}
+	if len(os.Args) > 3 && os.Args[1] == "stream" {
+		d, err := time.ParseDuration(os.Args[3])
+		if err != nil || d <= 0 {
+			fmt.Fprintf(os.Stderr, "echoserver stream: duration %q: want a duration such as 20s\n", os.Args[3])
+			os.Exit(2)
+		}
+		os.Exit(stream(os.Args[2], d))
 	}
 	if len(os.Args) > 1 && os.Args[1] != "serve" {
 		fmt.Fprintln(os.Stderr, "usage: echoserver [serve] | get URL [TIMEOUT]")
@@ -54,6 +66,40 @@ func get(url string, timeout time.Duration) int {
 		fmt.Fprintln(os.Stderr, resp.Status)
 		return 1
 	}
+	return 0
+}
+
+func stream(addr string, d time.Duration) int {
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer c.Close()
+	var sent, echoed int
+	var maxWait time.Duration
+	buf := make([]byte, 64)
+	end := time.Now().Add(d)
+	for time.Now().Before(end) {
+		line := fmt.Sprintf("%09d\n", sent)
+		t0 := time.Now()
+		_ = c.SetDeadline(t0.Add(2 * time.Second))
+		if _, err := c.Write([]byte(line)); err != nil {
+			fmt.Printf("sent=%d echoed=%d maxwait=%v\n", sent, echoed, maxWait)
+			fmt.Fprintln(os.Stderr, "write:", err)
+			return 1
+		}
+		sent++
+		if _, err := io.ReadFull(c, buf[:len(line)]); err != nil || string(buf[:len(line)]) != line {
+			fmt.Printf("sent=%d echoed=%d maxwait=%v\n", sent, echoed, maxWait)
+			fmt.Fprintf(os.Stderr, "read: %v (got %q)\n", err, buf[:len(line)])
+			return 1
+		}
+		echoed++
+		maxWait = max(maxWait, time.Since(t0))
+		time.Sleep(20 * time.Millisecond)
+	}
+	fmt.Printf("sent=%d echoed=%d maxwait=%v\n", sent, echoed, maxWait)
 	return 0
 }
 
