@@ -96,6 +96,21 @@ func KubernetesCache(version string) string {
 	return filepath.Join(root, "kubernetes", version)
 }
 
+// cachedAgnhost is the agnhost binary and its files directory that
+// scripts/build-kubernetes.sh agnhost cached in cache, once their VERSION
+// is checked to be AgnhostTag (else the error says why it must be: want).
+func cachedAgnhost(cache, want string) (binary, files string, err error) {
+	files = filepath.Join(cache, "share", AgnhostName)
+	v, err := os.ReadFile(filepath.Join(files, "VERSION"))
+	if err != nil {
+		return "", "", fmt.Errorf("%w (run scripts/build-kubernetes.sh agnhost)", err)
+	}
+	if got := strings.TrimSpace(string(v)); got != AgnhostTag {
+		return "", "", fmt.Errorf("%s: agnhost %s, but %s", files, got, want)
+	}
+	return filepath.Join(cache, "bin", AgnhostName), files, nil
+}
+
 // WriteE2EImages writes the images the netpol e2e tests pull to
 // <cache>/images/<name>.tar from what scripts/build-kubernetes.sh agnhost
 // cached in cache (a KubernetesCache of KubernetesVersion): bin/agnhost,
@@ -103,15 +118,11 @@ func KubernetesCache(version string) string {
 // agnhost whose VERSION is not AgnhostTag, which would be imported under a
 // name the suite does not ask for.
 func WriteE2EImages(cache string) ([]Built, error) {
-	files := filepath.Join(cache, "share", AgnhostName)
-	v, err := os.ReadFile(filepath.Join(files, "VERSION"))
+	binary, files, err := cachedAgnhost(cache, fmt.Sprintf("the e2e suite of Kubernetes %s pulls %s", KubernetesVersion, AgnhostRef))
 	if err != nil {
-		return nil, fmt.Errorf("%w (run scripts/build-kubernetes.sh agnhost)", err)
+		return nil, err
 	}
-	if got := strings.TrimSpace(string(v)); got != AgnhostTag {
-		return nil, fmt.Errorf("%s: agnhost %s, but the e2e suite of Kubernetes %s pulls %s", files, got, KubernetesVersion, AgnhostRef)
-	}
-	spec, err := AgnhostSpec(filepath.Join(cache, "bin", AgnhostName), files)
+	spec, err := AgnhostSpec(binary, files)
 	if err != nil {
 		return nil, err
 	}

@@ -88,10 +88,10 @@ func standInFiles(t *testing.T) (string, map[string][]byte) {
 	return dir, files
 }
 
-// TestAgnhostImage builds the image around a stand-in static Go binary (one
-// of tortie's), so that it runs without a cached agnhost: the archive reads
-// back, and the same inputs give the same digest.
-func TestAgnhostImage(t *testing.T) {
+// standInBinary is a static Go binary (one of tortie's) that stands in for
+// agnhost, or a skip when none is in the tree yet.
+func standInBinary(t *testing.T) string {
+	t.Helper()
 	var binary string
 	bin := staticBinaries(t)
 	for _, name := range Names {
@@ -103,6 +103,14 @@ func TestAgnhostImage(t *testing.T) {
 	if binary == "" {
 		t.Skip("none of the images' binaries is in the tree yet")
 	}
+	return binary
+}
+
+// TestAgnhostImage builds the image around a stand-in static Go binary (one
+// of tortie's), so that it runs without a cached agnhost: the archive reads
+// back, and the same inputs give the same digest.
+func TestAgnhostImage(t *testing.T) {
+	binary := standInBinary(t)
 	filesDir, files := standInFiles(t)
 	spec, err := AgnhostSpec(binary, filesDir)
 	if err != nil {

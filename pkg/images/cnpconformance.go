@@ -2,9 +2,7 @@ package images
 
 import (
 	"fmt"
-	"os"
 	"path/filepath"
-	"strings"
 )
 
 // The image the network-policy-api conformance suite
@@ -72,15 +70,11 @@ func CNPConformanceAgnhostSpec(binary, filesDir string) (Spec, error) {
 // it refuses an agnhost whose VERSION is not AgnhostTag: the image is that
 // known agnhost under another tag, not whatever was cached.
 func WriteCNPConformanceImages(cache, out string) ([]Built, error) {
-	files := filepath.Join(cache, "share", AgnhostName)
-	v, err := os.ReadFile(filepath.Join(files, "VERSION"))
+	binary, files, err := cachedAgnhost(cache, fmt.Sprintf("%s is made of agnhost %s", CNPConformanceAgnhostRef, AgnhostTag))
 	if err != nil {
-		return nil, fmt.Errorf("%w (run scripts/build-kubernetes.sh agnhost)", err)
+		return nil, err
 	}
-	if got := strings.TrimSpace(string(v)); got != AgnhostTag {
-		return nil, fmt.Errorf("%s: agnhost %s, want %s (the agnhost %s is made of)", files, got, AgnhostTag, CNPConformanceAgnhostRef)
-	}
-	spec, err := CNPConformanceAgnhostSpec(filepath.Join(cache, "bin", AgnhostName), files)
+	spec, err := CNPConformanceAgnhostSpec(binary, files)
 	if err != nil {
 		return nil, err
 	}
