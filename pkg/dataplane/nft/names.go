@@ -132,7 +132,27 @@ func programName(sigHash string) string { return prefixProgram + sigHash }
 // programClassMap is a program's (dport . l4proto) dispatch map.
 func programClassMap(prog string) string { return prog + classMapSuffix }
 
-const classMapSuffix = "-cls"
+// programClassMapAlt is the program's other class map name: a change that
+// would delete many elements of the map in use writes a new map under the
+// other name instead (see Driver.install).
+func programClassMapAlt(prog string) string { return prog + classMapAltSuffix }
+
+const (
+	classMapSuffix    = "-cls"
+	classMapAltSuffix = "-cls-b"
+)
+
+// classMapProgram is the program of class map n (either name), "" when n
+// is not a class map.
+func classMapProgram(n string) string {
+	if p, ok := strings.CutSuffix(n, classMapSuffix); ok {
+		return p
+	}
+	if p, ok := strings.CutSuffix(n, classMapAltSuffix); ok {
+		return p
+	}
+	return ""
+}
 
 // classChainName is a chain of one port class of a program (seg > 0: its
 // continuation at block seg, the target of a Pass), named by where the

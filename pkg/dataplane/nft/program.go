@@ -100,6 +100,11 @@ type program struct {
 	classMap []elemT
 	// classKeys are elemKey of each element of classMap.
 	classKeys []string
+	// mapName is the class map's name: programClassMap(name) as built,
+	// programClassMapAlt(name) once install moved it (useClassMap).
+	mapName string
+	// dispatch is what digest is the hash of (without the map's name).
+	dispatch string
 	// digest identifies entry and classMap (see entryComment).
 	digest string
 	memo   *classMemo
@@ -334,8 +339,9 @@ func (b *programBuilder) segmentRules(inBlock [][]*compiledRule, proto uint8, s,
 func (p *program) dispatchClasses(spans []span, target []string) {
 	var sb strings.Builder
 	if len(spans) > 0 {
+		p.mapName = programClassMap(p.name)
 		p.entry = append(p.entry, ruleT{
-			text:    "th dport . meta l4proto vmap @" + programClassMap(p.name),
+			text:    classLookup(p.mapName),
 			comment: "port classes: only the rules that can match this protocol and port",
 		})
 		var merged []span
@@ -366,8 +372,31 @@ func (p *program) dispatchClasses(spans []span, target []string) {
 	// comments but neither rule text nor, for this map, element keys: the
 	// digest is how a full sync (after a restart) sees that a program
 	// changed in place.
-	p.digest = hashName(sb.String(), 16)
+	p.dispatch = sb.String()
+	p.digest = hashName(p.dispatch, 16)
 	p.entry = append(p.entry, ruleT{text: target[0], comment: entryComment + p.digest + ")"})
+}
+
+// classLookup is the entry chain's rule that looks a packet up in class
+// map m.
+func classLookup(m string) string { return "th dport . meta l4proto vmap @" + m }
+
+// useClassMap makes the program dispatch through class map m (one of its
+// two names). The digest covers the name when it is the other one, so a
+// full sync (a restarted driver builds programs with the first name) sees
+// that the entry chain must change; with the first name it is as built.
+func (p *program) useClassMap(m string) {
+	if p.mapName == "" || p.mapName == m {
+		return
+	}
+	p.mapName = m
+	p.entry[0].text = classLookup(m)
+	p.digest = hashName(p.dispatch, 16)
+	if m != programClassMap(p.name) {
+		p.digest = hashName(p.dispatch+"\nmap "+m, 16)
+	}
+	last := &p.entry[len(p.entry)-1]
+	last.comment = entryComment + p.digest + ")"
 }
 
 // constantVerdict evaluates a class whose outcome depends on nothing but

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"maps"
 	"slices"
-	"strings"
 
 	"sigs.k8s.io/knftables"
 )
@@ -88,7 +87,7 @@ func (d *Driver) sync(ctx context.Context, scope syncScope) error {
 				// Listed elements that cannot be compared: compare the
 				// count and, for a program's class map, the digest its
 				// entry chain carries (programs change in place).
-				prog := strings.TrimSuffix(n, classMapSuffix)
+				prog := classMapProgram(n)
 				if h.listedCount != len(w.elems) || programDigest(d.have, prog) != programDigest(d.want, prog) {
 					tx.add(op{kind: opFlushSet, name: n, set: w})
 					for _, k := range slices.Sorted(maps.Keys(w.elems)) {
