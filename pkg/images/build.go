@@ -10,16 +10,17 @@ import (
 )
 
 // Programs are the packages of the static programs the images hold, by
-// program name, relative to the module's root: tortie's binaries
-// (Binaries) and the two test images' programs.
+// program name, as import paths (so that go builds them from any directory
+// of the module): tortie's binaries (Binaries) and the two test images'
+// programs.
 var Programs = map[string]string{
-	"tortie":                  "./cmd/tortie",
-	"tortie-node":             "./cmd/tortie-node",
-	"tortie-cni":              "./cmd/tortie-cni",
-	"tortie-install-cni":      "./cmd/tortie-install-cni",
-	"tortie-kube-controllers": "./cmd/tortie-kube-controllers",
-	PauseName:                 "./pkg/kube/node/internal/pause",
-	EchoServerName:            "./pkg/kube/node/internal/echoserver",
+	"tortie":                  "github.com/tortie/tortie/cmd/tortie",
+	"tortie-node":             "github.com/tortie/tortie/cmd/tortie-node",
+	"tortie-cni":              "github.com/tortie/tortie/cmd/tortie-cni",
+	"tortie-install-cni":      "github.com/tortie/tortie/cmd/tortie-install-cni",
+	"tortie-kube-controllers": "github.com/tortie/tortie/cmd/tortie-kube-controllers",
+	PauseName:                 "github.com/tortie/tortie/pkg/kube/node/internal/pause",
+	EchoServerName:            "github.com/tortie/tortie/pkg/kube/node/internal/echoserver",
 }
 
 // AllArchives are the archives WriteAll writes, by file name: tortie's
@@ -28,7 +29,7 @@ var AllArchives = []string{NodeName + ".tar", CNIName + ".tar", KubeControllersN
 
 // BuildPrograms builds the named programs (keys of Programs; none: all)
 // as `make images` does, static (CGO_ENABLED=0), -trimpath, stripped, into
-// binDir, from the module whose root is moduleDir, with goFlags added to
+// binDir, from the module moduleDir is in ("": the working directory's), with goFlags added to
 // `go build` (such as -buildvcs=false).
 func BuildPrograms(ctx context.Context, moduleDir, binDir string, goFlags []string, names ...string) error {
 	if len(names) == 0 {
