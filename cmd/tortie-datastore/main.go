@@ -14,6 +14,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/tortie/tortie/pkg/datastore"
 	"github.com/tortie/tortie/pkg/datastore/embedded"
 )
 
@@ -57,5 +58,6 @@ serves until interrupted (SIGINT or SIGTERM), then shuts down cleanly.
 	}
 	cmd.Flags().StringVar(&cfg.DataDir, "data-dir", "", "directory for the datastore's files (created if missing)")
 	cmd.Flags().StringVar(&cfg.ListenClientURL, "listen-client", "http://127.0.0.1:2379", "URL clients connect to")
+	cmd.Flags().BoolVar(&cfg.UnsafeNoFsync, "unsafe-no-fsync", false, datastore.UnsafeNoFsyncHelp)
 	return cmd
 }

@@ -258,6 +258,7 @@ func orUnknown(s string) string {
 func newDatastoreCommand(g *globals) *cobra.Command {
 	ds := &cobra.Command{Use: "datastore", Short: "Run or inspect the datastore"}
 	var dataDir, listen string
+	var noFsync bool
 	serve := &cobra.Command{
 		Use:   "serve --data-dir DIR [--listen-client URL]",
 		Short: "Run an embedded single-member etcd for one machine",
@@ -275,11 +276,16 @@ serving from --data-dir until SIGINT or SIGTERM. See tortie-datastore --help.`,
 				return err
 			}
 			// Become the server: signals, exit status and output are its.
-			return syscall.Exec(bin, []string{bin, "--data-dir", dataDir, "--listen-client", listen}, os.Environ())
+			argv := []string{bin, "--data-dir", dataDir, "--listen-client", listen}
+			if noFsync {
+				argv = append(argv, "--unsafe-no-fsync")
+			}
+			return syscall.Exec(bin, argv, os.Environ())
 		},
 	}
 	serve.Flags().StringVar(&dataDir, "data-dir", "", "directory for the datastore's files (created if missing)")
 	serve.Flags().StringVar(&listen, "listen-client", "http://127.0.0.1:2379", "URL clients connect to")
+	serve.Flags().BoolVar(&noFsync, "unsafe-no-fsync", false, datastore.UnsafeNoFsyncHelp)
 	config := &cobra.Command{
 		Use:   "config",
 		Short: "Show the datastore settings tortie would use, and where each came from",

@@ -397,3 +397,8 @@ func (r *Resolved) LogValue() slog.Value {
 	}
 	return slog.GroupValue(attrs...)
 }
+
+// UnsafeNoFsyncHelp is the help of the --unsafe-no-fsync flag of
+// tortie-datastore and `tortie datastore serve` (embedded.ServeConfig's
+// UnsafeNoFsync).
+const UnsafeNoFsyncHelp = "do not fsync (etcd's --unsafe-no-fsync): the data survives the process, not a machine crash; for labs and tests on a busy disk"

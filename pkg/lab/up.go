@@ -639,7 +639,10 @@ func (l *Lab) startDatastore(ctx context.Context) error {
 	logPath := filepath.Join(dir, "datastore.log")
 	url := fmt.Sprintf("http://%s:0", subnetAddr(l.st.Octet, 0, rootHost))
 	p, err := spawn(ctx, "datastore", "etcd", "", logPath, nil, l.st.Options.Bins.Tortie,
-		"datastore", "serve", "--data-dir", filepath.Join(dir, "etcd"), "--listen-client", url)
+		"datastore", "serve", "--data-dir", filepath.Join(dir, "etcd"), "--listen-client", url,
+		// A lab's data goes with it: a disk stalled by other work must not
+		// stall the lab (etcd's fsync, not the lab, is what would wait).
+		"--unsafe-no-fsync")
 	if err != nil {
 		return err
 	}

@@ -38,6 +38,11 @@ type ServeConfig struct {
 	MaxRequestBytes uint
 	// Logger receives etcd's warnings and errors (default slog.Default()).
 	Logger *slog.Logger
+	// UnsafeNoFsync skips fsync (etcd's --unsafe-no-fsync): the data
+	// survives this process's end, not the machine's. For tests and labs,
+	// whose data is thrown away, on a machine whose disk stalls under
+	// other work (a 14 s fdatasync was seen failing a 10 s CNI timeout).
+	UnsafeNoFsync bool
 }
 
 const (
@@ -110,6 +115,7 @@ func Serve(ctx context.Context, cfg ServeConfig) (*Server, error) {
 	ec.AutoCompactionMode = embed.CompactorModePeriodic
 	ec.AutoCompactionRetention = autoCompactionRetention
 	ec.LogLevel = "warn"
+	ec.UnsafeNoFsync = cfg.UnsafeNoFsync
 	core := &slogCore{log: cfg.Logger.With("component", "etcd"), stopping: new(atomic.Bool)}
 	ec.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.New(core))
 

@@ -28,6 +28,9 @@ func StartWith(t testing.TB, cfg embedded.ServeConfig) *embedded.Server {
 	if cfg.DataDir == "" {
 		cfg.DataDir = t.TempDir()
 	}
+	// A test's data is thrown away: no test should fail because the disk
+	// stalled under other work.
+	cfg.UnsafeNoFsync = true
 	pickPort := cfg.ListenClientURL == ""
 	// A port found free can be taken by another process before etcd binds
 	// it; then try another.

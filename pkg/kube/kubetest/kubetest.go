@@ -163,7 +163,7 @@ func startShared() (*Cluster, error) {
 	shared.dir = dir
 	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
 	defer cancel()
-	etcd, err := embedded.Serve(context.Background(), embedded.ServeConfig{DataDir: dir + "/etcd", ListenClientURL: "http://127.0.0.1:0"})
+	etcd, err := embedded.Serve(context.Background(), embedded.ServeConfig{DataDir: dir + "/etcd", ListenClientURL: "http://127.0.0.1:0", UnsafeNoFsync: true})
 	if err != nil {
 		return nil, err
 	}
