@@ -491,6 +491,11 @@ func TestOneTransactionOneBatch(t *testing.T) {
 		}
 		rs = append(rs, r)
 	}
+	// The snapshot's batches (the set-up's tiers, the built-in profile)
+	// may share the Take that first says InSync; only what follows counts.
+	m.mu.Lock()
+	before := len(m.batches)
+	m.mu.Unlock()
 	if _, err := cl.Batch(context.Background(), client.OpApply, rs); err != nil {
 		t.Fatal(err)
 	}
@@ -501,9 +506,13 @@ func TestOneTransactionOneBatch(t *testing.T) {
 	})
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	for _, b := range m.batches {
-		if n := len(b.Updates); n > 0 && n != len(rs) && b.InSync {
-			t.Errorf("a batch of %d updates: one transaction of %d arrived in pieces", n, len(rs))
+	for _, b := range m.batches[before:] {
+		if n := len(b.Updates); n > 0 && n != len(rs) {
+			var what []string
+			for _, u := range b.Updates {
+				what = append(what, u.Kind+"/"+u.Name+"@"+u.Resource.GetResourceVersion())
+			}
+			t.Errorf("a batch of %d updates: one transaction of %d arrived in pieces: %v", n, len(rs), what)
 		}
 	}
 }
