@@ -205,7 +205,7 @@ var (
 
 // startAgent execs tortie-node in the host namespace (ip netns exec execs
 // the binary in place, so the pid is the agent's).
-func (l *lab) startAgent(bin, etcdURL string) *agent {
+func (l *lab) startAgent(bin, etcdURL string, env ...string) *agent {
 	agentStarts++
 	logPath := filepath.Join(l.dir, fmt.Sprintf("agent-%d.log", agentStarts))
 	logf, err := os.Create(logPath)
@@ -216,6 +216,7 @@ func (l *lab) startAgent(bin, etcdURL string) *agent {
 		"--node-name", "host1", "--etcd-endpoints", etcdURL, "--log-level", agentLogLevel,
 		"--health-addr", ":9099", "--metrics-addr", ":9091")
 	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.Env = append(os.Environ(), env...)
 	if err := cmd.Start(); err != nil {
 		fatalf("start agent: %v", err)
 	}
@@ -259,6 +260,25 @@ func procStatusKB(pid int, field string) (int64, error) {
 		}
 	}
 	return 0, fmt.Errorf("no %s in /proc/%d/status", field, pid)
+}
+
+// settledRSS is the process's VmRSS in kB once it had 2 s to settle after
+// what it was doing.
+func settledRSS(pid int) int64 {
+	time.Sleep(2 * time.Second)
+	kb, err := procStatusKB(pid, "VmRSS")
+	if err != nil {
+		fatalf("%v", err)
+	}
+	return kb
+}
+
+// resetPeak makes the process's VmHWM start again from its VmRSS
+// (clear_refs 5), so a later VmHWM is the peak of what followed.
+func resetPeak(pid int) {
+	if err := os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", pid), []byte("5"), 0); err != nil {
+		fatalf("reset the peak memory of %d: %v", pid, err)
+	}
 }
 
 func procComm(pid int) string {

@@ -37,6 +37,12 @@ spec: {node: %s, orchestrator: k8s, pod: %s, endpoint: eth0, interfaceName: %s, 
 		namespace, labels, node, pod, iface, ip, namespace)
 }
 
+// allowKey is where allowPolicy is stored in the datastore.
+var allowKey = func() string {
+	k, _ := v3.KindByKind(v3.KindNetworkPolicy)
+	return client.Key(k, benchNS, "allow-client")
+}()
+
 // allowPolicy is the one policy that decides the measured flow (client ->
 // server:80), after the 100 others (order 1000 against 100..199).
 func allowPolicy(action string) string {

@@ -363,6 +363,7 @@ func run(ctx context.Context, o *options, logOut io.Writer) error {
 		NodeName: name, ResyncInterval: resync, MinApplyInterval: o.minApplyInterval,
 		HealthAddr:  endpointAddr(set.HealthEnabled, set.HealthHost, set.HealthPort),
 		MetricsAddr: endpointAddr(set.PrometheusMetricsEnabled, set.PrometheusMetricsHost, set.PrometheusMetricsPort),
+		DebugAddr:   endpointAddr(set.DebugPort != 0, set.DebugHost, set.DebugPort),
 		Logger:      log,
 	}, be, components...)
 	if err != nil {

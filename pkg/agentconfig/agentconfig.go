@@ -48,6 +48,9 @@ type Settings struct {
 	PrometheusMetricsEnabled bool
 	PrometheusMetricsHost    string
 	PrometheusMetricsPort    int
+	// Go's profiler (/debug/pprof/): DebugPort 0 (Felix's unset) is off.
+	DebugHost string
+	DebugPort int
 	// RouteRefreshInterval: how often routes are compared with the kernel.
 	RouteRefreshInterval time.Duration
 	// VXLAN: VXLANEnabled false refuses pools that ask for VXLAN (the node
@@ -89,6 +92,7 @@ func Defaults() Settings {
 		HealthHost:                  "localhost",
 		HealthPort:                  9099,
 		PrometheusMetricsPort:       9091,
+		DebugHost:                   "localhost",
 		RouteRefreshInterval:        90 * time.Second,
 		VXLANEnabled:                true,
 		IPIPEnabled:                 true,
@@ -169,6 +173,8 @@ var fields = []field{
 	boolField("prometheusMetricsEnabled", func(s *Settings) *bool { return &s.PrometheusMetricsEnabled }),
 	{"prometheusMetricsHost", func(s *Settings, v string) error { s.PrometheusMetricsHost = v; return nil }, func(s *Settings) any { return s.PrometheusMetricsHost }},
 	portField("prometheusMetricsPort", func(s *Settings) *int { return &s.PrometheusMetricsPort }),
+	{"debugHost", func(s *Settings, v string) error { s.DebugHost = v; return nil }, func(s *Settings) any { return s.DebugHost }},
+	portField("debugPort", func(s *Settings) *int { return &s.DebugPort }),
 	{"routeRefreshInterval", func(s *Settings, v string) error {
 		d, err := parseDuration(v)
 		if err == nil && d < 0 {

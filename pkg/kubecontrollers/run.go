@@ -192,7 +192,7 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{cfg: cfg, log: cfg.Logger, reg: prometheus.NewRegistry()}
 	s.m = newMetrics(s.reg)
 	var err error
-	if s.endpoints, err = serve.Listen(cfg.HealthAddr, cfg.MetricsAddr); err != nil {
+	if s.endpoints, err = serve.Listen(cfg.HealthAddr, cfg.MetricsAddr, ""); err != nil {
 		return nil, err
 	}
 	return s, nil

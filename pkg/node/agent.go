@@ -107,7 +107,7 @@ func New(cfg Config, be datastore.Backend, comps ...Component) (*Agent, error) {
 	a.setNotReady("not in sync with the datastore yet")
 	a.heartbeat.Store(time.Now().UnixNano())
 
-	if a.endpoints, err = serve.Listen(cfg.HealthAddr, cfg.MetricsAddr); err != nil {
+	if a.endpoints, err = serve.Listen(cfg.HealthAddr, cfg.MetricsAddr, cfg.DebugAddr); err != nil {
 		return nil, fmt.Errorf("node: %w", err)
 	}
 	return a, nil
@@ -119,6 +119,9 @@ func (a *Agent) HealthAddr() string { return a.endpoints.HealthAddr() }
 
 // MetricsAddr is the address /metrics is served on, or "".
 func (a *Agent) MetricsAddr() string { return a.endpoints.MetricsAddr() }
+
+// DebugAddr is the address Go's profiler (/debug/pprof/) is served on, or "".
+func (a *Agent) DebugAddr() string { return a.endpoints.DebugAddr() }
 
 // Registry is where the agent's and the components' metrics live.
 func (a *Agent) Registry() *prometheus.Registry { return a.reg }
@@ -177,7 +180,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			}()
 		}
 	}
-	a.log.Info("agent started", "health", a.HealthAddr(), "metrics", a.MetricsAddr(),
+	a.log.Info("agent started", "health", a.HealthAddr(), "metrics", a.MetricsAddr(), "profiler", a.DebugAddr(),
 		"resyncInterval", a.cfg.ResyncInterval, "minApplyInterval", a.cfg.MinApplyInterval)
 	err := a.loop(ctx, runErr)
 	for _, cs := range a.comps {

@@ -161,6 +161,7 @@ func (e *env) start(be datastore.Backend, resync time.Duration) {
 	a, err := node.New(node.Config{
 		NodeName: "h1", ResyncInterval: resync, MinApplyInterval: 10 * time.Millisecond,
 		RetryInterval: 20 * time.Millisecond, HealthAddr: "127.0.0.1:0", MetricsAddr: "127.0.0.1:0",
+		DebugAddr: "127.0.0.1:0",
 	}, be, pol)
 	if err != nil {
 		e.t.Fatal(err)
@@ -263,6 +264,14 @@ func TestAgentProgramsAfterInSync(t *testing.T) {
 	}
 	if strings.Contains(dump, "calir") {
 		t.Errorf("the remote endpoint's interface is programmed:\n%s", dump)
+	}
+
+	// The profiler answers on its own endpoint, not on the others.
+	if code, body := get(t, "http://"+e.agent.DebugAddr()+"/debug/pprof/goroutine?debug=1"); code != http.StatusOK || !strings.Contains(body, "goroutine profile:") {
+		t.Errorf("profiler: %d %.200s", code, body)
+	}
+	if _, body := get(t, "http://"+e.agent.MetricsAddr()+"/debug/pprof/"); strings.Contains(body, "Types of profiles") {
+		t.Errorf("the metrics endpoint serves the profiler")
 	}
 
 	// The metrics endpoint serves the named metrics.

@@ -30,6 +30,9 @@ type Config struct {
 	// served). tortie-node's defaults are :9099 and :9091.
 	HealthAddr  string
 	MetricsAddr string
+	// DebugAddr is where Go's profiler is served (/debug/pprof/; empty:
+	// not served, the default). FelixConfiguration debugHost/debugPort.
+	DebugAddr string
 	// Logger (default slog.Default()).
 	Logger *slog.Logger
 }
