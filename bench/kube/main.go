@@ -38,17 +38,15 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
-	"sync"
-	"syscall"
 	"time"
 
 	"github.com/containernetworking/plugins/pkg/ns"
 
+	"github.com/tortie/tortie/bench/internal/labrun"
 	"github.com/tortie/tortie/bench/internal/probe"
 	"github.com/tortie/tortie/pkg/apis/k8s"
 	"github.com/tortie/tortie/pkg/kube/apiserver"
@@ -58,33 +56,11 @@ import (
 
 const benchNS = "bench"
 
-func logf(format string, args ...any) {
-	fmt.Fprintf(os.Stderr, "bench/kube: "+format+"\n", args...)
-}
+var runner = labrun.New("bench/kube")
 
-// cleanups run in reverse order, once.
-var (
-	cleanMu  sync.Mutex
-	cleanups []func()
-)
+func logf(format string, args ...any) { runner.Logf(format, args...) }
 
-func addCleanup(f func()) { cleanMu.Lock(); cleanups = append(cleanups, f); cleanMu.Unlock() }
-
-func runCleanups() {
-	cleanMu.Lock()
-	fs := cleanups
-	cleanups = nil
-	cleanMu.Unlock()
-	for i := len(fs) - 1; i >= 0; i-- {
-		fs[i]()
-	}
-}
-
-func fatalf(format string, args ...any) {
-	logf(format, args...)
-	runCleanups()
-	os.Exit(1)
-}
+func fatalf(format string, args ...any) { runner.Fatalf(format, args...) }
 
 func main() {
 	changes := flag.Int("changes", 50, "changes timed per path")
@@ -102,13 +78,13 @@ func main() {
 	}
 	// Interrupted, lab.Up removes what it made by itself; after it, a
 	// command or probe fails and fatalf runs the cleanups.
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	ctx, stop := runner.Interruptible("")
 	defer stop()
 	r := &results{start: time.Now(), load0: loadavg(), rules: *rules}
 	b := &bench{ctx: ctx, n: *changes, r: r}
 	b.run(*binDir, *keep)
 	r.load1 = loadavg()
-	runCleanups()
+	runner.Finish()
 	r.print(os.Stdout)
 }
 
@@ -160,7 +136,7 @@ func (b *bench) run(binDir string, keep bool) {
 		fatalf("%v", err)
 	}
 	b.dir = dir
-	addCleanup(func() { os.RemoveAll(dir) })
+	runner.AddCleanup(func() { os.RemoveAll(dir) })
 	if binDir == "" {
 		binDir = filepath.Join(dir, "bin")
 		for _, c := range []string{"tortie", "tortie-datastore", "tortie-node", "tortie-cni", "tortie-kube-controllers"} {
@@ -186,7 +162,7 @@ func (b *bench) run(binDir string, keep bool) {
 	if keep {
 		logf("-keep: the lab %s stays up", name)
 	} else {
-		addCleanup(func() {
+		runner.AddCleanup(func() {
 			if err := lab.Down(context.Background(), name, io.Discard); err != nil {
 				logf("lab down %s: %v", name, err)
 			}
@@ -205,7 +181,7 @@ func (b *bench) run(binDir string, keep bool) {
 	if b.clientNS, err = ns.GetNS(filepath.Join("/run/netns", cl.Netns)); err != nil {
 		fatalf("%v", err)
 	}
-	addCleanup(func() { b.clientNS.Close() })
+	runner.AddCleanup(func() { b.clientNS.Close() })
 	for _, h := range l.State().Hosts {
 		if h.Name == cl.Host {
 			b.wep = k8s.PodEndpointName(h.Node, cl.Name, "eth0")

@@ -60,12 +60,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"io/fs"
 	"net"
 	"net/netip"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -84,6 +82,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/tortie/tortie/bench/internal/labrun"
 	"github.com/tortie/tortie/bench/internal/probe"
 	"github.com/tortie/tortie/pkg/apis/k8s"
 	"github.com/tortie/tortie/pkg/images"
@@ -98,33 +97,11 @@ const (
 	echoPort  = 8080
 )
 
-func logf(format string, args ...any) {
-	fmt.Fprintf(os.Stderr, "bench/kubecluster: "+format+"\n", args...)
-}
+var runner = labrun.New("bench/kubecluster")
 
-// cleanups run in reverse order, once.
-var (
-	cleanMu  sync.Mutex
-	cleanups []func()
-)
+func logf(format string, args ...any) { runner.Logf(format, args...) }
 
-func addCleanup(f func()) { cleanMu.Lock(); cleanups = append(cleanups, f); cleanMu.Unlock() }
-
-func runCleanups() {
-	cleanMu.Lock()
-	fs := cleanups
-	cleanups = nil
-	cleanMu.Unlock()
-	for i := len(fs) - 1; i >= 0; i-- {
-		fs[i]()
-	}
-}
-
-func fatalf(format string, args ...any) {
-	logf(format, args...)
-	runCleanups()
-	os.Exit(1)
-}
+func fatalf(format string, args ...any) { runner.Fatalf(format, args...) }
 
 func main() {
 	ups := flag.Int("ups", 3, "lab up --kubernetes runs timed (all but the last are taken down again)")
@@ -151,22 +128,13 @@ func main() {
 	}
 	// Interrupted, lab.Up removes what it made by itself; after it, a
 	// command or wait fails and fatalf runs the cleanups.
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	ctx, stop := runner.Interruptible("interrupted: removing what was made")
 	defer stop()
-	finished := make(chan struct{})
-	go func() {
-		select {
-		case <-ctx.Done():
-			logf("interrupted: removing what was made")
-		case <-finished:
-		}
-	}()
 	r := &results{start: time.Now(), load0: loadavg(), hosts: *hosts, nPods: *pods, step: *step, settle: *settle}
 	b := &bench{ctx: ctx, r: r, changesN: *changes}
 	b.run(*binDir, *imagesDir, *ups, *keep)
 	r.load1 = loadavg()
-	close(finished)
-	runCleanups()
+	runner.Finish()
 	r.print(os.Stdout)
 }
 
@@ -384,7 +352,7 @@ func (b *bench) run(binDir, imagesDir string, ups int, keep bool) {
 		fatalf("%v", err)
 	}
 	b.dir = dir
-	addCleanup(func() { os.RemoveAll(dir) })
+	runner.AddCleanup(func() { os.RemoveAll(dir) })
 	root, err := moduleRoot()
 	if err != nil {
 		fatalf("%v", err)
@@ -465,7 +433,7 @@ func (b *bench) run(binDir, imagesDir string, ups int, keep bool) {
 		if keep {
 			logf("-keep: the lab %s stays up", name)
 		} else {
-			addCleanup(func() {
+			runner.AddCleanup(func() {
 				t1 := time.Now()
 				if err := lab.Down(context.Background(), name, io.Discard); err != nil {
 					logf("lab down %s: %v", name, err)
@@ -596,100 +564,6 @@ func kindOf(prog string) string {
 	return "other"
 }
 
-// cgroupHierarchies are the directories under /sys/fs/cgroup that are
-// cgroup mounts (every v1 hierarchy and the unified one).
-func cgroupHierarchies() []string {
-	b, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return nil
-	}
-	var out []string
-	for _, l := range strings.Split(string(b), "\n") {
-		pre, post, ok := strings.Cut(l, " - ")
-		if !ok {
-			continue
-		}
-		pf, qf := strings.Fields(pre), strings.Fields(post)
-		if len(pf) < 5 || len(qf) < 1 || (qf[0] != "cgroup" && qf[0] != "cgroup2") {
-			continue
-		}
-		if strings.HasPrefix(pf[4], "/sys/fs/cgroup/") {
-			out = append(out, pf[4])
-		}
-	}
-	return out
-}
-
-// cgroupTreePIDs are the processes in every cgroup under root (a path
-// relative to each hierarchy's mount), in every hierarchy; match, if set,
-// picks the subtrees whose directory name it accepts.
-func cgroupTreePIDs(root string, match func(name string) bool) []int {
-	seen := map[int]bool{}
-	collect := func(top string) {
-		_ = filepath.WalkDir(top, func(path string, d fs.DirEntry, err error) error {
-			if err != nil || !d.IsDir() {
-				return nil
-			}
-			b, err := os.ReadFile(filepath.Join(path, "cgroup.procs"))
-			if err != nil {
-				return nil
-			}
-			for _, f := range strings.Fields(string(b)) {
-				if pid, err := strconv.Atoi(f); err == nil {
-					seen[pid] = true
-				}
-			}
-			return nil
-		})
-	}
-	for _, h := range cgroupHierarchies() {
-		top := filepath.Join(h, root)
-		if match == nil {
-			collect(top)
-			continue
-		}
-		_ = filepath.WalkDir(top, func(path string, d fs.DirEntry, err error) error {
-			if err != nil || !d.IsDir() {
-				return nil
-			}
-			if match(d.Name()) {
-				collect(path)
-				return filepath.SkipDir
-			}
-			return nil
-		})
-	}
-	pids := make([]int, 0, len(seen))
-	for p := range seen {
-		pids = append(pids, p)
-	}
-	slices.Sort(pids)
-	return pids
-}
-
-// shimPIDs are the containerd shims of the containerd at socket
-// (containerd-shim-runc-v2 -namespace k8s.io -id ID -address SOCKET),
-// wherever their cgroup is.
-func shimPIDs(socket string) []int {
-	var out []int
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		b, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
-		if err != nil {
-			continue
-		}
-		args := strings.Split(string(b), "\x00")
-		if i := slices.Index(args, "-address"); i >= 0 && i+1 < len(args) && args[i+1] == socket {
-			out = append(out, pid)
-		}
-	}
-	return out
-}
-
 // memory reads the RSS of the lab's processes and of every node's.
 func (b *bench) memory(testPods int) memSnap {
 	l, err := lab.Open(b.l.Name())
@@ -709,8 +583,10 @@ func (b *bench) memory(testPods int) memSnap {
 	counted := map[int]bool{}
 	for _, kn := range st.Kube.Nodes {
 		nm := nodeMem{host: kn.Host, node: kn.Record.Name, by: map[string]classMem{}, others: map[string]int{}}
-		pids := cgroupTreePIDs(kn.Record.CgroupRoot, nil)
-		pids = append(pids, shimPIDs(kn.Record.ContainerdSocket)...)
+		pids, err := node.TreePIDs(kn.Record)
+		if err != nil {
+			fatalf("node %s: %v", kn.Record.Name, err)
+		}
 		for _, p := range kn.Record.Procs {
 			if p.Alive() {
 				pids = append(pids, p.PID)
@@ -1111,7 +987,7 @@ func (b *bench) policyPhase() {
 	if err != nil {
 		fatalf("the client pod's network namespace: %v", err)
 	}
-	addCleanup(func() { clientNS.Close() })
+	runner.AddCleanup(func() { clientNS.Close() })
 	b.r.clientNetns = fmt.Sprintf("/proc/%d/ns/net (%s, in cgroup pod%s)", pid, progName(pid), cl.UID)
 	logf("server %s on %s, client %s on %s; probing from %s", server, srvHost.Node, cl.Status.PodIP, clHost.Node, b.r.clientNetns)
 	b.waitVerdict(clientNS, server, true, "the client reaching the server with no policy")
@@ -1177,7 +1053,10 @@ func (b *bench) policyPhase() {
 // the host's (hostNetns), checked to hold the pod's address ip.
 func podNetns(rec node.Record, uid, hostNetns, ip string) (ns.NetNS, int, error) {
 	names := []string{"pod" + uid, "pod" + strings.ReplaceAll(uid, "-", "_")}
-	pids := cgroupTreePIDs(rec.CgroupRoot, func(n string) bool { return slices.Contains(names, n) })
+	pids, err := node.CgroupPIDs(rec.CgroupRoot, func(n string) bool { return slices.Contains(names, n) })
+	if err != nil {
+		return nil, 0, err
+	}
 	if len(pids) == 0 {
 		return nil, 0, fmt.Errorf("no process in a cgroup pod%s under %s", uid, rec.CgroupRoot)
 	}

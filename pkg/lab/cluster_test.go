@@ -473,38 +473,44 @@ func (c *cluster) agentRestarts(h lab.Host, client, a, b corev1.Pod) {
 		out, err := cmd.CombinedOutput()
 		streamOut, streamErr = string(out), err
 	}()
+	// poll calls f in a goroutine of wg until stop: back to back, or with
+	// a pause of every before each call.
+	poll := func(every time.Duration, f func()) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if every > 0 {
+					select {
+					case <-stop:
+						return
+					case <-time.After(every):
+					}
+				}
+				f()
+			}
+		}()
+	}
 	// The denied flow, and the rules, sampled until stop.
 	var denied, samples int
-	wg.Add(2)
-	go func() {
-		defer wg.Done()
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			if out, err := c.get(a.Name, "http://"+b.Status.PodIP+":8080/", time.Second); err == nil {
-				note("denied flow %s -> %s connected during the restarts: %q", a.Name, b.Name, out)
-			}
-			denied++
+	poll(0, func() {
+		if out, err := c.get(a.Name, "http://"+b.Status.PodIP+":8080/", time.Second); err == nil {
+			note("denied flow %s -> %s connected during the restarts: %q", a.Name, b.Name, out)
 		}
-	}()
-	go func() {
-		defer wg.Done()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-time.After(100 * time.Millisecond):
-			}
-			out, err := exec.Command("ip", "netns", "exec", h.Netns, "nft", "list", "table", "inet", "tortie").CombinedOutput()
-			if err != nil || !strings.Contains(string(out), iface) {
-				note("table inet tortie of %s without %s's rules (%v) during the restarts", h.Name, iface, err)
-			}
-			samples++
+		denied++
+	})
+	poll(100*time.Millisecond, func() {
+		out, err := exec.Command("ip", "netns", "exec", h.Netns, "nft", "list", "table", "inet", "tortie").CombinedOutput()
+		if err != nil || !strings.Contains(string(out), iface) {
+			note("table inet tortie of %s without %s's rules (%v) during the restarts", h.Name, iface, err)
 		}
-	}()
+		samples++
+	})
 	t0 := time.Now()
 	agentPod := func() corev1.Pod {
 		var l corev1.PodList

@@ -124,31 +124,18 @@ func Down(ctx context.Context, r Record) error {
 	return nil
 }
 
-// treePIDs are the processes in the cgroup tree of root, in every
-// hierarchy, and the shims of the node's containerd wherever they are.
-func treePIDs(r Record) ([]int, error) {
-	seen := map[int]bool{}
-	ms, err := cgroupMounts()
+// TreePIDs are the processes of the node of r, sorted, the caller left
+// out: those in the cgroup tree of r.CgroupRoot in every hierarchy
+// (CgroupPIDs), and the shims of the node's containerd (r.ContainerdSocket)
+// wherever their cgroup is. Down kills them.
+func TreePIDs(r Record) ([]int, error) {
+	pids, err := CgroupPIDs(r.CgroupRoot, nil)
 	if err != nil {
 		return nil, err
 	}
-	for _, m := range ms {
-		top := filepath.Join(m.point, r.CgroupRoot)
-		_ = filepath.WalkDir(top, func(path string, d fs.DirEntry, err error) error {
-			if err != nil || !d.IsDir() {
-				return nil
-			}
-			b, err := os.ReadFile(filepath.Join(path, "cgroup.procs"))
-			if err != nil {
-				return nil
-			}
-			for _, f := range strings.Fields(string(b)) {
-				if pid, err := strconv.Atoi(f); err == nil {
-					seen[pid] = true
-				}
-			}
-			return nil
-		})
+	seen := map[int]bool{}
+	for _, pid := range pids {
+		seen[pid] = true
 	}
 	if r.ContainerdSocket != "" {
 		// containerd-shim-runc-v2 -namespace k8s.io -id ID -address SOCKET
@@ -169,20 +156,71 @@ func treePIDs(r Record) ([]int, error) {
 		}
 	}
 	delete(seen, os.Getpid())
-	var pids []int
-	for pid := range seen {
+	return sortedPIDs(seen), nil
+}
+
+// CgroupPIDs are the processes in every cgroup under root (a cgroup path,
+// as a node's CgroupRoot) in every hierarchy, sorted. With match set, only
+// those in the cgroups under root whose directory name match accepts, and
+// in every cgroup under those (kubelet's pod<UID> of one pod).
+func CgroupPIDs(root string, match func(name string) bool) ([]int, error) {
+	seen := map[int]bool{}
+	collect := func(top string) {
+		_ = filepath.WalkDir(top, func(path string, d fs.DirEntry, err error) error {
+			if err != nil || !d.IsDir() {
+				return nil
+			}
+			b, err := os.ReadFile(filepath.Join(path, "cgroup.procs"))
+			if err != nil {
+				return nil
+			}
+			for _, f := range strings.Fields(string(b)) {
+				if pid, err := strconv.Atoi(f); err == nil {
+					seen[pid] = true
+				}
+			}
+			return nil
+		})
+	}
+	ms, err := cgroupMounts()
+	if err != nil {
+		return nil, err
+	}
+	for _, m := range ms {
+		top := filepath.Join(m.point, root)
+		if match == nil {
+			collect(top)
+			continue
+		}
+		_ = filepath.WalkDir(top, func(path string, d fs.DirEntry, err error) error {
+			if err != nil || !d.IsDir() {
+				return nil
+			}
+			if match(d.Name()) {
+				collect(path)
+				return filepath.SkipDir
+			}
+			return nil
+		})
+	}
+	return sortedPIDs(seen), nil
+}
+
+func sortedPIDs(set map[int]bool) []int {
+	pids := make([]int, 0, len(set))
+	for pid := range set {
 		pids = append(pids, pid)
 	}
 	slices.Sort(pids)
-	return pids, nil
+	return pids
 }
 
-// killTree SIGKILLs everything treePIDs finds until nothing is left
+// killTree SIGKILLs everything TreePIDs finds until nothing is left
 // (processes may fork while it runs), at most 30 s.
 func killTree(r Record) error {
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		pids, err := treePIDs(r)
+		pids, err := TreePIDs(r)
 		if err != nil {
 			return err
 		}

@@ -1,0 +1,88 @@
+// Package labrun is what the benchmarks that bring up a lab of their own
+// share to run it: log lines under the command's name, cleanups that run
+// once in reverse order (at the end, on a failure and once a signal has
+// made the run fail), and a context that SIGINT, SIGTERM and SIGHUP end.
+package labrun
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"slices"
+	"sync"
+	"syscall"
+)
+
+// Run is one benchmark run. Its methods are safe to call from any
+// goroutine.
+type Run struct {
+	name     string
+	mu       sync.Mutex
+	cleanups []func()
+	finished chan struct{}
+	once     sync.Once
+}
+
+// New is a run of the command name ("bench/kube"), which prefixes its log
+// lines.
+func New(name string) *Run {
+	return &Run{name: name, finished: make(chan struct{})}
+}
+
+// Logf writes one line to stderr, after the command's name.
+func (r *Run) Logf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, r.name+": "+format+"\n", args...)
+}
+
+// AddCleanup registers f to run at the end, before the cleanups added
+// before it.
+func (r *Run) AddCleanup(f func()) {
+	r.mu.Lock()
+	r.cleanups = append(r.cleanups, f)
+	r.mu.Unlock()
+}
+
+// runCleanups runs the cleanups added so far, the last first, once.
+func (r *Run) runCleanups() {
+	r.mu.Lock()
+	fs := r.cleanups
+	r.cleanups = nil
+	r.mu.Unlock()
+	for _, f := range slices.Backward(fs) {
+		f()
+	}
+}
+
+// Fatalf logs, runs the cleanups and exits with status 1.
+func (r *Run) Fatalf(format string, args ...any) {
+	r.Logf(format, args...)
+	r.runCleanups()
+	os.Exit(1)
+}
+
+// Interruptible is a context that SIGINT, SIGTERM and SIGHUP end, and the
+// function that stops catching them (defer it). The run notices a signal
+// through the context: lab.Up removes what it made by itself, and after
+// it a command or wait fails and Fatalf runs the cleanups. If notice is
+// not empty, it is logged when a signal comes before Finish.
+func (r *Run) Interruptible(notice string) (context.Context, context.CancelFunc) {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	if notice != "" {
+		go func() {
+			select {
+			case <-ctx.Done():
+				r.Logf("%s", notice)
+			case <-r.finished:
+			}
+		}()
+	}
+	return ctx, stop
+}
+
+// Finish ends a run that succeeded: a signal is no longer noticed, and
+// the cleanups run.
+func (r *Run) Finish() {
+	r.once.Do(func() { close(r.finished) })
+	r.runCleanups()
+}
