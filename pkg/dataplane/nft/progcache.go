@@ -99,10 +99,10 @@ func (c *programCache) compileRules(rules []calc.Rule) []compiledRule {
 // compiledNow reports whether program name was compiled in this Apply.
 func (c *programCache) compiledNow(name string) bool { return c.compiled[name] }
 
-// memoOf is how program name's classes compiled last time (nil: never).
-func (c *programCache) memoOf(name string) *classMemo {
+// last is program name as compiled last time (nil: never).
+func (c *programCache) last(name string) *program {
 	if e := c.progs[name]; e != nil {
-		return e.prog.memo
+		return e.prog
 	}
 	return nil
 }
@@ -207,7 +207,7 @@ func (d *Driver) compile(k progKind, tiers []calc.TierPolicies, dir calc.Directi
 	if d.progs.compiledNow(name) {
 		return name
 	}
-	p := buildProgram(name, k, d.programBlocks(k, tiers, dir, profiles), &d.cfg, d.progs.memoOf(name))
+	p := buildProgram(name, k, d.programBlocks(k, tiers, dir, profiles), &d.cfg, d.progs.last(name))
 	if prev := d.progs.put(name, p); prev != nil {
 		d.install(prev, p)
 	}
@@ -222,7 +222,9 @@ func (d *Driver) programBlocks(k progKind, tiers []calc.TierPolicies, dir calc.D
 	for _, t := range tiers {
 		b := block{name: "tier " + t.Name}
 		for _, pid := range t.Policies {
-			b.rules = append(b.rules, d.progs.policyRules(pid, d.policies[pid], dir)...)
+			if rs := d.progs.policyRules(pid, d.policies[pid], dir); len(rs) > 0 {
+				b.parts = append(b.parts, rs)
+			}
 		}
 		if tierDefaults && t.DefaultAction != calc.Pass {
 			b.drop = true
@@ -237,7 +239,7 @@ func (d *Driver) programBlocks(k progKind, tiers []calc.TierPolicies, dir calc.D
 			b.drop = true
 			b.endComment = "profile " + ref.Name + " does not exist: fail closed"
 		} else {
-			b.rules = d.progs.profileRules(pr, dir)
+			b.parts = [][]compiledRule{d.progs.profileRules(pr, dir)}
 		}
 		blocks = append(blocks, b)
 	}
@@ -272,7 +274,27 @@ func (d *Driver) install(prev, next *program) {
 	if next == nil {
 		next = &program{name: prev.name}
 	}
-	for n, rs := range next.chains {
+	// The chains that may differ: all of both, or when next was compiled
+	// from prev by difference, those it recompiled.
+	var names []string
+	if next.from == prev {
+		names = next.touched
+	} else {
+		names = make([]string, 0, len(next.chains)+len(prev.chains))
+		for n := range next.chains {
+			names = append(names, n)
+		}
+		for n := range prev.chains {
+			if _, ok := next.chains[n]; !ok {
+				names = append(names, n)
+			}
+		}
+	}
+	for _, n := range names {
+		rs, ok := next.chains[n]
+		if !ok {
+			continue
+		}
 		if was, ok := prev.chains[n]; !ok {
 			if d.progs.refChain(n) {
 				d.setChain(n, &chainT{rules: slices.Clone(rs)})
@@ -282,12 +304,18 @@ func (d *Driver) install(prev, next *program) {
 			d.setChain(n, &chainT{rules: slices.Clone(rs)})
 		}
 	}
-	for n := range prev.chains {
-		if _, ok := next.chains[n]; !ok && d.progs.unrefChain(n) {
+	for _, n := range names {
+		_, inPrev := prev.chains[n]
+		if _, ok := next.chains[n]; !ok && inPrev && d.progs.unrefChain(n) {
 			d.delChain(n)
 		}
 	}
-	if len(next.classMap) > 0 {
+	if len(next.classMap) > 0 && prev.mapName != "" && next.dispatch == prev.dispatch {
+		// The same dispatch (compiled by difference, no target changed):
+		// the class map keeps its name and elements.
+		next.useClassMap(prev.mapName)
+		d.ensureSet(prev.mapName, classMapShape, "port classes of "+next.name)
+	} else if len(next.classMap) > 0 {
 		m := d.classMapFor(prev, next)
 		next.useClassMap(m)
 		d.ensureSet(m, classMapShape, "port classes of "+next.name)

@@ -3,6 +3,7 @@ package nft
 import (
 	"encoding/binary"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -78,8 +79,10 @@ const (
 // block is a tier or a profile: its rules, then what happens when none
 // decided.
 type block struct {
-	name  string
-	rules []compiledRule
+	name string
+	// parts are the block's rules, a slice per policy (the compiled
+	// rules are shared with the program cache, not copied).
+	parts [][]compiledRule
 	// drop: nothing decided in this block drops (a tier with Deny default
 	// action, a missing profile); otherwise evaluation goes on.
 	drop       bool
@@ -108,6 +111,12 @@ type program struct {
 	// digest identifies entry and classMap (see entryComment).
 	digest string
 	memo   *classMemo
+	// from and touched: when the program was compiled from the previous
+	// version (from) by recompiling some classes only, touched are the
+	// names of the class chains that may differ between the two (added,
+	// changed or gone); install(from, p) looks at those alone.
+	from    *program
+	touched []string
 }
 
 // classMemo remembers how a program's classes compiled, so that compiling
@@ -115,9 +124,34 @@ type program struct {
 // changed. A class is known by its protocol and its rules (block and
 // compiledRule.id, which a new version of a policy does not reuse), valid
 // for the same block shape (kind is part of the program's name).
+//
+// It also keeps the partition and the dispatch it was built with: when a
+// change leaves every rule's admission (protocol and ports) where it was,
+// the partition is the same, and only the classes that have a changed rule
+// are compiled again (reuse); when their targets did not change either,
+// the dispatch is the same too.
 type classMemo struct {
 	blocks string
-	byKey  map[string]classResult
+	// As compiled, by flat rule: admission, block and compiledRule.id.
+	adms    []admission
+	blockOf []int
+	ids     []uint64
+	// The partition; per class its memo key, result and target.
+	classes []portClass
+	spans   []span
+	keys    []string
+	results []classResult
+	targets []string
+	// byFlat lists the classes each flat rule is a member of (made on
+	// the first reuse, shared by the memos of the same partition).
+	byFlat [][]int32
+	// The dispatch as dispatchClasses built it (before useClassMap).
+	entry     []ruleT
+	mapName   string
+	classMap  []elemT
+	classKeys []string
+	dispatch  string
+	digest    string
 }
 
 type classResult struct {
@@ -157,20 +191,36 @@ func verdicts(k progKind, mark uint32) (allow, final string, mappable bool) {
 // buildProgram compiles blocks into a program in three steps: the class
 // partition of its rules (partition), each class's chains or constant
 // verdict (compileClass; classes compiled for the same rules and place
-// last time are taken from old), and the dispatch of the entry chain and
-// class map (dispatchClasses).
-func buildProgram(name string, k progKind, blocks []block, cfg *Config, old *classMemo) *program {
+// last time are taken from old's memo), and the dispatch of the entry
+// chain and class map (dispatchClasses). When old has the same partition,
+// reuse does it by difference instead.
+func buildProgram(name string, k progKind, blocks []block, cfg *Config, old *program) *program {
 	b := newProgramBuilder(name, k, blocks, cfg)
-	adms := make([]admission, len(b.flat))
+	memo := &classMemo{blocks: blockShape(blocks)}
+	memo.adms = make([]admission, len(b.flat))
+	memo.blockOf = make([]int, len(b.flat))
+	memo.ids = make([]uint64, len(b.flat))
 	for i, f := range b.flat {
-		adms[i] = f.rule.adm
+		memo.adms[i], memo.blockOf[i], memo.ids[i] = f.rule.adm, f.block, f.rule.id
 	}
-	classes, spans := partition(adms)
-
-	memo := &classMemo{blocks: blockShape(blocks), byKey: make(map[string]classResult, len(classes))}
-	if old != nil && old.blocks != memo.blocks {
-		old = nil
+	var om *classMemo
+	if old != nil && old.memo != nil && old.memo.blocks == memo.blocks {
+		om = old.memo
+		if p := reuse(b, memo, old); p != nil {
+			return p
+		}
 	}
+	classes, spans := partition(memo.adms)
+	var byKey map[string]int
+	if om != nil {
+		byKey = make(map[string]int, len(om.keys))
+		for i, k := range om.keys {
+			byKey[k] = i
+		}
+	}
+	memo.classes, memo.spans = classes, spans
+	memo.keys = make([]string, len(classes))
+	memo.results = make([]classResult, len(classes))
 	prog := &program{name: name, chains: make(map[string][]ruleT, len(classes)), memo: memo}
 	// target is what the dispatch does with a class: its constant verdict,
 	// or a goto to its first chain.
@@ -179,20 +229,95 @@ func buildProgram(name string, k progKind, blocks []block, cfg *Config, old *cla
 		// A class's chains are named by where it starts: its memo entry
 		// is valid only there.
 		key := b.memoKey(c)
-		res, ok := classResult{}, false
-		if old != nil {
-			res, ok = old.byKey[key]
-		}
-		if !ok {
+		var res classResult
+		if oi, ok := byKey[key]; ok {
+			res = om.results[oi]
+		} else {
 			res = b.compileClass(c)
 		}
-		memo.byKey[key] = res
+		memo.keys[ci], memo.results[ci] = key, res
 		target[ci] = res.target
 		for _, ch := range res.chains {
 			prog.chains[ch.name] = ch.rules
 		}
 	}
+	memo.targets = target
 	prog.dispatchClasses(spans, target)
+	memo.keepDispatch(prog)
+	return prog
+}
+
+// keepDispatch remembers p's dispatch as dispatchClasses built it.
+func (m *classMemo) keepDispatch(p *program) {
+	m.entry, m.mapName, m.classMap, m.classKeys = slices.Clone(p.entry), p.mapName, p.classMap, p.classKeys
+	m.dispatch, m.digest = p.dispatch, p.digest
+}
+
+// reuse compiles the program again from old by difference when every flat
+// rule kept its admission and block (so the partition is old's): only the
+// classes with a rule whose id changed are compiled, and the dispatch is
+// old's unless one of their targets changed. nil when it does not apply.
+func reuse(b *programBuilder, memo *classMemo, old *program) *program {
+	om := old.memo
+	if len(memo.adms) != len(om.adms) || om.classes == nil {
+		return nil
+	}
+	var changed []int
+	for i := range memo.adms {
+		if memo.blockOf[i] != om.blockOf[i] || !memo.adms[i].equal(om.adms[i]) {
+			return nil
+		}
+		if memo.ids[i] != om.ids[i] {
+			changed = append(changed, i)
+		}
+	}
+	if om.byFlat == nil {
+		om.byFlat = make([][]int32, len(om.adms))
+		for ci, c := range om.classes {
+			for _, m := range c.members {
+				om.byFlat[m] = append(om.byFlat[m], int32(ci))
+			}
+		}
+	}
+	affected := map[int32]struct{}{}
+	for _, i := range changed {
+		for _, ci := range om.byFlat[i] {
+			affected[ci] = struct{}{}
+		}
+	}
+	memo.classes, memo.spans, memo.byFlat = om.classes, om.spans, om.byFlat
+	memo.keys, memo.results, memo.targets = slices.Clone(om.keys), slices.Clone(om.results), slices.Clone(om.targets)
+	prog := &program{name: old.name, chains: maps.Clone(old.chains), memo: memo, from: old}
+	targetsChanged := false
+	for _, ci := range slices.Sorted(maps.Keys(affected)) {
+		c := memo.classes[ci]
+		was := memo.results[ci]
+		res := b.compileClass(c)
+		memo.keys[ci], memo.results[ci] = b.memoKey(c), res
+		for _, ch := range was.chains {
+			delete(prog.chains, ch.name)
+			prog.touched = append(prog.touched, ch.name)
+		}
+		for _, ch := range res.chains {
+			prog.chains[ch.name] = ch.rules
+			prog.touched = append(prog.touched, ch.name)
+		}
+		if res.target != memo.targets[ci] {
+			memo.targets[ci] = res.target
+			targetsChanged = true
+		}
+	}
+	slices.Sort(prog.touched)
+	prog.touched = slices.Compact(prog.touched)
+	if targetsChanged {
+		prog.dispatchClasses(memo.spans, memo.targets)
+		memo.keepDispatch(prog)
+		return prog
+	}
+	memo.entry, memo.mapName, memo.classMap, memo.classKeys = om.entry, om.mapName, om.classMap, om.classKeys
+	memo.dispatch, memo.digest = om.dispatch, om.digest
+	prog.entry, prog.mapName, prog.classMap, prog.classKeys = slices.Clone(om.entry), om.mapName, om.classMap, om.classKeys
+	prog.dispatch, prog.digest = om.dispatch, om.digest
 	return prog
 }
 
@@ -219,9 +344,18 @@ type programBuilder struct {
 func newProgramBuilder(name string, k progKind, blocks []block, cfg *Config) *programBuilder {
 	b := &programBuilder{name: name, kind: k, blocks: blocks, cfg: cfg}
 	b.allow, b.final, b.mappable = verdicts(k, cfg.UntrackedMark)
+	n := 0
+	for _, bl := range blocks {
+		for _, part := range bl.parts {
+			n += len(part)
+		}
+	}
+	b.flat = make([]ruleRef, 0, n)
 	for bi := range blocks {
-		for ri := range blocks[bi].rules {
-			b.flat = append(b.flat, ruleRef{bi, &blocks[bi].rules[ri]})
+		for _, part := range blocks[bi].parts {
+			for ri := range part {
+				b.flat = append(b.flat, ruleRef{bi, &part[ri]})
+			}
 		}
 	}
 	return b

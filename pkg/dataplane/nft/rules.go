@@ -54,6 +54,11 @@ type admission struct {
 	ranges []calc.PortRange // sorted, disjoint; nil means every port
 }
 
+// equal reports whether a and b admit the same packets.
+func (a admission) equal(b admission) bool {
+	return a.all == b.all && a.proto == b.proto && (a.ranges == nil) == (b.ranges == nil) && slices.Equal(a.ranges, b.ranges)
+}
+
 // compiledRule is a calc.Rule ready to be placed in class chains.
 type compiledRule struct {
 	rule *calc.Rule
