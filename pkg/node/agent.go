@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"sync"
@@ -44,6 +45,7 @@ type Agent struct {
 
 	// What the HTTP handlers read.
 	heartbeat atomic.Int64 // unix nanoseconds of the loop's last turn
+	freeing   atomic.Bool  // returnMemory is at work
 	ready     atomic.Bool
 	notReady  atomic.Pointer[string]
 }
@@ -372,7 +374,28 @@ func (a *Agent) applyNow(ctx context.Context, now time.Time) {
 		cs.dirty, cs.full, cs.err, cs.retries, cs.retryAt, cs.applied = false, false, nil, 0, time.Time{}, true
 		a.log.Debug("applied", "dataplane", name, "mode", mode, "took", d)
 	}
+	if time.Since(now) >= bigApply {
+		a.returnMemory()
+	}
 	a.updateReadiness()
+}
+
+// bigApply is how long an apply round takes before the memory it used is
+// handed back to the system at once (returnMemory).
+const bigApply = 100 * time.Millisecond
+
+// returnMemory collects the garbage of a big apply and returns the freed
+// memory to the system, in the background: otherwise the runtime keeps
+// the pages of a burst for minutes, and the agent looks as big as its
+// biggest change ever was.
+func (a *Agent) returnMemory() {
+	if !a.freeing.CompareAndSwap(false, true) {
+		return
+	}
+	go func() {
+		defer a.freeing.Store(false)
+		debug.FreeOSMemory()
+	}()
 }
 
 // updateReadiness recomputes readiness after an apply round and records
