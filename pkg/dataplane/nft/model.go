@@ -129,10 +129,20 @@ func (d *dirtySet) elem(set, key string) {
 	m[key] = struct{}{}
 }
 
-// setChain puts a chain in want.
+// setChain puts a chain in want. Its rules may be shared with a program
+// (they are never changed in place): a rule whose comment comment() would
+// change is fixed in a copy.
 func (d *Driver) setChain(name string, c *chainT) {
+	copied := false
 	for i := range c.rules {
-		c.rules[i].comment = comment(c.rules[i].comment)
+		cm := comment(c.rules[i].comment)
+		if cm == c.rules[i].comment {
+			continue
+		}
+		if !copied {
+			c.rules, copied = slices.Clone(c.rules), true
+		}
+		c.rules[i].comment = cm
 	}
 	d.want.chains[name] = c
 	d.dirty.chains[name] = struct{}{}

@@ -20,7 +20,10 @@ const maxComment = 128
 // character boundary. Every comment the driver writes goes through here, so
 // what it wants and what the kernel lists back compare equal.
 func comment(text string) string {
-	text = strings.NewReplacer(`"`, "'", "\n", " ", "\r", " ").Replace(text)
+	if len(text) <= maxComment && !strings.ContainsAny(text, "\"\n\r") {
+		return text // the common case, without a copy
+	}
+	text = commentReplacer.Replace(text)
 	if len(text) <= maxComment {
 		return text
 	}
@@ -30,6 +33,8 @@ func comment(text string) string {
 	}
 	return text[:cut] + "..."
 }
+
+var commentReplacer = strings.NewReplacer(`"`, "'", "\n", " ", "\r", " ")
 
 // Every chain, set and map name of the table comes from this file.
 //

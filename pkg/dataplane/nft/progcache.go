@@ -297,11 +297,11 @@ func (d *Driver) install(prev, next *program) {
 		}
 		if was, ok := prev.chains[n]; !ok {
 			if d.progs.refChain(n) {
-				d.setChain(n, &chainT{rules: slices.Clone(rs)})
+				d.setChain(n, &chainT{rules: rs})
 			}
 		} else if !slices.Equal(was, rs) {
 			// A class chain (named by place, not content) has new rules.
-			d.setChain(n, &chainT{rules: slices.Clone(rs)})
+			d.setChain(n, &chainT{rules: rs})
 		}
 	}
 	for _, n := range names {
