@@ -197,6 +197,18 @@ func notEncodableErr(err error) error {
 // acknowledgements perhaps unread (an error: the driver's next sync is a
 // full one and lists what the kernel has).
 func (n *Netlink) run(ctx context.Context, table string, ops []op) error {
+	// Every operation but an element's is a message of its own: when
+	// those alone are too many, do not encode the transaction to find out
+	// (a cost in time and memory for the biggest ones).
+	own := 0
+	for i := range ops {
+		if ops[i].kind != opAddElem && ops[i].kind != opDelElem {
+			own++
+		}
+	}
+	if own > maxDirectMessages {
+		return fmt.Errorf("%w: %d messages or more", errNotEncodable, own)
+	}
 	tbl := &nftables.Table{Name: table, Family: nftables.TableFamilyINet}
 	steps, err := encodeOps(tbl, ops)
 	if err != nil {
