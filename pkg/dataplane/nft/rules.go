@@ -124,9 +124,13 @@ func familyPossible(r *calc.Rule, f int) bool {
 	}
 	switch r.Protocol {
 	case calc.ProtoICMP:
-		return f == 4
+		if f != 4 {
+			return false
+		}
 	case calc.ProtoICMPv6:
-		return f == 6
+		if f != 6 {
+			return false
+		}
 	case 0:
 		if (r.ICMP != nil || r.NotICMP != nil) && f == 6 && r.IPVersion != 6 {
 			return false // an ICMP type without a protocol is ICMPv4
