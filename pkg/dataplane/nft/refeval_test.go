@@ -57,6 +57,32 @@ func refEndpoint(st *calc.State, ep *calc.Endpoint, dir calc.Direction, p *packe
 		}
 		return in
 	}
+	// rules evaluates rules in order: decided (an Allow or Deny matched,
+	// res says which), or passed (a Pass matched).
+	rules := func(rs []calc.Rule, prefix string) (decided, passed bool) {
+		for i := range rs {
+			r := &rs[i]
+			n := refRuleMatches(st, r, p)
+			if n == 0 {
+				continue
+			}
+			switch r.Action {
+			case calc.Log:
+				for range n {
+					res.logs = append(res.logs, r.LogPrefix)
+				}
+			case calc.Allow:
+				res.allow, res.why, res.by = true, prefix+"allow", r.LogPrefix
+				return true, false
+			case calc.Deny:
+				res.why, res.by = prefix+"deny", r.LogPrefix
+				return true, false
+			case calc.Pass:
+				return false, true
+			}
+		}
+		return false, false
+	}
 tiers:
 	for _, t := range tiers {
 		for _, pid := range t.Policies {
@@ -64,27 +90,13 @@ tiers:
 			if pol == nil {
 				continue
 			}
-			for i := range rulesOf(pol.Ingress, pol.Egress) {
-				r := &rulesOf(pol.Ingress, pol.Egress)[i]
-				n := refRuleMatches(st, r, p)
-				if n == 0 {
-					continue
-				}
-				switch r.Action {
-				case calc.Log:
-					for range n {
-						res.logs = append(res.logs, r.LogPrefix)
-					}
-				case calc.Allow:
-					res.allow, res.why, res.by = true, "allow", r.LogPrefix
-					return res
-				case calc.Deny:
-					res.why, res.by = "deny", r.LogPrefix
-					return res
-				case calc.Pass:
-					res.passed++
-					continue tiers
-				}
+			decided, passed := rules(rulesOf(pol.Ingress, pol.Egress), "")
+			if decided {
+				return res
+			}
+			if passed {
+				res.passed++
+				continue tiers
 			}
 		}
 		if t.DefaultAction == calc.Pass {
@@ -100,24 +112,10 @@ tiers:
 			res.why, res.by = "missing profile", ref.Name
 			return res
 		}
-		for i := range rulesOf(pr.Ingress, pr.Egress) {
-			r := &rulesOf(pr.Ingress, pr.Egress)[i]
-			n := refRuleMatches(st, r, p)
-			if n == 0 {
-				continue
-			}
-			switch r.Action {
-			case calc.Log:
-				for range n {
-					res.logs = append(res.logs, r.LogPrefix)
-				}
-			case calc.Allow:
-				res.allow, res.why, res.by = true, "profile allow", r.LogPrefix
-				return res
-			case calc.Deny:
-				res.why, res.by = "profile deny", r.LogPrefix
-				return res
-			}
+		// Pass has no meaning in a profile (calc allows it in tiers only);
+		// the generator writes none.
+		if decided, _ := rules(rulesOf(pr.Ingress, pr.Egress), "profile "); decided {
+			return res
 		}
 	}
 	res.why = "nothing allowed"
