@@ -10,10 +10,14 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
+	"sync"
+	"sync/atomic"
 
 	"github.com/spf13/cobra"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	kjson "sigs.k8s.io/json"
 	"sigs.k8s.io/yaml"
 
 	"github.com/tortie/tortie/pkg/apis/k8s"
@@ -27,6 +31,10 @@ type Document struct {
 	Index  int    // 1-based position among the source's non-empty documents
 	Raw    []byte
 	Obj    v3.Resource
+	// json is Raw as yaml.YAMLToJSONStrict converts it, when reading the
+	// manifest did (nil otherwise: not valid YAML, a duplicated key, an item
+	// of a List), so that decoding does not parse the YAML again.
+	json []byte
 }
 
 // Describe names the document for messages: `p.yaml document 2 (IPPool "x")`.
@@ -192,28 +200,45 @@ func readManifestFile(path string) ([]*Document, error) {
 	return splitDocuments(path, fh)
 }
 
+// readBufferSize is the read buffer of a manifest: lines longer than it are
+// read in pieces, so it bounds nothing but the size of one read.
+const readBufferSize = 64 << 10
+
 func splitDocuments(source string, r io.Reader) ([]*Document, error) {
-	rd := utilyaml.NewYAMLReader(bufio.NewReaderSize(r, 1<<20))
-	var docs []*Document
+	rd := utilyaml.NewYAMLReader(bufio.NewReaderSize(r, readBufferSize))
+	var raws [][]byte
 	for {
 		raw, err := rd.Read()
 		if err == io.EOF {
-			return docs, nil
+			break
 		}
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", source, err)
 		}
-		if isEmptyDocument(raw) {
-			continue
+		if !isEmptyDocument(raw) {
+			raws = append(raws, raw)
 		}
-		items, err := expandList(raw)
-		if err != nil {
-			return nil, fmt.Errorf("%s document %d: %w", source, len(docs)+1, err)
+	}
+	// Parsing the YAML is most of the work of reading a manifest: each
+	// document is parsed once, here, on every CPU, and decoded from the JSON.
+	jsons := make([][]byte, len(raws))
+	forEach(len(raws), func(i int) {
+		if js, err := yaml.YAMLToJSONStrict(raws[i]); err == nil {
+			jsons[i] = js
+		}
+	})
+	var docs []*Document
+	for i, raw := range raws {
+		items := listItems(raw, jsons[i])
+		if items == nil {
+			docs = append(docs, &Document{Source: source, Index: len(docs) + 1, Raw: raw, json: jsons[i]})
+			continue
 		}
 		for _, it := range items {
 			docs = append(docs, &Document{Source: source, Index: len(docs) + 1, Raw: it})
 		}
 	}
+	return docs, nil
 }
 
 // isEmptyDocument reports a document of only comments and blank lines.
@@ -227,33 +252,83 @@ func isEmptyDocument(raw []byte) bool {
 	return true
 }
 
-// expandList returns the items of a List document, or the document itself.
-func expandList(raw []byte) ([][]byte, error) {
+// listItems returns the items of a List document (kind List or <Kind>List
+// with items), or nil for any other document. js is raw's strict JSON form,
+// or nil if there is none.
+func listItems(raw, js []byte) [][]byte {
 	var l struct {
 		Kind  string            `json:"kind"`
 		Items []json.RawMessage `json:"items"`
 	}
-	if err := yaml.Unmarshal(raw, &l); err != nil || !strings.HasSuffix(l.Kind, "List") || l.Items == nil {
-		return [][]byte{raw}, nil
+	var err error
+	if js == nil {
+		err = yaml.Unmarshal(raw, &l)
+	} else if !bytes.Contains(js, []byte(`List"`)) {
+		// The JSON of a kind ending with "List" has this in it (JSON
+		// escapes neither letters nor the closing quote); without it, this
+		// is no list.
+		return nil
+	} else {
+		// The same as yaml.Unmarshal(raw, &l): the JSON differs from the
+		// one that converts YAML to JSON for this struct only in a kind
+		// that is not a string (a number, a boolean), which is no list
+		// either way.
+		err = json.Unmarshal(js, &l)
+	}
+	if err != nil || !strings.HasSuffix(l.Kind, "List") || l.Items == nil {
+		return nil
 	}
 	out := make([][]byte, len(l.Items))
 	for i, it := range l.Items {
 		out[i] = it
 	}
-	return out, nil
+	return out
 }
 
 // decodeResource decodes a projectcalico.org/v3 document, or a Kubernetes
-// NetworkPolicy or Namespace, converted as Calico converts them.
-func decodeResource(raw []byte) (v3.Resource, error) {
+// NetworkPolicy or Namespace, converted as Calico converts them. js is raw's
+// strict JSON form (yaml.YAMLToJSONStrict), or nil.
+func decodeResource(raw, js []byte) (v3.Resource, error) {
 	var tm struct {
 		APIVersion string `json:"apiVersion"`
 		Kind       string `json:"kind"`
 	}
-	if yaml.Unmarshal(raw, &tm) == nil && k8s.IsKubernetesKind(tm.APIVersion, tm.Kind) {
-		return k8s.Decode(raw)
+	if js == nil {
+		if yaml.Unmarshal(raw, &tm) == nil && k8s.IsKubernetesKind(tm.APIVersion, tm.Kind) {
+			return k8s.Decode(raw)
+		}
+		return v3.Decode(raw)
+	}
+	// json.Unmarshal of js decides as yaml.Unmarshal of raw would: they
+	// differ only for an apiVersion or kind that is not a string, which is
+	// no Kubernetes kind either way.
+	if err := json.Unmarshal(js, &tm); err == nil {
+		if k8s.IsKubernetesKind(tm.APIVersion, tm.Kind) {
+			return k8s.Decode(raw)
+		}
+		if r, ok := decodeV3JSON(js, tm.APIVersion, tm.Kind); ok {
+			return r, nil
+		}
 	}
 	return v3.Decode(raw)
+}
+
+// decodeV3JSON is v3.Decode of a document whose strict JSON form is js and
+// whose apiVersion and kind (json.Unmarshal'd from js) are given, when
+// v3.Decode would succeed at once; ok false when v3.Decode would find any
+// fault, which is then left to it, so that its errors (and its lenient
+// second attempt) stay its own. It spares parsing the YAML again.
+func decodeV3JSON(js []byte, apiVersion, kind string) (v3.Resource, bool) {
+	k, ok := v3.KindByKind(kind)
+	if !ok || apiVersion != v3.APIVersion {
+		return nil, false
+	}
+	r := k.New()
+	strictErrs, err := kjson.UnmarshalStrict(js, r, kjson.DisallowDuplicateFields, kjson.DisallowUnknownFields)
+	if len(strictErrs) > 0 || err != nil {
+		return nil, false
+	}
+	return r, true
 }
 
 // decodeMode says how far decodeDocuments goes.
@@ -268,14 +343,15 @@ const (
 )
 
 // decodeDocuments decodes every document (and, by mode, defaults and
-// validates it) and reports all bad ones at once.
+// validates it) and reports all bad ones at once, in document order.
 func decodeDocuments(docs []*Document, mode decodeMode) error {
-	var errs []string
-	for _, d := range docs {
-		obj, err := decodeResource(d.Raw)
+	msgs := make([]string, len(docs))
+	forEach(len(docs), func(i int) {
+		d := docs[i]
+		obj, err := decodeResource(d.Raw, d.json)
 		if err != nil {
-			errs = append(errs, fmt.Sprintf("%s: %v", d.Describe(), err))
-			continue
+			msgs[i] = fmt.Sprintf("%s: %v", d.Describe(), err)
+			return
 		}
 		d.Obj = obj
 		// As calicoctl: a namespaced resource without a namespace is in "default".
@@ -283,15 +359,43 @@ func decodeDocuments(docs []*Document, mode decodeMode) error {
 			obj.SetNamespace("default")
 		}
 		if mode != decodeAndValidate {
-			continue
+			return
 		}
 		v3.SetDefaults(obj)
 		if err := v3.Validate(obj); err != nil {
-			errs = append(errs, fmt.Sprintf("%s: %v", d.Describe(), err))
+			msgs[i] = fmt.Sprintf("%s: %v", d.Describe(), err)
+		}
+	})
+	var errs []string
+	for _, m := range msgs {
+		if m != "" {
+			errs = append(errs, m)
 		}
 	}
 	if len(errs) > 0 {
 		return &DocumentErrors{Errs: errs, Total: len(docs)}
 	}
 	return nil
+}
+
+// forEach calls fn(0) … fn(n-1) on every CPU at once; the calls must be
+// independent of each other.
+func forEach(n int, fn func(i int)) {
+	workers := min(runtime.GOMAXPROCS(0), n)
+	if workers <= 1 {
+		for i := range n {
+			fn(i)
+		}
+		return
+	}
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for i := int(next.Add(1) - 1); i < n; i = int(next.Add(1) - 1) {
+				fn(i)
+			}
+		})
+	}
+	wg.Wait()
 }

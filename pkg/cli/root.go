@@ -111,6 +111,12 @@ func (g *globals) resolve() (*datastore.Resolved, error) {
 
 // connect opens the datastore. The returned close function must be called.
 func (g *globals) connect() (*client.Client, func(), error) {
+	return g.connectUnder(g.parent())
+}
+
+// connectUnder is connect with the context that bounds the check that the
+// datastore answers.
+func (g *globals) connectUnder(parent context.Context) (*client.Client, func(), error) {
 	ds, err := g.resolve()
 	if err != nil {
 		return nil, nil, err
@@ -119,11 +125,11 @@ func (g *globals) connect() (*client.Client, func(), error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("connecting to the %w", ds.WrapError(err))
 	}
-	ctx, cancel := context.WithTimeout(g.parent(), min(g.timeout, pingTimeout))
+	ctx, cancel := context.WithTimeout(parent, min(g.timeout, pingTimeout))
 	defer cancel()
 	if err := be.Ping(ctx); err != nil {
 		be.Close()
-		if err := g.parent().Err(); err != nil {
+		if err := parent.Err(); err != nil {
 			return nil, nil, fmt.Errorf("connecting to the datastore: %w", err) // interrupted
 		}
 		return nil, nil, fmt.Errorf("%w\n(or start one on this machine with `tortie datastore serve`)", ds.WrapError(err))
@@ -152,4 +158,57 @@ func (g *globals) session() (*client.Client, context.Context, func(), error) {
 	}
 	ctx, cancel := g.context()
 	return c, ctx, func() { cancel(); closeFn() }, nil
+}
+
+// pendingSession is a session being opened while the command does other
+// work: wait takes it, discard gives it up; discard after wait does nothing.
+type pendingSession struct {
+	done    chan struct{}
+	cancel  context.CancelFunc
+	c       *client.Client
+	closeFn func()
+	err     error
+	taken   bool
+}
+
+// sessionInBackground starts opening what session opens. Connecting (a TCP
+// and an HTTP/2 handshake, the datastore's status) then overlaps the
+// command's own work, such as reading and checking manifests; its outcome,
+// an error included, counts only when the command waits for it.
+func (g *globals) sessionInBackground() *pendingSession {
+	ctx, cancel := context.WithCancel(g.parent())
+	p := &pendingSession{done: make(chan struct{}), cancel: cancel}
+	go func() {
+		defer close(p.done)
+		p.c, p.closeFn, p.err = g.connectUnder(ctx)
+	}()
+	return p
+}
+
+// wait returns what session would have.
+func (p *pendingSession) wait(g *globals) (*client.Client, context.Context, func(), error) {
+	p.taken = true
+	<-p.done
+	if p.err != nil {
+		p.cancel()
+		return nil, nil, nil, p.err
+	}
+	ctx, cancel := g.context()
+	return p.c, ctx, func() { cancel(); p.closeFn(); p.cancel() }, nil
+}
+
+// discard gives the session up without waiting for it, and closes it once
+// it is open.
+func (p *pendingSession) discard() {
+	if p.taken {
+		return
+	}
+	p.taken = true
+	p.cancel()
+	go func() {
+		<-p.done
+		if p.err == nil {
+			p.closeFn()
+		}
+	}()
 }

@@ -45,6 +45,8 @@ the namespace's endpoints).`,
 		Example: "  tortie " + op.String() + " -f policy.yaml\n  tortie " + op.String() + " -f manifests/\n  cat pool.yaml | tortie " + op.String() + " -f -",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			pending := g.sessionInBackground()
+			defer pending.discard()
 			docs, err := mf.read(g.in)
 			if err != nil {
 				return err
@@ -56,7 +58,7 @@ the namespace's endpoints).`,
 			if err := decodeDocuments(docs, decodeAndValidate); err != nil {
 				return err
 			}
-			c, ctx, done, err := g.session()
+			c, ctx, done, err := pending.wait(g)
 			if err != nil {
 				return err
 			}
@@ -65,7 +67,8 @@ the namespace's endpoints).`,
 			for i, d := range docs {
 				objs[i] = d.Obj
 			}
-			if _, err := c.Batch(ctx, op, objs); err != nil {
+			// decodeDocuments has defaulted and validated every one.
+			if _, err := c.BatchValidated(ctx, op, objs); err != nil {
 				return describeBatchError(docs, err)
 			}
 			fmt.Fprintln(g.out, successMessage(help[1], len(objs), objs))

@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 
 	v3 "github.com/tortie/tortie/pkg/apis/v3"
 	"github.com/tortie/tortie/pkg/datastore"
@@ -95,6 +98,20 @@ const DefaultMaxTxnOps = 128
 // read, checked and written again. A failure while writing names the
 // documents already written.
 func (c *Client) Batch(ctx context.Context, op Op, rs []v3.Resource) (*Result, error) {
+	return c.batch(ctx, op, rs, validateAll(op, rs))
+}
+
+// BatchValidated is Batch for documents that have been through
+// v3.SetDefaults and v3.Validate without error and not changed since, as
+// a command that reports every invalid document before it connects has
+// done: they are not defaulted and validated again.
+func (c *Client) BatchValidated(ctx context.Context, op Op, rs []v3.Resource) (*Result, error) {
+	return c.batch(ctx, op, rs, make([]error, len(rs)))
+}
+
+// batch is Batch with each document's validation error by index (see
+// validateAll).
+func (c *Client) batch(ctx context.Context, op Op, rs []v3.Resource, invalid []error) (*Result, error) {
 	items := make([]batchItem, len(rs))
 	var derrs DocErrors
 	seen := map[string]int{}
@@ -109,8 +126,7 @@ func (c *Client) Batch(ctx context.Context, op Op, rs []v3.Resource) (*Result, e
 			continue
 		}
 		if op != OpDelete {
-			v3.SetDefaults(r)
-			if err := v3.Validate(r); err != nil {
+			if err := invalid[i]; err != nil {
 				derrs = append(derrs, &DocError{i, err})
 				continue
 			}
@@ -149,6 +165,31 @@ func (c *Client) Batch(ctx context.Context, op Op, rs []v3.Resource) (*Result, e
 	}
 }
 
+// validateAll defaults (v3.SetDefaults) and validates (v3.Validate) the
+// documents a write will check, Batch's first steps for each, and returns
+// each one's validation error by index. Validation, most of the work before
+// a write, only reads its own document, so it runs on every CPU; defaulting
+// writes, so it runs first, in order.
+func validateAll(op Op, rs []v3.Resource) []error {
+	if op == OpDelete {
+		return make([]error, len(rs))
+	}
+	check := make([]bool, len(rs))
+	for i, r := range rs {
+		if k := v3.KindOf(r); k != nil && defaultAllowWrite(op, k, r.GetName()) == nil {
+			v3.SetDefaults(r)
+			check[i] = true
+		}
+	}
+	errs := make([]error, len(rs))
+	forEach(len(rs), func(i int) {
+		if check[i] {
+			errs[i] = v3.Validate(rs[i])
+		}
+	})
+	return errs
+}
+
 type batchItem struct {
 	k   *v3.KindInfo
 	key string
@@ -162,6 +203,20 @@ var errSnapshotChanged = errors.New("datastore rules' snapshot changed")
 // batchAttempt reads what the documents replace, checks the datastore
 // rules against a snapshot, and writes conditionally on both.
 func (c *Client) batchAttempt(ctx context.Context, op Op, rs []v3.Resource, items []batchItem) (*Result, error) {
+	// Whether the datastore is initialised is read alongside the documents'
+	// current values, rather than after them; EnsureInitialized's answer
+	// to it counts, as before, only once every document has passed.
+	var initialized func() error
+	if op != OpDelete && !c.initialized.Load() {
+		done := make(chan struct{})
+		var found error
+		go func() {
+			defer close(done)
+			found = c.isInitialized(ctx)
+		}()
+		initialized = func() error { <-done; return found }
+		defer initialized() // not left running past the attempt
+	}
 	var existing map[string]*datastore.KV
 	if op != OpCreate {
 		keys := make([]string, len(items))
@@ -174,22 +229,37 @@ func (c *Client) batchAttempt(ctx context.Context, op Op, rs []v3.Resource, item
 		}
 	}
 
+	// Decoding what is stored, and encoding what replaces it, are the bulk
+	// of the work here and each reads one document: they run on every CPU.
+	// Their errors count where the document is, as if made in order.
+	curObjs := make([]v3.Resource, len(rs))
+	curErrs := make([]error, len(rs))
+	if len(existing) > 0 {
+		forEach(len(rs), func(i int) {
+			if cur := existing[items[i].key]; cur != nil {
+				curObjs[i], curErrs[i] = decode(items[i].k, cur)
+			}
+		})
+	}
+
 	var derrs DocErrors
 	ops := make([]datastore.Op, len(rs))
 	out := make([]v3.Resource, len(rs))
 	changes := make([]*change, 0, len(rs))
 	sn := newSnapshot(c.be)
 	now := c.now()
+	var toEncode []int
+	// firstBad is the first document whose stored value does not decode:
+	// the documents after it are not looked at.
+	firstBad := len(rs)
 	for i, r := range rs {
 		it := items[i]
 		cur := existing[it.key]
-		var curObj v3.Resource
-		if cur != nil {
-			var err error
-			if curObj, err = decode(it.k, cur); err != nil {
-				return nil, &DocError{i, err}
-			}
+		if curErrs[i] != nil {
+			firstBad = i
+			break
 		}
+		curObj := curObjs[i]
 		casRev := it.rv
 		if casRev == 0 && cur != nil {
 			casRev = cur.Revision
@@ -220,18 +290,27 @@ func (c *Client) batchAttempt(ctx context.Context, op Op, rs []v3.Resource, item
 		if op == OpDelete {
 			continue
 		}
-		_, val, err := encode(r)
-		if err != nil {
-			return nil, &DocError{i, err}
+		toEncode = append(toEncode, i)
+	}
+	encErrs := make([]error, len(toEncode))
+	forEach(len(toEncode), func(j int) {
+		i := toEncode[j]
+		_, ops[i].Value, encErrs[j] = encode(rs[i])
+	})
+	for j, i := range toEncode {
+		if encErrs[j] != nil {
+			return nil, &DocError{i, encErrs[j]}
 		}
-		ops[i].Value = val
-		out[i] = r
+		out[i] = rs[i]
+	}
+	if firstBad < len(rs) {
+		return nil, &DocError{firstBad, curErrs[firstBad]}
 	}
 	if len(derrs) > 0 {
 		return nil, derrs
 	}
-	if op != OpDelete {
-		if err := c.EnsureInitialized(ctx); err != nil {
+	if initialized != nil {
+		if err := c.initialize(ctx, initialized()); err != nil {
 			return nil, err
 		}
 	}
@@ -285,44 +364,92 @@ func (c *Client) batchAttempt(ctx context.Context, op Op, rs []v3.Resource, item
 const listThreshold = 16
 
 // readMany fetches the current value of each key, absent keys left out. Many
-// keys of one kind are read with one List rather than one round trip each.
+// keys of one kind are read with one List rather than one round trip each;
+// the reads are made at once, not one after another.
 func (c *Client) readMany(ctx context.Context, keys []string) (map[string]*datastore.KV, error) {
 	byPrefix := map[string][]string{}
+	var prefixes []string
 	for _, key := range keys {
 		p := key[:len(ResourcePrefix)+strings.Index(key[len(ResourcePrefix):], "/")+1]
+		if byPrefix[p] == nil {
+			prefixes = append(prefixes, p)
+		}
 		byPrefix[p] = append(byPrefix[p], key)
 	}
-	out := make(map[string]*datastore.KV, len(keys))
-	for prefix, ks := range byPrefix {
+	// Each read is a List of a prefix or a Get of a key; each one's result
+	// goes to its own slot.
+	type read struct {
+		prefix string   // a List of it, keeping the keys of want
+		want   []string // or, without prefix, a Get of want[0]
+		kvs    []*datastore.KV
+		err    error
+	}
+	var reads []*read
+	for _, prefix := range prefixes {
+		ks := byPrefix[prefix]
 		if len(ks) > listThreshold {
-			want := make(map[string]bool, len(ks))
-			for _, k := range ks {
-				want[k] = true
-			}
-			kvs, _, err := c.be.List(ctx, prefix)
-			if err != nil {
-				return nil, err
-			}
-			for _, kv := range kvs {
-				if want[kv.Key] {
-					out[kv.Key] = kv
-				}
-			}
+			reads = append(reads, &read{prefix: prefix, want: ks})
 			continue
 		}
 		for _, k := range ks {
-			kv, err := c.be.Get(ctx, k)
-			if errors.Is(err, datastore.ErrNotFound) {
-				continue
+			reads = append(reads, &read{want: []string{k}})
+		}
+	}
+	do := func(r *read) {
+		if r.prefix == "" {
+			kv, err := c.be.Get(ctx, r.want[0])
+			switch {
+			case errors.Is(err, datastore.ErrNotFound):
+			case err != nil:
+				r.err = err
+			default:
+				r.kvs = []*datastore.KV{kv}
 			}
-			if err != nil {
-				return nil, err
+			return
+		}
+		kvs, _, err := c.be.List(ctx, r.prefix)
+		if err != nil {
+			r.err = err
+			return
+		}
+		want := make(map[string]bool, len(r.want))
+		for _, k := range r.want {
+			want[k] = true
+		}
+		for _, kv := range kvs {
+			if want[kv.Key] {
+				r.kvs = append(r.kvs, kv)
 			}
-			out[k] = kv
+		}
+	}
+	if len(reads) == 1 {
+		do(reads[0])
+	} else {
+		sem := make(chan struct{}, maxConcurrentReads)
+		var wg sync.WaitGroup
+		for _, r := range reads {
+			sem <- struct{}{}
+			wg.Go(func() {
+				defer func() { <-sem }()
+				do(r)
+			})
+		}
+		wg.Wait()
+	}
+	out := make(map[string]*datastore.KV, len(keys))
+	for _, r := range reads {
+		if r.err != nil {
+			return nil, r.err
+		}
+		for _, kv := range r.kvs {
+			out[kv.Key] = kv
 		}
 	}
 	return out, nil
 }
+
+// maxConcurrentReads bounds the reads readMany has in flight.
+const maxConcurrentReads = 16
 
 // indexRanges prints sorted indexes compactly: "0-127, 130".
 func indexRanges(idx []int) string {
@@ -340,4 +467,26 @@ func indexRanges(idx []int) string {
 		i = j + 1
 	}
 	return strings.Join(parts, ", ")
+}
+
+// forEach calls fn(0) … fn(n-1) on every CPU at once; the calls must be
+// independent of each other.
+func forEach(n int, fn func(i int)) {
+	workers := min(runtime.GOMAXPROCS(0), n)
+	if workers <= 1 {
+		for i := range n {
+			fn(i)
+		}
+		return
+	}
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for i := int(next.Add(1) - 1); i < n; i = int(next.Add(1) - 1) {
+				fn(i)
+			}
+		})
+	}
+	wg.Wait()
 }

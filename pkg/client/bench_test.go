@@ -9,7 +9,7 @@ import (
 	"github.com/tortie/tortie/pkg/datastore/etcdtest"
 )
 
-func benchPolicies(b *testing.B, n int, prefix string) []v3.Resource {
+func benchPolicies(b testing.TB, n int, prefix string) []v3.Resource {
 	out := make([]v3.Resource, n)
 	for i := range out {
 		r, err := v3.Decode(fmt.Appendf(nil, `{"apiVersion":"projectcalico.org/v3","kind":"GlobalNetworkPolicy","metadata":{"name":"%s-%05d"},

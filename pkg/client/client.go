@@ -144,13 +144,27 @@ func (c *Client) EnsureInitialized(ctx context.Context) error {
 	if c.initialized.Load() {
 		return nil
 	}
+	return c.initialize(ctx, c.isInitialized(ctx))
+}
+
+// isInitialized reads whether the datastore has been initialised
+// (ClusterInformation "default" exists): nil if so, datastore.ErrNotFound
+// if not, or why it could not tell.
+func (c *Client) isInitialized(ctx context.Context) error {
 	ciKind, _ := v3.KindByKind(v3.KindClusterInformation)
-	if _, err := c.be.Get(ctx, Key(ciKind, "", "default")); err == nil {
+	_, err := c.be.Get(ctx, Key(ciKind, "", "default"))
+	return err
+}
+
+// initialize is EnsureInitialized after isInitialized said found.
+func (c *Client) initialize(ctx context.Context, found error) error {
+	if found == nil {
 		c.initialized.Store(true)
 		return nil
-	} else if !errors.Is(err, datastore.ErrNotFound) {
-		return fmt.Errorf("checking datastore initialisation: %w", err)
+	} else if !errors.Is(found, datastore.ErrNotFound) {
+		return fmt.Errorf("checking datastore initialisation: %w", found)
 	}
+	ciKind, _ := v3.KindByKind(v3.KindClusterInformation)
 	guid := make([]byte, 16)
 	if _, err := rand.Read(guid); err != nil {
 		return err

@@ -3,6 +3,7 @@ package client
 import (
 	"encoding/json"
 	"fmt"
+	"reflect"
 	"strconv"
 	"strings"
 
@@ -39,10 +40,7 @@ func encode(r v3.Resource) (key string, value []byte, err error) {
 	if k == nil {
 		return "", nil, fmt.Errorf("unknown kind %q", r.GetObjectKind().GroupVersionKind().Kind)
 	}
-	obj, err := deepCopy(r)
-	if err != nil {
-		return "", nil, err
-	}
+	obj := shallowCopy(r)
 	obj.SetResourceVersion("")
 	if t, ok := obj.(v3.Tiered); ok {
 		labels := copyMap(obj.GetLabels())
@@ -106,16 +104,14 @@ func stamp(r v3.Resource, existing v3.Resource, now metav1.Time) {
 
 func newUID() types.UID { return types.UID(uuid.NewString()) }
 
-func deepCopy(r v3.Resource) (v3.Resource, error) {
-	b, err := json.Marshal(r)
-	if err != nil {
-		return nil, err
-	}
-	out := v3.KindOf(r).NewObject()
-	if err := json.Unmarshal(b, out); err != nil {
-		return nil, err
-	}
-	return out, nil
+// shallowCopy copies r's struct and nothing below it: encode sets fields of
+// the copy and gives it new label and annotation maps, which leaves r as it
+// was, and marshals the copy, which reads the rest where r has it.
+func shallowCopy(r v3.Resource) v3.Resource {
+	v := reflect.ValueOf(r)
+	cp := reflect.New(v.Type().Elem())
+	cp.Elem().Set(v.Elem())
+	return cp.Interface().(v3.Resource)
 }
 
 func copyMap(m map[string]string) map[string]string {
