@@ -338,3 +338,34 @@ func BenchmarkKernelPolicyChange(b *testing.B) {
 		})
 	}
 }
+
+// TestCompiledByDifferenceKeepsNoHistory: a program compiled by difference
+// from the one before (a rule's action changed, its ports did not) is
+// installed as such, and then forgets where it came from: otherwise every
+// version of the program stays alive, each through the next (a leak that
+// grew the agent's memory with every change).
+func TestCompiledByDifferenceKeepsNoHistory(t *testing.T) {
+	st := kernelState()
+	d := New(newFake(), Config{})
+	if err := d.Apply(t.Context(), changesOf(st)); err != nil {
+		t.Fatal(err)
+	}
+	pid := calc.PolicyID{Kind: v3.KindGlobalNetworkPolicy, Name: "allow-8080"}
+	for i, a := range []calc.Action{calc.Deny, calc.Allow, calc.Deny} {
+		p := withRule(st.Policies[pid], 1, func(r *calc.Rule) { r.Action = a })
+		st.Policies[pid] = p
+		if err := d.Apply(t.Context(), &calc.Changes{InSync: true, PolicyUpdates: []*calc.Policy{p}}); err != nil {
+			t.Fatal(err)
+		}
+		byDifference := false
+		for name, e := range d.progs.progs {
+			if e.prog.from != nil || e.prog.touched != nil {
+				t.Errorf("change %d: program %s still refers to the version it was compiled from", i, name)
+			}
+			byDifference = byDifference || e.prog.memo != nil && e.prog.memo.byFlat != nil
+		}
+		if !byDifference {
+			t.Errorf("change %d: no program was compiled by difference", i)
+		}
+	}
+}

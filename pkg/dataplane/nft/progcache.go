@@ -211,6 +211,9 @@ func (d *Driver) compile(k progKind, tiers []calc.TierPolicies, dir calc.Directi
 	if prev := d.progs.put(name, p); prev != nil {
 		d.install(prev, p)
 	}
+	// Only that install may use the difference: keeping it would keep
+	// every earlier version of the program alive, one through the next.
+	p.from, p.touched = nil, nil
 	return name
 }
 
