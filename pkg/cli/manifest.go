@@ -10,16 +10,14 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
-	"sync"
-	"sync/atomic"
 
 	"github.com/spf13/cobra"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	kjson "sigs.k8s.io/json"
 	"sigs.k8s.io/yaml"
 
+	"github.com/tortie/tortie/internal/parallel"
 	"github.com/tortie/tortie/pkg/apis/k8s"
 	v3 "github.com/tortie/tortie/pkg/apis/v3"
 )
@@ -222,7 +220,7 @@ func splitDocuments(source string, r io.Reader) ([]*Document, error) {
 	// Parsing the YAML is most of the work of reading a manifest: each
 	// document is parsed once, here, on every CPU, and decoded from the JSON.
 	jsons := make([][]byte, len(raws))
-	forEach(len(raws), func(i int) {
+	parallel.ForEach(len(raws), func(i int) {
 		if js, err := yaml.YAMLToJSONStrict(raws[i]); err == nil {
 			jsons[i] = js
 		}
@@ -346,7 +344,7 @@ const (
 // validates it) and reports all bad ones at once, in document order.
 func decodeDocuments(docs []*Document, mode decodeMode) error {
 	msgs := make([]string, len(docs))
-	forEach(len(docs), func(i int) {
+	parallel.ForEach(len(docs), func(i int) {
 		d := docs[i]
 		obj, err := decodeResource(d.Raw, d.json)
 		if err != nil {
@@ -376,26 +374,4 @@ func decodeDocuments(docs []*Document, mode decodeMode) error {
 		return &DocumentErrors{Errs: errs, Total: len(docs)}
 	}
 	return nil
-}
-
-// forEach calls fn(0) … fn(n-1) on every CPU at once; the calls must be
-// independent of each other.
-func forEach(n int, fn func(i int)) {
-	workers := min(runtime.GOMAXPROCS(0), n)
-	if workers <= 1 {
-		for i := range n {
-			fn(i)
-		}
-		return
-	}
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	for range workers {
-		wg.Go(func() {
-			for i := int(next.Add(1) - 1); i < n; i = int(next.Add(1) - 1) {
-				fn(i)
-			}
-		})
-	}
-	wg.Wait()
 }

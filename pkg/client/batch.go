@@ -4,12 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 
+	"github.com/tortie/tortie/internal/parallel"
 	v3 "github.com/tortie/tortie/pkg/apis/v3"
 	"github.com/tortie/tortie/pkg/datastore"
 )
@@ -182,7 +181,7 @@ func validateAll(op Op, rs []v3.Resource) []error {
 		}
 	}
 	errs := make([]error, len(rs))
-	forEach(len(rs), func(i int) {
+	parallel.ForEach(len(rs), func(i int) {
 		if check[i] {
 			errs[i] = v3.Validate(rs[i])
 		}
@@ -235,7 +234,7 @@ func (c *Client) batchAttempt(ctx context.Context, op Op, rs []v3.Resource, item
 	curObjs := make([]v3.Resource, len(rs))
 	curErrs := make([]error, len(rs))
 	if len(existing) > 0 {
-		forEach(len(rs), func(i int) {
+		parallel.ForEach(len(rs), func(i int) {
 			if cur := existing[items[i].key]; cur != nil {
 				curObjs[i], curErrs[i] = decode(items[i].k, cur)
 			}
@@ -293,7 +292,7 @@ func (c *Client) batchAttempt(ctx context.Context, op Op, rs []v3.Resource, item
 		toEncode = append(toEncode, i)
 	}
 	encErrs := make([]error, len(toEncode))
-	forEach(len(toEncode), func(j int) {
+	parallel.ForEach(len(toEncode), func(j int) {
 		i := toEncode[j]
 		_, ops[i].Value, encErrs[j] = encode(rs[i])
 	})
@@ -467,26 +466,4 @@ func indexRanges(idx []int) string {
 		i = j + 1
 	}
 	return strings.Join(parts, ", ")
-}
-
-// forEach calls fn(0) … fn(n-1) on every CPU at once; the calls must be
-// independent of each other.
-func forEach(n int, fn func(i int)) {
-	workers := min(runtime.GOMAXPROCS(0), n)
-	if workers <= 1 {
-		for i := range n {
-			fn(i)
-		}
-		return
-	}
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	for range workers {
-		wg.Go(func() {
-			for i := int(next.Add(1) - 1); i < n; i = int(next.Add(1) - 1) {
-				fn(i)
-			}
-		})
-	}
-	wg.Wait()
 }

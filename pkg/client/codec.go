@@ -41,6 +41,19 @@ func encode(r v3.Resource) (key string, value []byte, err error) {
 		return "", nil, fmt.Errorf("unknown kind %q", r.GetObjectKind().GroupVersionKind().Kind)
 	}
 	obj := shallowCopy(r)
+	storedForm(obj)
+	value, err = json.Marshal(obj)
+	if err != nil {
+		return "", nil, fmt.Errorf("encoding %s %s: %w", k.Kind, r.GetName(), err)
+	}
+	return Key(k, r.GetNamespace(), r.GetName()), value, nil
+}
+
+// storedForm makes a copy of a resource what Calico stores: no
+// resourceVersion, and the labels and annotations Calico adds. The label
+// and annotation maps are replaced, not changed, so a shallow copy shares
+// nothing it changes with the original.
+func storedForm(obj v3.Resource) {
 	obj.SetResourceVersion("")
 	if t, ok := obj.(v3.Tiered); ok {
 		labels := copyMap(obj.GetLabels())
@@ -57,11 +70,6 @@ func encode(r v3.Resource) (key string, value []byte, err error) {
 		labels[WorkloadOrchestratorLabel] = wep.Spec.Orchestrator
 		wep.Labels = labels
 	}
-	value, err = json.Marshal(obj)
-	if err != nil {
-		return "", nil, fmt.Errorf("encoding %s %s: %w", k.Kind, r.GetName(), err)
-	}
-	return Key(k, r.GetNamespace(), r.GetName()), value, nil
 }
 
 // decode reads a stored value. It is lenient about fields it does not know:

@@ -26,22 +26,7 @@ func encodeViaJSONCopy(t *testing.T, r v3.Resource) []byte {
 	if err := json.Unmarshal(b, obj); err != nil {
 		t.Fatal(err)
 	}
-	obj.SetResourceVersion("")
-	if tr, ok := obj.(v3.Tiered); ok {
-		labels := copyMap(obj.GetLabels())
-		labels[TierLabel] = tr.PolicyTier()
-		obj.SetLabels(labels)
-		ann := copyMap(obj.GetAnnotations())
-		md, _ := json.Marshal(storedMeta{Name: obj.GetName()})
-		ann[MetadataAnnotation] = string(md)
-		obj.SetAnnotations(ann)
-	}
-	if wep, ok := obj.(*v3.WorkloadEndpoint); ok {
-		labels := copyMap(wep.Labels)
-		labels[WorkloadNamespaceLabel] = wep.Namespace
-		labels[WorkloadOrchestratorLabel] = wep.Spec.Orchestrator
-		wep.Labels = labels
-	}
+	storedForm(obj)
 	out, err := json.Marshal(obj)
 	if err != nil {
 		t.Fatal(err)
