@@ -12,10 +12,6 @@ import (
 	"sync"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
-
 	"github.com/tortie/tortie/pkg/images"
 )
 
@@ -154,32 +150,6 @@ func tail(path string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
-}
-
-// WaitReady waits until Node name is Ready and returns it.
-func WaitReady(ctx context.Context, client kubernetes.Interface, name string) (*corev1.Node, error) {
-	last := "not registered"
-	for {
-		n, err := client.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
-		if err == nil {
-			last = "no Ready condition"
-			for _, c := range n.Status.Conditions {
-				if c.Type == corev1.NodeReady {
-					if c.Status == corev1.ConditionTrue {
-						return n, nil
-					}
-					last = fmt.Sprintf("Ready=%s: %s", c.Status, c.Message)
-				}
-			}
-		} else if ctx.Err() == nil {
-			last = err.Error()
-		}
-		select {
-		case <-ctx.Done():
-			return nil, fmt.Errorf("node %s not Ready (%v): %s", name, ctx.Err(), last)
-		case <-time.After(200 * time.Millisecond):
-		}
-	}
 }
 
 // TestImages are the archives of the pause and test images.

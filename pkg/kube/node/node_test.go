@@ -227,7 +227,7 @@ func TestTwoNodes(t *testing.T) {
 		}
 	}
 	for _, tn := range nodes {
-		if _, err := node.WaitReady(ctx, client, tn.name); err != nil {
+		if _, err := waitReady(ctx, client, tn.name); err != nil {
 			t.Fatalf("%v\nkubelet log:\n%s", err, tailFile(tn.n.Plan.Kubelet.LogFile, 30))
 		}
 	}
@@ -471,4 +471,32 @@ func tailFile(path string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
+}
+
+// waitReady waits until Node name is Ready and returns it. (A test
+// helper: the package itself does not link the Kubernetes clientset, whose
+// start-up cost every `tortie` command would pay.)
+func waitReady(ctx context.Context, client kubernetes.Interface, name string) (*corev1.Node, error) {
+	last := "not registered"
+	for {
+		n, err := client.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
+		if err == nil {
+			last = "no Ready condition"
+			for _, c := range n.Status.Conditions {
+				if c.Type == corev1.NodeReady {
+					if c.Status == corev1.ConditionTrue {
+						return n, nil
+					}
+					last = fmt.Sprintf("Ready=%s: %s", c.Status, c.Message)
+				}
+			}
+		} else if ctx.Err() == nil {
+			last = err.Error()
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("node %s not Ready (%v): %s", name, ctx.Err(), last)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 }
