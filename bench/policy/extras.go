@@ -22,7 +22,7 @@ func startBusy(n int) {
 		if err := cmd.Start(); err != nil {
 			fatalf("busy loop: %v", err)
 		}
-		cleanup.add(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+		runner.AddCleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
 	}
 }
 
@@ -39,7 +39,7 @@ func watchCommits(ctx context.Context, endpoint, key string) *commitWatch {
 	if err != nil {
 		fatalf("%v", err)
 	}
-	cleanup.add(func() { be.Close() })
+	runner.AddCleanup(func() { be.Close() })
 	w := &commitWatch{at: make(chan time.Time, 16)}
 	synced := make(chan struct{})
 	go func() {

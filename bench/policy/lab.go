@@ -21,52 +21,14 @@ import (
 
 	"github.com/containernetworking/plugins/pkg/ns"
 
+	"github.com/tortie/tortie/bench/internal/labrun"
 	"github.com/tortie/tortie/pkg/datastore/embedded"
 )
 
-// cleaner runs registered undo steps in reverse order, once: at the end of
-// the run, on a failure and on a signal. A step registered after the
-// cleanup ran is run at once.
-type cleaner struct {
-	mu   sync.Mutex
-	fns  []func()
-	done bool
-}
-
-func (c *cleaner) add(f func()) {
-	c.mu.Lock()
-	if c.done {
-		c.mu.Unlock()
-		f()
-		return
-	}
-	c.fns = append(c.fns, f)
-	c.mu.Unlock()
-}
-
-func (c *cleaner) run() {
-	c.mu.Lock()
-	if c.done {
-		c.mu.Unlock()
-		return
-	}
-	c.done = true
-	fns := c.fns
-	c.fns = nil
-	c.mu.Unlock()
-	for i := len(fns) - 1; i >= 0; i-- {
-		fns[i]()
-	}
-}
-
-var cleanup = &cleaner{}
+var runner = labrun.New("bench/policy")
 
 // fatalf cleans up and exits.
-func fatalf(format string, args ...any) {
-	fmt.Fprintf(os.Stderr, "bench/policy: "+format+"\n", args...)
-	cleanup.run()
-	os.Exit(1)
-}
+func fatalf(format string, args ...any) { runner.Fatalf(format, args...) }
 
 func run(args ...string) string {
 	out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
@@ -117,7 +79,7 @@ func newLab(dir string) *lab {
 	l.plainIf = fmt.Sprintf("cali%011x", rand.Uint64()&(1<<44-1))
 	for _, n := range []string{l.host, l.client, l.server, l.plain} {
 		run("ip", "netns", "add", n)
-		cleanup.add(func() { _ = exec.Command("ip", "netns", "del", n).Run() })
+		runner.AddCleanup(func() { _ = exec.Command("ip", "netns", "del", n).Run() })
 	}
 	hn := l.host
 	run("ip", "-n", hn, "link", "set", "lo", "up")
@@ -128,7 +90,7 @@ func newLab(dir string) *lab {
 	l.rootIP, l.hostIP = base.Next(), base.Next().Next()
 	root := "tpb" + id
 	run("ip", "link", "add", root, "type", "veth", "peer", "name", "up0", "netns", hn)
-	cleanup.add(func() { _ = exec.Command("ip", "link", "del", root).Run() })
+	runner.AddCleanup(func() { _ = exec.Command("ip", "link", "del", root).Run() })
 	run("ip", "addr", "add", l.rootIP.String()+"/30", "dev", root)
 	run("ip", "link", "set", root, "up")
 	run("ip", "-n", hn, "addr", "add", l.hostIP.String()+"/30", "dev", "up0")
@@ -169,7 +131,7 @@ func newLab(dir string) *lab {
 	if l.plainNS, err = ns.GetNS("/run/netns/" + l.plain); err != nil {
 		fatalf("%v", err)
 	}
-	cleanup.add(func() { l.clientNS.Close(); l.serverNS.Close(); l.plainNS.Close() })
+	runner.AddCleanup(func() { l.clientNS.Close(); l.serverNS.Close(); l.plainNS.Close() })
 	return l
 }
 
@@ -185,7 +147,7 @@ func (l *lab) serveEtcd(name string) *embedded.Server {
 	if err != nil {
 		fatalf("etcd: %v", err)
 	}
-	cleanup.add(func() { srv.Close(); _ = os.RemoveAll(data) })
+	runner.AddCleanup(func() { srv.Close(); _ = os.RemoveAll(data) })
 	return srv
 }
 
@@ -223,7 +185,7 @@ func (l *lab) startAgent(bin, etcdURL string, env ...string) *agent {
 	logf.Close()
 	a := &agent{cmd: cmd, pid: cmd.Process.Pid, log: logPath, exited: make(chan struct{})}
 	go func() { _ = cmd.Wait(); close(a.exited) }()
-	cleanup.add(a.stop)
+	runner.AddCleanup(a.stop)
 	return a
 }
 

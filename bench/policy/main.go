@@ -38,12 +38,10 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/tortie/tortie/bench/internal/probe"
@@ -98,28 +96,19 @@ func main() {
 			os.Exit(2)
 		}
 	}
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
-	go func() {
-		s := <-sig
-		fmt.Fprintf(os.Stderr, "bench/policy: %v: cleaning up\n", s)
-		cleanup.run()
-		os.Exit(130)
-	}()
+	runner.ExitOnSignal()
 	defer func() {
 		if r := recover(); r != nil {
-			cleanup.run()
+			runner.Finish()
 			panic(r)
 		}
 	}()
 	res := benchmark(o)
-	cleanup.run()
+	runner.Finish()
 	res.print(os.Stdout, o)
 }
 
-func logf(format string, args ...any) {
-	fmt.Fprintf(os.Stderr, "bench/policy: "+format+"\n", args...)
-}
+func logf(format string, args ...any) { runner.Logf(format, args...) }
 
 // results holds every number the table shows.
 type results struct {
@@ -154,9 +143,9 @@ func benchmark(o options) *results {
 	if err != nil {
 		fatalf("%v", err)
 	}
-	cleanup.add(func() { _ = os.RemoveAll(dir) })
+	runner.AddCleanup(func() { _ = os.RemoveAll(dir) })
 	if o.logs != "" {
-		cleanup.add(func() {
+		runner.AddCleanup(func() {
 			logs, _ := filepath.Glob(filepath.Join(dir, "agent-*.log"))
 			_ = os.MkdirAll(o.logs, 0o755)
 			for _, f := range logs {
@@ -225,7 +214,7 @@ func benchmark(o options) *results {
 		if err := cmd.Start(); err != nil {
 			fatalf("tortie apply: %v", err)
 		}
-		cleanup.add(func() { _ = cmd.Process.Kill() })
+		runner.AddCleanup(func() { _ = cmd.Process.Kill() })
 		return t0, cmd
 	}
 	wait := func(cmd *exec.Cmd) {
@@ -502,7 +491,7 @@ func connect(url string) *client.Client {
 	if err != nil {
 		fatalf("%v", err)
 	}
-	cleanup.add(func() { be.Close() })
+	runner.AddCleanup(func() { be.Close() })
 	cl := client.New(be)
 	if err := cl.EnsureInitialized(context.Background()); err != nil {
 		fatalf("%v", err)

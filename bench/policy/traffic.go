@@ -22,7 +22,7 @@ func serve(netns ns.NetNS, ip netip.Addr, ports ...int) {
 			if err != nil {
 				return err
 			}
-			cleanup.add(func() { ln.Close() })
+			runner.AddCleanup(func() { ln.Close() })
 			go func() {
 				for {
 					c, err := ln.Accept()

@@ -1,7 +1,8 @@
 // Package labrun is what the benchmarks that bring up a lab of their own
 // share to run it: log lines under the command's name, cleanups that run
 // once in reverse order (at the end, on a failure and once a signal has
-// made the run fail), and a context that SIGINT, SIGTERM and SIGHUP end.
+// made the run fail), and either a context that SIGINT, SIGTERM and SIGHUP
+// end or an exit on them.
 package labrun
 
 import (
@@ -20,6 +21,8 @@ type Run struct {
 	name     string
 	mu       sync.Mutex
 	cleanups []func()
+	cleaned  bool          // the cleanups started: one added now runs at once
+	done     chan struct{} // closed when the cleanups have run
 	finished chan struct{}
 	once     sync.Once
 }
@@ -27,7 +30,7 @@ type Run struct {
 // New is a run of the command name ("bench/kube"), which prefixes its log
 // lines.
 func New(name string) *Run {
-	return &Run{name: name, finished: make(chan struct{})}
+	return &Run{name: name, done: make(chan struct{}), finished: make(chan struct{})}
 }
 
 // Logf writes one line to stderr, after the command's name.
@@ -36,22 +39,37 @@ func (r *Run) Logf(format string, args ...any) {
 }
 
 // AddCleanup registers f to run at the end, before the cleanups added
-// before it.
+// before it; once the cleanups have run (a goroutine still at work after a
+// failure), f runs at once. f must not call Fatalf (it would wait for
+// itself).
 func (r *Run) AddCleanup(f func()) {
 	r.mu.Lock()
+	if r.cleaned {
+		r.mu.Unlock()
+		f()
+		return
+	}
 	r.cleanups = append(r.cleanups, f)
 	r.mu.Unlock()
 }
 
-// runCleanups runs the cleanups added so far, the last first, once.
+// runCleanups runs the cleanups added so far, the last first, once; a
+// second caller (a failure the first one's cleanups caused, a signal
+// meanwhile) waits until they have run, so that neither exits halfway.
 func (r *Run) runCleanups() {
 	r.mu.Lock()
+	if r.cleaned {
+		r.mu.Unlock()
+		<-r.done
+		return
+	}
 	fs := r.cleanups
-	r.cleanups = nil
+	r.cleanups, r.cleaned = nil, true
 	r.mu.Unlock()
 	for _, f := range slices.Backward(fs) {
 		f()
 	}
+	close(r.done)
 }
 
 // Fatalf logs, runs the cleanups and exits with status 1.
@@ -78,6 +96,19 @@ func (r *Run) Interruptible(notice string) (context.Context, context.CancelFunc)
 		}()
 	}
 	return ctx, stop
+}
+
+// ExitOnSignal makes SIGINT, SIGTERM and SIGHUP run the cleanups and exit
+// with status 130, for a run that does not pass a context down.
+func (r *Run) ExitOnSignal() {
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	go func() {
+		s := <-sig
+		r.Logf("%v: cleaning up", s)
+		r.runCleanups()
+		os.Exit(130)
+	}()
 }
 
 // Finish ends a run that succeeded: a signal is no longer noticed, and
