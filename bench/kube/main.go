@@ -48,6 +48,7 @@ import (
 
 	"github.com/tortie/tortie/bench/internal/labrun"
 	"github.com/tortie/tortie/bench/internal/probe"
+	"github.com/tortie/tortie/bench/internal/verdicts"
 	"github.com/tortie/tortie/pkg/apis/k8s"
 	"github.com/tortie/tortie/pkg/kube/apiserver"
 	"github.com/tortie/tortie/pkg/kubecontrollers"
@@ -96,15 +97,8 @@ func loadavg() string {
 	return strings.Join(strings.Fields(string(b))[:3], " ")
 }
 
-// series is one path's changes.
-type series struct {
-	// first is the first change's time: for a policy, its creation.
-	first    time.Duration
-	enforced []time.Duration // the others': command start → first probe with the new verdict
-	command  []time.Duration // command start → its exit
-	flaps    int
-	fails    int
-}
+// series is what a run of changes measured.
+type series = verdicts.Series
 
 type results struct {
 	start        time.Time
@@ -257,61 +251,19 @@ func (b *bench) run(binDir string, keep bool) {
 	})
 }
 
-// changes makes b.n changes, each to the other verdict than the last
-// (starting from cur), through the command do gives, and times them. It
-// returns the last verdict.
+// changes makes b.n changes from cur through the command do gives and
+// times them (verdicts.Timer.Changes); it returns the last verdict.
 func (b *bench) changes(s *series, cur bool, do func(allow bool) *exec.Cmd) bool {
-	for i := 0; i < b.n; i++ {
-		want := !cur
-		type verdict struct {
-			at    time.Time
-			flaps int
-			err   error
-		}
-		got := make(chan verdict, 1)
-		cmd := do(want)
-		t0 := time.Now()
-		go func() {
-			at, flaps, err := probe.FirstVerdict(b.clientNS, b.server, 80, want, t0, 20*time.Second)
-			got <- verdict{at, flaps, err}
-		}()
-		b.must(cmd)
-		s.command = append(s.command, time.Since(t0))
-		v := <-got
-		if b.ctx.Err() != nil {
-			fatalf("interrupted")
-		}
-		if v.err != nil {
-			s.fails++
-			logf("change %d (allowed=%v): %v", i, want, v.err)
-			if s.fails > 3 {
-				fatalf("too many changes never enforced")
-			}
-			b.waitVerdict(want, "a late change")
-		} else {
-			if d := v.at.Sub(t0); d > 300*time.Millisecond {
-				logf("change %d (allowed=%v) took %v", i, want, d.Round(time.Millisecond))
-			}
-			if i == 0 {
-				s.first = v.at.Sub(t0)
-			} else {
-				s.enforced = append(s.enforced, v.at.Sub(t0))
-			}
-			s.flaps += v.flaps
-		}
-		cur = want
-	}
-	return cur
+	return b.timer().Changes(s, b.n, cur, do)
 }
 
-// must runs a command (started at once) and fails the run when it fails.
-func (b *bench) must(cmd *exec.Cmd) {
-	var out strings.Builder
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Run(); err != nil {
-		fatalf("%s: %v\n%s", strings.Join(cmd.Args, " "), err, out.String())
-	}
+// timer times changes of the measured flow, client → server:80.
+func (b *bench) timer() verdicts.Timer {
+	return verdicts.Timer{Ctx: b.ctx, Run: runner, Flow: verdicts.Flow{From: b.clientNS, To: b.server, Port: 80}, Slow: 300 * time.Millisecond}
 }
+
+// must runs a command and fails the run when it fails.
+func (b *bench) must(cmd *exec.Cmd) { verdicts.Must(runner, cmd) }
 
 func (b *bench) kubectl(args ...string) *exec.Cmd {
 	cmd, err := b.l.KubectlCommand(b.ctx, args...)
@@ -327,18 +279,7 @@ func (b *bench) tortieCmd(args ...string) *exec.Cmd {
 
 // waitVerdict waits up to a minute until the flow has the verdict
 // allowed, or the run is interrupted.
-func (b *bench) waitVerdict(allowed bool, after string) {
-	var err error
-	for range 60 {
-		if b.ctx.Err() != nil {
-			fatalf("interrupted")
-		}
-		if _, _, err = probe.FirstVerdict(b.clientNS, b.server, 80, allowed, time.Now(), time.Second); err == nil {
-			return
-		}
-	}
-	fatalf("after %s: %v", after, err)
-}
+func (b *bench) waitVerdict(allowed bool, after string) { b.timer().Wait(allowed, after) }
 
 // kubePolicy is the Kubernetes NetworkPolicy that decides the measured
 // flow: the server takes TCP 80 from app=client pods, or nothing.
@@ -391,16 +332,16 @@ func backgroundRules() string {
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.0f ms", float64(d)/float64(time.Millisecond)) }
 
-func (s series) cells() string {
-	if len(s.enforced) == 0 {
+func cells(s series) string {
+	if len(s.Enforced) == 0 {
 		return "— | — | — | — | —"
 	}
 	extra := ""
-	if s.flaps > 0 || s.fails > 0 {
-		extra = fmt.Sprintf(" (%d probes saw the old verdict after the new, %d changes not seen within 20 s)", s.flaps, s.fails)
+	if s.Flaps > 0 || s.Fails > 0 {
+		extra = fmt.Sprintf(" (%d probes saw the old verdict after the new, %d changes not seen within 20 s)", s.Flaps, s.Fails)
 	}
-	return fmt.Sprintf("**%s** | **%s** | %s | %s | %s%s", ms(probe.Percentile(s.enforced, 0.5)), ms(probe.Percentile(s.enforced, 0.99)),
-		ms(slices.Max(s.enforced)), ms(s.first), ms(probe.Percentile(s.command, 0.5)), extra)
+	return fmt.Sprintf("**%s** | **%s** | %s | %s | %s%s", ms(probe.Percentile(s.Enforced, 0.5)), ms(probe.Percentile(s.Enforced, 0.99)),
+		ms(slices.Max(s.Enforced)), ms(s.First), ms(probe.Percentile(s.Command, 0.5)), extra)
 }
 
 func (r *results) print(w io.Writer) {
@@ -409,18 +350,18 @@ func (r *results) print(w io.Writer) {
 		bg = fmt.Sprintf("10,000 rules of background policy (applied and enforced in %s)", ms(r.rulesApplied))
 	}
 	fmt.Fprintf(w, "\n## tortie on a Kubernetes API (etcd mode), %s\n\nLoad average %s at the start, %s at the end; %d CPUs; `lab up --kube-api` of 2 hosts in %s; %s; %d changes per row, alternating.\n\n",
-		r.start.Format("2006-01-02"), r.load0, r.load1, runtime.NumCPU(), r.up.Round(100*time.Millisecond), bg, len(r.npKube.command))
+		r.start.Format("2006-01-02"), r.load0, r.load1, runtime.NumCPU(), r.up.Round(100*time.Millisecond), bg, len(r.npKube.Command))
 	fmt.Fprintln(w, "| change | written by | enforced p50 | p99 | max | the first change | the command alone, p50 |")
 	fmt.Fprintln(w, "|---|---|---|---|---|---|---|")
-	fmt.Fprintf(w, "| policy: allow ↔ deny of client → server TCP 80 | `kubectl apply` of a Kubernetes NetworkPolicy (API server → tortie-kube-controllers → etcd → agent) | %s |\n", r.npKube.cells())
-	fmt.Fprintf(w, "| same | `tortie apply` of the Calico NetworkPolicy of the same meaning | %s |\n", r.npCalico.cells())
-	fmt.Fprintf(w, "| client label: allowed ↔ not | `kubectl label pod` (→ the controllers → its WorkloadEndpoint) | %s |\n", r.labelKube.cells())
-	fmt.Fprintf(w, "| same | `tortie label workloadendpoint` (the workloadendpoint controller off: it puts the pod's labels back) | %s |\n", r.labelCalico.cells())
+	fmt.Fprintf(w, "| policy: allow ↔ deny of client → server TCP 80 | `kubectl apply` of a Kubernetes NetworkPolicy (API server → tortie-kube-controllers → etcd → agent) | %s |\n", cells(r.npKube))
+	fmt.Fprintf(w, "| same | `tortie apply` of the Calico NetworkPolicy of the same meaning | %s |\n", cells(r.npCalico))
+	fmt.Fprintf(w, "| client label: allowed ↔ not | `kubectl label pod` (→ the controllers → its WorkloadEndpoint) | %s |\n", cells(r.labelKube))
+	fmt.Fprintf(w, "| same | `tortie label workloadendpoint` (the workloadendpoint controller off: it puts the pod's labels back) | %s |\n", cells(r.labelCalico))
 	over := func(k, c series) string {
-		if len(k.enforced) == 0 || len(c.enforced) == 0 {
+		if len(k.Enforced) == 0 || len(c.Enforced) == 0 {
 			return "—"
 		}
-		return ms(probe.Percentile(k.enforced, 0.5) - probe.Percentile(c.enforced, 0.5))
+		return ms(probe.Percentile(k.Enforced, 0.5) - probe.Percentile(c.Enforced, 0.5))
 	}
 	fmt.Fprintf(w, "\nThe Kubernetes path's overhead (p50 minus p50): policy %s, label %s. Enforced = from the start of the command to the first probe (one connection attempt every 1 ms from the client's namespace, \"denied\" = no SYN-ACK within 25 ms) with the new verdict; p50, p99 and max are over the changes after the first, which for a policy creates it and is shown alone.\n",
 		over(r.npKube, r.npCalico), over(r.labelKube, r.labelCalico))

@@ -84,6 +84,7 @@ import (
 
 	"github.com/tortie/tortie/bench/internal/labrun"
 	"github.com/tortie/tortie/bench/internal/probe"
+	"github.com/tortie/tortie/bench/internal/verdicts"
 	"github.com/tortie/tortie/pkg/apis/k8s"
 	"github.com/tortie/tortie/pkg/images"
 	"github.com/tortie/tortie/pkg/kube/apiserver"
@@ -305,14 +306,8 @@ type podResults struct {
 	ips          int
 }
 
-// series is the NetworkPolicy changes.
-type series struct {
-	first    time.Duration
-	enforced []time.Duration
-	command  []time.Duration
-	flaps    int
-	fails    int
-}
+// series is what a run of changes measured.
+type series = verdicts.Series
 
 type results struct {
 	start        time.Time
@@ -990,7 +985,8 @@ func (b *bench) policyPhase() {
 	runner.AddCleanup(func() { clientNS.Close() })
 	b.r.clientNetns = fmt.Sprintf("/proc/%d/ns/net (%s, in cgroup pod%s)", pid, progName(pid), cl.UID)
 	logf("server %s on %s, client %s on %s; probing from %s", server, srvHost.Node, cl.Status.PodIP, clHost.Node, b.r.clientNetns)
-	b.waitVerdict(clientNS, server, true, "the client reaching the server with no policy")
+	t := verdicts.Timer{Ctx: b.ctx, Run: runner, Flow: verdicts.Flow{From: clientNS, To: server, Port: echoPort}, Slow: 500 * time.Millisecond}
+	t.Wait(true, "the client reaching the server with no policy")
 
 	files := map[bool]string{true: filepath.Join(b.dir, "np-allow.yaml"), false: filepath.Join(b.dir, "np-deny.yaml")}
 	for allow, f := range files {
@@ -1000,49 +996,9 @@ func (b *bench) policyPhase() {
 	}
 	b.r.loadNP0 = loadavg()
 	logf("%d NetworkPolicy changes through kubectl apply (load %s)", b.changesN, b.r.loadNP0)
-	s := &b.r.np
-	cur := true // no policy: allowed
-	for i := range b.changesN {
-		want := !cur
-		type verdict struct {
-			at    time.Time
-			flaps int
-			err   error
-		}
-		got := make(chan verdict, 1)
-		cmd := b.kubectl("apply", "-f", files[want])
-		t0 := time.Now()
-		go func() {
-			at, flaps, err := probe.FirstVerdict(clientNS, server, echoPort, want, t0, 20*time.Second)
-			got <- verdict{at, flaps, err}
-		}()
-		b.must(cmd)
-		s.command = append(s.command, time.Since(t0))
-		v := <-got
-		if b.ctx.Err() != nil {
-			fatalf("interrupted")
-		}
-		if v.err != nil {
-			s.fails++
-			logf("change %d (allowed=%v): %v", i, want, v.err)
-			if s.fails > 3 {
-				fatalf("too many changes never enforced")
-			}
-			b.waitVerdict(clientNS, server, want, "a late change")
-		} else {
-			d := v.at.Sub(t0)
-			if d > 500*time.Millisecond {
-				logf("change %d (allowed=%v) took %v", i, want, d.Round(time.Millisecond))
-			}
-			if i == 0 {
-				s.first = d
-			} else {
-				s.enforced = append(s.enforced, d)
-			}
-			s.flaps += v.flaps
-		}
-		cur = want
-	}
+	t.Changes(&b.r.np, b.changesN, true /* no policy: allowed */, func(allow bool) *exec.Cmd {
+		return b.kubectl("apply", "-f", files[allow])
+	})
 	b.r.loadNP = loadavg()
 }
 
@@ -1111,31 +1067,10 @@ func inode(path string) uint64 {
 	return st.Ino
 }
 
-// waitVerdict waits up to a minute until the flow has the verdict
-// allowed, or the run is interrupted.
-func (b *bench) waitVerdict(from ns.NetNS, to netip.Addr, allowed bool, after string) {
-	var err error
-	for range 60 {
-		if b.ctx.Err() != nil {
-			fatalf("interrupted")
-		}
-		if _, _, err = probe.FirstVerdict(from, to, echoPort, allowed, time.Now(), time.Second); err == nil {
-			return
-		}
-	}
-	fatalf("after %s: %v", after, err)
-}
-
 // --- commands ---
 
 // must runs a command and fails the run when it fails.
-func (b *bench) must(cmd *exec.Cmd) {
-	var out strings.Builder
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Run(); err != nil {
-		fatalf("%s: %v\n%s", strings.Join(cmd.Args, " "), err, out.String())
-	}
-}
+func (b *bench) must(cmd *exec.Cmd) { verdicts.Must(runner, cmd) }
 
 // mustIn runs kubectl with stdin.
 func (b *bench) mustIn(stdin string, args ...string) {
@@ -1352,16 +1287,16 @@ func (r *results) print(w io.Writer) {
 
 	// 3. NetworkPolicy.
 	s := r.np
-	if len(s.command) > 0 {
+	if len(s.Command) > 0 {
 		fmt.Fprintf(w, "### NetworkPolicy kubectl apply → enforced across nodes\n\n")
 		fmt.Fprintf(w, "Server pod on %s, client pod on %s; probes from the client pod's namespace (%s) to the server's TCP %d, one every 1 ms (\"denied\" = no SYN-ACK within 25 ms). %d changes alternating deny/allow; the first creates the policy and is shown alone. Load average %s before the changes, %s after.\n\n",
-			r.serverNode, r.clientNode, r.clientNetns, echoPort, len(s.command), r.loadNP0, r.loadNP)
+			r.serverNode, r.clientNode, r.clientNetns, echoPort, len(s.Command), r.loadNP0, r.loadNP)
 		fmt.Fprintln(w, "| change | enforced p50 | p90 | p99 | max | the first change | kubectl apply alone, p50 |")
 		fmt.Fprintln(w, "|---|---|---|---|---|---|---|")
-		fmt.Fprintf(w, "| NetworkPolicy allow ↔ deny, client → server on another node | %s | %s | %s |\n", dist(s.enforced, ms), ms(s.first), ms(probe.Percentile(s.command, 0.5)))
+		fmt.Fprintf(w, "| NetworkPolicy allow ↔ deny, client → server on another node | %s | %s | %s |\n", dist(s.Enforced, ms), ms(s.First), ms(probe.Percentile(s.Command, 0.5)))
 		fmt.Fprintln(w)
-		if s.flaps > 0 || s.fails > 0 {
-			fmt.Fprintf(w, "%d probes saw the old verdict after the new; %d changes not seen within 20 s.\n\n", s.flaps, s.fails)
+		if s.Flaps > 0 || s.Fails > 0 {
+			fmt.Fprintf(w, "%d probes saw the old verdict after the new; %d changes not seen within 20 s.\n\n", s.Flaps, s.Fails)
 		}
 	}
 	if len(r.health) > 0 {
