@@ -48,6 +48,16 @@ const (
 	ProtoUDPLite uint8 = 136
 )
 
+// HasPorts reports whether packets of protocol p carry source and
+// destination ports: the only protocols a port condition can match.
+func HasPorts(p uint8) bool {
+	switch p {
+	case ProtoTCP, ProtoUDP, ProtoSCTP, ProtoUDPLite:
+		return true
+	}
+	return false
+}
+
 // ---- IP sets ----
 
 // IPSetKind says what an IP set's members are.

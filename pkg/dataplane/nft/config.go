@@ -118,7 +118,7 @@ func (c Config) Validate() error {
 		}
 	}
 	for _, pp := range append(slices.Clone(c.FailsafeInbound), c.FailsafeOutbound...) {
-		if !hasPorts(pp.Protocol) {
+		if !calc.HasPorts(pp.Protocol) {
 			return fmt.Errorf("failsafe port %d/%d: protocol has no ports", pp.Protocol, pp.Port)
 		}
 	}
@@ -137,13 +137,4 @@ func (c Config) Validate() error {
 		return fmt.Errorf("LogGroup %d out of range", c.LogGroup)
 	}
 	return nil
-}
-
-// hasPorts reports whether th sport/dport mean something for proto.
-func hasPorts(proto uint8) bool {
-	switch proto {
-	case calc.ProtoTCP, calc.ProtoUDP, calc.ProtoSCTP, calc.ProtoUDPLite:
-		return true
-	}
-	return false
 }

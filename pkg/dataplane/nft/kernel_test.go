@@ -4,10 +4,10 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/netip"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/containernetworking/plugins/pkg/ns"
 	"sigs.k8s.io/knftables"
@@ -130,27 +130,11 @@ func listen(t testing.TB, n ns.NetNS, proto, addr string) {
 
 // probe reports whether a TCP connect or a UDP round trip from n works.
 func probe(t testing.TB, n ns.NetNS, proto, addr string) bool {
-	ok := false
-	_ = n.Do(func(ns.NetNS) error {
-		c, err := net.DialTimeout(proto, addr, 300*time.Millisecond)
-		if err != nil {
-			return nil
-		}
-		defer c.Close()
-		if proto == "tcp" {
-			ok = true
-			return nil
-		}
-		_ = c.SetDeadline(time.Now().Add(300 * time.Millisecond))
-		if _, err := c.Write([]byte("x")); err != nil {
-			return nil
-		}
-		buf := make([]byte, 8)
-		_, err = c.Read(buf)
-		ok = err == nil
-		return nil
-	})
-	return ok
+	to, err := netip.ParseAddrPort(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return probeFrom(n, proto, netip.AddrPort{}, to)
 }
 
 func kernelState() *calc.State {

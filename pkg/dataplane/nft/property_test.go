@@ -102,6 +102,9 @@ func runVerdictProperty(t *testing.T, seed uint64, steps, npk int, cov *propCove
 		for _, pp := range g.packets(w, npk) {
 			got, want := propTrace(tr, pp), refPath(w.st, pp.path, &pp.p)
 			cov.note(pp, want)
+			if tAllow, tWhy := tracePath(w.st, pp.path, &pp.p); tAllow != want.allow {
+				bad = append(bad, fmt.Sprintf("%s\n    trace:     %v (%s)\n    reference: %s", pp, tAllow, tWhy, want))
+			}
 			if got.verdict == want.verdict() && slices.Equal(got.logs, want.logs) {
 				continue
 			}
@@ -111,7 +114,7 @@ func runVerdictProperty(t *testing.T, seed uint64, steps, npk int, cov *propCove
 			}
 		}
 		if len(bad) > 0 {
-			t.Fatalf("seed %d, %s (changes so far: %s): the table's verdict differs from the rules in order:\n  %s",
+			t.Fatalf("seed %d, %s (changes so far: %s): the table's (or the trace's) verdict differs from the rules in order:\n  %s",
 				seed, when, cmp.Or(strings.Join(history, "; "), "none"), strings.Join(bad, "\n  "))
 		}
 	}

@@ -83,7 +83,7 @@ func compileRule(r *calc.Rule, names setNamer) (compiledRule, bool) {
 	switch {
 	case r.Protocol == 0:
 		c.adm = admission{all: true}
-	case hasPorts(r.Protocol) && len(r.Dst.Ports) > 0 && len(r.Dst.NamedPortSets) == 0:
+	case calc.HasPorts(r.Protocol) && len(r.Dst.Ports) > 0 && len(r.Dst.NamedPortSets) == 0:
 		c.adm = admission{proto: r.Protocol, ranges: mergeRanges(r.Dst.Ports)}
 	default:
 		c.adm = admission{proto: r.Protocol}

@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"sigs.k8s.io/knftables"
+
+	"github.com/tortie/tortie/pkg/calc"
 )
 
 // The tracer walks a synthetic packet through the fake's ruleset, reading
@@ -238,7 +240,7 @@ func (tr *tracer) rule(text string, p *packet, res *traceResult) string {
 			}
 			i = j + 1
 		case w == "th":
-			if !hasPorts(p.proto) {
+			if !calc.HasPorts(p.proto) {
 				return ""
 			}
 			port := p.sport

@@ -1,0 +1,104 @@
+package trace
+
+import (
+	v3 "github.com/tortie/tortie/pkg/apis/v3"
+	"github.com/tortie/tortie/pkg/calc"
+)
+
+// WithStaged returns resources as they would be with every staged policy
+// in force, as Calico reads a staged policy: stagedAction Set (or none)
+// puts the staged policy in the place of the enforced one of the same
+// kind, namespace and name (adding it when there is none), Delete removes
+// that enforced policy, Learn and Ignore change nothing. The staged
+// resources themselves are left out (the graph ignores them anyway).
+// staged are the policies that come from a staged Set, and n counts the
+// staged policies that changed something.
+func WithStaged(rs []v3.Resource) (out []v3.Resource, staged map[calc.PolicyID]bool, n int) {
+	type key struct{ kind, ns, name string }
+	replace := map[key]v3.Resource{}
+	var order []key
+	for _, r := range rs {
+		var k key
+		var enforced v3.Resource
+		var action v3.StagedAction
+		switch s := r.(type) {
+		case *v3.StagedNetworkPolicy:
+			k = key{v3.KindNetworkPolicy, s.Namespace, s.Name}
+			action = s.Spec.StagedAction
+			np := newOf(v3.KindNetworkPolicy).(*v3.NetworkPolicy)
+			np.ObjectMeta = *s.ObjectMeta.DeepCopy()
+			np.Spec = v3.NetworkPolicySpec{
+				Tier: s.Spec.Tier, Order: s.Spec.Order, Ingress: s.Spec.Ingress, Egress: s.Spec.Egress,
+				Selector: s.Spec.Selector, Types: s.Spec.Types,
+				ServiceAccountSelector: s.Spec.ServiceAccountSelector, PerformanceHints: s.Spec.PerformanceHints,
+			}
+			enforced = np
+		case *v3.StagedGlobalNetworkPolicy:
+			k = key{v3.KindGlobalNetworkPolicy, "", s.Name}
+			action = s.Spec.StagedAction
+			gnp := newOf(v3.KindGlobalNetworkPolicy).(*v3.GlobalNetworkPolicy)
+			gnp.ObjectMeta = *s.ObjectMeta.DeepCopy()
+			gnp.Spec = v3.GlobalNetworkPolicySpec{
+				Tier: s.Spec.Tier, Order: s.Spec.Order, Ingress: s.Spec.Ingress, Egress: s.Spec.Egress,
+				Selector: s.Spec.Selector, Types: s.Spec.Types, DoNotTrack: s.Spec.DoNotTrack,
+				PreDNAT: s.Spec.PreDNAT, ApplyOnForward: s.Spec.ApplyOnForward,
+				ServiceAccountSelector: s.Spec.ServiceAccountSelector, NamespaceSelector: s.Spec.NamespaceSelector,
+				PerformanceHints: s.Spec.PerformanceHints,
+			}
+			enforced = gnp
+		default:
+			continue
+		}
+		switch action {
+		case "", v3.StagedActionSet:
+		case v3.StagedActionDelete:
+			enforced = nil
+		default:
+			continue
+		}
+		if _, ok := replace[k]; !ok {
+			order = append(order, k)
+		}
+		replace[k] = enforced
+	}
+	staged = map[calc.PolicyID]bool{}
+	for _, r := range rs {
+		switch r.(type) {
+		case *v3.StagedNetworkPolicy, *v3.StagedGlobalNetworkPolicy:
+			continue
+		}
+		k := key{kindOf(r), r.GetNamespace(), r.GetName()}
+		if with, ok := replace[k]; ok {
+			if with != nil {
+				out = append(out, with)
+			}
+			continue
+		}
+		out = append(out, r)
+	}
+	seen := map[key]bool{}
+	for _, r := range out {
+		seen[key{kindOf(r), r.GetNamespace(), r.GetName()}] = true
+	}
+	for _, k := range order {
+		if with := replace[k]; with != nil {
+			if !seen[k] {
+				out = append(out, with)
+			}
+			staged[calc.PolicyID{Kind: k.kind, Namespace: k.ns, Name: k.name}] = true
+		}
+	}
+	return out, staged, len(order)
+}
+
+func newOf(kind string) v3.Resource {
+	k, _ := v3.KindByKind(kind)
+	return k.NewObject()
+}
+
+func kindOf(r v3.Resource) string {
+	if k := v3.KindOf(r); k != nil {
+		return k.Kind
+	}
+	return ""
+}
