@@ -80,6 +80,7 @@ must be etcdv3. "tortie datastore config" shows what was found and where.`,
 		newDatastoreCommand(g),
 		newIPAMCommand(g),
 		newNodeCommand(g),
+		newPolicyCommand(g),
 		newLabCommand(g),
 	)
 	return root
