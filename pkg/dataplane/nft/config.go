@@ -38,6 +38,9 @@ const (
 	EndpointToHostReturn EndpointToHost = "Return"
 )
 
+// DefaultFlowLogGroup is the NFLOG group tortie-node's flow logs use.
+const DefaultFlowLogGroup = 30
+
 // Config is the static part of what the driver programs.
 type Config struct {
 	// TableName is the inet table the driver owns entirely.
@@ -54,6 +57,18 @@ type Config struct {
 	Pools []Pool
 	// LogGroup is the NFLOG group Log rules send to.
 	LogGroup int
+	// FlowLogGroup, when not 0, turns flow logs on: in workload and host
+	// endpoint programs, every rule that decides (an Allow or Deny rule, a
+	// tier's default Deny, a missing profile, the final Deny) first sends
+	// the packet, cut to FlowLogSnaplen bytes, to this NFLOG group with a
+	// prefix that names it (flowlog.RuleID and the others). Only the first
+	// packet of a connection meets policy, so that is one message per
+	// connection and side. Classes whose verdict is a constant then get a
+	// chain too (a map element cannot log).
+	FlowLogGroup int
+	// FlowLogSnaplen is how much of a logged packet is copied (default
+	// 128: the IP and transport headers).
+	FlowLogSnaplen int
 	// EndpointToHost is the action after workload egress policy allowed a
 	// packet to the host.
 	EndpointToHost EndpointToHost
@@ -95,6 +110,9 @@ func (c Config) Defaults() Config {
 	if c.FailsafeOutbound == nil {
 		c.FailsafeOutbound = slices.Clone(DefaultFailsafeOutbound)
 	}
+	if c.FlowLogGroup != 0 && c.FlowLogSnaplen == 0 {
+		c.FlowLogSnaplen = 128
+	}
 	if c.LogGroup == 0 {
 		c.LogGroup = 1
 	}
@@ -135,6 +153,15 @@ func (c Config) Validate() error {
 	}
 	if c.LogGroup < 0 || c.LogGroup > 65535 {
 		return fmt.Errorf("LogGroup %d out of range", c.LogGroup)
+	}
+	if c.FlowLogGroup < 0 || c.FlowLogGroup > 65535 {
+		return fmt.Errorf("FlowLogGroup %d out of range", c.FlowLogGroup)
+	}
+	if c.FlowLogGroup != 0 && c.FlowLogGroup == c.LogGroup {
+		return fmt.Errorf("FlowLogGroup %d is LogGroup too: give flow logs their own NFLOG group", c.FlowLogGroup)
+	}
+	if c.FlowLogSnaplen < 0 || c.FlowLogSnaplen > 65535 {
+		return fmt.Errorf("FlowLogSnaplen %d out of range", c.FlowLogSnaplen)
 	}
 	return nil
 }

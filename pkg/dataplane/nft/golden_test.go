@@ -132,8 +132,15 @@ func newFake() *knftables.Fake { return knftables.NewFake(knftables.InetFamily, 
 
 func render(t *testing.T, s *scenario) (*knftables.Fake, *Driver) {
 	t.Helper()
+	return renderWith(t, s, Config{})
+}
+
+// renderWith renders s with cfg (and s's pools).
+func renderWith(t *testing.T, s *scenario, cfg Config) (*knftables.Fake, *Driver) {
+	t.Helper()
 	f := newFake()
-	d := New(f, Config{Pools: s.pools})
+	cfg.Pools = s.pools
+	d := New(f, cfg)
 	if err := d.Apply(t.Context(), changesOf(s.state)); err != nil {
 		t.Fatalf("Apply: %v", err)
 	}

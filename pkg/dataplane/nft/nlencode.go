@@ -265,7 +265,16 @@ func (p *ruleParser) statement() error {
 		if !ok {
 			return p.fail("log group")
 		}
-		p.action(&expr.Log{Key: 1<<unix.NFTA_LOG_PREFIX | 1<<unix.NFTA_LOG_GROUP, Data: []byte(prefix), Group: uint16(g)})
+		l := &expr.Log{Key: 1<<unix.NFTA_LOG_PREFIX | 1<<unix.NFTA_LOG_GROUP, Data: []byte(prefix), Group: uint16(g)}
+		if p.accept("snaplen") {
+			n, ok := number(p.next(), 65535)
+			if !ok {
+				return p.fail("log snaplen")
+			}
+			l.Key |= 1 << unix.NFTA_LOG_SNAPLEN
+			l.Snaplen = uint32(n)
+		}
+		p.action(l)
 		return nil
 	case p.accept("meta", "mark", "set", "meta", "mark", "|"):
 		m, ok := hexMark(p.next())

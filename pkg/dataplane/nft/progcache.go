@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/tortie/tortie/pkg/calc"
+	"github.com/tortie/tortie/pkg/flowlog"
 )
 
 // programCache is what the driver has compiled: the compiled rules of each
@@ -207,7 +208,7 @@ func (d *Driver) compile(k progKind, tiers []calc.TierPolicies, dir calc.Directi
 	if d.progs.compiledNow(name) {
 		return name
 	}
-	p := buildProgram(name, k, d.programBlocks(k, tiers, dir, profiles), &d.cfg, d.progs.last(name))
+	p := buildProgram(name, k, dir, d.programBlocks(k, tiers, dir, profiles), &d.cfg, d.progs.last(name))
 	if prev := d.progs.put(name, p); prev != nil {
 		d.install(prev, p)
 	}
@@ -232,6 +233,9 @@ func (d *Driver) programBlocks(k progKind, tiers []calc.TierPolicies, dir calc.D
 		if tierDefaults && t.DefaultAction != calc.Pass {
 			b.drop = true
 			b.endComment = "tier " + t.Name + ": no policy decided, default action Deny"
+			if flowLogged(k, &d.cfg) {
+				b.endFlow = flowlog.TierEndID(dir, t.Name)
+			}
 		}
 		blocks = append(blocks, b)
 	}
@@ -241,6 +245,9 @@ func (d *Driver) programBlocks(k progKind, tiers []calc.TierPolicies, dir calc.D
 		if ref.Missing || pr == nil {
 			b.drop = true
 			b.endComment = "profile " + ref.Name + " does not exist: fail closed"
+			if flowLogged(k, &d.cfg) {
+				b.endFlow = flowlog.MissingProfileID(dir, ref.Name)
+			}
 		} else {
 			b.parts = [][]compiledRule{d.progs.profileRules(pr, dir)}
 		}

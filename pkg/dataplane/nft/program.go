@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/tortie/tortie/pkg/calc"
+	"github.com/tortie/tortie/pkg/flowlog"
 )
 
 // A program is the compiled policy of one endpoint in one direction (or one
@@ -87,6 +88,8 @@ type block struct {
 	// action, a missing profile); otherwise evaluation goes on.
 	drop       bool
 	endComment string
+	// endFlow is the flow log identifier of that drop (flow logs on).
+	endFlow string
 }
 
 // program is the kernel objects of one compiled program.
@@ -168,7 +171,7 @@ type namedChain struct {
 func blockShape(blocks []block) string {
 	var b strings.Builder
 	for _, bl := range blocks {
-		fmt.Fprintf(&b, "%q %v %q\n", bl.name, bl.drop, bl.endComment)
+		fmt.Fprintf(&b, "%q %v %q %q\n", bl.name, bl.drop, bl.endComment, bl.endFlow)
 	}
 	return b.String()
 }
@@ -194,8 +197,8 @@ func verdicts(k progKind, mark uint32) (allow, final string, mappable bool) {
 // last time are taken from old's memo), and the dispatch of the entry
 // chain and class map (dispatchClasses). When old has the same partition,
 // reuse does it by difference instead.
-func buildProgram(name string, k progKind, blocks []block, cfg *Config, old *program) *program {
-	b := newProgramBuilder(name, k, blocks, cfg)
+func buildProgram(name string, k progKind, dir calc.Direction, blocks []block, cfg *Config, old *program) *program {
+	b := newProgramBuilder(name, k, dir, blocks, cfg)
 	memo := &classMemo{blocks: blockShape(blocks)}
 	memo.adms = make([]admission, len(b.flat))
 	memo.blockOf = make([]int, len(b.flat))
@@ -339,11 +342,19 @@ type programBuilder struct {
 	// mappable: both can be class map values.
 	allow, final string
 	mappable     bool
+	// flows: every deciding rule logs first (Config.FlowLogGroup), and
+	// finalFlow is the identifier of final's drop.
+	flows     bool
+	finalFlow string
 }
 
-func newProgramBuilder(name string, k progKind, blocks []block, cfg *Config) *programBuilder {
+func newProgramBuilder(name string, k progKind, dir calc.Direction, blocks []block, cfg *Config) *programBuilder {
 	b := &programBuilder{name: name, kind: k, blocks: blocks, cfg: cfg}
 	b.allow, b.final, b.mappable = verdicts(k, cfg.UntrackedMark)
+	if flowLogged(k, cfg) {
+		b.flows = true
+		b.finalFlow = flowlog.NothingAllowedID(dir)
+	}
 	n := 0
 	for _, bl := range blocks {
 		for _, part := range bl.parts {
@@ -382,7 +393,7 @@ func (b *programBuilder) compileClass(c portClass) classResult {
 	for _, i := range c.members {
 		inBlock[b.flat[i].block] = append(inBlock[b.flat[i].block], b.flat[i].rule)
 	}
-	if b.mappable {
+	if b.mappable && !b.flows {
 		if v, ok := constantVerdict(b.blocks, inBlock, c.proto, b.allow, b.final); ok {
 			return classResult{target: v}
 		}
@@ -425,9 +436,9 @@ func (b *programBuilder) segmentRules(inBlock [][]*compiledRule, proto uint8, s,
 			var v string
 			switch r.rule.Action {
 			case calc.Allow:
-				v = b.allow
+				v = b.flowLog(flowlog.RuleID(r.rule.LogPrefix, calc.Allow)) + b.allow
 			case calc.Deny:
-				v = "drop"
+				v = b.flowLog(flowlog.RuleID(r.rule.LogPrefix, calc.Deny)) + "drop"
 			case calc.Pass:
 				v = "goto " + segName[bi+1]
 			case calc.Log:
@@ -440,7 +451,7 @@ func (b *programBuilder) segmentRules(inBlock [][]*compiledRule, proto uint8, s,
 			}
 		}
 		if b.blocks[bi].drop {
-			rules = append(rules, ruleT{text: "drop", comment: b.blocks[bi].endComment})
+			rules = append(rules, ruleT{text: b.flowLog(b.blocks[bi].endFlow) + "drop", comment: b.blocks[bi].endComment})
 			dropped = true
 		}
 	}
@@ -448,7 +459,11 @@ func (b *programBuilder) segmentRules(inBlock [][]*compiledRule, proto uint8, s,
 		if end < len(b.blocks) {
 			rules = append(rules, ruleT{text: "goto " + segName[end], comment: "continue with " + b.blocks[end].name})
 		} else {
-			rules = append(rules, ruleT{text: b.final, comment: finalComment(b.kind)})
+			final := b.final
+			if final == "drop" {
+				final = b.flowLog(b.finalFlow) + final
+			}
+			rules = append(rules, ruleT{text: final, comment: finalComment(b.kind)})
 		}
 	}
 	// The last rule's comment carries a digest of the chain's rules: the
@@ -564,6 +579,24 @@ func finalComment(k progKind) string {
 		return "no policy decided: continue with normal processing"
 	}
 	return "no policy or profile allowed: drop"
+}
+
+// flowLogged reports whether programs of kind k log their decisions: the
+// workload and host endpoint programs, when flow logs are on. (PreDNAT and
+// untracked policy see packets before connection tracking decides what is
+// new.)
+func flowLogged(k progKind, cfg *Config) bool {
+	return cfg.FlowLogGroup != 0 && (k == kindReturn || k == kindAccept)
+}
+
+// flowLog is the statement that sends a deciding rule's packet to the flow
+// log group with the rule's identifier, followed by a space; "" when flow
+// logs are off or id is "".
+func (b *programBuilder) flowLog(id string) string {
+	if !b.flows || id == "" {
+		return ""
+	}
+	return fmt.Sprintf("log prefix %s group %d snaplen %d ", quote(id), b.cfg.FlowLogGroup, b.cfg.FlowLogSnaplen)
 }
 
 // quote makes s an nft string literal (nft strings cannot contain quotes).

@@ -12,6 +12,7 @@ import (
 
 	v3 "github.com/tortie/tortie/pkg/apis/v3"
 	"github.com/tortie/tortie/pkg/calc"
+	"github.com/tortie/tortie/pkg/flowlog"
 )
 
 // TestCompiledVerdictsMatchReference drives random policy states through
@@ -58,7 +59,7 @@ func TestCompiledVerdictsMatchReference(t *testing.T) {
 	// comparison proves less than it seems to.
 	for _, k := range []string{"allow", "deny", "tier default", "profile allow", "profile deny", "missing profile",
 		"nothing allowed", "base chain", "accept", "drop", "logged", "logged twice", "passed", "v6", "icmp", "output",
-		"workload to workload", "step policy", "step members", "step profile", "step endpoint", "step tier", "restart", "other class map"} {
+		"workload to workload", "flow logs", "step policy", "step members", "step profile", "step endpoint", "step tier", "restart", "other class map"} {
 		if cov.counts[k] == 0 {
 			t.Errorf("no packet or step of kind %q in %d iterations: the generator lost a feature", k, iters)
 		}
@@ -82,7 +83,14 @@ func runVerdictProperty(t *testing.T, seed uint64, steps, npk int, cov *propCove
 	g := propGen{r: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))}
 	w := g.world()
 	f := newFake()
-	d := New(f, Config{})
+	// One seed in three logs flows: the identifiers each packet meets must
+	// name the decisions the trace comes to.
+	cfg := Config{}
+	if seed%3 == 0 {
+		cfg.FlowLogGroup = 30
+		cov.add("flow logs")
+	}
+	d := New(f, cfg)
 	apply := func(c *calc.Changes) {
 		t.Helper()
 		if err := d.Apply(t.Context(), c); err != nil {
@@ -99,11 +107,21 @@ func runVerdictProperty(t *testing.T, seed uint64, steps, npk int, cov *propCove
 			}
 		}
 		var bad []string
+		var ix *flowlog.Index
+		if cfg.FlowLogGroup != 0 {
+			ix = flowIndex(w.st)
+		}
 		for _, pp := range g.packets(w, npk) {
 			got, want := propTrace(tr, pp), refPath(w.st, pp.path, &pp.p)
 			cov.note(pp, want)
-			if tAllow, tWhy := tracePath(w.st, pp.path, &pp.p); tAllow != want.allow {
+			tAllow, tWhy, tRes := tracePath(w.st, pp.path, &pp.p)
+			if tAllow != want.allow {
 				bad = append(bad, fmt.Sprintf("%s\n    trace:     %v (%s)\n    reference: %s", pp, tAllow, tWhy, want))
+			}
+			if ix != nil {
+				if problem := checkFlowLogs(ix, got.flows, tRes); problem != "" {
+					bad = append(bad, fmt.Sprintf("%s\n    %s", pp, problem))
+				}
 			}
 			if got.verdict == want.verdict() && slices.Equal(got.logs, want.logs) {
 				continue
@@ -136,7 +154,7 @@ func runVerdictProperty(t *testing.T, seed uint64, steps, npk int, cov *propCove
 		// A restarted driver on the same table repairs it in place.
 		cov.add("restart")
 		history = append(history, "restart")
-		d = New(f, Config{})
+		d = New(f, cfg)
 		apply(changesOf(w.st))
 		check("after a restart")
 	}

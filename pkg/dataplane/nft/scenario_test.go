@@ -117,13 +117,18 @@ func hostScenario() *scenario {
 }
 
 func TestGolden(t *testing.T) {
-	for name, s := range map[string]*scenario{
-		"empty":    newScenario(),
-		"features": featureScenario(),
-		"host":     hostScenario(),
+	for name, c := range map[string]struct {
+		s   *scenario
+		cfg Config
+	}{
+		"empty":    {s: newScenario()},
+		"features": {s: featureScenario()},
+		"host":     {s: hostScenario()},
+		// Every deciding rule logs to the flow log group first.
+		"flowlogs": {s: featureScenario(), cfg: Config{FlowLogGroup: 30}},
 	} {
 		t.Run(name, func(t *testing.T) {
-			f, _ := render(t, s)
+			f, _ := renderWith(t, c.s, c.cfg)
 			checkGolden(t, name, sortedDump(f))
 		})
 	}

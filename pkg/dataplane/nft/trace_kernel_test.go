@@ -1,6 +1,7 @@
 package nft
 
 import (
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net"
@@ -14,6 +15,9 @@ import (
 
 	"github.com/tortie/tortie/internal/testenv"
 	"github.com/tortie/tortie/pkg/calc"
+	"github.com/tortie/tortie/pkg/dataplane/nflog"
+	"github.com/tortie/tortie/pkg/flowlog"
+	"github.com/tortie/tortie/pkg/trace"
 )
 
 // TestKernelAgreesWithTrace sends real TCP and UDP between two workloads
@@ -22,11 +26,23 @@ import (
 // and compares what got through with what pkg/trace, the engine of
 // `tortie policy trace`, says of the same packet, source port included.
 // Each seed is a fresh state written by a new driver (a restart over the
-// previous table), then changed three times in place.
+// previous table), then changed three times in place. Flow logs are on in
+// three seeds of four: the packets the kernel logs over NFLOG must name, side
+// by side, the decisions the trace comes to.
 func TestKernelAgreesWithTrace(t *testing.T) {
 	testenv.RequireRoot(t)
 	tp := newTopology(t, map[string]string{"calia": "10.0.0.2", "calib": "10.0.0.3"})
 	nft := newNSNFT(t, tp.host)
+	var logs *nflog.Conn
+	err := tp.host.Do(func(ns.NetNS) (err error) {
+		logs, err = nflog.Open(DefaultFlowLogGroup, 128)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { logs.Close() })
+	flowLogs := collectFlowLogs(logs)
 	ends := map[string]struct {
 		n    ns.NetNS
 		addr netip.Addr
@@ -39,8 +55,9 @@ func TestKernelAgreesWithTrace(t *testing.T) {
 		}
 	}
 	nextSrcPort := uint16(20000)
-	probes, allowed := 0, 0
-	for seed := uint64(1); seed <= 8; seed++ {
+	probes, allowed, logged := 0, 0, 0
+	kinds := map[string]int{}
+	for seed := uint64(1); seed <= 12; seed++ {
 		g := propGen{r: rand.New(rand.NewPCG(seed, seed*7919))}
 		w := g.world()
 		if _, ok := w.st.Endpoints[calc.EndpointID{Kind: "WorkloadEndpoint", Namespace: "ns", Name: "b"}]; !ok {
@@ -48,7 +65,11 @@ func TestKernelAgreesWithTrace(t *testing.T) {
 			g.endpointPolicy(w, b)
 			w.st.Endpoints[b.ID] = b
 		}
-		d := New(nft, Config{})
+		cfg := Config{}
+		if seed%4 != 1 {
+			cfg.FlowLogGroup = DefaultFlowLogGroup
+		}
+		d := New(nft, cfg)
 		if err := d.Apply(t.Context(), changesOf(w.st)); err != nil {
 			t.Fatalf("seed %d: %v", seed, err)
 		}
@@ -65,6 +86,8 @@ func TestKernelAgreesWithTrace(t *testing.T) {
 				desc      string
 				got, want bool
 				decidedBy string
+				key       flowKey
+				res       *trace.Result
 			}
 			var mu sync.Mutex
 			var results []result
@@ -80,20 +103,36 @@ func TestKernelAgreesWithTrace(t *testing.T) {
 						}
 						p := packet{iif: from, oif: to, src: ends[from].addr, dst: ends[to].addr,
 							proto: map[string]uint8{"tcp": calc.ProtoTCP, "udp": calc.ProtoUDP}[proto], sport: sport, dport: port}
-						want, why := tracePath(w.st, "forward", &p)
+						want, why, res := tracePath(w.st, "forward", &p)
 						wg.Add(1)
 						go func() {
 							defer wg.Done()
 							got := probeFrom(ends[from].n, proto, netip.AddrPortFrom(ends[from].addr, sport), netip.AddrPortFrom(ends[to].addr, port))
 							mu.Lock()
-							results = append(results, result{fmt.Sprintf("%s %s:%d -> %s:%d", proto, p.src, sport, p.dst, port), got, want, why})
+							results = append(results, result{fmt.Sprintf("%s %s:%d -> %s:%d", proto, p.src, sport, p.dst, port), got, want, why,
+								flowKey{p.proto, netip.AddrPortFrom(p.src, sport), netip.AddrPortFrom(p.dst, port)}, res})
 							mu.Unlock()
 						}()
 					}
 				}
 			}
 			wg.Wait()
+			got := flowLogs(cfg.FlowLogGroup != 0)
+			ix := flowIndex(w.st)
 			for _, r := range results {
+				if cfg.FlowLogGroup != 0 {
+					if problem := checkFlowLogs(ix, got[r.key], r.res); problem != "" {
+						t.Errorf("seed %d, %s: %s: %s", seed, what, r.desc, problem)
+					}
+					logged += len(got[r.key])
+					for _, s := range []*trace.Side{r.res.Egress, r.res.Ingress} {
+						if s != nil {
+							kinds[s.Decision.Kind]++
+						}
+					}
+				} else if len(got[r.key]) > 0 {
+					t.Errorf("seed %d, %s: %s: flow logs off, yet the kernel logged %q", seed, what, r.desc, got[r.key])
+				}
 				probes++
 				if r.got {
 					allowed++
@@ -107,7 +146,12 @@ func TestKernelAgreesWithTrace(t *testing.T) {
 			}
 		}
 	}
-	t.Logf("%d probes, %d allowed, all as the trace said", probes, allowed)
+	t.Logf("%d probes, %d allowed, all as the trace said; %d flow logs, each naming the decision the trace came to: %v", probes, allowed, logged, kinds)
+	for _, k := range []string{"rule", "tier default", "profile rule", "missing profile", "nothing allowed"} {
+		if kinds[k] == 0 {
+			t.Errorf("no flow log decided by %q: the generator does not reach it", k)
+		}
+	}
 	if allowed == 0 || allowed == probes {
 		t.Errorf("every probe had the same outcome (%d of %d allowed): the generator does not exercise both verdicts", allowed, probes)
 	}
@@ -160,4 +204,55 @@ func describeState(st *calc.State) string {
 		fmt.Fprintf(&b, "set %s: %v\n", id, ms)
 	}
 	return b.String()
+}
+
+// flowKey is a connection as a logged packet shows it.
+type flowKey struct {
+	proto    uint8
+	src, dst netip.AddrPort
+}
+
+// collectFlowLogs reads the group in the background; the function it
+// returns hands out (and forgets) what came so far, by connection, each
+// connection's prefixes in the order the kernel logged them. With wait,
+// it first waits until nothing came for 300 ms.
+func collectFlowLogs(c *nflog.Conn) func(wait bool) map[flowKey][]string {
+	var mu sync.Mutex
+	byConn := map[flowKey][]string{}
+	lastAt := time.Now()
+	go func() {
+		for {
+			msgs, err := c.Receive()
+			if err != nil && !errors.Is(err, nflog.ErrOverrun) {
+				return
+			}
+			mu.Lock()
+			for _, m := range msgs {
+				p, err := flowlog.ParsePacket(m.Payload)
+				if err != nil {
+					continue
+				}
+				k := flowKey{p.Protocol, netip.AddrPortFrom(p.Src, p.SrcPort), netip.AddrPortFrom(p.Dst, p.DstPort)}
+				byConn[k] = append(byConn[k], m.Prefix)
+			}
+			lastAt = time.Now()
+			mu.Unlock()
+		}
+	}()
+	return func(wait bool) map[flowKey][]string {
+		for wait {
+			mu.Lock()
+			quiet := time.Since(lastAt) > 300*time.Millisecond
+			mu.Unlock()
+			if quiet {
+				break
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		out := byConn
+		byConn = map[flowKey][]string{}
+		return out
+	}
 }

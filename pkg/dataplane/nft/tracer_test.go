@@ -9,6 +9,7 @@ import (
 	"sigs.k8s.io/knftables"
 
 	"github.com/tortie/tortie/pkg/calc"
+	"github.com/tortie/tortie/pkg/flowlog"
 )
 
 // The tracer walks a synthetic packet through the fake's ruleset, reading
@@ -30,6 +31,8 @@ type packet struct {
 type traceResult struct {
 	verdict string // accept, drop
 	logs    []string
+	// flows are the flow log identifiers of the rules that logged it.
+	flows   []string
 	notrack bool
 	masq    bool
 }
@@ -147,8 +150,16 @@ func (tr *tracer) rule(text string, p *packet, res *traceResult) string {
 			res.masq = true
 			return ""
 		case w == "log":
-			res.logs = append(res.logs, strings.Trim(tk[i+2], `"`))
+			prefix := strings.Trim(tk[i+2], `"`)
+			if strings.HasPrefix(prefix, flowlog.IDPrefix) {
+				res.flows = append(res.flows, prefix)
+			} else {
+				res.logs = append(res.logs, prefix)
+			}
 			i += 5
+			if i < len(tk) && tk[i] == "snaplen" {
+				i += 2
+			}
 		case w == "meta" && tk[i+1] == "mark" && tk[i+2] == "set":
 			m, _ := strconv.ParseUint(tk[i+6], 0, 32)
 			p.mark |= uint32(m)

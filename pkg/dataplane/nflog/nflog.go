@@ -1,0 +1,175 @@
+// Package nflog reads packets that nftables `log group N` statements send
+// to userspace over nfnetlink_log: it binds one group, asks for the
+// packets (cut to a snap length) with their prefixes and sequence
+// numbers, and hands them out as they come. It does I/O and nothing else.
+package nflog
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"syscall"
+
+	"github.com/mdlayher/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// nfnetlink_log's protocol (linux/netfilter/nfnetlink_log.h).
+const (
+	subsysULOG    = 4
+	msgPacket     = 0
+	msgConfig     = 1
+	cfgCmd        = 1
+	cfgMode       = 2
+	cfgNLBufSiz   = 3
+	cfgTimeout    = 4
+	cfgQThresh    = 5
+	cfgFlags      = 6
+	cmdBind       = 1
+	copyPacket    = 2
+	flagSeq       = 1
+	attrPacketHdr = 1
+	attrInDev     = 4
+	attrOutDev    = 5
+	attrPayload   = 9
+	attrPrefix    = 10
+	attrSeq       = 12
+)
+
+// Message is one logged packet.
+type Message struct {
+	// Prefix is the log statement's prefix.
+	Prefix string
+	// Payload is the packet from its network header on, cut to the snap
+	// length.
+	Payload []byte
+	// Seq counts the group's messages from 0: a gap is messages the
+	// kernel could not deliver (the socket's buffer was full).
+	Seq uint32
+	// Hook is the netfilter hook (NF_INET_*) the packet was logged in.
+	Hook uint8
+	// InDev and OutDev are interface indexes, 0 when none.
+	InDev, OutDev uint32
+}
+
+// Conn is a socket bound to one NFLOG group.
+type Conn struct {
+	c     *netlink.Conn
+	group uint16
+}
+
+// Open binds group, asking for up to snaplen bytes of each packet, in
+// the calling thread's network namespace. Only one socket can bind a
+// group: a second is refused (EPERM, as without CAP_NET_ADMIN), which Open
+// says plainly.
+func Open(group uint16, snaplen uint32) (*Conn, error) {
+	c, err := netlink.Dial(unix.NETLINK_NETFILTER, nil)
+	if err != nil {
+		return nil, fmt.Errorf("nflog: netlink socket: %w", err)
+	}
+	nc := &Conn{c: c, group: group}
+	if err := nc.config(func(ae *netlink.AttributeEncoder) { ae.Bytes(cfgCmd, []byte{cmdBind}) }); err != nil {
+		c.Close()
+		if errors.Is(err, unix.EPERM) || errors.Is(err, unix.EBUSY) {
+			return nil, fmt.Errorf("nflog: group %d is bound by another process (or this one lacks CAP_NET_ADMIN): %w", group, err)
+		}
+		return nil, fmt.Errorf("nflog: binding group %d: %w", group, err)
+	}
+	err = nc.config(func(ae *netlink.AttributeEncoder) {
+		mode := binary.BigEndian.AppendUint32(nil, snaplen)
+		ae.Bytes(cfgMode, append(mode, copyPacket, 0))
+		ae.Uint16(cfgFlags, flagSeq)
+		ae.Uint32(cfgQThresh, 1)
+		ae.Uint32(cfgTimeout, 0)
+		ae.Uint32(cfgNLBufSiz, 65536)
+	})
+	if err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("nflog: configuring group %d: %w", group, err)
+	}
+	return nc, nil
+}
+
+func (c *Conn) config(attrs func(*netlink.AttributeEncoder)) error {
+	ae := netlink.NewAttributeEncoder()
+	ae.ByteOrder = binary.BigEndian
+	attrs(ae)
+	b, err := ae.Encode()
+	if err != nil {
+		return err
+	}
+	hdr := []byte{unix.AF_UNSPEC, 0, 0, 0}
+	binary.BigEndian.PutUint16(hdr[2:], c.group)
+	_, err = c.c.Execute(netlink.Message{
+		Header: netlink.Header{Type: netlink.HeaderType(subsysULOG<<8 | msgConfig), Flags: netlink.Request | netlink.Acknowledge},
+		Data:   append(hdr, b...),
+	})
+	return err
+}
+
+// SetReadBuffer sets the socket's receive buffer: what a burst can queue
+// before the kernel drops messages.
+func (c *Conn) SetReadBuffer(n int) error { return c.c.SetReadBuffer(n) }
+
+// ErrOverrun is returned by Receive when the kernel dropped messages
+// because the socket's buffer was full; reading can go on (the sequence
+// numbers say how many were lost).
+var ErrOverrun = errors.New("nflog: receive buffer overrun, messages lost")
+
+// Receive blocks until messages arrive, and returns them.
+func (c *Conn) Receive() ([]Message, error) {
+	msgs, err := c.c.Receive()
+	if err != nil {
+		if errors.Is(err, unix.ENOBUFS) {
+			return nil, ErrOverrun
+		}
+		return nil, err
+	}
+	out := make([]Message, 0, len(msgs))
+	for _, m := range msgs {
+		if m.Header.Type != netlink.HeaderType(subsysULOG<<8|msgPacket) || len(m.Data) < 4 {
+			continue
+		}
+		ad, err := netlink.NewAttributeDecoder(m.Data[4:])
+		if err != nil {
+			return out, fmt.Errorf("nflog: %w", err)
+		}
+		ad.ByteOrder = binary.BigEndian
+		var msg Message
+		for ad.Next() {
+			switch ad.Type() {
+			case attrPacketHdr:
+				if b := ad.Bytes(); len(b) >= 3 {
+					msg.Hook = b[2]
+				}
+			case attrPrefix:
+				msg.Prefix = strings.TrimRight(string(ad.Bytes()), "\x00")
+			case attrPayload:
+				msg.Payload = ad.Bytes()
+			case attrSeq:
+				msg.Seq = ad.Uint32()
+			case attrInDev:
+				msg.InDev = ad.Uint32()
+			case attrOutDev:
+				msg.OutDev = ad.Uint32()
+			}
+		}
+		if err := ad.Err(); err != nil {
+			return out, fmt.Errorf("nflog: %w", err)
+		}
+		out = append(out, msg)
+	}
+	return out, nil
+}
+
+// Close closes the socket, which unbinds the group (the kernel lets go of
+// a group when its socket goes); a Receive blocked in another goroutine
+// returns an error for which IsClosed holds.
+func (c *Conn) Close() error { return c.c.Close() }
+
+// IsClosed reports whether err is what Receive returns once Close ran.
+func IsClosed(err error) bool {
+	return errors.Is(err, os.ErrClosed) || errors.Is(err, syscall.EBADF)
+}
