@@ -25,6 +25,7 @@ import (
 	"github.com/tortie/tortie/pkg/client"
 	"github.com/tortie/tortie/pkg/dataplane/nft"
 	"github.com/tortie/tortie/pkg/datastore"
+	"github.com/tortie/tortie/pkg/flowlog"
 	"github.com/tortie/tortie/pkg/node"
 	"github.com/tortie/tortie/pkg/routing"
 	"github.com/tortie/tortie/pkg/startup"
@@ -342,8 +343,14 @@ func run(ctx context.Context, o *options, logOut io.Writer) error {
 			defer nl.Close()
 		}
 	}
+	drvCfg := nftConfig(o.table, set, log)
+	var flowIndex *flowlog.Index
+	if set.FlowLogs {
+		flowIndex = flowlog.NewIndex()
+		drvCfg.FlowLogGroup = nft.DefaultFlowLogGroup
+	}
 	policy, err := node.NewPolicy(node.PolicyConfig{
-		NodeName: name, NFT: nftIface, Netlink: nl, Logger: log, Driver: nftConfig(o.table, set, log),
+		NodeName: name, NFT: nftIface, Netlink: nl, Logger: log, Driver: drvCfg, FlowIndex: flowIndex,
 	})
 	if err != nil {
 		return err
@@ -352,6 +359,16 @@ func run(ctx context.Context, o *options, logOut io.Writer) error {
 	// allocate-tunnel-addrs: a pool switched to VXLAN gives this node its
 	// VTEP address without a restart.
 	components := []node.Component{policy, agentconfig.NewComponent(in, set, level, log), startup.NewTunnels(client.New(be), res, log)}
+	if set.FlowLogs {
+		flows, err := node.NewFlows(node.FlowsConfig{
+			NodeName: name, Group: nft.DefaultFlowLogGroup, Index: flowIndex,
+			FlushInterval: set.FlowLogsFlushInterval, Logger: log,
+		})
+		if err != nil {
+			return err
+		}
+		components = append(components, flows)
+	}
 	if !nc.noRouting {
 		rc, err := routing.New(routing.Config{
 			NodeName: name, DisableBGP: nc.noBGP, Warnings: res.Warnings, Logger: log,

@@ -68,6 +68,12 @@ type Settings struct {
 	MTUIfacePattern string
 	// BPFEnabled asks for an eBPF dataplane, which tortie does not have.
 	BPFEnabled bool
+	// FlowLogs (flowLogsLocalReporter Enabled): every connection's
+	// deciding rule is logged and served on the health address at
+	// /status/flows (loopback clients only), for `tortie flows`.
+	FlowLogs bool
+	// FlowLogsFlushInterval is the aggregation interval of flow records.
+	FlowLogsFlushInterval time.Duration
 }
 
 // Defaults are Calico's, except where tortie is safer: the health
@@ -99,6 +105,7 @@ func Defaults() Settings {
 		VXLANPort:                   4789,
 		VXLANVNI:                    4096,
 		MTUIfacePattern:             `^((en|wl|ww|sl|ib)[Pcopsvx].*|(eth|wlan|wwan).*)`,
+		FlowLogsFlushInterval:       15 * time.Second,
 	}
 }
 
@@ -206,6 +213,32 @@ var fields = []field{
 		return nil
 	}, func(s *Settings) any { return s.MTUIfacePattern }},
 	boolField("bpfEnabled", func(s *Settings) *bool { return &s.BPFEnabled }),
+	{"flowLogsLocalReporter", func(s *Settings, v string) error {
+		switch {
+		case strings.EqualFold(v, "Enabled"):
+			s.FlowLogs = true
+		case strings.EqualFold(v, "Disabled"):
+			s.FlowLogs = false
+		default:
+			return fmt.Errorf("%q: want Enabled or Disabled", v)
+		}
+		return nil
+	}, func(s *Settings) any {
+		if s.FlowLogs {
+			return "Enabled"
+		}
+		return "Disabled"
+	}},
+	{"flowLogsFlushInterval", func(s *Settings, v string) error {
+		d, err := parseDuration(v)
+		if err == nil && d < time.Second {
+			err = fmt.Errorf("%q: want at least 1s", v)
+		}
+		if err == nil {
+			s.FlowLogsFlushInterval = d
+		}
+		return err
+	}, func(s *Settings) any { return s.FlowLogsFlushInterval }},
 }
 
 // Names are the FelixConfiguration fields tortie-node honours.

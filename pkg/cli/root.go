@@ -81,6 +81,7 @@ must be etcdv3. "tortie datastore config" shows what was found and where.`,
 		newIPAMCommand(g),
 		newNodeCommand(g),
 		newPolicyCommand(g),
+		newFlowsCommand(g),
 		newLabCommand(g),
 	)
 	return root

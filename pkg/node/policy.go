@@ -15,6 +15,7 @@ import (
 	v3 "github.com/tortie/tortie/pkg/apis/v3"
 	"github.com/tortie/tortie/pkg/calc"
 	"github.com/tortie/tortie/pkg/dataplane/nft"
+	"github.com/tortie/tortie/pkg/flowlog"
 	"github.com/tortie/tortie/pkg/syncer"
 )
 
@@ -34,6 +35,9 @@ type PolicyConfig struct {
 	Netlink *nft.Netlink
 	// Logger (default slog.Default()).
 	Logger *slog.Logger
+	// FlowIndex, when set, is kept up to date with the rules the driver
+	// programs, for the flow log component (Driver.FlowLogGroup on).
+	FlowIndex *flowlog.Index
 }
 
 // policyKinds are what the calculation graph consumes, plus IP pools for
@@ -55,6 +59,7 @@ type Policy struct {
 	graph *calc.Graph
 	drv   *nft.Driver
 	log   *slog.Logger
+	flows *flowlog.Index
 
 	pools      map[string]nft.Pool // by IPPool name
 	poolsDirty bool
@@ -103,6 +108,7 @@ func NewPolicy(cfg PolicyConfig) (*Policy, error) {
 	}
 	p := &Policy{
 		graph:      calc.New(calc.Config{NodeName: cfg.NodeName}),
+		flows:      cfg.FlowIndex,
 		log:        cfg.Logger.With("component", "policy", "table", dc.TableName),
 		driverFull: true,
 		pools:      map[string]nft.Pool{}, endpoints: map[calc.EndpointID]struct{}{},
@@ -220,6 +226,19 @@ func (p *Policy) Apply(ctx context.Context, full bool) error {
 	// The driver folds c into its desired state before it writes, so c is
 	// not lost when the write fails: the retry (a full sync) includes it.
 	wasFull := p.driverFull
+	if ix := p.flows; ix != nil {
+		// The new identifiers are known before the kernel can log them;
+		// the ones that went are forgotten after (record).
+		for _, pol := range c.PolicyUpdates {
+			ix.SetPolicy(pol)
+		}
+		for _, pr := range c.ProfileUpdates {
+			ix.SetProfile(pr)
+		}
+		for _, ep := range c.EndpointUpdates {
+			ix.SetEndpoint(ep)
+		}
+	}
 	err := p.drv.Apply(ctx, c)
 	p.record(ctx, c)
 	if err != nil {
@@ -294,6 +313,14 @@ func (p *Policy) record(ctx context.Context, c *calc.Changes) {
 	for _, id := range c.EndpointRemoves {
 		delete(p.endpoints, id)
 		p.log.Log(ctx, each, "endpoint removed", "endpoint", id.String())
+	}
+	if ix := p.flows; ix != nil {
+		for _, id := range c.PolicyRemoves {
+			ix.RemovePolicy(id)
+		}
+		for _, name := range c.ProfileRemoves {
+			ix.RemoveProfile(name)
+		}
 	}
 	p.activeEndpoints.Set(float64(len(p.endpoints)))
 	p.activePolicies.Set(float64(len(p.policies)))

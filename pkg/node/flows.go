@@ -1,0 +1,477 @@
+package node
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	v3 "github.com/tortie/tortie/pkg/apis/v3"
+	"github.com/tortie/tortie/pkg/dataplane/nflog"
+	"github.com/tortie/tortie/pkg/flowlog"
+	"github.com/tortie/tortie/pkg/syncer"
+)
+
+// FlowsConfig configures the flow log component.
+type FlowsConfig struct {
+	NodeName string
+	// Group and Snaplen are the NFLOG group the policy programs log
+	// their decisions to (nft.Config.FlowLogGroup) and how much of each
+	// packet they copy.
+	Group   uint16
+	Snaplen uint32
+	// Index maps the logged identifiers to rules; the policy component
+	// keeps it up to date (PolicyConfig.FlowIndex).
+	Index *flowlog.Index
+	// FlushInterval is the aggregation interval (default 15s).
+	FlushInterval time.Duration
+	// RingSize is how many recent records are kept (default 100,000).
+	RingSize int
+	// MaxKeys bounds the flows of one interval (default 100,000).
+	MaxKeys int
+	// MaxRate bounds the logged packets handled per second (default
+	// 50,000); the rest are counted and dropped, so a flood of new
+	// connections cannot take the agent's CPU.
+	MaxRate int
+	// Logger (default slog.Default()).
+	Logger *slog.Logger
+}
+
+// Flows is the flow log component: it reads the packets the policy
+// programs log when they decide (the first of each connection, on each
+// side), names the deciding rule and the two ends, folds them into
+// records per interval, keeps the recent ones, and serves them on the
+// health address at /status/flows to loopback clients.
+type Flows struct {
+	cfg FlowsConfig
+	log *slog.Logger
+	hub *flowlog.Hub
+
+	mu    sync.RWMutex
+	names endpointNames
+
+	aggMu sync.Mutex
+	agg   *flowlog.Aggregator
+
+	// Counters, for metrics and the status page.
+	messages, lost, rateLimited, unknown, unparsable, records prometheus.Counter
+	overflow                                                  prometheus.Counter
+	ruleConns                                                 *prometheus.CounterVec
+	bound                                                     prometheus.Gauge
+	// lastOverflow is the aggregator's Overflow already counted.
+	lastOverflow uint64
+}
+
+var (
+	_ Component            = (*Flows)(nil)
+	_ Runner               = (*Flows)(nil)
+	_ StatusHandler        = (*Flows)(nil)
+	_ prometheus.Collector = (*Flows)(nil)
+)
+
+// NewFlows makes the flow log component.
+func NewFlows(cfg FlowsConfig) (*Flows, error) {
+	if cfg.Group == 0 {
+		return nil, fmt.Errorf("flows: no NFLOG group")
+	}
+	if cfg.Index == nil {
+		return nil, fmt.Errorf("flows: no rule index")
+	}
+	if cfg.FlushInterval <= 0 {
+		cfg.FlushInterval = 15 * time.Second
+	}
+	if cfg.RingSize <= 0 {
+		cfg.RingSize = 100_000
+	}
+	if cfg.MaxKeys <= 0 {
+		cfg.MaxKeys = 100_000
+	}
+	if cfg.MaxRate <= 0 {
+		cfg.MaxRate = 50_000
+	}
+	if cfg.Snaplen == 0 {
+		cfg.Snaplen = 128
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	counter := func(name, help string) prometheus.Counter {
+		return prometheus.NewCounter(prometheus.CounterOpts{Name: metricPrefix + "flowlog_" + name, Help: help})
+	}
+	f := &Flows{
+		cfg: cfg, log: cfg.Logger.With("component", "flows"),
+		hub:         flowlog.NewHub(cfg.RingSize),
+		names:       newEndpointNames(),
+		agg:         flowlog.NewAggregator(cfg.MaxKeys),
+		messages:    counter("packets_total", "Logged first packets read from the flow log group."),
+		lost:        counter("packets_lost_total", "Logged packets the kernel could not deliver (the socket's buffer was full)."),
+		rateLimited: counter("packets_rate_limited_total", "Logged packets dropped unread over the rate limit."),
+		unknown:     counter("packets_unknown_rule_total", "Logged packets whose rule identifier the agent did not know (a policy changed meanwhile)."),
+		unparsable:  counter("packets_unparsable_total", "Logged packets whose headers could not be read."),
+		records:     counter("records_total", "Flow records published."),
+		overflow:    counter("packets_over_max_flows_total", "Logged packets of new flows beyond the per-interval bound, in no record."),
+		ruleConns: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: metricPrefix + "policy_rule_connections_total",
+			Help: "New connections decided, by the deciding tier, policy (or profile) and rule, direction and action.",
+		}, []string{"direction", "action", "kind", "tier", "policy", "rule"}),
+		bound: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: metricPrefix + "flowlog_group_bound", Help: "1 while the agent reads its flow log NFLOG group.",
+		}),
+	}
+	return f, nil
+}
+
+// Name implements Component.
+func (f *Flows) Name() string { return "flows" }
+
+// Kinds implements Component: what names the ends of flows.
+func (f *Flows) Kinds() []string {
+	return []string{v3.KindWorkloadEndpoint, v3.KindHostEndpoint, v3.KindNetworkSet, v3.KindGlobalNetworkSet}
+}
+
+// OnUpdate implements Component.
+func (f *Flows) OnUpdate(u syncer.Update) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.names.update(u)
+}
+
+// OnInSync implements Component.
+func (f *Flows) OnInSync() {}
+
+// Apply implements Component: flows program nothing.
+func (f *Flows) Apply(context.Context, bool) error { return nil }
+
+// Hub is where the records go (for tests and other consumers).
+func (f *Flows) Hub() *flowlog.Hub { return f.hub }
+
+// Run implements Runner: it reads the group until ctx ends, and flushes
+// each interval. A group it cannot bind is retried every 10 s, logged
+// and shown in the metrics: flow logs are not worth stopping the agent.
+func (f *Flows) Run(ctx context.Context) error {
+	ticker := time.NewTicker(f.cfg.FlushInterval)
+	defer ticker.Stop()
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-ticker.C:
+				f.flush()
+			}
+		}
+	}()
+	for {
+		err := f.read(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		f.log.Error("flow logs: cannot read the NFLOG group; retrying in 10s", "group", f.cfg.Group, "err", err)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(10 * time.Second):
+		}
+	}
+}
+
+// read binds the group and handles its packets until ctx ends or the
+// socket fails.
+func (f *Flows) read(ctx context.Context) error {
+	c, err := nflog.Open(f.cfg.Group, f.cfg.Snaplen)
+	if err != nil {
+		return err
+	}
+	_ = c.SetReadBuffer(8 << 20)
+	f.bound.Set(1)
+	defer f.bound.Set(0)
+	stop := context.AfterFunc(ctx, func() { _ = c.Close() })
+	defer stop()
+	f.log.Info("flow logs: reading", "group", f.cfg.Group, "interval", f.cfg.FlushInterval)
+	var (
+		seq      uint32
+		haveSeq  bool
+		second   = time.Now()
+		inSecond int
+	)
+	for {
+		msgs, err := c.Receive()
+		switch {
+		case errors.Is(err, nflog.ErrOverrun):
+			continue // the sequence gap counts what was lost
+		case err != nil:
+			if ctx.Err() != nil || nflog.IsClosed(err) {
+				return ctx.Err()
+			}
+			_ = c.Close()
+			return err
+		}
+		now := time.Now()
+		for _, m := range msgs {
+			if !strings.HasPrefix(m.Prefix, flowlog.IDPrefix) {
+				continue
+			}
+			if haveSeq && m.Seq != seq+1 && m.Seq > seq {
+				f.lost.Add(float64(m.Seq - seq - 1))
+			}
+			seq, haveSeq = m.Seq, true
+			f.messages.Inc()
+			if now.Sub(second) >= time.Second {
+				second, inSecond = now, 0
+			}
+			if inSecond++; inSecond > f.cfg.MaxRate {
+				f.rateLimited.Inc()
+				continue
+			}
+			f.handle(m, now)
+		}
+	}
+}
+
+// handle turns one logged packet into a record, or folds it into one.
+func (f *Flows) handle(m nflog.Message, now time.Time) {
+	ref, ok := f.cfg.Index.Lookup(m.Prefix)
+	if !ok {
+		f.unknown.Inc()
+		return
+	}
+	p, err := flowlog.ParsePacket(m.Payload)
+	if err != nil {
+		f.unparsable.Inc()
+		return
+	}
+	d := ref.Decision
+	rule := ""
+	if d.Kind == "rule" || d.Kind == "profile rule" {
+		rule = strconv.Itoa(d.Rule)
+	}
+	f.ruleConns.WithLabelValues(string(ref.Direction), string(ref.Action), d.Kind, d.Tier, policyOrProfile(d.Policy, d.Profile), rule).Inc()
+	f.aggMu.Lock()
+	f.mu.RLock()
+	rec := f.agg.Add(p, ref, now, f.names.describe)
+	f.mu.RUnlock()
+	if n := f.agg.Overflow; n > f.lastOverflow {
+		f.overflow.Add(float64(n - f.lastOverflow))
+		f.lastOverflow = n
+	}
+	f.aggMu.Unlock()
+	if rec != nil {
+		rec.Node = f.cfg.NodeName
+		f.records.Inc()
+		f.hub.Publish(*rec)
+	}
+}
+
+func policyOrProfile(policy, profile string) string {
+	if policy != "" {
+		return policy
+	}
+	return profile
+}
+
+// flush ends an aggregation interval.
+func (f *Flows) flush() {
+	f.aggMu.Lock()
+	rs := f.agg.Flush()
+	f.aggMu.Unlock()
+	for i := range rs {
+		rs[i].Node = f.cfg.NodeName
+	}
+	f.records.Add(float64(len(rs)))
+	f.hub.Publish(rs...)
+}
+
+// ServeStatus implements StatusHandler: GET /status/flows, loopback
+// clients only (records name workloads). ?last=N (default 100) returns the
+// most recent records that pass the filters as JSON lines; ?follow=1 then
+// keeps the response open and writes each new one as it comes. The
+// filters: namespace, workload, selector, policy, action, port, protocol.
+func (f *Flows) ServeStatus(w http.ResponseWriter, r *http.Request) {
+	if !loopbackClient(r) {
+		http.Error(w, "flow records are served to loopback clients only", http.StatusForbidden)
+		return
+	}
+	q := r.URL.Query()
+	filter, err := flowlog.ParseFilter(q)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	last := 100
+	if s := q.Get("last"); s != "" {
+		if last, err = strconv.Atoi(s); err != nil || last < 0 {
+			http.Error(w, fmt.Sprintf("last %q: want a number of records, 0 or more", s), http.StatusBadRequest)
+			return
+		}
+	}
+	follow := q.Get("follow") == "1" || q.Get("follow") == "true"
+	var sub *flowlog.Sub
+	if follow {
+		sub = f.hub.Subscribe(4096)
+		defer sub.Close()
+	}
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	enc := json.NewEncoder(w)
+	if last > 0 {
+		for _, rec := range f.hub.Last(last, filter) {
+			if enc.Encode(rec) != nil {
+				return
+			}
+		}
+	}
+	if !follow {
+		return
+	}
+	fl, _ := w.(http.Flusher)
+	if fl != nil {
+		fl.Flush()
+	}
+	for {
+		select {
+		case <-r.Context().Done():
+			return
+		case rec := <-sub.C():
+			if !filter.Match(&rec) {
+				continue
+			}
+			if enc.Encode(rec) != nil {
+				return
+			}
+			if fl != nil {
+				fl.Flush()
+			}
+		}
+	}
+}
+
+func loopbackClient(r *http.Request) bool {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return false
+	}
+	a, err := netip.ParseAddr(host)
+	return err == nil && a.Unmap().IsLoopback()
+}
+
+// Describe implements prometheus.Collector.
+func (f *Flows) Describe(ch chan<- *prometheus.Desc) {
+	for _, c := range f.collectors() {
+		c.Describe(ch)
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (f *Flows) Collect(ch chan<- prometheus.Metric) {
+	for _, c := range f.collectors() {
+		c.Collect(ch)
+	}
+}
+
+func (f *Flows) collectors() []prometheus.Collector {
+	return []prometheus.Collector{f.messages, f.lost, f.rateLimited, f.unknown, f.unparsable, f.records, f.overflow, f.ruleConns, f.bound}
+}
+
+// endpointNames knows what each address is: a workload or host
+// endpoint's address exactly, a network set's nets by longest prefix.
+type endpointNames struct {
+	byAddr map[netip.Addr]flowlog.Endpoint
+	// addrsOf and netsOf are what each resource put in, to take it out.
+	addrsOf map[string][]netip.Addr
+	netsOf  map[string][]netip.Prefix
+	// nets by prefix length, for longest-prefix lookups.
+	nets map[int]map[netip.Prefix]flowlog.Endpoint
+}
+
+func newEndpointNames() endpointNames {
+	return endpointNames{byAddr: map[netip.Addr]flowlog.Endpoint{}, addrsOf: map[string][]netip.Addr{},
+		netsOf: map[string][]netip.Prefix{}, nets: map[int]map[netip.Prefix]flowlog.Endpoint{}}
+}
+
+func (n *endpointNames) update(u syncer.Update) {
+	key := u.Kind + "/" + u.Namespace + "/" + u.Name
+	for _, a := range n.addrsOf[key] {
+		delete(n.byAddr, a)
+	}
+	for _, p := range n.netsOf[key] {
+		delete(n.nets[p.Bits()], p)
+	}
+	delete(n.addrsOf, key)
+	delete(n.netsOf, key)
+	if u.Resource == nil {
+		return
+	}
+	e := flowlog.Endpoint{Kind: u.Kind, Namespace: u.Namespace, Name: u.Name, Labels: u.Resource.GetLabels()}
+	var addrs []string
+	var nets []string
+	switch r := u.Resource.(type) {
+	case *v3.WorkloadEndpoint:
+		addrs = r.Spec.IPNetworks
+		e.Workload = r.Spec.Pod
+		if e.Workload == "" {
+			e.Workload = r.Spec.Workload
+		}
+	case *v3.HostEndpoint:
+		addrs = r.Spec.ExpectedIPs
+	case *v3.NetworkSet:
+		nets = r.Spec.Nets
+	case *v3.GlobalNetworkSet:
+		nets = r.Spec.Nets
+	}
+	for _, s := range addrs {
+		a, err := netip.ParseAddr(s)
+		if p, perr := netip.ParsePrefix(s); perr == nil {
+			a, err = p.Addr(), nil
+		}
+		if err != nil {
+			continue
+		}
+		a = a.Unmap()
+		n.byAddr[a] = e
+		n.addrsOf[key] = append(n.addrsOf[key], a)
+	}
+	for _, s := range nets {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			continue
+		}
+		p = p.Masked()
+		m := n.nets[p.Bits()]
+		if m == nil {
+			m = map[netip.Prefix]flowlog.Endpoint{}
+			n.nets[p.Bits()] = m
+		}
+		m[p] = e
+		n.netsOf[key] = append(n.netsOf[key], p)
+	}
+}
+
+// describe names address a (its endpoint, or the network set with the
+// longest prefix holding it), or gives the address alone.
+func (n *endpointNames) describe(a netip.Addr) flowlog.Endpoint {
+	if e, ok := n.byAddr[a]; ok {
+		e.Addr = a
+		return e
+	}
+	for bits := a.BitLen(); bits >= 0; bits-- {
+		m := n.nets[bits]
+		if len(m) == 0 {
+			continue
+		}
+		p, _ := a.Prefix(bits)
+		if e, ok := m[p]; ok {
+			e.Addr = a
+			return e
+		}
+	}
+	return flowlog.Endpoint{Addr: a}
+}
