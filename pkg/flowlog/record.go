@@ -159,15 +159,15 @@ func (r *Record) Policy() string {
 }
 
 // Key is what records are aggregated by within an interval: everything
-// but the source port (each connection has its own) and the counts.
+// but the source port (each connection has its own) and the counts. ID
+// is the deciding rule's identifier, which stands for direction, action
+// and decision.
 type Key struct {
-	Direction calc.Direction
-	Src, Dst  netip.Addr
-	Protocol  uint8
-	DstPort   uint16
-	ICMP      [2]uint8
-	Action    calc.Action
-	Decision  trace.Decision
+	ID       string
+	Src, Dst netip.Addr
+	Protocol uint8
+	DstPort  uint16
+	ICMP     [2]uint8
 }
 
 // Aggregator folds logged first packets into records. A key's first
@@ -192,12 +192,12 @@ func NewAggregator(maxKeys int) *Aggregator {
 	return &Aggregator{MaxKeys: maxKeys, cur: map[Key]*pending{}}
 }
 
-// Add counts one first packet, decided by ref, at now; describe names
-// its ends. It returns the record to publish now (the key's first packet
-// in this interval), if any.
-func (a *Aggregator) Add(p Packet, ref Ref, now time.Time, describe func(netip.Addr) Endpoint) *Record {
-	k := Key{Direction: ref.Direction, Src: p.Src, Dst: p.Dst, Protocol: p.Protocol, DstPort: p.DstPort,
-		Action: ref.Action, Decision: ref.Decision}
+// Add counts one first packet, decided by the rule of identifier id
+// (which stands for ref), at now; describe names its ends. It returns the
+// record to publish now (the key's first packet in this interval), if
+// any.
+func (a *Aggregator) Add(p Packet, id string, ref Ref, now time.Time, describe func(netip.Addr) Endpoint) *Record {
+	k := Key{ID: id, Src: p.Src, Dst: p.Dst, Protocol: p.Protocol, DstPort: p.DstPort}
 	if p.Protocol == calc.ProtoICMP || p.Protocol == calc.ProtoICMPv6 {
 		k.ICMP = [2]uint8{p.ICMPType, p.ICMPCode}
 	}

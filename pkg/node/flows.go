@@ -68,8 +68,13 @@ type Flows struct {
 	overflow                                                  prometheus.Counter
 	ruleConns                                                 *prometheus.CounterVec
 	bound                                                     prometheus.Gauge
+	held                                                      prometheus.GaugeFunc
 	// lastOverflow is the aggregator's Overflow already counted.
 	lastOverflow uint64
+	// ruleCounter caches ruleConns' counter of each identifier (read
+	// and written by the reading goroutine only): one map lookup a packet
+	// instead of hashing six label values.
+	ruleCounter map[string]prometheus.Counter
 }
 
 var (
@@ -100,7 +105,7 @@ func NewFlows(cfg FlowsConfig) (*Flows, error) {
 		cfg.MaxRate = 50_000
 	}
 	if cfg.Snaplen == 0 {
-		cfg.Snaplen = 128
+		cfg.Snaplen = 64
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -112,6 +117,7 @@ func NewFlows(cfg FlowsConfig) (*Flows, error) {
 		cfg: cfg, log: cfg.Logger.With("component", "flows"),
 		hub:         flowlog.NewHub(cfg.RingSize),
 		names:       newEndpointNames(),
+		ruleCounter: map[string]prometheus.Counter{},
 		agg:         flowlog.NewAggregator(cfg.MaxKeys),
 		messages:    counter("packets_total", "Logged first packets read from the flow log group."),
 		lost:        counter("packets_lost_total", "Logged packets the kernel could not deliver (the socket's buffer was full)."),
@@ -128,6 +134,9 @@ func NewFlows(cfg FlowsConfig) (*Flows, error) {
 			Name: metricPrefix + "flowlog_group_bound", Help: "1 while the agent reads its flow log NFLOG group.",
 		}),
 	}
+	f.held = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: metricPrefix + "flowlog_records_held", Help: "Flow records in the ring of recent ones.",
+	}, func() float64 { return float64(f.hub.Stats().Held) })
 	return f, nil
 }
 
@@ -250,15 +259,20 @@ func (f *Flows) handle(m nflog.Message, now time.Time) {
 		f.unparsable.Inc()
 		return
 	}
-	d := ref.Decision
-	rule := ""
-	if d.Kind == "rule" || d.Kind == "profile rule" {
-		rule = strconv.Itoa(d.Rule)
+	ctr := f.ruleCounter[m.Prefix]
+	if ctr == nil {
+		d := ref.Decision
+		rule := ""
+		if d.Kind == "rule" || d.Kind == "profile rule" {
+			rule = strconv.Itoa(d.Rule)
+		}
+		ctr = f.ruleConns.WithLabelValues(string(ref.Direction), string(ref.Action), d.Kind, d.Tier, policyOrProfile(d.Policy, d.Profile), rule)
+		f.ruleCounter[m.Prefix] = ctr
 	}
-	f.ruleConns.WithLabelValues(string(ref.Direction), string(ref.Action), d.Kind, d.Tier, policyOrProfile(d.Policy, d.Profile), rule).Inc()
+	ctr.Inc()
 	f.aggMu.Lock()
 	f.mu.RLock()
-	rec := f.agg.Add(p, ref, now, f.names.describe)
+	rec := f.agg.Add(p, m.Prefix, ref, now, f.names.describe)
 	f.mu.RUnlock()
 	if n := f.agg.Overflow; n > f.lastOverflow {
 		f.overflow.Add(float64(n - f.lastOverflow))
@@ -378,7 +392,7 @@ func (f *Flows) Collect(ch chan<- prometheus.Metric) {
 }
 
 func (f *Flows) collectors() []prometheus.Collector {
-	return []prometheus.Collector{f.messages, f.lost, f.rateLimited, f.unknown, f.unparsable, f.records, f.overflow, f.ruleConns, f.bound}
+	return []prometheus.Collector{f.messages, f.lost, f.rateLimited, f.unknown, f.unparsable, f.records, f.overflow, f.ruleConns, f.bound, f.held}
 }
 
 // endpointNames knows what each address is: a workload or host

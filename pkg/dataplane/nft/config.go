@@ -67,7 +67,8 @@ type Config struct {
 	// chain too (a map element cannot log).
 	FlowLogGroup int
 	// FlowLogSnaplen is how much of a logged packet is copied (default
-	// 128: the IP and transport headers).
+	// 64: the IP header and the ports or ICMP type behind it, unless
+	// IPv6 extension headers push them further).
 	FlowLogSnaplen int
 	// EndpointToHost is the action after workload egress policy allowed a
 	// packet to the host.
@@ -111,7 +112,7 @@ func (c Config) Defaults() Config {
 		c.FailsafeOutbound = slices.Clone(DefaultFailsafeOutbound)
 	}
 	if c.FlowLogGroup != 0 && c.FlowLogSnaplen == 0 {
-		c.FlowLogSnaplen = 128
+		c.FlowLogSnaplen = 64
 	}
 	if c.LogGroup == 0 {
 		c.LogGroup = 1
