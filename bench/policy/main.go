@@ -28,7 +28,9 @@
 // port is unique to the run and removed at the end, on failure and on
 // SIGINT/SIGTERM.
 //
-//	go run ./bench/policy [-tortie bin/tortie] [-quick] [-busy N] [-profile DIR]
+// With -flows it measures flow logs instead (flows.go).
+//
+//	go run ./bench/policy [-tortie bin/tortie] [-quick] [-busy N] [-profile DIR] [-flows]
 package main
 
 import (
@@ -63,6 +65,8 @@ type options struct {
 	logLevel     string
 	busy         int
 	profile      string
+	flows        bool
+	flowSecs     int
 }
 
 func main() {
@@ -81,6 +85,8 @@ func main() {
 	flag.StringVar(&o.logLevel, "agent-log-level", "info", "tortie-node --log-level")
 	flag.IntVar(&o.busy, "busy", 1, "processes spinning at normal priority for the whole run (0: an idle machine)")
 	flag.StringVar(&o.profile, "profile", "", "write the agent's CPU profiles (creating the rules, the changes, the stress variant) and heap profiles here")
+	flag.BoolVar(&o.flows, "flows", false, "measure flow logs instead (issue 16): connections/s with them off and on, accounting at 5,000 connections/s, memory with the ring full")
+	flag.IntVar(&o.flowSecs, "flow-secs", 10, "with -flows: seconds of paced connections")
 	quick := flag.Bool("quick", false, "a short run: 5,000 connections or 1 s, 20 changes, 1 cold start")
 	flag.Parse()
 	if *quick {
@@ -103,6 +109,12 @@ func main() {
 			panic(r)
 		}
 	}()
+	if o.flows {
+		res := flowsBenchmark(o)
+		runner.Finish()
+		res.print(os.Stdout, o)
+		return
+	}
 	res := benchmark(o)
 	runner.Finish()
 	res.print(os.Stdout, o)
