@@ -11,6 +11,7 @@ PACKAGES=(
   bird2         # a real BGP peer (top-of-rack router) for BGP tests
   containerd    # ctr images import of make images' archives (pkg/images tests, a private containerd)
   runc          # the OCI runtime containerd runs pods with (pkg/kube/node: real kubelets)
+  chromium      # a real headless browser for the flow web view's test (pkg/flowui)
 )
 
 missing=()

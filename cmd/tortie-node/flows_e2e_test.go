@@ -17,13 +17,16 @@ import (
 // allowed and denied by a policy rule, a tier's end and a profile each come
 // out as records naming the deciding rule, within a second of the
 // connection; a filter keeps what it should; the per-rule counters count.
+//
+// A staged policy that would deny a's connections to b shows in every
+// record what it would have done.
 func TestAgentFlowLogs(t *testing.T) {
 	l, _, cl := newAgentLab(t)
 	cli := filepath.Join(t.TempDir(), "tortie")
 	if out, err := exec.Command("go", "build", "-o", cli, "github.com/tortie/tortie/cmd/tortie").CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
-	apply(t, cl, profile, wep("a", ipA, "a"), wep("b", ipB, "server"), wep("c", ipC, "c"), allowFrom("a"))
+	apply(t, cl, profile, wep("a", ipA, "a"), wep("b", ipB, "server"), wep("c", ipC, "c"), allowFrom("a"), stagedDenyA)
 	l.serve(&server{})
 	l.startAgentWith(9099, []string{"FELIX_FLOWLOGSLOCALREPORTER=Enabled", "FELIX_FLOWLOGSFLUSHINTERVAL=2s"},
 		"--health-addr", ":9099", "--metrics-addr", ":9091")
@@ -62,6 +65,7 @@ func TestAgentFlowLogs(t *testing.T) {
 	// server's ingress.
 	type want struct {
 		dir, action, decision string
+		staged                string // "" when the staged policy changes nothing there
 	}
 	cases := []struct {
 		from, to, name string
@@ -69,14 +73,14 @@ func TestAgentFlowLogs(t *testing.T) {
 		want           []want
 	}{
 		{"calia", ipB + ":80", "a -> b:80", true, []want{
-			{"Egress", "Allow", "profile kns.ns1, rule 0"},
-			{"Ingress", "Allow", "tier default, policy ns1/web, rule 0"}}},
+			{"Egress", "Allow", "profile kns.ns1, rule 0", "Allow by profile kns.ns1, rule 0"},
+			{"Ingress", "Allow", "tier default, policy ns1/web, rule 0", "Deny by tier default, staged policy ns1/web, rule 0"}}},
 		{"calic", ipB + ":80", "c -> b:80", false, []want{
-			{"Egress", "Allow", "profile kns.ns1, rule 0"},
-			{"Ingress", "Deny", "end of tier default (no policy in it decided)"}}},
+			{"Egress", "Allow", "profile kns.ns1, rule 0", "Allow by profile kns.ns1, rule 0"},
+			{"Ingress", "Deny", "end of tier default (no policy in it decided)", "Deny by end of tier default (no policy in it decided)"}}},
 		{"calib", ipA + ":80", "b -> a:80", false, []want{
-			{"Egress", "Allow", "profile kns.ns1, rule 0"},
-			{"Ingress", "Allow", "profile kns.ns1, rule 0"}}},
+			{"Egress", "Allow", "profile kns.ns1, rule 0", "Allow by profile kns.ns1, rule 0"},
+			{"Ingress", "Allow", "profile kns.ns1, rule 0", "Allow by profile kns.ns1, rule 0"}}},
 	}
 	for _, c := range cases {
 		t0 := time.Now()
@@ -90,7 +94,10 @@ func TestAgentFlowLogs(t *testing.T) {
 					t.Fatalf("tortie flows ended: %s", stderr.String())
 				}
 				r := a.rec
-				got := want{string(r.Direction), string(r.Action), r.Decision.String()}
+				got := want{string(r.Direction), string(r.Action), r.Decision.String(), ""}
+				if r.Staged != nil {
+					got.staged = string(r.Staged.Action) + " by " + r.Staged.Decision.String()
+				}
 				if got != w {
 					t.Errorf("%s: record %+v, want %+v\n%+v", c.name, got, w, r)
 				}
@@ -137,3 +144,15 @@ func TestAgentFlowLogs(t *testing.T) {
 		}
 	}
 }
+
+// stagedDenyA would replace the server's policy web with one that denies
+// a (stagedAction Set, the default).
+const stagedDenyA = `
+apiVersion: projectcalico.org/v3
+kind: StagedNetworkPolicy
+metadata: {namespace: ns1, name: web}
+spec:
+  selector: "role == 'server'"
+  types: [Ingress]
+  ingress: [{action: Deny, protocol: TCP, source: {selector: "role == 'a'"}}]
+`

@@ -180,14 +180,20 @@ func flowLine(r *flowlog.Record) string {
 			proto += fmt.Sprintf(" code %d", *r.ICMPCode)
 		}
 	}
-	verdict := "ALLOWED"
-	if r.Action != "Allow" {
-		verdict = "DENIED"
+	verdict := func(a string) string {
+		if a == "Allow" {
+			return "ALLOWED"
+		}
+		return "DENIED"
 	}
 	conns := ""
 	if r.Connections != 1 {
 		conns = fmt.Sprintf(" [%d connections]", r.Connections)
 	}
-	return fmt.Sprintf("%s %s: %s -> %s %s %s %s by %s%s", r.Start.Local().Format(time.StampMilli), r.Node,
-		end(r.Src), end(r.Dst), proto, strings.ToLower(string(r.Direction)), verdict, r.Decision, conns)
+	staged := ""
+	if s := r.Staged; s != nil {
+		staged = fmt.Sprintf(" (staged: would be %s by %s)", verdict(string(s.Action)), s.Decision)
+	}
+	return fmt.Sprintf("%s %s: %s -> %s %s %s %s by %s%s%s", r.Start.Local().Format(time.StampMilli), r.Node,
+		end(r.Src), end(r.Dst), proto, strings.ToLower(string(r.Direction)), verdict(string(r.Action)), r.Decision, conns, staged)
 }

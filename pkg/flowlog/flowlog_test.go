@@ -112,24 +112,24 @@ func TestAggregator(t *testing.T) {
 	ref := Ref{calc.Ingress, calc.Allow, trace.Decision{Kind: "rule", Tier: "default", Policy: "shop/web"}}
 	describe := func(a netip.Addr) Endpoint { return Endpoint{Addr: a, Namespace: "shop", Name: "x"} }
 	p := Packet{Src: netip.MustParseAddr("10.0.0.1"), Dst: netip.MustParseAddr("10.0.0.2"), Protocol: 6, SrcPort: 40000, DstPort: 80}
-	r := a.Add(p, "tf:1", ref, t0, describe)
+	r := a.Add(p, "tf:1", ref, t0, describe, nil)
 	if r == nil || r.Connections != 1 || r.Src.Port != 40000 || r.Dst.Port != 80 || r.Protocol != "TCP" {
 		t.Fatalf("first packet: %+v", r)
 	}
 	for i := range 4 {
 		p.SrcPort++
-		if r := a.Add(p, "tf:1", ref, t0.Add(time.Duration(i+1)*time.Second), describe); r != nil {
+		if r := a.Add(p, "tf:1", ref, t0.Add(time.Duration(i+1)*time.Second), describe, nil); r != nil {
 			t.Fatalf("a folded packet made a record at once: %+v", r)
 		}
 	}
 	other := p
 	other.DstPort = 443
-	if a.Add(other, "tf:1", ref, t0, describe) == nil {
+	if a.Add(other, "tf:1", ref, t0, describe, nil) == nil {
 		t.Fatal("a second key made no record")
 	}
 	third := p
 	third.DstPort = 8443
-	if a.Add(third, "tf:1", ref, t0, describe) != nil || a.Overflow != 1 {
+	if a.Add(third, "tf:1", ref, t0, describe, nil) != nil || a.Overflow != 1 {
 		t.Fatalf("over the bound: overflow %d", a.Overflow)
 	}
 	rs := a.Flush()

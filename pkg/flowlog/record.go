@@ -143,6 +143,15 @@ type Record struct {
 	// Connections is how many connections (first packets) the record
 	// folds together; every connection is in exactly one record.
 	Connections int `json:"connections"`
+	// Staged is what the same side's policy would have done with every
+	// staged policy in force, when any staged policy changes something.
+	Staged *StagedVerdict `json:"staged,omitempty"`
+}
+
+// StagedVerdict is a staged policy set's would-be verdict.
+type StagedVerdict struct {
+	Action   calc.Action    `json:"action"`
+	Decision trace.Decision `json:"decision"`
 }
 
 // Policy is the record's deciding policy or profile, for filters and
@@ -195,8 +204,8 @@ func NewAggregator(maxKeys int) *Aggregator {
 // Add counts one first packet, decided by the rule of identifier id
 // (which stands for ref), at now; describe names its ends. It returns the
 // record to publish now (the key's first packet in this interval), if
-// any.
-func (a *Aggregator) Add(p Packet, id string, ref Ref, now time.Time, describe func(netip.Addr) Endpoint) *Record {
+// any. enrich, if not nil, completes a new record before it is kept.
+func (a *Aggregator) Add(p Packet, id string, ref Ref, now time.Time, describe func(netip.Addr) Endpoint, enrich func(*Record)) *Record {
 	k := Key{ID: id, Src: p.Src, Dst: p.Dst, Protocol: p.Protocol, DstPort: p.DstPort}
 	if p.Protocol == calc.ProtoICMP || p.Protocol == calc.ProtoICMPv6 {
 		k.ICMP = [2]uint8{p.ICMPType, p.ICMPCode}
@@ -222,6 +231,9 @@ func (a *Aggregator) Add(p Packet, id string, ref Ref, now time.Time, describe f
 	if p.Protocol == calc.ProtoICMP || p.Protocol == calc.ProtoICMPv6 {
 		t, c := p.ICMPType, p.ICMPCode
 		rec.ICMPType, rec.ICMPCode = &t, &c
+	}
+	if enrich != nil {
+		enrich(&rec)
 	}
 	a.cur[k] = &pending{rec: rec}
 	return &rec

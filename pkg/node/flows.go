@@ -57,8 +57,11 @@ type Flows struct {
 	log *slog.Logger
 	hub *flowlog.Hub
 
-	mu    sync.RWMutex
-	names endpointNames
+	// mu guards names and staged, written by the agent's loop and read
+	// by the reading goroutine.
+	mu     sync.RWMutex
+	names  endpointNames
+	staged *stagedView
 
 	aggMu sync.Mutex
 	agg   *flowlog.Aggregator
@@ -117,6 +120,7 @@ func NewFlows(cfg FlowsConfig) (*Flows, error) {
 		cfg: cfg, log: cfg.Logger.With("component", "flows"),
 		hub:         flowlog.NewHub(cfg.RingSize),
 		names:       newEndpointNames(),
+		staged:      newStagedView(cfg.NodeName),
 		ruleCounter: map[string]prometheus.Counter{},
 		agg:         flowlog.NewAggregator(cfg.MaxKeys),
 		messages:    counter("packets_total", "Logged first packets read from the flow log group."),
@@ -143,23 +147,38 @@ func NewFlows(cfg FlowsConfig) (*Flows, error) {
 // Name implements Component.
 func (f *Flows) Name() string { return "flows" }
 
-// Kinds implements Component: what names the ends of flows.
+// Kinds implements Component: what names the ends of flows, and what the
+// policy would be with the staged policies in force.
 func (f *Flows) Kinds() []string {
-	return []string{v3.KindWorkloadEndpoint, v3.KindHostEndpoint, v3.KindNetworkSet, v3.KindGlobalNetworkSet}
+	return append([]string{v3.KindWorkloadEndpoint, v3.KindHostEndpoint, v3.KindNetworkSet, v3.KindGlobalNetworkSet}, stagedKinds...)
 }
 
 // OnUpdate implements Component.
 func (f *Flows) OnUpdate(u syncer.Update) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.names.update(u)
+	switch u.Kind {
+	case v3.KindWorkloadEndpoint, v3.KindHostEndpoint, v3.KindNetworkSet, v3.KindGlobalNetworkSet:
+		f.names.update(u)
+	}
+	f.staged.update(u)
 }
 
 // OnInSync implements Component.
-func (f *Flows) OnInSync() {}
+func (f *Flows) OnInSync() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.staged.graph.OnInSync()
+}
 
-// Apply implements Component: flows program nothing.
-func (f *Flows) Apply(context.Context, bool) error { return nil }
+// Apply implements Component: flows program nothing in the kernel; the
+// staged view catches up with the datastore.
+func (f *Flows) Apply(context.Context, bool) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.staged.apply()
+	return nil
+}
 
 // Hub is where the records go (for tests and other consumers).
 func (f *Flows) Hub() *flowlog.Hub { return f.hub }
@@ -272,7 +291,7 @@ func (f *Flows) handle(m nflog.Message, now time.Time) {
 	ctr.Inc()
 	f.aggMu.Lock()
 	f.mu.RLock()
-	rec := f.agg.Add(p, m.Prefix, ref, now, f.names.describe)
+	rec := f.agg.Add(p, m.Prefix, ref, now, f.names.describe, func(r *flowlog.Record) { r.Staged = f.staged.verdict(r, p) })
 	f.mu.RUnlock()
 	if n := f.agg.Overflow; n > f.lastOverflow {
 		f.overflow.Add(float64(n - f.lastOverflow))
