@@ -133,8 +133,10 @@ Honoured: logSeverityScreen (changed live), failsafeInboundHostPorts,
 failsafeOutboundHostPorts, defaultEndpointToHostAction, interfacePrefix,
 ipv6Support, natOutgoingAddress, healthEnabled/Host/Port,
 prometheusMetricsEnabled/Host/Port, routeRefreshInterval, vxlanEnabled,
-vxlanPort, vxlanVNI, vxlanMTU, ipipEnabled, ipipMTU, mtuIfacePattern; bpfEnabled is refused (the
-agent stays not ready). A change of any but the log level restarts the agent
+vxlanPort, vxlanVNI, vxlanMTU, ipipEnabled, ipipMTU, mtuIfacePattern,
+flowLogsLocalReporter (Enabled: flow logs, served at /status/flows to loopback
+clients, and to others presenting the token in the file $TORTIE_FLOW_TOKEN_FILE),
+flowLogsFlushInterval; bpfEnabled is refused (the agent stays not ready). A change of any but the log level restarts the agent
 in place, as Felix restarts. See docs/agent-config.md.
 
 Health: GET /liveness (the agent's loop is turning) and /readiness (in sync
@@ -360,9 +362,13 @@ func run(ctx context.Context, o *options, logOut io.Writer) error {
 	// VTEP address without a restart.
 	components := []node.Component{policy, agentconfig.NewComponent(in, set, level, log), startup.NewTunnels(client.New(be), res, log)}
 	if set.FlowLogs {
+		token, err := flowToken()
+		if err != nil {
+			return err
+		}
 		flows, err := node.NewFlows(node.FlowsConfig{
 			NodeName: name, Group: nft.DefaultFlowLogGroup, Index: flowIndex,
-			FlushInterval: set.FlowLogsFlushInterval, Logger: log,
+			FlushInterval: set.FlowLogsFlushInterval, Token: token, Logger: log,
 		})
 		if err != nil {
 			return err

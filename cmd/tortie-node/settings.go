@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"strings"
 	"syscall"
 
 	"github.com/tortie/tortie/pkg/agentconfig"
@@ -125,4 +126,28 @@ func restart(log *slog.Logger, why error) error {
 	}
 	log.Warn("restarting", "reason", why, "exe", exe)
 	return syscall.Exec(exe, os.Args, os.Environ())
+}
+
+// flowTokenEnv names a file holding the token that lets the cluster's
+// flow aggregator (tortie flows serve --token-file) read this agent's flow
+// records from another host.
+const flowTokenEnv = "TORTIE_FLOW_TOKEN_FILE"
+
+// flowToken reads the flow token, "" when none is configured. A file that
+// is named but unreadable or empty is an error: flow records would
+// otherwise be served to no one it was meant for.
+func flowToken() (string, error) {
+	path := os.Getenv(flowTokenEnv)
+	if path == "" {
+		return "", nil
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", flowTokenEnv, err)
+	}
+	tok := strings.TrimSpace(string(b))
+	if tok == "" {
+		return "", fmt.Errorf("%s: %s is empty", flowTokenEnv, path)
+	}
+	return tok, nil
 }

@@ -71,12 +71,12 @@ func appendPolicy(ts []TierPolicies, t *tierState, p *policyState, applies bool)
 func (g *Graph) comparePolicies(a, b *policyState) int {
 	if a.tier != b.tier {
 		ta, tb := g.tier(a.tier), g.tier(b.tier)
-		if c := compareOrder(ta.order, tb.order); c != 0 {
+		if c := CompareOrder(ta.order, tb.order); c != 0 {
 			return c
 		}
 		return strings.Compare(a.tier, b.tier)
 	}
-	if c := compareOrder(a.order, b.order); c != 0 {
+	if c := CompareOrder(a.order, b.order); c != 0 {
 		return c
 	}
 	if c := strings.Compare(a.sortName, b.sortName); c != 0 {
@@ -85,7 +85,8 @@ func (g *Graph) comparePolicies(a, b *policyState) int {
 	return ComparePolicyIDs(a.id, b.id)
 }
 
-func compareOrder(a, b *float64) int {
+// CompareOrder orders Calico's optional orders: lower first, unset last.
+func CompareOrder(a, b *float64) int {
 	switch {
 	case a == nil && b == nil:
 		return 0

@@ -4,17 +4,25 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
+	"os"
+	"os/signal"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	v3 "github.com/tortie/tortie/pkg/apis/v3"
 	"github.com/tortie/tortie/pkg/flowlog"
+	"github.com/tortie/tortie/pkg/flowui"
 	"github.com/tortie/tortie/pkg/nodestatus"
 )
 
@@ -108,6 +116,7 @@ Filters (all must hold; an end matches when either end does):
 	f.StringVar(&action, "action", "", "allow or deny")
 	f.StringVar(&port, "port", "", "destination port")
 	f.StringVar(&protocol, "protocol", "", "protocol name or number")
+	cmd.AddCommand(newFlowsServeCommand(g, "serve"))
 	return cmd
 }
 
@@ -196,4 +205,124 @@ func flowLine(r *flowlog.Record) string {
 	}
 	return fmt.Sprintf("%s %s: %s -> %s %s %s %s by %s%s%s", r.Start.Local().Format(time.StampMilli), r.Node,
 		end(r.Src), end(r.Dst), proto, strings.ToLower(string(r.Direction)), verdict(string(r.Action)), r.Decision, conns, staged)
+}
+
+// newFlowsServeCommand is `tortie flows serve`, also `tortie ui`.
+func newFlowsServeCommand(g *globals, use string) *cobra.Command {
+	var (
+		listen, tokenFile string
+		agents            []string
+		ring              int
+	)
+	cmd := &cobra.Command{
+		Use:   use + " [--listen ADDR] [--agent HOST:PORT ...] [--token-file FILE]",
+		Short: "Collect every agent's flows and serve the web view of them",
+		Long: `Follow the flow records of tortie-node agents (their health address, where
+FelixConfiguration flowLogsLocalReporter: Enabled serves them) into one ring of
+recent records, and serve a web view and its API on one port:
+
+  live flows       new records as they come, with the filters of tortie flows
+  graph            who talks to whom, edges green (allowed) or red (something
+                   denied); click one for its flows and the deciding rules
+  policies         tiers and policies in order (read from the datastore), each
+                   rule with the connections it decided
+
+Agents serve flow records to loopback clients only, unless they were started
+with TORTIE_FLOW_TOKEN_FILE: give the same token here (--token-file) to follow
+agents on other hosts. The view itself is served to loopback clients, and to
+others presenting the token (open http://ADDR/?token=TOKEN once; it is kept in
+a cookie). API: /api/flows, /api/stream (server-sent events), /api/graph,
+/api/board, /api/agents.`,
+		Example: `  tortie ` + use + `
+  tortie ` + use + ` --agent 10.0.0.11:9099 --agent 10.0.0.12:9099 --token-file /etc/tortie/flow-token`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			token := ""
+			if tokenFile != "" {
+				b, err := os.ReadFile(tokenFile)
+				if err != nil {
+					return fmt.Errorf("--token-file: %w", err)
+				}
+				if token = strings.TrimSpace(string(b)); token == "" {
+					return fmt.Errorf("--token-file %s is empty", tokenFile)
+				}
+			}
+			if len(agents) == 0 {
+				return fmt.Errorf("--agent: give at least one agent address")
+			}
+			ln, err := net.Listen("tcp", listen)
+			if err != nil {
+				return fmt.Errorf("--listen %s: %w", listen, err)
+			}
+			ctx := cmd.Context()
+			if ctx == nil {
+				ctx = context.Background()
+			}
+			ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			hub := flowlog.NewHub(ring)
+			log := slog.New(slog.NewTextHandler(g.errw, nil))
+			col := flowui.NewCollector(agents, token, hub, log)
+			srv := &flowui.Server{Hub: hub, Collector: col, Token: token}
+			go col.Run(ctx)
+			go refreshBoard(ctx, g, srv, log)
+			hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second}
+			go func() {
+				<-ctx.Done()
+				_ = hs.Close()
+			}()
+			fmt.Fprintf(g.out, "serving the flow view on http://%s/ (following %s)\n", ln.Addr(), strings.Join(agents, ", "))
+			if err := hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				return err
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&listen, "listen", "127.0.0.1:9097", "address to serve the web view and API on")
+	f.StringSliceVar(&agents, "agent", []string{nodestatus.DefaultStatusAddr}, "an agent's health address (repeat, or comma-separate, for several)")
+	f.StringVar(&tokenFile, "token-file", "", "the flow token: presented to agents, and required from clients that are not on loopback")
+	f.IntVar(&ring, "ring", 100_000, "how many recent records to keep")
+	return cmd
+}
+
+// refreshBoard reads the tiers and policies for the board every 10 s. A
+// datastore that cannot be reached leaves the board to what the records
+// name, said once in the log.
+func refreshBoard(ctx context.Context, g *globals, srv *flowui.Server, log *slog.Logger) {
+	warned := false
+	for {
+		rs, err := boardResources(g)
+		switch {
+		case err == nil:
+			srv.SetResources(rs)
+			warned = false
+		case !warned:
+			log.Warn("policy board: cannot read the datastore; showing the policies the flow records name", "err", err)
+			warned = true
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(10 * time.Second):
+		}
+	}
+}
+
+func boardResources(g *globals) ([]v3.Resource, error) {
+	c, ctx, done, err := g.session()
+	if err != nil {
+		return nil, err
+	}
+	defer done()
+	var rs []v3.Resource
+	for _, kind := range []string{v3.KindTier, v3.KindNetworkPolicy, v3.KindGlobalNetworkPolicy, v3.KindStagedNetworkPolicy, v3.KindStagedGlobalNetworkPolicy} {
+		k, _ := v3.KindByKind(kind)
+		list, _, err := c.List(ctx, k, "")
+		if err != nil {
+			return nil, err
+		}
+		rs = append(rs, list...)
+	}
+	return rs, nil
 }

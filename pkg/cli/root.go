@@ -82,6 +82,7 @@ must be etcdv3. "tortie datastore config" shows what was found and where.`,
 		newNodeCommand(g),
 		newPolicyCommand(g),
 		newFlowsCommand(g),
+		newFlowsServeCommand(g, "ui"),
 		newLabCommand(g),
 	)
 	return root

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/netip"
 	"strconv"
@@ -43,6 +42,11 @@ type FlowsConfig struct {
 	// 50,000); the rest are counted and dropped, so a flood of new
 	// connections cannot take the agent's CPU.
 	MaxRate int
+	// Token, when set, lets a client that presents it
+	// ("Authorization: Bearer TOKEN") read the records from anywhere:
+	// the cluster's aggregator (tortie flows serve). Without it only
+	// loopback clients may.
+	Token string
 	// Logger (default slog.Default()).
 	Logger *slog.Logger
 }
@@ -324,14 +328,15 @@ func (f *Flows) flush() {
 	f.hub.Publish(rs...)
 }
 
-// ServeStatus implements StatusHandler: GET /status/flows, loopback
-// clients only (records name workloads). ?last=N (default 100) returns the
+// ServeStatus implements StatusHandler: GET /status/flows, to loopback
+// clients and to those that present FlowsConfig.Token (records name
+// workloads). ?last=N (default 100) returns the
 // most recent records that pass the filters as JSON lines; ?follow=1 then
 // keeps the response open and writes each new one as it comes. The
 // filters: namespace, workload, selector, policy, action, port, protocol.
 func (f *Flows) ServeStatus(w http.ResponseWriter, r *http.Request) {
-	if !loopbackClient(r) {
-		http.Error(w, "flow records are served to loopback clients only", http.StatusForbidden)
+	if !flowlog.Allowed(r.RemoteAddr, flowlog.BearerToken(r), f.cfg.Token) {
+		http.Error(w, "flow records are served to loopback clients and to clients with the flow token only", http.StatusForbidden)
 		return
 	}
 	q := r.URL.Query()
@@ -385,15 +390,6 @@ func (f *Flows) ServeStatus(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
-}
-
-func loopbackClient(r *http.Request) bool {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		return false
-	}
-	a, err := netip.ParseAddr(host)
-	return err == nil && a.Unmap().IsLoopback()
 }
 
 // Describe implements prometheus.Collector.
