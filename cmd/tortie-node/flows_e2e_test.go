@@ -9,6 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/ti-mo/conntrack"
+
 	"github.com/tortie/tortie/pkg/flowlog"
 )
 
@@ -113,6 +116,51 @@ func TestAgentFlowLogs(t *testing.T) {
 				t.Fatalf("%s: no %s record within 3s (stderr %q)", c.name, w.dir, stderr.String())
 			}
 		}
+	}
+
+	// The allowed connection's packets and bytes, when it leaves conntrack
+	// (flushed here: closed connections otherwise wait for conntrack's
+	// garbage collection, up to a minute): in a later record of the same
+	// flow, both sides, no connection folded in it.
+	hostNS, err := ns.GetNS("/var/run/netns/" + l.host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hostNS.Close()
+	err = hostNS.Do(func(ns.NetNS) error {
+		c, err := conntrack.Dial(nil)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		return c.Flush()
+	})
+	if err != nil {
+		t.Fatalf("flushing conntrack: %v", err)
+	}
+	deadline := time.After(10 * time.Second)
+	totals := map[string]flowlog.Record{}
+	for len(totals) < 2 {
+		select {
+		case a, ok := <-recs:
+			if !ok {
+				t.Fatalf("tortie flows ended: %s", stderr.String())
+			}
+			r := a.rec
+			if r.Src.Addr.String() == ipA && r.Dst.Port == 80 && r.PacketsOut > 0 {
+				totals[string(r.Direction)] = r
+			}
+		case <-deadline:
+			_, metrics := l.httpGet(9091, "/metrics")
+			t.Fatalf("no packet and byte totals for a -> b:80 within 10s (got %v); %s; %s", totals, grepLine(metrics, "tortie_flowlog_connections_ended_total"), grepLine(metrics, "tortie_flowlog_conntrack_destroy_events_total"))
+		}
+	}
+	for dir, r := range totals {
+		// SYN, ACK, FIN, ACK at least one way; SYN-ACK, FIN-ACK back.
+		if r.Connections != 0 || r.PacketsOut < 3 || r.PacketsIn < 2 || r.BytesOut < 120 || r.Action != "Allow" {
+			t.Errorf("%s totals record %+v", dir, r)
+		}
+		t.Logf("a -> b:80 %s: %d packets / %d bytes out, %d / %d back", dir, r.PacketsOut, r.BytesOut, r.PacketsIn, r.BytesIn)
 	}
 
 	// A filter, from the ring: only the denied one.

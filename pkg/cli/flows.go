@@ -199,6 +199,9 @@ func flowLine(r *flowlog.Record) string {
 	if r.Connections != 1 {
 		conns = fmt.Sprintf(" [%d connections]", r.Connections)
 	}
+	if r.PacketsOut+r.PacketsIn > 0 {
+		conns += fmt.Sprintf(" [ended: %d/%d packets, %d/%d bytes out/back]", r.PacketsOut, r.PacketsIn, r.BytesOut, r.BytesIn)
+	}
 	staged := ""
 	if s := r.Staged; s != nil {
 		staged = fmt.Sprintf(" (staged: would be %s by %s)", verdict(string(s.Action)), s.Decision)

@@ -215,3 +215,43 @@ func TestHub(t *testing.T) {
 		t.Fatalf("stats %+v", st)
 	}
 }
+
+// TestAggregatorTotals: a connection's packets and bytes go to its flow's
+// record of the interval in which it ended, a totals-only record when the
+// flow had no new connection then; every packet in exactly one record.
+func TestAggregatorTotals(t *testing.T) {
+	a := NewAggregator(100)
+	t0 := time.Unix(1000, 0)
+	ref := Ref{calc.Ingress, calc.Allow, trace.Decision{Kind: "rule", Tier: "default", Policy: "shop/web"}}
+	describe := func(a netip.Addr) Endpoint { return Endpoint{Addr: a} }
+	p := Packet{Src: netip.MustParseAddr("10.0.0.1"), Dst: netip.MustParseAddr("10.0.0.2"), Protocol: 6, SrcPort: 40000, DstPort: 80}
+	ct := func(p Packet) ConnTuple { return ConnTuple{p.Src, p.Dst, p.Protocol, p.SrcPort, p.DstPort} }
+	if a.Add(p, "tf:1", ref, t0, describe, nil) == nil {
+		t.Fatal("no first record")
+	}
+	p2 := p
+	p2.SrcPort = 40001
+	a.Add(p2, "tf:1", ref, t0, describe, nil)
+	if !a.Ended(ct(p), 3, 300, 2, 200) {
+		t.Fatal("a seen connection was not found")
+	}
+	if a.Ended(ct(p), 1, 1, 1, 1) {
+		t.Fatal("a connection ended twice")
+	}
+	rs := a.Flush()
+	if len(rs) != 1 || rs[0].Connections != 1 || rs[0].PacketsOut != 3 || rs[0].BytesIn != 200 {
+		t.Fatalf("first interval: %+v", rs)
+	}
+	// The second connection ends in the next interval, which has no new
+	// connection of the flow: a totals-only record.
+	if !a.Ended(ct(p2), 5, 500, 4, 400) {
+		t.Fatal("the second connection was not found")
+	}
+	rs = a.Flush()
+	if len(rs) != 1 || rs[0].Connections != 0 || rs[0].PacketsOut != 5 || rs[0].BytesOut != 500 || rs[0].Dst.Port != 80 {
+		t.Fatalf("second interval: %+v", rs)
+	}
+	if len(a.templates) != 0 || len(a.conns) != 0 {
+		t.Errorf("left behind: %d templates, %d connections", len(a.templates), len(a.conns))
+	}
+}

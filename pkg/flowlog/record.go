@@ -146,6 +146,15 @@ type Record struct {
 	// Staged is what the same side's policy would have done with every
 	// staged policy in force, when any staged policy changes something.
 	Staged *StagedVerdict `json:"staged,omitempty"`
+	// Packets and bytes of connections of this flow that ended in the
+	// record's interval (conntrack accounting, counted when a connection
+	// ends), from Src to Dst (Out) and back (In). A record may carry only
+	// these (Connections 0): connections counted in an earlier record that
+	// ended now. Every packet is in exactly one record.
+	PacketsOut uint64 `json:"packetsOut,omitempty"`
+	BytesOut   uint64 `json:"bytesOut,omitempty"`
+	PacketsIn  uint64 `json:"packetsIn,omitempty"`
+	BytesIn    uint64 `json:"bytesIn,omitempty"`
 }
 
 // StagedVerdict is a staged policy set's would-be verdict.
@@ -189,16 +198,95 @@ type Aggregator struct {
 	MaxKeys  int
 	cur      map[Key]*pending
 	Overflow uint64
+	// conns are the live connections seen, to the flows of their sides,
+	// for their totals when they end; templates are those flows' records
+	// (what a totals-only record of a later interval starts from).
+	conns     map[ConnTuple][]Key
+	templates map[Key]*template
+	// MaxConns bounds conns; connections beyond it get no totals
+	// (counted in Untracked).
+	MaxConns  int
+	Untracked uint64
 }
 
 type pending struct {
 	rec   Record
 	count int
+	// totals: packets or bytes were added (Flush emits the record even
+	// with no connection to count).
+	totals bool
+}
+
+type template struct {
+	rec  Record
+	refs int
+}
+
+// ConnTuple is a connection as its first packet shows it.
+type ConnTuple struct {
+	Src, Dst         netip.Addr
+	Protocol         uint8
+	SrcPort, DstPort uint16
 }
 
 // NewAggregator returns an aggregator of at most maxKeys keys per interval.
 func NewAggregator(maxKeys int) *Aggregator {
-	return &Aggregator{MaxKeys: maxKeys, cur: map[Key]*pending{}}
+	return &Aggregator{MaxKeys: maxKeys, cur: map[Key]*pending{}, conns: map[ConnTuple][]Key{},
+		templates: map[Key]*template{}, MaxConns: 4 * max(maxKeys, 1)}
+}
+
+// track remembers a connection's flow for its totals.
+func (a *Aggregator) track(p Packet, k Key, rec *Record) {
+	ct := ConnTuple{p.Src, p.Dst, p.Protocol, p.SrcPort, p.DstPort}
+	if _, ok := a.conns[ct]; !ok && len(a.conns) >= a.MaxConns {
+		a.Untracked++
+		return
+	}
+	a.conns[ct] = append(a.conns[ct], k)
+	if t := a.templates[k]; t != nil {
+		t.refs++
+		return
+	}
+	a.templates[k] = &template{rec: *rec, refs: 1}
+}
+
+// Ended adds a connection's totals to the flows of its sides, in this
+// interval; false when the connection was not seen (or not tracked).
+func (a *Aggregator) Ended(ct ConnTuple, packetsOut, bytesOut, packetsIn, bytesIn uint64) bool {
+	keys, ok := a.conns[ct]
+	if !ok {
+		return false
+	}
+	delete(a.conns, ct)
+	for _, k := range keys {
+		t := a.templates[k]
+		if t == nil {
+			continue
+		}
+		pd := a.cur[k]
+		if pd == nil {
+			if a.MaxKeys > 0 && len(a.cur) >= a.MaxKeys {
+				a.Overflow++
+			} else {
+				r := t.rec
+				r.Connections, r.Staged = 0, t.rec.Staged
+				r.PacketsOut, r.BytesOut, r.PacketsIn, r.BytesIn = 0, 0, 0, 0
+				pd = &pending{rec: r}
+				a.cur[k] = pd
+			}
+		}
+		if pd != nil {
+			pd.rec.PacketsOut += packetsOut
+			pd.rec.BytesOut += bytesOut
+			pd.rec.PacketsIn += packetsIn
+			pd.rec.BytesIn += bytesIn
+			pd.totals = true
+		}
+		if t.refs--; t.refs <= 0 {
+			delete(a.templates, k)
+		}
+	}
+	return true
 }
 
 // Add counts one first packet, decided by the rule of identifier id
@@ -216,6 +304,7 @@ func (a *Aggregator) Add(p Packet, id string, ref Ref, now time.Time, describe f
 		}
 		pd.count++
 		pd.rec.End = now
+		a.track(p, k, &pd.rec)
 		return nil
 	}
 	if a.MaxKeys > 0 && len(a.cur) >= a.MaxKeys {
@@ -236,6 +325,7 @@ func (a *Aggregator) Add(p Packet, id string, ref Ref, now time.Time, describe f
 		enrich(&rec)
 	}
 	a.cur[k] = &pending{rec: rec}
+	a.track(p, k, &rec)
 	return &rec
 }
 
@@ -244,7 +334,7 @@ func (a *Aggregator) Add(p Packet, id string, ref Ref, now time.Time, describe f
 func (a *Aggregator) Flush() []Record {
 	var out []Record
 	for _, pd := range a.cur {
-		if pd.count > 0 {
+		if pd.count > 0 || pd.totals {
 			r := pd.rec
 			r.Connections = pd.count
 			out = append(out, r)

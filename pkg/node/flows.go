@@ -8,12 +8,15 @@ import (
 	"log/slog"
 	"net/http"
 	"net/netip"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/ti-mo/conntrack"
+	"github.com/ti-mo/netfilter"
 
 	v3 "github.com/tortie/tortie/pkg/apis/v3"
 	"github.com/tortie/tortie/pkg/dataplane/nflog"
@@ -75,6 +78,7 @@ type Flows struct {
 	overflow                                                  prometheus.Counter
 	ruleConns                                                 *prometheus.CounterVec
 	bound                                                     prometheus.Gauge
+	ended, ctEvents                                           prometheus.Counter
 	held                                                      prometheus.GaugeFunc
 	// lastOverflow is the aggregator's Overflow already counted.
 	lastOverflow uint64
@@ -134,6 +138,8 @@ func NewFlows(cfg FlowsConfig) (*Flows, error) {
 		unparsable:  counter("packets_unparsable_total", "Logged packets whose headers could not be read."),
 		records:     counter("records_total", "Flow records published."),
 		overflow:    counter("packets_over_max_flows_total", "Logged packets of new flows beyond the per-interval bound, in no record."),
+		ended:       counter("connections_ended_total", "Connections of flow records whose packet and byte totals were added when they ended."),
+		ctEvents:    counter("conntrack_destroy_events_total", "Connections that ended (conntrack destroy events read), of flow records or not."),
 		ruleConns: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: metricPrefix + "policy_rule_connections_total",
 			Help: "New connections decided, by the deciding tier, policy (or profile) and rule, direction and action.",
@@ -193,6 +199,11 @@ func (f *Flows) Hub() *flowlog.Hub { return f.hub }
 func (f *Flows) Run(ctx context.Context) error {
 	ticker := time.NewTicker(f.cfg.FlushInterval)
 	defer ticker.Stop()
+	go func() {
+		if err := f.readConntrack(ctx); err != nil && ctx.Err() == nil {
+			f.log.Warn("flow logs: no packet and byte totals: cannot read conntrack's events", "err", err)
+		}
+	}()
 	go func() {
 		for {
 			select {
@@ -407,7 +418,7 @@ func (f *Flows) Collect(ch chan<- prometheus.Metric) {
 }
 
 func (f *Flows) collectors() []prometheus.Collector {
-	return []prometheus.Collector{f.messages, f.lost, f.rateLimited, f.unknown, f.unparsable, f.records, f.overflow, f.ruleConns, f.bound, f.held}
+	return []prometheus.Collector{f.messages, f.lost, f.rateLimited, f.unknown, f.unparsable, f.records, f.overflow, f.ruleConns, f.bound, f.held, f.ended, f.ctEvents}
 }
 
 // endpointNames knows what each address is: a workload or host
@@ -503,4 +514,59 @@ func (n *endpointNames) describe(a netip.Addr) flowlog.Endpoint {
 		}
 	}
 	return flowlog.Endpoint{Addr: a}
+}
+
+// accountingSysctl turns conntrack's packet and byte counters on in the
+// agent's network namespace.
+const accountingSysctl = "/proc/sys/net/netfilter/nf_conntrack_acct"
+
+// readConntrack adds each connection's packets and bytes to its flow when
+// it ends (conntrack's destroy events), until ctx ends. A connection is
+// found by its original tuple, or, when NAT changed it (a Service), by
+// its reply tuple reversed: the addresses policy saw.
+func (f *Flows) readConntrack(ctx context.Context) error {
+	if err := os.WriteFile(accountingSysctl, []byte("1"), 0); err != nil {
+		f.log.Warn("flow logs: cannot turn conntrack accounting on; packet and byte totals will be 0", "err", err)
+	}
+	c, err := conntrack.Dial(nil)
+	if err != nil {
+		return err
+	}
+	evs := make(chan conntrack.Event, 4096)
+	errs, err := c.Listen(evs, 1, []netfilter.NetlinkGroup{netfilter.GroupCTDestroy})
+	if err != nil {
+		c.Close()
+		return err
+	}
+	stop := context.AfterFunc(ctx, func() { _ = c.Close() })
+	defer stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case err := <-errs:
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		case ev := <-evs:
+			fl := ev.Flow
+			if ev.Type != conntrack.EventDestroy || fl == nil {
+				continue
+			}
+			f.ctEvents.Inc()
+			o, r := fl.TupleOrig, fl.TupleReply
+			orig := flowlog.ConnTuple{Src: o.IP.SourceAddress, Dst: o.IP.DestinationAddress, Protocol: o.Proto.Protocol,
+				SrcPort: o.Proto.SourcePort, DstPort: o.Proto.DestinationPort}
+			reply := flowlog.ConnTuple{Src: r.IP.DestinationAddress, Dst: r.IP.SourceAddress, Protocol: r.Proto.Protocol,
+				SrcPort: r.Proto.DestinationPort, DstPort: r.Proto.SourcePort}
+			out, in := fl.CountersOrig, fl.CountersReply
+			f.aggMu.Lock()
+			if f.agg.Ended(orig, out.Packets, out.Bytes, in.Packets, in.Bytes) ||
+				f.agg.Ended(reply, out.Packets, out.Bytes, in.Packets, in.Bytes) {
+				f.ended.Inc()
+			}
+			f.aggMu.Unlock()
+		}
+	}
 }

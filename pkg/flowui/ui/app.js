@@ -63,6 +63,7 @@ function row(r, fresh) {
     [decisionText(r.decision), "decision"],
     [r.staged ? `${r.staged.action === "Allow" ? "allowed" : "denied"} by ${decisionText(r.staged.decision)}` : "", "staged-cell muted"],
     [String(r.connections), "conns"],
+    [r.packetsOut || r.packetsIn ? `${r.bytesOut || 0} / ${r.bytesIn || 0}` : "", "bytes muted"],
   ];
   for (const [text, cls] of cells) {
     const td = document.createElement("td");
