@@ -26,9 +26,9 @@ import (
 // The flow log benchmark (-flows), issue 16's numbers:
 //
 //  1. new connections per second, client -> server:80 (allowed by a
-//     policy rule, the client's egress by its profile), with flow logs off
-//     and on: the agent restarted between rounds, alternating, so both see
-//     the same machine;
+//     policy rule, the client's egress by its profile), with flow logs off,
+//     on, and on with packet and byte totals: the agent restarted between
+//     rounds, alternating, so all see the same machine;
 //  2. at a paced 5,000 new connections per second for -flow-secs, whether
 //     the flow records account for every connection: the sum of the
 //     records' connection counts against the connections made, and what
@@ -43,9 +43,11 @@ type flowResults struct {
 	start       time.Time
 	load        string
 	off, on     crrResult
+	totals      crrResult // flow logs with packet and byte totals (TORTIE_FLOW_TOTALS)
 	rounds      int
 	cpuOff      time.Duration // the agent's CPU time during the measured rounds
 	cpuOn       time.Duration
+	cpuTotals   time.Duration
 	paced       sweepResult
 	pacedRate   float64
 	counted     int // connections in the records
@@ -91,10 +93,14 @@ func flowsBenchmark(o options) *flowResults {
 	}
 	serve(l.serverNS, serverIP, 80)
 	interval := "FELIX_FLOWLOGSFLUSHINTERVAL=2s"
-	start := func(flows bool) *agent {
+	// mode 0: flow logs off; 1: on; 2: on, with packet and byte totals.
+	start := func(mode int) *agent {
 		env := append([]string{interval}, prof.agentEnv()...)
-		if flows {
+		if mode > 0 {
 			env = append(env, flowEnv)
+		}
+		if mode == 2 {
+			env = append(env, "TORTIE_FLOW_TOTALS=true")
 		}
 		a := l.startAgent(o.node, srv.Endpoint(), env...)
 		if _, err := l.waitReady(a, 30*time.Second); err != nil {
@@ -106,11 +112,12 @@ func flowsBenchmark(o options) *flowResults {
 		return a
 	}
 
-	// 1. Off, on, off, on, ...
-	for i := range 2 * r.rounds {
-		flows := i%2 == 1
-		logf("connect/close, flow logs %v (round %d of %d)", map[bool]string{false: "off", true: "on"}[flows], i/2+1, r.rounds)
-		a := start(flows)
+	// 1. Off, on, on with totals, off, ...
+	for i := range 3 * r.rounds {
+		mode := i % 3
+		flows := mode > 0
+		logf("connect/close, flow logs %s (round %d of %d)", []string{"off", "on", "on with totals"}[mode], i/3+1, r.rounds)
+		a := start(mode)
 		l.crr(serverIP, 80, 500, time.Second) // warm up
 		cpu0 := procCPU(a.pid)
 		stop := func() {}
@@ -120,18 +127,22 @@ func flowsBenchmark(o options) *flowResults {
 		res := l.crr(serverIP, 80, o.conns, o.connTime)
 		stop()
 		cpu := procCPU(a.pid) - cpu0
-		if flows {
-			r.on.add(res)
-			r.cpuOn += cpu
-		} else {
+		switch mode {
+		case 0:
 			r.off.add(res)
 			r.cpuOff += cpu
+		case 1:
+			r.on.add(res)
+			r.cpuOn += cpu
+		default:
+			r.totals.add(res)
+			r.cpuTotals += cpu
 		}
 		a.stop()
 	}
 
 	// 2. Accounting at a paced rate.
-	a := start(true)
+	a := start(1)
 	hostNS, err := ns.GetNS("/var/run/netns/" + l.host)
 	if err != nil {
 		fatalf("%v", err)
@@ -266,8 +277,8 @@ func (l *lab) flowCounters() map[string]float64 {
 func (r *flowResults) print(w *os.File, o options) {
 	fmt.Fprintf(w, "\n## bench/policy -flows: flow logs (%s, load average %s at the start, %d spinning process(es))\n\n",
 		r.start.Format("2006-01-02 15:04"), r.load, o.busy)
-	fmt.Fprintln(w, "| what | flow logs off | flow logs on | goal |")
-	fmt.Fprintln(w, "|---|---|---|---|")
+	fmt.Fprintln(w, "| what | flow logs off | flow logs on | goal | flow logs on, with packet and byte totals |")
+	fmt.Fprintln(w, "|---|---|---|---|---|")
 	p50 := func(c crrResult) time.Duration {
 		s := slices.Clone(c.lat)
 		slices.Sort(s)
@@ -276,17 +287,17 @@ func (r *flowResults) print(w *os.File, o options) {
 		}
 		return s[len(s)/2]
 	}
-	fmt.Fprintf(w, "| new connections/s, client -> server:80 (%d rounds each, alternating) | %.0f | %.0f (ratio **%.2f**) | ratio ≥ 0.9 |\n",
-		r.rounds, r.off.rate(), r.on.rate(), r.on.rate()/r.off.rate())
-	fmt.Fprintf(w, "| connect p50 | %v | %v | — |\n", p50(r.off).Round(time.Microsecond), p50(r.on).Round(time.Microsecond))
+	fmt.Fprintf(w, "| new connections/s, client -> server:80 (%d rounds each, alternating) | %.0f | %.0f (ratio **%.2f**) | ratio ≥ 0.9 | %.0f (ratio %.2f) |\n",
+		r.rounds, r.off.rate(), r.on.rate(), r.on.rate()/r.off.rate(), r.totals.rate(), r.totals.rate()/r.off.rate())
+	fmt.Fprintf(w, "| connect p50 | %v | %v | — | %v |\n", p50(r.off).Round(time.Microsecond), p50(r.on).Round(time.Microsecond), p50(r.totals).Round(time.Microsecond))
 	perConn := func(cpu time.Duration, c crrResult) string {
 		return fmt.Sprintf("%.1f µs (%.0f%% of a core)", float64(cpu.Microseconds())/float64(max(c.n, 1)), 100*cpu.Seconds()/c.elapsed.Seconds())
 	}
-	fmt.Fprintf(w, "| the agent's CPU per connection during those rounds | %s | %s | — |\n", perConn(r.cpuOff, r.off), perConn(r.cpuOn, r.on))
-	fmt.Fprintf(w, "| %d connections paced at %.0f/s (reached %.0f/s): in flow records | — | **%d** (%d made; lost %.0f, rate-limited %.0f, over the bound %.0f, unknown rule %.0f) | every one, or the loss counted |\n",
+	fmt.Fprintf(w, "| the agent's CPU per connection during those rounds | %s | %s | — | %s |\n", perConn(r.cpuOff, r.off), perConn(r.cpuOn, r.on), perConn(r.cpuTotals, r.totals))
+	fmt.Fprintf(w, "| %d connections paced at %.0f/s (reached %.0f/s): in flow records | — | **%d** (%d made; lost %.0f, rate-limited %.0f, over the bound %.0f, unknown rule %.0f) | every one, or the loss counted | — |\n",
 		r.paced.attempts, r.pacedRate, float64(r.paced.attempts)/r.paced.elapsed.Seconds(), r.counted, r.paced.attempts,
 		r.lost, r.rateLimited, r.overflow, r.unknown)
-	fmt.Fprintf(w, "| agent memory (VmRSS, settled): few records / ring full (%.0f records held) | — | %d MB / **%d MB** | reported |\n",
+	fmt.Fprintf(w, "| agent memory (VmRSS, settled): few records / ring full (%.0f records held) | — | %d MB / **%d MB** | reported | — |\n",
 		r.held, r.rssBefore/1024, r.rssFull/1024)
 	fmt.Fprintf(w, "\nFilling the ring took %d connections to distinct closed ports in %v (%d refused, %d failed).\n",
 		r.fill.attempts, r.fill.elapsed.Round(time.Millisecond), r.fill.refused, r.fill.failed)

@@ -31,7 +31,7 @@ func TestAgentFlowLogs(t *testing.T) {
 	}
 	apply(t, cl, profile, wep("a", ipA, "a"), wep("b", ipB, "server"), wep("c", ipC, "c"), allowFrom("a"), stagedDenyA)
 	l.serve(&server{})
-	l.startAgentWith(9099, []string{"FELIX_FLOWLOGSLOCALREPORTER=Enabled", "FELIX_FLOWLOGSFLUSHINTERVAL=2s"},
+	l.startAgentWith(9099, []string{"FELIX_FLOWLOGSLOCALREPORTER=Enabled", "FELIX_FLOWLOGSFLUSHINTERVAL=2s", "TORTIE_FLOW_TOTALS=true"},
 		"--health-addr", ":9099", "--metrics-addr", ":9091")
 
 	flows := exec.Command("ip", "netns", "exec", l.host, cli, "flows", "-f", "--last", "0", "--namespace", "ns1", "-o", "json")

@@ -135,7 +135,8 @@ ipv6Support, natOutgoingAddress, healthEnabled/Host/Port,
 prometheusMetricsEnabled/Host/Port, routeRefreshInterval, vxlanEnabled,
 vxlanPort, vxlanVNI, vxlanMTU, ipipEnabled, ipipMTU, mtuIfacePattern,
 flowLogsLocalReporter (Enabled: flow logs, served at /status/flows to loopback
-clients, and to others presenting the token in the file $TORTIE_FLOW_TOKEN_FILE),
+clients, and to others presenting the token in the file $TORTIE_FLOW_TOKEN_FILE;
+TORTIE_FLOW_TOTALS=true adds packets and bytes from conntrack),
 flowLogsFlushInterval; bpfEnabled is refused (the agent stays not ready). A change of any but the log level restarts the agent
 in place, as Felix restarts. See docs/agent-config.md.
 
@@ -366,9 +367,13 @@ func run(ctx context.Context, o *options, logOut io.Writer) error {
 		if err != nil {
 			return err
 		}
+		totals, err := flowTotals()
+		if err != nil {
+			return err
+		}
 		flows, err := node.NewFlows(node.FlowsConfig{
 			NodeName: name, Group: nft.DefaultFlowLogGroup, Index: flowIndex,
-			FlushInterval: set.FlowLogsFlushInterval, Token: token, Logger: log,
+			FlushInterval: set.FlowLogsFlushInterval, Token: token, Totals: totals, Logger: log,
 		})
 		if err != nil {
 			return err

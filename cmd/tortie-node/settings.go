@@ -151,3 +151,19 @@ func flowToken() (string, error) {
 	}
 	return tok, nil
 }
+
+// flowTotalsEnv turns on packet and byte totals in flow records.
+const flowTotalsEnv = "TORTIE_FLOW_TOTALS"
+
+// flowTotals reads TORTIE_FLOW_TOTALS: unset or false is off.
+func flowTotals() (bool, error) {
+	v := os.Getenv(flowTotalsEnv)
+	if v == "" {
+		return false, nil
+	}
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		return false, fmt.Errorf("%s=%q: want true or false", flowTotalsEnv, v)
+	}
+	return b, nil
+}

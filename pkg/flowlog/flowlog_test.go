@@ -221,6 +221,7 @@ func TestHub(t *testing.T) {
 // flow had no new connection then; every packet in exactly one record.
 func TestAggregatorTotals(t *testing.T) {
 	a := NewAggregator(100)
+	a.Totals = true
 	t0 := time.Unix(1000, 0)
 	ref := Ref{calc.Ingress, calc.Allow, trace.Decision{Kind: "rule", Tier: "default", Policy: "shop/web"}}
 	describe := func(a netip.Addr) Endpoint { return Endpoint{Addr: a} }

@@ -207,6 +207,8 @@ type Aggregator struct {
 	// (counted in Untracked).
 	MaxConns  int
 	Untracked uint64
+	// Totals: remember connections for Ended (off, nothing is kept).
+	Totals bool
 }
 
 type pending struct {
@@ -237,6 +239,9 @@ func NewAggregator(maxKeys int) *Aggregator {
 
 // track remembers a connection's flow for its totals.
 func (a *Aggregator) track(p Packet, k Key, rec *Record) {
+	if !a.Totals {
+		return
+	}
 	ct := ConnTuple{p.Src, p.Dst, p.Protocol, p.SrcPort, p.DstPort}
 	if _, ok := a.conns[ct]; !ok && len(a.conns) >= a.MaxConns {
 		a.Untracked++
