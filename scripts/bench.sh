@@ -137,6 +137,19 @@ else
   echo "(skipped: needs root)"
 fi
 
+# Flow logs (issue 16): connections/s with them off, on and with totals;
+# accounting at 5,000 connections/s; memory with the ring full.
+echo
+echo "== flow logs: connections/s off / on / with totals, accounting, memory (go run ./bench/policy -flows)"
+if [ "$(id -u)" -eq 0 ]; then
+  fflags=
+  [ "$N" -lt 10000 ] && fflags=-quick
+  # shellcheck disable=SC2086
+  go run ./bench/policy -flows $fflags
+else
+  echo "(skipped: needs root)"
+fi
+
 # Kubernetes (issue 13): kubectl apply / kubectl label → enforced on a
 # --kube-api lab, beside the same change written as the Calico resource.
 echo
