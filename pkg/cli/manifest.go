@@ -20,6 +20,7 @@ import (
 	"github.com/tortie/tortie/internal/parallel"
 	"github.com/tortie/tortie/pkg/apis/k8s"
 	v3 "github.com/tortie/tortie/pkg/apis/v3"
+	"github.com/tortie/tortie/pkg/client"
 )
 
 // Document is one resource of a manifest, with where it came from so every
@@ -360,7 +361,7 @@ func decodeDocuments(docs []*Document, mode decodeMode) error {
 			return
 		}
 		v3.SetDefaults(obj)
-		if err := v3.Validate(obj); err != nil {
+		if err := client.Validate(obj); err != nil {
 			msgs[i] = fmt.Sprintf("%s: %v", d.Describe(), err)
 		}
 	})

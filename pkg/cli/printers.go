@@ -118,6 +118,9 @@ var tables = map[string]tableSpec{
 	v3.KindGlobalNetworkPolicy:       policyTable,
 	v3.KindStagedNetworkPolicy:       policyTable,
 	v3.KindStagedGlobalNetworkPolicy: policyTable,
+	v3.KindStagedKubernetesNetworkPolicy: {
+		ps: []column{nameCol, col("ACTION", field("spec.stagedAction"))},
+	},
 	v3.KindNetworkSet: {
 		ps:   []column{nameCol},
 		wide: []column{nameCol, col("NETS", joined("spec.nets", 80))},

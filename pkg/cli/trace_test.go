@@ -58,6 +58,35 @@ func TestPolicyTrace(t *testing.T) {
 			t.Errorf("missing %q in:\n%s", want, out)
 		}
 	}
+	// A staged Kubernetes policy is checked as the API server checks a
+	// NetworkPolicy, stored, listed, and read by the trace.
+	bad := `apiVersion: projectcalico.org/v3
+kind: StagedKubernetesNetworkPolicy
+metadata: {namespace: shop, name: bad-ports}
+spec:
+  podSelector: {}
+  ingress: [{ports: [{protocol: TCP, port: 0}]}]
+`
+	if out, err := e.run(bad, "apply", "-f", "-"); err == nil || !strings.Contains(err.Error()+out, "spec.ingress[0].ports[0].port") {
+		t.Errorf("a staged Kubernetes policy the API server would refuse: %v\n%s", err, out)
+	}
+	good := `apiVersion: projectcalico.org/v3
+kind: StagedKubernetesNetworkPolicy
+metadata: {namespace: shop, name: web-81}
+spec:
+  podSelector: {matchLabels: {role: web}}
+  ingress: [{ports: [{protocol: TCP, port: 81}]}]
+`
+	if out, err := e.run(good, "apply", "-f", "-"); err != nil {
+		t.Fatalf("apply a StagedKubernetesNetworkPolicy: %v\n%s", err, out)
+	}
+	if out := e.mustRun("get", "sknp", "-n", "shop"); !strings.Contains(out, "web-81") || strings.Contains(out, "bad-ports") {
+		t.Errorf("get sknp:\n%s", out)
+	}
+	if out := e.mustRun("policy", "trace", "shop/client", "shop/web", "--port", "81"); !strings.Contains(out,
+		"policy shop/knp.default.web-81 (staged)") {
+		t.Errorf("the staged Kubernetes policy is not in the trace:\n%s", out)
+	}
 	js := e.mustRun("policy", "trace", "10.1.0.1", "shop/web", "--port", "443", "-o", "json")
 	var res struct {
 		Verdict string

@@ -9,6 +9,7 @@ import (
 	"sync"
 
 	"github.com/tortie/tortie/internal/parallel"
+	"github.com/tortie/tortie/pkg/apis/k8s"
 	v3 "github.com/tortie/tortie/pkg/apis/v3"
 	"github.com/tortie/tortie/pkg/datastore"
 )
@@ -182,11 +183,28 @@ func validateAll(op Op, rs []v3.Resource) []error {
 	}
 	errs := make([]error, len(rs))
 	parallel.ForEach(len(rs), func(i int) {
-		if check[i] {
-			errs[i] = v3.Validate(rs[i])
+		if !check[i] {
+			return
 		}
+		errs[i] = Validate(rs[i])
 	})
 	return errs
+}
+
+// Validate is v3.Validate, and for a StagedKubernetesNetworkPolicy the
+// check of its rules the Kubernetes API server makes of a NetworkPolicy's
+// (v3 cannot make it: the conversion that does imports v3). Every writer
+// validates with it.
+func Validate(r v3.Resource) error {
+	if err := v3.Validate(r); err != nil {
+		return err
+	}
+	if s, ok := r.(*v3.StagedKubernetesNetworkPolicy); ok && s.Spec.StagedAction != v3.StagedActionDelete {
+		if _, err := k8s.StagedNetworkPolicyToV3(s); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 type batchItem struct {

@@ -132,7 +132,7 @@ func NewFlows(cfg FlowsConfig) (*Flows, error) {
 		cfg: cfg, log: cfg.Logger.With("component", "flows"),
 		hub:         flowlog.NewHub(cfg.RingSize),
 		names:       newEndpointNames(),
-		staged:      newStagedView(cfg.NodeName),
+		staged:      newStagedView(cfg.NodeName, cfg.Logger.With("component", "flows")),
 		ruleCounter: map[string]prometheus.Counter{},
 		agg:         flowlog.NewAggregator(cfg.MaxKeys),
 		messages:    counter("packets_total", "Logged first packets read from the flow log group."),

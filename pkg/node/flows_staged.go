@@ -1,8 +1,10 @@
 package node
 
 import (
+	"log/slog"
 	"net/netip"
 
+	"github.com/tortie/tortie/pkg/apis/k8s"
 	v3 "github.com/tortie/tortie/pkg/apis/v3"
 	"github.com/tortie/tortie/pkg/calc"
 	"github.com/tortie/tortie/pkg/flowlog"
@@ -24,19 +26,20 @@ type stagedView struct {
 	ids    map[calc.PolicyID]bool
 	active map[policyKey]bool
 	byAddr map[netip.Addr]calc.EndpointID
+	log    *slog.Logger
 }
 
 type policyKey struct{ kind, ns, name string }
 
-func newStagedView(node string) *stagedView {
-	return &stagedView{graph: calc.New(calc.Config{NodeName: node}), state: calc.NewState(),
+func newStagedView(node string, log *slog.Logger) *stagedView {
+	return &stagedView{graph: calc.New(calc.Config{NodeName: node}), state: calc.NewState(), log: log,
 		enforced: map[policyKey]v3.Resource{}, staged: map[policyKey]v3.Resource{},
 		ids: map[calc.PolicyID]bool{}, active: map[policyKey]bool{}, byAddr: map[netip.Addr]calc.EndpointID{}}
 }
 
 // stagedKinds are what the view needs beyond the flows' own kinds.
 var stagedKinds = []string{v3.KindProfile, v3.KindTier, v3.KindNetworkPolicy, v3.KindGlobalNetworkPolicy,
-	v3.KindStagedNetworkPolicy, v3.KindStagedGlobalNetworkPolicy}
+	v3.KindStagedNetworkPolicy, v3.KindStagedGlobalNetworkPolicy, v3.KindStagedKubernetesNetworkPolicy}
 
 // update folds one datastore change in: a policy, enforced or staged, is
 // replaced by what the pair of them makes.
@@ -47,12 +50,14 @@ func (v *stagedView) update(u syncer.Update) {
 		k = policyKey{v3.KindNetworkPolicy, u.Namespace, u.Name}
 	case v3.KindGlobalNetworkPolicy, v3.KindStagedGlobalNetworkPolicy:
 		k = policyKey{v3.KindGlobalNetworkPolicy, "", u.Name}
+	case v3.KindStagedKubernetesNetworkPolicy:
+		k = policyKey{v3.KindNetworkPolicy, u.Namespace, k8s.PolicyNamePrefix + u.Name}
 	default:
 		v.graph.OnUpdate(calc.Update{Kind: u.Kind, Namespace: u.Namespace, Name: u.Name, Resource: u.Resource})
 		return
 	}
 	m := v.enforced
-	if u.Kind == v3.KindStagedNetworkPolicy || u.Kind == v3.KindStagedGlobalNetworkPolicy {
+	if u.Kind == v3.KindStagedNetworkPolicy || u.Kind == v3.KindStagedGlobalNetworkPolicy || u.Kind == v3.KindStagedKubernetesNetworkPolicy {
 		m = v.staged
 	}
 	if u.Resource == nil {
@@ -66,7 +71,10 @@ func (v *stagedView) update(u syncer.Update) {
 			pair = append(pair, r)
 		}
 	}
-	out, ids, n := trace.WithStaged(pair)
+	out, ids, n, problems := trace.WithStaged(pair)
+	for _, e := range problems {
+		v.log.Warn("flow logs: a staged policy is left out of what staged policies would do", "err", e)
+	}
 	id := calc.PolicyID{Kind: k.kind, Namespace: k.ns, Name: k.name}
 	delete(v.ids, id)
 	for sid := range ids {

@@ -15,7 +15,7 @@ import (
 var Kinds = []string{
 	v3.KindWorkloadEndpoint, v3.KindHostEndpoint, v3.KindNetworkSet, v3.KindGlobalNetworkSet,
 	v3.KindProfile, v3.KindTier, v3.KindNetworkPolicy, v3.KindGlobalNetworkPolicy,
-	v3.KindStagedNetworkPolicy, v3.KindStagedGlobalNetworkPolicy,
+	v3.KindStagedNetworkPolicy, v3.KindStagedGlobalNetworkPolicy, v3.KindStagedKubernetesNetworkPolicy,
 }
 
 // Query is what to trace: two ends and the packet's protocol and ports.
@@ -62,8 +62,12 @@ func Run(rs []v3.Resource, q Query) (*Result, error) {
 		return nil, err
 	}
 	res := path(rs, p, src, dst, Options{})
-	if with, staged, n := WithStaged(rs); n > 0 {
+	with, staged, n, problems := WithStaged(rs)
+	if n > 0 {
 		res.Staged = path(with, p, src, dst, Options{Staged: staged})
+	}
+	for _, e := range problems {
+		res.StagedProblems = append(res.StagedProblems, e.Error())
 	}
 	return res, nil
 }

@@ -31,6 +31,9 @@ type Result struct {
 	// (stagedAction Set replaces or adds the policy of its name, Delete
 	// removes it); nil when there are no staged policies.
 	Staged *Result `json:"staged,omitempty"`
+	// StagedProblems are staged policies left out because they cannot be
+	// read, each naming the policy and why.
+	StagedProblems []string `json:"stagedProblems,omitempty"`
 }
 
 // Combine makes the result of a path: egress and ingress may be nil (that
@@ -66,6 +69,9 @@ func Write(w io.Writer, r *Result) error {
 	fmt.Fprintf(&b, "Destination:  %s\n", r.Destination)
 	writeSides(&b, r)
 	fmt.Fprintf(&b, "\nVerdict: %s\n  by %s\n", r.Verdict, r.DecidedBy)
+	for _, p := range r.StagedProblems {
+		fmt.Fprintf(&b, "\nwarning: %s\n", p)
+	}
 	if s := r.Staged; s != nil {
 		if s.Verdict == r.Verdict && s.DecidedBy == r.DecidedBy {
 			fmt.Fprintf(&b, "\nWith the staged policies in force: no change (%s)\n", s.Verdict)

@@ -1,6 +1,9 @@
 package trace
 
 import (
+	"fmt"
+
+	"github.com/tortie/tortie/pkg/apis/k8s"
 	v3 "github.com/tortie/tortie/pkg/apis/v3"
 	"github.com/tortie/tortie/pkg/calc"
 )
@@ -9,11 +12,15 @@ import (
 // in force, as Calico reads a staged policy: stagedAction Set (or none)
 // puts the staged policy in the place of the enforced one of the same
 // kind, namespace and name (adding it when there is none), Delete removes
-// that enforced policy, Learn and Ignore change nothing. The staged
-// resources themselves are left out (the graph ignores them anyway).
-// staged are the policies that come from a staged Set, and n counts the
-// staged policies that changed something.
-func WithStaged(rs []v3.Resource) (out []v3.Resource, staged map[calc.PolicyID]bool, n int) {
+// that enforced policy, Learn and Ignore change nothing. A
+// StagedKubernetesNetworkPolicy stands for the Kubernetes NetworkPolicy of
+// its name, that is the NetworkPolicy "knp.default.<name>" it converts to.
+// The staged resources themselves are left out (the graph ignores them
+// anyway). staged are the policies that come from a staged Set, n counts
+// the staged policies that changed something, and problems are the staged
+// policies left out because they cannot be read (a Kubernetes policy the
+// API server would refuse), each naming the policy.
+func WithStaged(rs []v3.Resource) (out []v3.Resource, staged map[calc.PolicyID]bool, n int, problems []error) {
 	type key struct{ kind, ns, name string }
 	replace := map[key]v3.Resource{}
 	var order []key
@@ -46,6 +53,17 @@ func WithStaged(rs []v3.Resource) (out []v3.Resource, staged map[calc.PolicyID]b
 				PerformanceHints: s.Spec.PerformanceHints,
 			}
 			enforced = gnp
+		case *v3.StagedKubernetesNetworkPolicy:
+			np, err := k8s.StagedNetworkPolicyToV3(s)
+			action = s.Spec.StagedAction
+			if err != nil && action != v3.StagedActionDelete {
+				problems = append(problems, fmt.Errorf("StagedKubernetesNetworkPolicy %s/%s left out: %w", s.Namespace, s.Name, err))
+				continue
+			}
+			k = key{v3.KindNetworkPolicy, s.Namespace, k8s.PolicyNamePrefix + s.Name}
+			if np != nil {
+				enforced = np
+			}
 		default:
 			continue
 		}
@@ -64,7 +82,7 @@ func WithStaged(rs []v3.Resource) (out []v3.Resource, staged map[calc.PolicyID]b
 	staged = map[calc.PolicyID]bool{}
 	for _, r := range rs {
 		switch r.(type) {
-		case *v3.StagedNetworkPolicy, *v3.StagedGlobalNetworkPolicy:
+		case *v3.StagedNetworkPolicy, *v3.StagedGlobalNetworkPolicy, *v3.StagedKubernetesNetworkPolicy:
 			continue
 		}
 		k := key{kindOf(r), r.GetNamespace(), r.GetName()}
@@ -88,7 +106,7 @@ func WithStaged(rs []v3.Resource) (out []v3.Resource, staged map[calc.PolicyID]b
 			staged[calc.PolicyID{Kind: k.kind, Namespace: k.ns, Name: k.name}] = true
 		}
 	}
-	return out, staged, len(order)
+	return out, staged, len(order), problems
 }
 
 func newOf(kind string) v3.Resource {

@@ -22,12 +22,12 @@ spec: {ingress: [{action: Allow}], egress: [{action: Allow}], labelsToApply: {pr
 ---
 apiVersion: projectcalico.org/v3
 kind: WorkloadEndpoint
-metadata: {namespace: shop, name: n1-k8s-client-eth0, labels: {role: client}}
+metadata: {namespace: shop, name: n1-k8s-client-eth0, labels: {role: client, projectcalico.org/orchestrator: k8s}}
 spec: {node: n1, orchestrator: k8s, pod: client, endpoint: eth0, interfaceName: cali1, ipNetworks: [10.1.0.1/32, "fd00::1/128"], profiles: [kns.shop]}
 ---
 apiVersion: projectcalico.org/v3
 kind: WorkloadEndpoint
-metadata: {namespace: shop, name: n2-k8s-web-eth0, labels: {role: web}}
+metadata: {namespace: shop, name: n2-k8s-web-eth0, labels: {role: web, projectcalico.org/orchestrator: k8s}}
 spec: {node: n2, orchestrator: k8s, pod: web, endpoint: eth0, interfaceName: cali2, ipNetworks: [10.1.0.2/32, "fd00::2/128"], profiles: [kns.shop],
   ports: [{name: http, protocol: TCP, port: 8080}]}
 ---
@@ -308,7 +308,10 @@ func TestMatches(t *testing.T) {
 
 func TestWithStaged(t *testing.T) {
 	rs := resources(t, shop)
-	out, staged, n := WithStaged(rs)
+	out, staged, n, problems := WithStaged(rs)
+	if len(problems) > 0 {
+		t.Errorf("problems: %v", problems)
+	}
 	if n != 2 {
 		t.Errorf("%d staged policies counted, want 2 (Learn changes nothing)", n)
 	}
@@ -342,5 +345,72 @@ func TestParseProtocol(t *testing.T) {
 		if _, err := ParseProtocol(in); err == nil {
 			t.Errorf("%q: no error", in)
 		}
+	}
+}
+
+// TestWithStagedKubernetes: a StagedKubernetesNetworkPolicy stands for the
+// NetworkPolicy knp.default.<name> it converts to, as Calico converts it; a
+// Delete removes that one; one the API server would refuse is left out,
+// named.
+func TestWithStagedKubernetes(t *testing.T) {
+	rs := resources(t, shop+`
+---
+apiVersion: projectcalico.org/v3
+kind: NetworkPolicy
+metadata: {namespace: shop, name: knp.default.old}
+spec:
+  order: 1000
+  selector: projectcalico.org/orchestrator == 'k8s' && role == 'web'
+  ingress: [{action: Allow}]
+---
+apiVersion: projectcalico.org/v3
+kind: StagedKubernetesNetworkPolicy
+metadata: {namespace: shop, name: web-allow}
+spec:
+  podSelector: {matchLabels: {role: web}}
+  ingress:
+  - from: [{podSelector: {matchLabels: {role: client}}}]
+    ports: [{protocol: TCP, port: 8080}]
+---
+apiVersion: projectcalico.org/v3
+kind: StagedKubernetesNetworkPolicy
+metadata: {namespace: shop, name: old}
+spec:
+  stagedAction: Delete
+  podSelector: {}
+---
+apiVersion: projectcalico.org/v3
+kind: StagedKubernetesNetworkPolicy
+metadata: {namespace: shop, name: bad}
+spec:
+  podSelector: {}
+  ingress:
+  - ports: [{protocol: TCP, port: 0}]
+`)
+	out, staged, n, problems := WithStaged(rs)
+	if len(problems) != 1 || !strings.Contains(problems[0].Error(), "StagedKubernetesNetworkPolicy shop/bad left out") {
+		t.Errorf("problems %v, want the bad one named", problems)
+	}
+	if n != 4 { // no-ping, web-ingress (Delete), web-allow, old (Delete)
+		t.Errorf("%d staged policies that change something, want 4", n)
+	}
+	var names []string
+	for _, r := range out {
+		if np, ok := r.(*v3.NetworkPolicy); ok {
+			names = append(names, np.Namespace+"/"+np.Name)
+		}
+	}
+	if got := strings.Join(names, " "); got != "shop/no-ping shop/knp.default.web-allow" {
+		t.Errorf("policies with the staged ones in force: %s", got)
+	}
+	if !staged[calc.PolicyID{Kind: v3.KindNetworkPolicy, Namespace: "shop", Name: "knp.default.web-allow"}] {
+		t.Errorf("staged IDs %v", staged)
+	}
+	res, err := Run(rs, Query{Src: "shop/client", Dst: "shop/web", Protocol: calc.ProtoTCP, SrcPort: 1, DstPort: 8080})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Staged.Verdict != calc.Allow || res.Staged.Ingress.Decision.Policy != "shop/knp.default.web-allow" || len(res.StagedProblems) != 1 {
+		t.Errorf("staged: %s by %s; problems %v", res.Staged.Verdict, res.Staged.DecidedBy, res.StagedProblems)
 	}
 }

@@ -498,3 +498,16 @@ func maskedCIDR(s string) string {
 	}
 	return n.String()
 }
+
+// StagedNetworkPolicyToV3 is the NetworkPolicy a StagedKubernetesNetworkPolicy
+// would be in force ("knp.default.<name>" in its namespace): its spec read as
+// a Kubernetes NetworkPolicy's, defaulted, checked as the API server checks
+// one (an error names the field, under spec) and converted as Calico
+// converts one.
+func StagedNetworkPolicyToV3(s *v3.StagedKubernetesNetworkPolicy) (*v3.NetworkPolicy, error) {
+	return NetworkPolicyToV3(&networkingv1.NetworkPolicy{
+		ObjectMeta: metav1.ObjectMeta{Namespace: s.Namespace, Name: s.Name},
+		Spec: networkingv1.NetworkPolicySpec{PodSelector: s.Spec.PodSelector, Ingress: s.Spec.Ingress,
+			Egress: s.Spec.Egress, PolicyTypes: s.Spec.PolicyTypes},
+	})
+}

@@ -58,6 +58,7 @@ var kinds = []*KindInfo{
 	{Kind: KindGlobalNetworkPolicy, Plural: "globalnetworkpolicies", Names: []string{"globalnetworkpolicy", "globalnetworkpolicies", "gnp", "gnps"}, New: func() Resource { return &GlobalNetworkPolicy{} }},
 	{Kind: KindStagedNetworkPolicy, Plural: "stagednetworkpolicies", Namespaced: true, Names: []string{"stagednetworkpolicy", "stagednetworkpolicies", "snp", "snps"}, New: func() Resource { return &StagedNetworkPolicy{} }},
 	{Kind: KindStagedGlobalNetworkPolicy, Plural: "stagedglobalnetworkpolicies", Names: []string{"stagedglobalnetworkpolicy", "stagedglobalnetworkpolicies", "sgnp", "sgnps"}, New: func() Resource { return &StagedGlobalNetworkPolicy{} }},
+	{Kind: KindStagedKubernetesNetworkPolicy, Plural: "stagedkubernetesnetworkpolicies", Namespaced: true, Names: []string{"stagedkubernetesnetworkpolicy", "stagedkubernetesnetworkpolicies", "sknp", "sknps"}, New: func() Resource { return &StagedKubernetesNetworkPolicy{} }},
 	{Kind: KindNetworkSet, Plural: "networksets", Namespaced: true, Names: []string{"networkset", "networksets", "netset", "netsets"}, New: func() Resource { return &NetworkSet{} }},
 	{Kind: KindGlobalNetworkSet, Plural: "globalnetworksets", Names: []string{"globalnetworkset", "globalnetworksets", "gnetset", "gnetsets"}, New: func() Resource { return &GlobalNetworkSet{} }},
 	{Kind: KindProfile, Plural: "profiles", Names: []string{"profile", "profiles", "pro", "pros"}, New: func() Resource { return &Profile{} }},
@@ -120,26 +121,27 @@ func kindNames() []string {
 
 // Kind names, as they appear in manifests.
 const (
-	KindIPPool                       = "IPPool"
-	KindIPReservation                = "IPReservation"
-	KindBGPConfiguration             = "BGPConfiguration"
-	KindBGPPeer                      = "BGPPeer"
-	KindBGPFilter                    = "BGPFilter"
-	KindNode                         = "Node"
-	KindWorkloadEndpoint             = "WorkloadEndpoint"
-	KindHostEndpoint                 = "HostEndpoint"
-	KindTier                         = "Tier"
-	KindNetworkPolicy                = "NetworkPolicy"
-	KindGlobalNetworkPolicy          = "GlobalNetworkPolicy"
-	KindStagedNetworkPolicy          = "StagedNetworkPolicy"
-	KindStagedGlobalNetworkPolicy    = "StagedGlobalNetworkPolicy"
-	KindNetworkSet                   = "NetworkSet"
-	KindGlobalNetworkSet             = "GlobalNetworkSet"
-	KindProfile                      = "Profile"
-	KindFelixConfiguration           = "FelixConfiguration"
-	KindKubeControllersConfiguration = "KubeControllersConfiguration"
-	KindClusterInformation           = "ClusterInformation"
-	KindIPAMConfiguration            = "IPAMConfiguration"
+	KindIPPool                        = "IPPool"
+	KindIPReservation                 = "IPReservation"
+	KindBGPConfiguration              = "BGPConfiguration"
+	KindBGPPeer                       = "BGPPeer"
+	KindBGPFilter                     = "BGPFilter"
+	KindNode                          = "Node"
+	KindWorkloadEndpoint              = "WorkloadEndpoint"
+	KindHostEndpoint                  = "HostEndpoint"
+	KindTier                          = "Tier"
+	KindNetworkPolicy                 = "NetworkPolicy"
+	KindGlobalNetworkPolicy           = "GlobalNetworkPolicy"
+	KindStagedNetworkPolicy           = "StagedNetworkPolicy"
+	KindStagedGlobalNetworkPolicy     = "StagedGlobalNetworkPolicy"
+	KindStagedKubernetesNetworkPolicy = "StagedKubernetesNetworkPolicy"
+	KindNetworkSet                    = "NetworkSet"
+	KindGlobalNetworkSet              = "GlobalNetworkSet"
+	KindProfile                       = "Profile"
+	KindFelixConfiguration            = "FelixConfiguration"
+	KindKubeControllersConfiguration  = "KubeControllersConfiguration"
+	KindClusterInformation            = "ClusterInformation"
+	KindIPAMConfiguration             = "IPAMConfiguration"
 )
 
 // Tiered is implemented by the policy kinds, which live in a tier.
