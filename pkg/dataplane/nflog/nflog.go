@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/mdlayher/netlink"
@@ -57,8 +58,12 @@ type Message struct {
 // Conn is a socket bound to one NFLOG group.
 type Conn struct {
 	c        *netlink.Conn
+	raw      syscall.RawConn
 	group    uint16
 	prefixes map[string]string
+	buf      []byte
+	msgs     []Message
+	closed   atomic.Bool
 }
 
 // Open binds group, asking for up to snaplen bytes of each packet, in
@@ -70,7 +75,13 @@ func Open(group uint16, snaplen uint32) (*Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("nflog: netlink socket: %w", err)
 	}
-	nc := &Conn{c: c, group: group, prefixes: map[string]string{}}
+	raw, err := c.SyscallConn()
+	if err != nil {
+		c.Close()
+		return nil, fmt.Errorf("nflog: %w", err)
+	}
+	// A batch (NFULA_CFG_NLBUFSIZ below) fits the buffer whole.
+	nc := &Conn{c: c, raw: raw, group: group, prefixes: map[string]string{}, buf: make([]byte, 256<<10)}
 	if err := nc.config(func(ae *netlink.AttributeEncoder) { ae.Bytes(cfgCmd, []byte{cmdBind}) }); err != nil {
 		c.Close()
 		if errors.Is(err, unix.EPERM) || errors.Is(err, unix.EBUSY) {
@@ -122,24 +133,36 @@ func (c *Conn) SetReadBuffer(n int) error { return c.c.SetReadBuffer(n) }
 // numbers say how many were lost).
 var ErrOverrun = errors.New("nflog: receive buffer overrun, messages lost")
 
-// Receive blocks until messages arrive, and returns them. The attributes
-// are read in place (no decoder, no copy of the payload) and prefixes are
-// interned: a busy group's messages cost little but the read.
+// Receive blocks until messages arrive, and returns them. A busy group's
+// messages cost little but the read: one recvfrom into the connection's
+// own buffer, netlink headers and attributes read in place, prefixes
+// interned. A Message's Payload points into that buffer: it is valid until
+// the next Receive. Receive is not safe for concurrent use.
 func (c *Conn) Receive() ([]Message, error) {
-	msgs, err := c.c.Receive()
+	n, err := c.recv()
 	if err != nil {
-		if errors.Is(err, unix.ENOBUFS) {
+		switch {
+		case c.closed.Load():
+			return nil, ErrClosed
+		case errors.Is(err, unix.ENOBUFS):
 			return nil, ErrOverrun
 		}
 		return nil, err
 	}
-	out := make([]Message, 0, len(msgs))
-	for _, m := range msgs {
-		if m.Header.Type != netlink.HeaderType(subsysULOG<<8|msgPacket) || len(m.Data) < 4 {
+	out := c.msgs[:0]
+	for b := c.buf[:n]; len(b) >= unix.NLMSG_HDRLEN; {
+		l := int(binary.NativeEndian.Uint32(b[0:4]))
+		typ := binary.NativeEndian.Uint16(b[4:6])
+		if l < unix.NLMSG_HDRLEN || l > len(b) {
+			return out, fmt.Errorf("nflog: netlink message of length %d in %d bytes", l, len(b))
+		}
+		data := b[unix.NLMSG_HDRLEN:l]
+		b = b[min((l+3)&^3, len(b)):]
+		if typ != subsysULOG<<8|msgPacket || len(data) < 4 {
 			continue
 		}
 		var msg Message
-		b := m.Data[4:]
+		b := data[4:]
 		for len(b) >= 4 {
 			l := int(binary.NativeEndian.Uint16(b[0:2]))
 			typ := binary.NativeEndian.Uint16(b[2:4]) & 0x3fff // without NLA_F_NESTED and NLA_F_NET_BYTEORDER
@@ -177,7 +200,22 @@ func (c *Conn) Receive() ([]Message, error) {
 		}
 		out = append(out, msg)
 	}
+	c.msgs = out
 	return out, nil
+}
+
+// recv reads one datagram into c.buf, waiting in the runtime's poller.
+func (c *Conn) recv() (int, error) {
+	var n int
+	var rerr error
+	err := c.raw.Read(func(fd uintptr) bool {
+		n, _, rerr = unix.Recvfrom(int(fd), c.buf, 0)
+		return rerr != unix.EAGAIN && rerr != unix.EWOULDBLOCK
+	})
+	if err != nil {
+		return 0, err
+	}
+	return n, rerr
 }
 
 // intern returns the prefix in b (NUL-terminated) as a string, the same
@@ -199,10 +237,16 @@ func (c *Conn) intern(b []byte) string {
 
 // Close closes the socket, which unbinds the group (the kernel lets go of
 // a group when its socket goes); a Receive blocked in another goroutine
-// returns an error for which IsClosed holds.
-func (c *Conn) Close() error { return c.c.Close() }
+// returns ErrClosed.
+func (c *Conn) Close() error {
+	c.closed.Store(true)
+	return c.c.Close()
+}
+
+// ErrClosed is what Receive returns once Close ran.
+var ErrClosed = errors.New("nflog: connection closed")
 
 // IsClosed reports whether err is what Receive returns once Close ran.
 func IsClosed(err error) bool {
-	return errors.Is(err, os.ErrClosed) || errors.Is(err, syscall.EBADF)
+	return errors.Is(err, ErrClosed) || errors.Is(err, os.ErrClosed) || errors.Is(err, syscall.EBADF)
 }

@@ -1,6 +1,7 @@
 package nflog
 
 import (
+	"bytes"
 	"net"
 	"os/exec"
 	"strings"
@@ -62,7 +63,10 @@ func TestReceive(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		got = append(got, ms...)
+		for _, m := range ms {
+			m.Payload = bytes.Clone(m.Payload) // valid until the next Receive
+			got = append(got, m)
+		}
 	}
 	if len(got) != 2 {
 		t.Fatalf("%d messages, want 2", len(got))
