@@ -75,22 +75,7 @@ func flowsBenchmark(o options) *flowResults {
 	if o.node, err = filepath.Abs(o.node); err != nil {
 		fatalf("%v", err)
 	}
-	startBusy(o.busy)
-	l := newLab(dir)
-	var prof *profiler
-	if o.profile != "" {
-		if err := os.MkdirAll(o.profile, 0o755); err != nil {
-			fatalf("%v", err)
-		}
-		prof = &profiler{dir: o.profile, lab: l, port: profilerPort}
-	}
-	logf("lab %s: host netns %s, etcd on %s", l.id, l.host, l.rootIP)
-	srv := l.serveEtcd("etcd1")
-	ctx := context.Background()
-	cl := connect(srv.Endpoint())
-	if err := write(ctx, cl, append(baseResources(l), allowPolicy("Allow"))); err != nil {
-		fatalf("resources: %v", err)
-	}
+	l, prof, srv := startLab(o, dir, func(l *lab) []string { return append(baseResources(l), allowPolicy("Allow")) })
 	serve(l.serverNS, serverIP, 80)
 	interval := "FELIX_FLOWLOGSFLUSHINTERVAL=2s"
 	// mode 0: flow logs off; 1: on; 2: on, with packet and byte totals.

@@ -49,6 +49,7 @@ import (
 	"github.com/tortie/tortie/bench/internal/probe"
 	"github.com/tortie/tortie/pkg/client"
 	"github.com/tortie/tortie/pkg/datastore"
+	"github.com/tortie/tortie/pkg/datastore/embedded"
 )
 
 type options struct {
@@ -181,22 +182,8 @@ func benchmark(o options) *results {
 		}
 	}
 
-	startBusy(o.busy)
-	l := newLab(dir)
-	var prof *profiler
-	if o.profile != "" {
-		if err := os.MkdirAll(o.profile, 0o755); err != nil {
-			fatalf("%v", err)
-		}
-		prof = &profiler{dir: o.profile, lab: l, port: profilerPort}
-	}
-	logf("lab %s: host netns %s, etcd on %s", l.id, l.host, l.rootIP)
-	srv := l.serveEtcd("etcd1")
+	l, prof, srv := startLab(o, dir, baseResources)
 	ctx := context.Background()
-	cl := connect(srv.Endpoint())
-	if err := write(ctx, cl, baseResources(l)); err != nil {
-		fatalf("base resources: %v", err)
-	}
 	ports := []int{80, 81}
 	for i := range 100 {
 		ports = append(ports, sentinelCreate+i, sentinelStress+i)
@@ -409,6 +396,26 @@ func benchmark(o options) *results {
 		a.stop()
 	}
 	return r
+}
+
+// startLab starts the spinning processes, the lab, its profiler (with
+// -profile) and its datastore, with resources(l) written.
+func startLab(o options, dir string, resources func(*lab) []string) (*lab, *profiler, *embedded.Server) {
+	startBusy(o.busy)
+	l := newLab(dir)
+	var prof *profiler
+	if o.profile != "" {
+		if err := os.MkdirAll(o.profile, 0o755); err != nil {
+			fatalf("%v", err)
+		}
+		prof = &profiler{dir: o.profile, lab: l, port: profilerPort}
+	}
+	logf("lab %s: host netns %s, etcd on %s", l.id, l.host, l.rootIP)
+	srv := l.serveEtcd("etcd1")
+	if err := write(context.Background(), connect(srv.Endpoint()), resources(l)); err != nil {
+		fatalf("resources: %v", err)
+	}
+	return l, prof, srv
 }
 
 // Ports the last rule of each of the 100 policies allows from the client,

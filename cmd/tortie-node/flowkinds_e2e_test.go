@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"net"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -77,10 +76,7 @@ spec: {node: host1, orchestrator: k8s, pod: b, endpoint: eth0, interfaceName: ca
 // what the staged policy would have done.
 func TestFlowLogsRuleKinds(t *testing.T) {
 	l, _, cl := newAgentLab(t)
-	cli := filepath.Join(t.TempDir(), "tortie")
-	if out, err := exec.Command("go", "build", "-o", cli, "github.com/tortie/tortie/cmd/tortie").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	cli := buildCLI(t)
 	docs := []string{profile, wep("a", ipA, "a"), serverWithNamedPort, wep("c", ipC, "c")}
 	docs = append(docs, strings.Split(kindsPolicies, "\n---\n")...)
 	apply(t, cl, docs...)

@@ -25,10 +25,7 @@ import (
 // record what it would have done.
 func TestAgentFlowLogs(t *testing.T) {
 	l, _, cl := newAgentLab(t)
-	cli := filepath.Join(t.TempDir(), "tortie")
-	if out, err := exec.Command("go", "build", "-o", cli, "github.com/tortie/tortie/cmd/tortie").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	cli := buildCLI(t)
 	apply(t, cl, profile, wep("a", ipA, "a"), wep("b", ipB, "server"), wep("c", ipC, "c"), allowFrom("a"), stagedDenyA)
 	l.serve(&server{})
 	l.startAgentWith(9099, []string{"FELIX_FLOWLOGSLOCALREPORTER=Enabled", "FELIX_FLOWLOGSFLUSHINTERVAL=2s", "TORTIE_FLOW_TOTALS=true"},
@@ -191,6 +188,16 @@ func TestAgentFlowLogs(t *testing.T) {
 			t.Errorf("metrics: no %s in\n%s", want, grepLine(metrics, "tortie_policy_rule")+"\n"+grepLine(metrics, "tortie_flowlog"))
 		}
 	}
+}
+
+// buildCLI builds the tortie CLI for a test.
+func buildCLI(t *testing.T) string {
+	t.Helper()
+	cli := filepath.Join(t.TempDir(), "tortie")
+	if out, err := exec.Command("go", "build", "-o", cli, "github.com/tortie/tortie/cmd/tortie").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return cli
 }
 
 // stagedDenyA would replace the server's policy web with one that denies
