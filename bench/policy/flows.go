@@ -28,7 +28,11 @@ import (
 //  1. new connections per second, client -> server:80 (allowed by a
 //     policy rule, the client's egress by its profile), with flow logs off,
 //     on, and on with packet and byte totals: the agent restarted between
-//     rounds, alternating, so all see the same machine;
+//     rounds, alternating, so all see the same machine. From the local
+//     client both ends meet this host's policy (two NFLOG messages per
+//     connection); from the remote client (another node's workload, routed
+//     in) only the server's (one), as every connection between hosts is
+//     seen by each;
 //  2. at a paced 5,000 new connections per second for -flow-secs, whether
 //     the flow records account for every connection: the sum of the
 //     records' connection counts against the connections made, and what
@@ -43,7 +47,8 @@ type flowResults struct {
 	start       time.Time
 	load        string
 	off, on     crrResult
-	totals      crrResult // flow logs with packet and byte totals (TORTIE_FLOW_TOTALS)
+	totals      crrResult    // flow logs with packet and byte totals (TORTIE_FLOW_TOTALS)
+	remote      [3]crrResult // off, on, totals: from the remote client
 	rounds      int
 	cpuOff      time.Duration // the agent's CPU time during the measured rounds
 	cpuOn       time.Duration
@@ -112,6 +117,8 @@ func flowsBenchmark(o options) *flowResults {
 		res := l.crr(serverIP, 80, o.conns, o.connTime)
 		stop()
 		cpu := procCPU(a.pid) - cpu0
+		crrFrom(l.remoteNS, serverIP, 80, 500, time.Second) // warm up
+		r.remote[mode].add(crrFrom(l.remoteNS, serverIP, 80, o.conns, o.connTime))
 		switch mode {
 		case 0:
 			r.off.add(res)
@@ -275,6 +282,10 @@ func (r *flowResults) print(w *os.File, o options) {
 	fmt.Fprintf(w, "| new connections/s, client -> server:80 (%d rounds each, alternating) | %.0f | %.0f (ratio **%.2f**) | ratio ≥ 0.9 | %.0f (ratio %.2f) |\n",
 		r.rounds, r.off.rate(), r.on.rate(), r.on.rate()/r.off.rate(), r.totals.rate(), r.totals.rate()/r.off.rate())
 	fmt.Fprintf(w, "| connect p50 | %v | %v | — | %v |\n", p50(r.off).Round(time.Microsecond), p50(r.on).Round(time.Microsecond), p50(r.totals).Round(time.Microsecond))
+	rm := r.remote
+	fmt.Fprintf(w, "| new connections/s, remote client (another node's workload, routed in) -> server:80 | %.0f | %.0f (ratio **%.2f**) | ratio ≥ 0.9 | %.0f (ratio %.2f) |\n",
+		rm[0].rate(), rm[1].rate(), rm[1].rate()/rm[0].rate(), rm[2].rate(), rm[2].rate()/rm[0].rate())
+	fmt.Fprintf(w, "| connect p50, remote client | %v | %v | — | %v |\n", p50(rm[0]).Round(time.Microsecond), p50(rm[1]).Round(time.Microsecond), p50(rm[2]).Round(time.Microsecond))
 	perConn := func(cpu time.Duration, c crrResult) string {
 		return fmt.Sprintf("%.1f µs (%.0f%% of a core)", float64(cpu.Microseconds())/float64(max(c.n, 1)), 100*cpu.Seconds()/c.elapsed.Seconds())
 	}

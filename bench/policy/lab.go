@@ -44,19 +44,26 @@ var (
 	clientIP = netip.MustParseAddr("10.65.0.2")
 	serverIP = netip.MustParseAddr("10.65.0.3") // the server the 10,000 rules select
 	plainIP  = netip.MustParseAddr("10.65.0.4") // a server no policy selects
+	// remoteIP is a client workload of another node: its namespace hangs
+	// off the host by a plain (not workload) interface, as traffic routed
+	// in from another host arrives, and only the server's side of its
+	// connections meets this host's policy.
+	remoteIP = netip.MustParseAddr("10.67.0.2")
 )
 
 // lab is one "host" network namespace (where tortie-node runs), linked to
-// the root namespace by a veth with a /30 out of 198.18.0.0/15, and two
-// workload namespaces plumbed as Calico's CNI plugin would.
+// the root namespace by a veth with a /30 out of 198.18.0.0/15, three
+// workload namespaces plumbed as Calico's CNI plugin would, and a remote
+// client's namespace behind a plain interface.
 type lab struct {
 	id             string
 	host           string // netns names
 	client, server string
-	plain          string
+	plain, remote  string
 	clientNS       ns.NetNS
 	serverNS       ns.NetNS
 	plainNS        ns.NetNS
+	remoteNS       ns.NetNS
 	rootIP, hostIP netip.Addr
 	clientIf       string // host-side interfaces
 	serverIf       string
@@ -72,12 +79,13 @@ func newLab(dir string) *lab {
 		client: "tpb-" + id + "-cli",
 		server: "tpb-" + id + "-srv",
 		plain:  "tpb-" + id + "-pln",
+		remote: "tpb-" + id + "-rem",
 		dir:    dir,
 	}
 	l.clientIf = fmt.Sprintf("cali%011x", rand.Uint64()&(1<<44-1))
 	l.serverIf = fmt.Sprintf("cali%011x", rand.Uint64()&(1<<44-1))
 	l.plainIf = fmt.Sprintf("cali%011x", rand.Uint64()&(1<<44-1))
-	for _, n := range []string{l.host, l.client, l.server, l.plain} {
+	for _, n := range []string{l.host, l.client, l.server, l.plain, l.remote} {
 		run("ip", "netns", "add", n)
 		runner.AddCleanup(func() { _ = exec.Command("ip", "netns", "del", n).Run() })
 	}
@@ -106,7 +114,8 @@ func newLab(dir string) *lab {
 	for _, w := range []struct {
 		netns, iface string
 		ip           netip.Addr
-	}{{l.client, l.clientIf, clientIP}, {l.server, l.serverIf, serverIP}, {l.plain, l.plainIf, plainIP}} {
+	}{{l.client, l.clientIf, clientIP}, {l.server, l.serverIf, serverIP}, {l.plain, l.plainIf, plainIP},
+		{l.remote, "remote0", remoteIP}} {
 		run("ip", "-n", hn, "link", "add", w.iface, "type", "veth", "peer", "name", "eth0", "netns", w.netns)
 		run("ip", "-n", hn, "link", "set", w.iface, "address", "ee:ee:ee:ee:ee:ee", "up")
 		run("ip", "netns", "exec", hn, "sysctl", "-qw", "net.ipv4.conf."+w.iface+".proxy_arp=1")
@@ -120,7 +129,9 @@ func newLab(dir string) *lab {
 	}
 	// The client makes tens of thousands of connections: all ports, and
 	// no TIME_WAIT (it closes with RST, see crr) to run out of them.
-	run("ip", "netns", "exec", l.client, "sysctl", "-qw", "net.ipv4.ip_local_port_range=1024 65535")
+	for _, n := range []string{l.client, l.remote} {
+		run("ip", "netns", "exec", n, "sysctl", "-qw", "net.ipv4.ip_local_port_range=1024 65535")
+	}
 	var err error
 	if l.clientNS, err = ns.GetNS("/run/netns/" + l.client); err != nil {
 		fatalf("%v", err)
@@ -131,7 +142,10 @@ func newLab(dir string) *lab {
 	if l.plainNS, err = ns.GetNS("/run/netns/" + l.plain); err != nil {
 		fatalf("%v", err)
 	}
-	runner.AddCleanup(func() { l.clientNS.Close(); l.serverNS.Close(); l.plainNS.Close() })
+	if l.remoteNS, err = ns.GetNS("/run/netns/" + l.remote); err != nil {
+		fatalf("%v", err)
+	}
+	runner.AddCleanup(func() { l.clientNS.Close(); l.serverNS.Close(); l.plainNS.Close(); l.remoteNS.Close() })
 	return l
 }
 

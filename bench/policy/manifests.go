@@ -21,6 +21,7 @@ spec: {ingress: [{action: Allow}], egress: [{action: Allow}], labelsToApply: {pr
 		wep(benchNS, "host1", "client", l.clientIf, clientIP.String(), "role: client, app: client"),
 		wep(benchNS, "host1", "server", l.serverIf, serverIP.String(), "role: server, app: web"),
 		wep(benchNS, "host1", "plain", l.plainIf, plainIP.String(), "role: plain, app: web"),
+		wep(benchNS, "host9", "remote-client", "cali0remote", remoteIP.String(), "role: client, app: remote"),
 	}
 	for i := range 200 {
 		docs = append(docs, wep(benchNS, fmt.Sprintf("host%d", 2+i%4), fmt.Sprintf("svc-%d", i),

@@ -69,9 +69,14 @@ func (r *crrResult) add(o crrResult) {
 // nothing on FIN handshakes, and the policy's share of each connection is
 // the largest it can be.
 func (l *lab) crr(ip netip.Addr, port, max int, d time.Duration) crrResult {
+	return crrFrom(l.clientNS, ip, port, max, d)
+}
+
+// crrFrom is crr from the namespace from.
+func crrFrom(from ns.NetNS, ip netip.Addr, port, max int, d time.Duration) crrResult {
 	var r crrResult
 	sa := probe.Sockaddr(ip, port)
-	err := l.clientNS.Do(func(ns.NetNS) error {
+	err := from.Do(func(ns.NetNS) error {
 		r.lat = make([]time.Duration, 0, max)
 		t0 := time.Now()
 		deadline := t0.Add(d)
