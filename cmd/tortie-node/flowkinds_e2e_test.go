@@ -137,6 +137,13 @@ func TestFlowLogsRuleKinds(t *testing.T) {
 			t.Fatalf("%s: %s to b:%d got through %v, want %v", c.name, c.proto, c.port, got, c.connects)
 		}
 	}
+	// Away from local workloads, the client's egress decision (numbered
+	// in the mark) is logged by the base chains: to the host (input; the
+	// endpoint-to-host action then drops it) and through it (forward).
+	away := map[string]string{"to the host": l.hostIP.String(), "through the host": l.rootIP.String()}
+	for _, addr := range away {
+		l.connects("calia", net.JoinHostPort(addr, "9"), 300*time.Millisecond)
+	}
 	time.Sleep(500 * time.Millisecond) // the records of the last probe are read
 	out, err := exec.Command("ip", "netns", "exec", l.host, cli, "flows", "--last", "1000", "--namespace", "ns1", "-o", "json").CombinedOutput()
 	if err != nil {
@@ -149,6 +156,20 @@ func TestFlowLogsRuleKinds(t *testing.T) {
 			t.Fatalf("%q: %v", line, err)
 		}
 		recs = append(recs, r)
+	}
+	for what, addr := range away {
+		n := 0
+		for _, r := range recs {
+			if r.Src.Addr.String() == ipA && r.Dst.Addr.String() == addr && r.Dst.Port == 9 {
+				n++
+				if got := string(r.Direction) + " " + string(r.Action) + " by " + r.Decision.String(); got != "Egress "+profileAllow {
+					t.Errorf("a %s: %s, want Egress %s", what, got, profileAllow)
+				}
+			}
+		}
+		if n != 1 {
+			t.Errorf("a %s (%s:9): %d records, want 1 (all: %+v)", what, addr, n, recs)
+		}
 	}
 	for _, c := range cases {
 		for _, side := range []struct {

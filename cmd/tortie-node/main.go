@@ -351,6 +351,11 @@ func run(ctx context.Context, o *options, logOut io.Writer) error {
 	if set.FlowLogs {
 		flowIndex = flowlog.NewIndex()
 		drvCfg.FlowLogGroup = nft.DefaultFlowLogGroup
+		// A connection between two local workloads: one message, the
+		// client's egress decision numbered in the mark.
+		if drvCfg.FlowMarks, err = flowlog.NewMarks(flowlog.DefaultMarkMask); err != nil {
+			return err
+		}
 	}
 	policy, err := node.NewPolicy(node.PolicyConfig{
 		NodeName: name, NFT: nftIface, Netlink: nl, Logger: log, Driver: drvCfg, FlowIndex: flowIndex,
@@ -372,7 +377,7 @@ func run(ctx context.Context, o *options, logOut io.Writer) error {
 			return err
 		}
 		flows, err := node.NewFlows(node.FlowsConfig{
-			NodeName: name, Group: nft.DefaultFlowLogGroup, Index: flowIndex,
+			NodeName: name, Group: nft.DefaultFlowLogGroup, Index: flowIndex, Marks: drvCfg.FlowMarks,
 			FlushInterval: set.FlowLogsFlushInterval, Token: token, Totals: totals, Logger: log,
 		})
 		if err != nil {

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"net/netip"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -254,5 +255,55 @@ func TestAggregatorTotals(t *testing.T) {
 	}
 	if len(a.templates) != 0 || len(a.conns) != 0 {
 		t.Errorf("left behind: %d templates, %d connections", len(a.templates), len(a.conns))
+	}
+}
+
+func TestMarks(t *testing.T) {
+	for _, bad := range []uint32{0, 0x0f0f0000, 0x80000001} {
+		if _, err := NewMarks(bad); err == nil {
+			t.Errorf("NewMarks(%#x): no error", bad)
+		}
+	}
+	m, err := NewMarks(0x00003000) // 2 bits: numbers 1 to 3
+	if err != nil {
+		t.Fatal(err)
+	}
+	var vals []uint32
+	for _, id := range []string{"tf:a", "tf:b", "tf:a", "tf:c"} {
+		v, ok := m.Value(id)
+		if !ok {
+			t.Fatalf("Value(%s): field full after %d", id, m.Len())
+		}
+		vals = append(vals, v)
+	}
+	if want := []uint32{0x1000, 0x2000, 0x1000, 0x3000}; !slices.Equal(vals, want) {
+		t.Errorf("values %#x, want %#x", vals, want)
+	}
+	if _, ok := m.Value("tf:d"); ok {
+		t.Errorf("a fourth identifier numbered in a 2-bit field")
+	}
+	for _, tc := range []struct {
+		prefix string
+		mark   uint32
+		want   []string
+		ok     bool
+	}{
+		{"tf:x", 0, []string{"tf:x"}, true},
+		{"tf:x", 0x2000 | 0x4000 | 0x1, []string{"tf:b", "tf:x"}, true}, // other bits ignored
+		{MarkedEgressID, 0x3000, []string{"tf:c"}, true},
+		{MarkedEgressID, 0, nil, false},
+	} {
+		got, ok := m.Decisions(tc.prefix, tc.mark, nil)
+		if ok != tc.ok || !slices.Equal(got, tc.want) {
+			t.Errorf("Decisions(%q, %#x) = %q, %v; want %q, %v", tc.prefix, tc.mark, got, ok, tc.want, tc.ok)
+		}
+	}
+	m2, _ := NewMarks(0x00003000)
+	if _, ok := m2.Decisions("tf:x", 0x1000, nil); ok {
+		t.Errorf("a number never given decoded")
+	}
+	var none *Marks
+	if got, ok := none.Decisions("tf:x", 0x1000, nil); !ok || !slices.Equal(got, []string{"tf:x"}) {
+		t.Errorf("nil Marks: %q %v", got, ok)
 	}
 }

@@ -35,6 +35,9 @@ type FlowsConfig struct {
 	// Index maps the logged identifiers to rules; the policy component
 	// keeps it up to date (PolicyConfig.FlowIndex).
 	Index *flowlog.Index
+	// Marks decode the workload egress decisions the policy programs
+	// number in the packet mark (nft.Config.FlowMarks; nil: none).
+	Marks *flowlog.Marks
 	// FlushInterval is the aggregation interval (default 15s).
 	FlushInterval time.Duration
 	// RingSize is how many recent records are kept (default 100,000).
@@ -90,6 +93,8 @@ type Flows struct {
 	// and written by the reading goroutine only): one map lookup a packet
 	// instead of hashing six label values.
 	ruleCounter map[string]prometheus.Counter
+	// ids is the reading goroutine's buffer of a message's decisions.
+	ids []string
 }
 
 var (
@@ -290,10 +295,12 @@ func (f *Flows) read(ctx context.Context) error {
 	}
 }
 
-// handle turns one logged packet into a record, or folds it into one.
+// handle turns one logged packet into a record per decision it carries
+// (two for a connection between local workloads when the client's egress
+// decision came in the mark), or folds them into records.
 func (f *Flows) handle(m nflog.Message, now time.Time) {
-	ref, ok := f.cfg.Index.Lookup(m.Prefix)
-	if !ok {
+	var ok bool
+	if f.ids, ok = f.cfg.Marks.Decisions(m.Prefix, m.Mark, f.ids[:0]); !ok {
 		f.unknown.Inc()
 		return
 	}
@@ -302,7 +309,20 @@ func (f *Flows) handle(m nflog.Message, now time.Time) {
 		f.unparsable.Inc()
 		return
 	}
-	ctr := f.ruleCounter[m.Prefix]
+	for _, id := range f.ids {
+		f.decided(id, p, now)
+	}
+}
+
+// decided records that the rule identified by id decided the connection
+// of packet p.
+func (f *Flows) decided(id string, p flowlog.Packet, now time.Time) {
+	ref, ok := f.cfg.Index.Lookup(id)
+	if !ok {
+		f.unknown.Inc()
+		return
+	}
+	ctr := f.ruleCounter[id]
 	if ctr == nil {
 		d := ref.Decision
 		rule := ""
@@ -310,12 +330,12 @@ func (f *Flows) handle(m nflog.Message, now time.Time) {
 			rule = strconv.Itoa(d.Rule)
 		}
 		ctr = f.ruleConns.WithLabelValues(string(ref.Direction), string(ref.Action), d.Kind, d.Tier, policyOrProfile(d.Policy, d.Profile), rule)
-		f.ruleCounter[m.Prefix] = ctr
+		f.ruleCounter[id] = ctr
 	}
 	ctr.Inc()
 	f.aggMu.Lock()
 	f.mu.RLock()
-	rec := f.agg.Add(p, m.Prefix, ref, now, f.names.describe, func(r *flowlog.Record) { r.Staged = f.staged.verdict(r, p) })
+	rec := f.agg.Add(p, id, ref, now, f.names.describe, func(r *flowlog.Record) { r.Staged = f.staged.verdict(r, p) })
 	f.mu.RUnlock()
 	if n := f.agg.Overflow; n > f.lastOverflow {
 		f.overflow.Add(float64(n - f.lastOverflow))

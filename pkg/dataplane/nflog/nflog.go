@@ -32,6 +32,7 @@ const (
 	copyPacket    = 2
 	flagSeq       = 1
 	attrPacketHdr = 1
+	attrMark      = 2
 	attrInDev     = 4
 	attrOutDev    = 5
 	attrPayload   = 9
@@ -53,6 +54,8 @@ type Message struct {
 	Hook uint8
 	// InDev and OutDev are interface indexes, 0 when none.
 	InDev, OutDev uint32
+	// Mark is the packet's mark when it was logged (0: none).
+	Mark uint32
 }
 
 // Conn is a socket bound to one NFLOG group.
@@ -190,6 +193,10 @@ func (c *Conn) Receive() ([]Message, error) {
 			case attrOutDev:
 				if len(v) >= 4 {
 					msg.OutDev = binary.BigEndian.Uint32(v)
+				}
+			case attrMark:
+				if len(v) >= 4 {
+					msg.Mark = binary.BigEndian.Uint32(v)
 				}
 			}
 			l = (l + 3) &^ 3

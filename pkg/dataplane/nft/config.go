@@ -6,6 +6,7 @@ import (
 	"slices"
 
 	"github.com/tortie/tortie/pkg/calc"
+	"github.com/tortie/tortie/pkg/flowlog"
 )
 
 // ProtoPort is a failsafe port: traffic to (inbound) or from the host to
@@ -66,6 +67,13 @@ type Config struct {
 	// connection and side. Classes whose verdict is a constant then get a
 	// chain too (a map element cannot log).
 	FlowLogGroup int
+	// FlowMarks, with FlowLogGroup set, makes a workload's egress Allow
+	// write its rule's number into a field of the packet mark instead of
+	// logging: the server's ingress rule then logs both decisions of a
+	// connection between two local workloads in one message, and a rule
+	// after the egress programs logs the packets that go elsewhere
+	// (flowlog.Marks). nil: every decision logs on its own.
+	FlowMarks *flowlog.Marks
 	// FlowLogSnaplen is how much of a logged packet is copied (default
 	// 64: the IP header and the ports or ICMP type behind it, unless
 	// IPv6 extension headers push them further).
@@ -164,5 +172,11 @@ func (c Config) Validate() error {
 	if c.FlowLogSnaplen < 0 || c.FlowLogSnaplen > 65535 {
 		return fmt.Errorf("FlowLogSnaplen %d out of range", c.FlowLogSnaplen)
 	}
+	if c.FlowMarks != nil && c.FlowMarks.Mask()&c.UntrackedMark != 0 {
+		return fmt.Errorf("flow mark field %#x overlaps UntrackedMark %#x", c.FlowMarks.Mask(), c.UntrackedMark)
+	}
 	return nil
 }
+
+// flowMarked says whether workload egress decisions go into the mark.
+func (c *Config) flowMarked() bool { return c.FlowLogGroup != 0 && c.FlowMarks != nil }

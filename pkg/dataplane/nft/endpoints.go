@@ -183,7 +183,11 @@ func (d *Driver) endpointDispatch(ep *calc.Endpoint) []dispatch {
 		out = append(out, dispatch{mapName: m, iface: iface, prog: p})
 	}
 	if ep.Host == nil {
-		add(MapWorkloadFrom, kindReturn, ep.Egress, calc.Egress, ep.Profiles)
+		egress := kindReturn
+		if d.cfg.flowMarked() {
+			egress = kindReturnMarked
+		}
+		add(MapWorkloadFrom, egress, ep.Egress, calc.Egress, ep.Profiles)
 		add(MapWorkloadTo, kindReturn, ep.Ingress, calc.Ingress, ep.Profiles)
 		return out
 	}

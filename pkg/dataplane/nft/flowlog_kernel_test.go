@@ -12,21 +12,27 @@ import (
 	"github.com/tortie/tortie/internal/testenv"
 	"github.com/tortie/tortie/pkg/calc"
 	"github.com/tortie/tortie/pkg/dataplane/nflog"
+	"github.com/tortie/tortie/pkg/flowlog"
 )
 
 // BenchmarkKernelFlowLogCost measures what flow logs cost a connection in
 // the kernel alone: TCP connects (closed with RST) from one workload to
 // another through a host namespace, with flow logs off, on with nothing
-// reading the group (the log statements and chains only), and on with a
-// reader draining it (NFLOG delivery too), as sub-benchmarks.
+// reading the group (the log statements and chains only), on with a
+// reader draining it (NFLOG delivery too: two messages a connection), and
+// on with the client's egress decision numbered in the mark and a reader
+// (one message), as sub-benchmarks.
 func BenchmarkKernelFlowLogCost(b *testing.B) {
 	testenv.RequireRoot(b)
-	for _, mode := range []string{"off", "on-unread", "on-read"} {
+	for _, mode := range []string{"off", "on-unread", "on-read", "marked-read"} {
 		b.Run(mode, func(b *testing.B) {
 			tp := newTopology(b, map[string]string{"calia": "10.0.0.2", "calib": "10.0.0.3"})
 			cfg := Config{}
 			if mode != "off" {
 				cfg.FlowLogGroup = DefaultFlowLogGroup
+			}
+			if mode == "marked-read" {
+				cfg.FlowMarks, _ = flowlog.NewMarks(flowlog.DefaultMarkMask)
 			}
 			st := kernelState()
 			// b's ingress allows TCP 8080 from anywhere (kernelState's
@@ -43,7 +49,7 @@ func BenchmarkKernelFlowLogCost(b *testing.B) {
 				b.Fatal(err)
 			}
 			listen(b, tp.wls["calib"], "tcp", "10.0.0.3:8080")
-			if mode == "on-read" {
+			if mode == "on-read" || mode == "marked-read" {
 				var c *nflog.Conn
 				if err := tp.host.Do(func(ns.NetNS) (err error) { c, err = nflog.Open(DefaultFlowLogGroup, 64); return err }); err != nil {
 					b.Fatal(err)

@@ -276,13 +276,32 @@ func (p *ruleParser) statement() error {
 		}
 		p.action(l)
 		return nil
-	case p.accept("meta", "mark", "set", "meta", "mark", "|"):
-		m, ok := hexMark(p.next())
-		if !ok {
+	case p.accept("meta", "mark", "set", "meta", "mark"):
+		// "& keep", "| set" or both, in that order: mark = mark & keep ^ set
+		// (nft's own reading, with set within keep's zeros).
+		keep, set := ^uint32(0), uint32(0)
+		if p.accept("&") {
+			m, ok := hexMark(p.next())
+			if !ok {
+				return p.fail("mark")
+			}
+			keep = m
+		}
+		if p.accept("|") {
+			m, ok := hexMark(p.next())
+			if !ok || keep != ^uint32(0) && m&keep != 0 {
+				return p.fail("mark")
+			}
+			set = m
+			if keep == ^uint32(0) {
+				keep = ^m
+			}
+		}
+		if keep == ^uint32(0) {
 			return p.fail("mark")
 		}
 		p.action(&expr.Meta{Key: expr.MetaKeyMARK, Register: 1},
-			&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: hostU32(^m), Xor: hostU32(m)},
+			&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: hostU32(keep), Xor: hostU32(set)},
 			&expr.Meta{Key: expr.MetaKeyMARK, SourceRegister: true, Register: 1})
 		return nil
 	case p.accept("notrack"):

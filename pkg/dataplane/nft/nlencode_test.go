@@ -39,6 +39,7 @@ func TestEncodeRuleNotEncodable(t *testing.T) {
 		"log prefix \"a\\b\" group 1", "log prefix x group 1", "iifname \"*\" drop", "iifname \"abcdefghijklmnop\" drop",
 		"iifname \"a*b\" drop", "ct state bogus accept", "ct state established,established accept",
 		"meta mark & 0x0 != 0 accept", "meta mark & 0x100000 == 0 accept", "meta mark set meta mark | 0x0 notrack accept",
+		"meta mark set meta mark accept", "meta mark set meta mark & 0xff | 0x1 accept", "meta mark set meta mark | 0x1 & 0x2 accept",
 		"ip saddr @nat-pools-v4 . th dport @x-y", "th sport . meta l4proto vmap @p-x-cls", "iifname . oifname @x-y",
 		"th dport vmap @x-y", "meta l4proto { tcp, udp } accept", "ip saddr @pools accept", "ip saddr @1-x accept",
 		"icmp type . icmp code { 1-2 . 3 } drop", "drop\taccept", "meta nfproto ipv4 meta nfproto ipv6 drop",

@@ -222,7 +222,7 @@ func (d *Driver) compile(k progKind, tiers []calc.TierPolicies, dir calc.Directi
 // policies' rules, then each profile.
 func (d *Driver) programBlocks(k progKind, tiers []calc.TierPolicies, dir calc.Direction, profiles []calc.ProfileRef) []block {
 	var blocks []block
-	tierDefaults := k == kindReturn || k == kindAccept
+	tierDefaults := k == kindReturn || k == kindAccept || k == kindReturnMarked
 	for _, t := range tiers {
 		b := block{name: "tier " + t.Name}
 		for _, pid := range t.Policies {

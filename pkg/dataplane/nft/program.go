@@ -75,6 +75,11 @@ const (
 	// kindUntracked programs mark and notrack on Allow (the filter chains
 	// accept marked packets) and otherwise behave like kindPreDNAT.
 	kindUntracked
+	// kindReturnMarked is a workload's egress program when flow logs number
+	// egress decisions in the packet mark (Config.FlowMarks): as kindReturn,
+	// but an Allow writes its rule's number into the mark instead of
+	// logging (flowlog.Marks says why).
+	kindReturnMarked
 )
 
 // block is a tier or a profile: its rules, then what happens when none
@@ -180,7 +185,7 @@ func blockShape(blocks []block) string {
 // decided, and whether those two can be map values.
 func verdicts(k progKind, mark uint32) (allow, final string, mappable bool) {
 	switch k {
-	case kindReturn:
+	case kindReturn, kindReturnMarked:
 		return "return", "drop", true
 	case kindAccept:
 		return "accept", "drop", true
@@ -436,7 +441,7 @@ func (b *programBuilder) segmentRules(inBlock [][]*compiledRule, proto uint8, s,
 			var v string
 			switch r.rule.Action {
 			case calc.Allow:
-				v = b.flowLog(flowlog.RuleID(r.rule.LogPrefix, calc.Allow)) + b.allow
+				v = b.flowAllow(flowlog.RuleID(r.rule.LogPrefix, calc.Allow))
 			case calc.Deny:
 				v = b.flowLog(flowlog.RuleID(r.rule.LogPrefix, calc.Deny)) + "drop"
 			case calc.Pass:
@@ -586,7 +591,29 @@ func finalComment(k progKind) string {
 // untracked policy see packets before connection tracking decides what is
 // new.)
 func flowLogged(k progKind, cfg *Config) bool {
-	return cfg.FlowLogGroup != 0 && (k == kindReturn || k == kindAccept)
+	return cfg.FlowLogGroup != 0 && (k == kindReturn || k == kindAccept || k == kindReturnMarked)
+}
+
+// flowAllow is what an Allow rule identified by id does: in a marked
+// program, write id's number into the mark field and return (the next
+// message about the packet carries it); otherwise log, if flow logs are
+// on, and allow.
+func (b *programBuilder) flowAllow(id string) string {
+	if b.kind == kindReturnMarked {
+		if v, ok := b.cfg.FlowMarks.Value(id); ok {
+			return markSet(b.cfg.FlowMarks.Mask(), v) + " " + b.allow
+		}
+	}
+	return b.flowLog(id) + b.allow
+}
+
+// markSet is the statement that sets the field mask of the packet mark to
+// v (0: clears it).
+func markSet(mask, v uint32) string {
+	if v == 0 {
+		return fmt.Sprintf("meta mark set meta mark & %#x", ^mask)
+	}
+	return fmt.Sprintf("meta mark set meta mark & %#x | %#x", ^mask, v)
 }
 
 // flowLog is the statement that sends a deciding rule's packet to the flow

@@ -59,7 +59,7 @@ func TestCompiledVerdictsMatchReference(t *testing.T) {
 	// comparison proves less than it seems to.
 	for _, k := range []string{"allow", "deny", "tier default", "profile allow", "profile deny", "missing profile",
 		"nothing allowed", "base chain", "accept", "drop", "logged", "logged twice", "passed", "v6", "icmp", "output",
-		"workload to workload", "flow logs", "step policy", "step members", "step profile", "step endpoint", "step tier", "restart", "other class map"} {
+		"workload to workload", "flow logs", "flow marks", "flow marks full", "step policy", "step members", "step profile", "step endpoint", "step tier", "restart", "other class map"} {
 		if cov.counts[k] == 0 {
 			t.Errorf("no packet or step of kind %q in %d iterations: the generator lost a feature", k, iters)
 		}
@@ -84,11 +84,24 @@ func runVerdictProperty(t *testing.T, seed uint64, steps, npk int, cov *propCove
 	w := g.world()
 	f := newFake()
 	// One seed in three logs flows: the identifiers each packet meets must
-	// name the decisions the trace comes to.
+	// name the decisions the trace comes to. Half of those number the
+	// workload egress decisions in the mark (a 4-bit field: small enough
+	// that some seeds fill it and log the rest on their own).
 	cfg := Config{}
+	newMarks := func() *flowlog.Marks {
+		m, err := flowlog.NewMarks(0x0f000000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
 	if seed%3 == 0 {
 		cfg.FlowLogGroup = 30
 		cov.add("flow logs")
+		if seed%2 == 0 {
+			cfg.FlowMarks = newMarks()
+			cov.add("flow marks")
+		}
 	}
 	d := New(f, cfg)
 	apply := func(c *calc.Changes) {
@@ -101,6 +114,10 @@ func runVerdictProperty(t *testing.T, seed uint64, steps, npk int, cov *propCove
 	check := func(when string) {
 		t.Helper()
 		tr := newTracer(t, f)
+		tr.marks = cfg.FlowMarks
+		if cfg.FlowMarks != nil && cfg.FlowMarks.Len() == 15 {
+			cov.add("flow marks full")
+		}
 		for m := range f.Table.Maps {
 			if strings.HasSuffix(m, classMapAltSuffix) {
 				cov.add("other class map")
@@ -154,6 +171,11 @@ func runVerdictProperty(t *testing.T, seed uint64, steps, npk int, cov *propCove
 		// A restarted driver on the same table repairs it in place.
 		cov.add("restart")
 		history = append(history, "restart")
+		if cfg.FlowMarks != nil && g.chance(0.5) {
+			// A restarted agent numbers the rules afresh.
+			cfg.FlowMarks = newMarks()
+			history = append(history, "new flow marks")
+		}
 		d = New(f, cfg)
 		apply(changesOf(w.st))
 		check("after a restart")

@@ -6,6 +6,7 @@ import (
 
 	v3 "github.com/tortie/tortie/pkg/apis/v3"
 	"github.com/tortie/tortie/pkg/calc"
+	"github.com/tortie/tortie/pkg/flowlog"
 )
 
 // featureScenario has every rule feature of Calico's model on two
@@ -116,6 +117,14 @@ func hostScenario() *scenario {
 	return s
 }
 
+func testMarks(t *testing.T) *flowlog.Marks {
+	m, err := flowlog.NewMarks(flowlog.DefaultMarkMask)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
 func TestGolden(t *testing.T) {
 	for name, c := range map[string]struct {
 		s   *scenario
@@ -126,6 +135,9 @@ func TestGolden(t *testing.T) {
 		"host":     {s: hostScenario()},
 		// Every deciding rule logs to the flow log group first.
 		"flowlogs": {s: featureScenario(), cfg: Config{FlowLogGroup: 30}},
+		// Workload egress Allow rules write their number into the mark
+		// instead; the base chains log what leaves for elsewhere.
+		"flowmarks": {s: featureScenario(), cfg: Config{FlowLogGroup: 30, FlowMarks: testMarks(t)}},
 	} {
 		t.Run(name, func(t *testing.T) {
 			f, _ := renderWith(t, c.s, c.cfg)

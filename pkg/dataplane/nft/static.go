@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	"sigs.k8s.io/knftables"
+
+	"github.com/tortie/tortie/pkg/flowlog"
 )
 
 // The static objects: base chains, dispatch maps and configuration sets,
@@ -149,16 +151,32 @@ func (d *Driver) baseChains() map[string]*chainT {
 	vm := func(dir, m, why string) []ruleT {
 		return append([]ruleT{newRule(dir+"ifname vmap @"+m, why)}, d.wildcardRule(m, dir)...)
 	}
+	// With flow marks, a packet a workload's egress allowed carries the
+	// deciding rule's number in the mark. Going to a local workload, that
+	// workload's ingress rule logs it; going elsewhere, this rule does.
+	// Either way the field is then clear.
+	egressLog := func(toWorkloads bool) []ruleT {
+		if !cfg.flowMarked() {
+			return nil
+		}
+		mask := cfg.FlowMarks.Mask()
+		cond := fmt.Sprintf("meta mark & %#x != 0 ", mask)
+		if toWorkloads {
+			cond += "oifname != @" + SetWorkloadIfaces + " "
+		}
+		return []ruleT{newRule(fmt.Sprintf("%slog prefix %s group %d snaplen %d %s", cond, quote(flowlog.MarkedEgressID),
+			cfg.FlowLogGroup, cfg.FlowLogSnaplen, markSet(mask, 0)), "flow log: the workload egress decision in the mark")}
+	}
 	return map[string]*chainT{
 		ChainForward: base(knftables.ForwardHook, knftables.FilterPriority, knftables.FilterType,
 			fast, unknown("i"), unknown("o"),
-			vm("i", MapWorkloadFrom, "workload egress policy"),
+			vm("i", MapWorkloadFrom, "workload egress policy"), egressLog(true),
 			vm("o", MapWorkloadTo, "workload ingress policy"),
 			vm("i", MapHostForwardIn, "host endpoint applyOnForward ingress policy"),
 			vm("o", MapHostForwardOut, "host endpoint applyOnForward egress policy")),
 		ChainInput: base(knftables.InputHook, knftables.FilterPriority, knftables.FilterType,
 			fast, unknown("i"), nd("i"),
-			vm("i", MapWorkloadFrom, "workload egress policy"), toHost, failIn,
+			vm("i", MapWorkloadFrom, "workload egress policy"), egressLog(false), toHost, failIn,
 			vm("i", MapHostIn, "host endpoint ingress policy")),
 		ChainOutput: base(knftables.OutputHook, knftables.FilterPriority, knftables.FilterType,
 			fast, unknown("o"), nd("o"),

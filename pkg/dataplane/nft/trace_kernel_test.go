@@ -55,7 +55,7 @@ func TestKernelAgreesWithTrace(t *testing.T) {
 		}
 	}
 	nextSrcPort := uint16(20000)
-	probes, allowed, logged := 0, 0, 0
+	probes, allowed, logged, oneMessage := 0, 0, 0, 0
 	kinds := map[string]int{}
 	for seed := uint64(1); seed <= 12; seed++ {
 		g := propGen{r: rand.New(rand.NewPCG(seed, seed*7919))}
@@ -68,6 +68,11 @@ func TestKernelAgreesWithTrace(t *testing.T) {
 		cfg := Config{}
 		if seed%4 != 1 {
 			cfg.FlowLogGroup = DefaultFlowLogGroup
+		}
+		if seed%2 == 0 {
+			// Workload egress decisions numbered in the mark: a
+			// connection between the two workloads is one message.
+			cfg.FlowMarks, _ = flowlog.NewMarks(flowlog.DefaultMarkMask)
 		}
 		d := New(nft, cfg)
 		if err := d.Apply(t.Context(), changesOf(w.st)); err != nil {
@@ -121,17 +126,27 @@ func TestKernelAgreesWithTrace(t *testing.T) {
 			ix := flowIndex(w.st)
 			for _, r := range results {
 				if cfg.FlowLogGroup != 0 {
-					if problem := checkFlowLogs(ix, got[r.key], r.res); problem != "" {
-						t.Errorf("seed %d, %s: %s: %s", seed, what, r.desc, problem)
+					var ids []string
+					for _, m := range got[r.key] {
+						var ok bool
+						if ids, ok = cfg.FlowMarks.Decisions(m.prefix, m.mark, ids); !ok {
+							t.Errorf("seed %d, %s: %s: logged %q with mark %#x names no decision", seed, what, r.desc, m.prefix, m.mark)
+						}
+					}
+					if problem := checkFlowLogs(ix, ids, r.res); problem != "" {
+						t.Errorf("seed %d, %s: %s: %s (messages %v)", seed, what, r.desc, problem, got[r.key])
 					}
 					logged += len(got[r.key])
+					if len(got[r.key]) < len(ids) {
+						oneMessage++
+					}
 					for _, s := range []*trace.Side{r.res.Egress, r.res.Ingress} {
 						if s != nil {
 							kinds[s.Decision.Kind]++
 						}
 					}
 				} else if len(got[r.key]) > 0 {
-					t.Errorf("seed %d, %s: %s: flow logs off, yet the kernel logged %q", seed, what, r.desc, got[r.key])
+					t.Errorf("seed %d, %s: %s: flow logs off, yet the kernel logged %v", seed, what, r.desc, got[r.key])
 				}
 				probes++
 				if r.got {
@@ -146,7 +161,11 @@ func TestKernelAgreesWithTrace(t *testing.T) {
 			}
 		}
 	}
-	t.Logf("%d probes, %d allowed, all as the trace said; %d flow logs, each naming the decision the trace came to: %v", probes, allowed, logged, kinds)
+	t.Logf("%d probes, %d allowed, all as the trace said; %d flow logs, each naming the decisions the trace came to: %v; %d connections with both decisions in one message",
+		probes, allowed, logged, kinds, oneMessage)
+	if oneMessage == 0 {
+		t.Errorf("no message carried an egress decision in its mark")
+	}
 	for _, k := range []string{"rule", "tier default", "profile rule", "missing profile", "nothing allowed"} {
 		if kinds[k] == 0 {
 			t.Errorf("no flow log decided by %q: the generator does not reach it", k)
@@ -212,13 +231,19 @@ type flowKey struct {
 	src, dst netip.AddrPort
 }
 
+// loggedMsg is what a flow log message says of the decisions.
+type loggedMsg struct {
+	prefix string
+	mark   uint32
+}
+
 // collectFlowLogs reads the group in the background; the function it
 // returns hands out (and forgets) what came so far, by connection, each
-// connection's prefixes in the order the kernel logged them. With wait,
+// connection's messages in the order the kernel logged them. With wait,
 // it first waits until nothing came for 300 ms.
-func collectFlowLogs(c *nflog.Conn) func(wait bool) map[flowKey][]string {
+func collectFlowLogs(c *nflog.Conn) func(wait bool) map[flowKey][]loggedMsg {
 	var mu sync.Mutex
-	byConn := map[flowKey][]string{}
+	byConn := map[flowKey][]loggedMsg{}
 	lastAt := time.Now()
 	go func() {
 		for {
@@ -233,13 +258,13 @@ func collectFlowLogs(c *nflog.Conn) func(wait bool) map[flowKey][]string {
 					continue
 				}
 				k := flowKey{p.Protocol, netip.AddrPortFrom(p.Src, p.SrcPort), netip.AddrPortFrom(p.Dst, p.DstPort)}
-				byConn[k] = append(byConn[k], m.Prefix)
+				byConn[k] = append(byConn[k], loggedMsg{m.Prefix, m.Mark})
 			}
 			lastAt = time.Now()
 			mu.Unlock()
 		}
 	}()
-	return func(wait bool) map[flowKey][]string {
+	return func(wait bool) map[flowKey][]loggedMsg {
 		for wait {
 			mu.Lock()
 			quiet := time.Since(lastAt) > 300*time.Millisecond
@@ -252,7 +277,7 @@ func collectFlowLogs(c *nflog.Conn) func(wait bool) map[flowKey][]string {
 		mu.Lock()
 		defer mu.Unlock()
 		out := byConn
-		byConn = map[flowKey][]string{}
+		byConn = map[flowKey][]loggedMsg{}
 		return out
 	}
 }

@@ -40,6 +40,9 @@ type traceResult struct {
 type tracer struct {
 	t     testing.TB
 	table *knftables.FakeTable
+	// marks decode flow log marks (the driver's Config.FlowMarks; nil
+	// when it numbers nothing).
+	marks *flowlog.Marks
 }
 
 func newTracer(t testing.TB, f *knftables.Fake) *tracer {
@@ -152,7 +155,12 @@ func (tr *tracer) rule(text string, p *packet, res *traceResult) string {
 		case w == "log":
 			prefix := strings.Trim(tk[i+2], `"`)
 			if strings.HasPrefix(prefix, flowlog.IDPrefix) {
-				res.flows = append(res.flows, prefix)
+				// What the agent reads from the message: the egress
+				// decision in the mark, if any, and the prefix's own.
+				var ok bool
+				if res.flows, ok = tr.marks.Decisions(prefix, p.mark, res.flows); !ok {
+					tr.t.Errorf("tracer: flow log %q with mark %#x names no decision", prefix, p.mark)
+				}
 			} else {
 				res.logs = append(res.logs, prefix)
 			}
@@ -161,9 +169,18 @@ func (tr *tracer) rule(text string, p *packet, res *traceResult) string {
 				i += 2
 			}
 		case w == "meta" && tk[i+1] == "mark" && tk[i+2] == "set":
-			m, _ := strconv.ParseUint(tk[i+6], 0, 32)
-			p.mark |= uint32(m)
-			i += 7
+			// meta mark set meta mark [& keep] [| set]
+			i += 5
+			if i < len(tk) && tk[i] == "&" {
+				m, _ := strconv.ParseUint(tk[i+1], 0, 32)
+				p.mark &= uint32(m)
+				i += 2
+			}
+			if i < len(tk) && tk[i] == "|" {
+				m, _ := strconv.ParseUint(tk[i+1], 0, 32)
+				p.mark |= uint32(m)
+				i += 2
+			}
 		case w == "meta" && tk[i+1] == "mark":
 			m, _ := strconv.ParseUint(tk[i+3], 0, 32)
 			if p.mark&uint32(m) == 0 {
