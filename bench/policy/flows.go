@@ -60,14 +60,15 @@ type flowResults struct {
 	rateLimited float64
 	overflow    float64
 	unknown     float64
-	rssBefore   int64 // kB, settled, flow logs on, ring nearly empty
-	rssFull     int64 // kB, settled, ring full
+	messages    float64 // NFLOG messages the agent read for them
+	rssBefore   int64   // kB, settled, flow logs on, ring nearly empty
+	rssFull     int64   // kB, settled, ring full
 	held        float64
 	fill        sweepResult
 }
 
 func flowsBenchmark(o options) *flowResults {
-	r := &flowResults{start: time.Now(), rounds: 3}
+	r := &flowResults{start: time.Now(), rounds: max(o.flowRounds, 1)}
 	r.load = loadavg()
 	dir, err := os.MkdirTemp("", "tortie-bench-flows.")
 	if err != nil {
@@ -154,6 +155,7 @@ func flowsBenchmark(o options) *flowResults {
 	m1 := l.flowCounters()
 	r.lost, r.rateLimited = m1["lost"]-m0["lost"], m1["rate"]-m0["rate"]
 	r.overflow, r.unknown = m1["overflow"]-m0["overflow"], m1["unknown"]-m0["unknown"]
+	r.messages = m1["messages"] - m0["messages"]
 
 	// 3. The ring full.
 	r.rssBefore = settledRSS(a.pid)
@@ -256,7 +258,8 @@ func (l *lab) sumConnections(hostNS ns.NetNS, keep func(*flowlog.Record) bool) i
 func (l *lab) flowCounters() map[string]float64 {
 	out := map[string]float64{}
 	for k, name := range map[string]string{"lost": "tortie_flowlog_packets_lost_total", "rate": "tortie_flowlog_packets_rate_limited_total",
-		"overflow": "tortie_flowlog_packets_over_max_flows_total", "unknown": "tortie_flowlog_packets_unknown_rule_total"} {
+		"overflow": "tortie_flowlog_packets_over_max_flows_total", "unknown": "tortie_flowlog_packets_unknown_rule_total",
+		"messages": "tortie_flowlog_packets_total"} {
 		v, err := l.metric(name)
 		if err != nil {
 			fatalf("%v", err)
@@ -293,6 +296,8 @@ func (r *flowResults) print(w *os.File, o options) {
 	fmt.Fprintf(w, "| %d connections paced at %.0f/s (reached %.0f/s): in flow records | — | **%d** (%d made; lost %.0f, rate-limited %.0f, over the bound %.0f, unknown rule %.0f) | every one, or the loss counted | — |\n",
 		r.paced.attempts, r.pacedRate, float64(r.paced.attempts)/r.paced.elapsed.Seconds(), r.counted, r.paced.attempts,
 		r.lost, r.rateLimited, r.overflow, r.unknown)
+	fmt.Fprintf(w, "| NFLOG messages per connection between the two local workloads (both sides' decisions) | — | %.2f | — | — |\n",
+		r.messages/float64(max(r.paced.attempts, 1)))
 	fmt.Fprintf(w, "| agent memory (VmRSS, settled): few records / ring full (%.0f records held) | — | %d MB / **%d MB** | reported | — |\n",
 		r.held, r.rssBefore/1024, r.rssFull/1024)
 	fmt.Fprintf(w, "\nFilling the ring took %d connections to distinct closed ports in %v (%d refused, %d failed).\n",

@@ -68,6 +68,7 @@ type options struct {
 	profile      string
 	flows        bool
 	flowSecs     int
+	flowRounds   int
 }
 
 func main() {
@@ -88,6 +89,7 @@ func main() {
 	flag.StringVar(&o.profile, "profile", "", "write the agent's CPU profiles (creating the rules, the changes, the stress variant) and heap profiles here")
 	flag.BoolVar(&o.flows, "flows", false, "measure flow logs instead (issue 16): connections/s with them off and on, accounting at 5,000 connections/s, memory with the ring full")
 	flag.IntVar(&o.flowSecs, "flow-secs", 10, "with -flows: seconds of paced connections")
+	flag.IntVar(&o.flowRounds, "flow-rounds", 5, "with -flows: rounds of connect/close per mode (off, on, on with totals), alternating")
 	quick := flag.Bool("quick", false, "a short run: 5,000 connections or 1 s, 20 changes, 1 cold start")
 	flag.Parse()
 	if *quick {
