@@ -44,27 +44,26 @@ import (
 const flowEnv = "FELIX_FLOWLOGSLOCALREPORTER=Enabled"
 
 type flowResults struct {
-	start       time.Time
-	load        string
-	off, on     crrResult
-	totals      crrResult    // flow logs with packet and byte totals (TORTIE_FLOW_TOTALS)
-	remote      [3]crrResult // off, on, totals: from the remote client
-	rounds      int
-	cpuOff      time.Duration // the agent's CPU time during the measured rounds
-	cpuOn       time.Duration
-	cpuTotals   time.Duration
-	paced       sweepResult
-	pacedRate   float64
-	counted     int // connections in the records
-	lost        float64
-	rateLimited float64
-	overflow    float64
-	unknown     float64
-	messages    float64 // NFLOG messages the agent read for them
-	rssBefore   int64   // kB, settled, flow logs on, ring nearly empty
-	rssFull     int64   // kB, settled, ring full
-	held        float64
-	fill        sweepResult
+	start time.Time
+	load  string
+	// By mode: flow logs off, on, on with packet and byte totals
+	// (TORTIE_FLOW_TOTALS); from the local and the remote client, and the
+	// agent's CPU time during the local client's rounds.
+	local, remote [3]crrResult
+	cpu           [3]time.Duration
+	rounds        int
+	paced         sweepResult
+	pacedRate     float64
+	counted       int // connections in the records
+	lost          float64
+	rateLimited   float64
+	overflow      float64
+	unknown       float64
+	messages      float64 // NFLOG messages the agent read for them
+	rssBefore     int64   // kB, settled, flow logs on, ring nearly empty
+	rssFull       int64   // kB, settled, ring full
+	held          float64
+	fill          sweepResult
 }
 
 func flowsBenchmark(o options) *flowResults {
@@ -120,17 +119,8 @@ func flowsBenchmark(o options) *flowResults {
 		cpu := procCPU(a.pid) - cpu0
 		crrFrom(l.remoteNS, serverIP, 80, 500, time.Second) // warm up
 		r.remote[mode].add(crrFrom(l.remoteNS, serverIP, 80, o.conns, o.connTime))
-		switch mode {
-		case 0:
-			r.off.add(res)
-			r.cpuOff += cpu
-		case 1:
-			r.on.add(res)
-			r.cpuOn += cpu
-		default:
-			r.totals.add(res)
-			r.cpuTotals += cpu
-		}
+		r.local[mode].add(res)
+		r.cpu[mode] += cpu
 		a.stop()
 	}
 
@@ -282,17 +272,19 @@ func (r *flowResults) print(w *os.File, o options) {
 		}
 		return s[len(s)/2]
 	}
-	fmt.Fprintf(w, "| new connections/s, client -> server:80 (%d rounds each, alternating) | %.0f | %.0f (ratio **%.2f**) | ratio ≥ 0.9 | %.0f (ratio %.2f) |\n",
-		r.rounds, r.off.rate(), r.on.rate(), r.on.rate()/r.off.rate(), r.totals.rate(), r.totals.rate()/r.off.rate())
-	fmt.Fprintf(w, "| connect p50 | %v | %v | — | %v |\n", p50(r.off).Round(time.Microsecond), p50(r.on).Round(time.Microsecond), p50(r.totals).Round(time.Microsecond))
-	rm := r.remote
-	fmt.Fprintf(w, "| new connections/s, remote client (another node's workload, routed in) -> server:80 | %.0f | %.0f (ratio **%.2f**) | ratio ≥ 0.9 | %.0f (ratio %.2f) |\n",
-		rm[0].rate(), rm[1].rate(), rm[1].rate()/rm[0].rate(), rm[2].rate(), rm[2].rate()/rm[0].rate())
-	fmt.Fprintf(w, "| connect p50, remote client | %v | %v | — | %v |\n", p50(rm[0]).Round(time.Microsecond), p50(rm[1]).Round(time.Microsecond), p50(rm[2]).Round(time.Microsecond))
+	rates := func(what string, c [3]crrResult) {
+		fmt.Fprintf(w, "| new connections/s, %s -> server:80 (%d rounds each, alternating) | %.0f | %.0f (ratio **%.2f**) | ratio ≥ 0.9 | %.0f (ratio %.2f) |\n",
+			what, r.rounds, c[0].rate(), c[1].rate(), c[1].rate()/c[0].rate(), c[2].rate(), c[2].rate()/c[0].rate())
+		fmt.Fprintf(w, "| connect p50, %s | %v | %v | — | %v |\n", what,
+			p50(c[0]).Round(time.Microsecond), p50(c[1]).Round(time.Microsecond), p50(c[2]).Round(time.Microsecond))
+	}
+	rates("client", r.local)
+	rates("remote client (another node's workload, routed in)", r.remote)
 	perConn := func(cpu time.Duration, c crrResult) string {
 		return fmt.Sprintf("%.1f µs (%.0f%% of a core)", float64(cpu.Microseconds())/float64(max(c.n, 1)), 100*cpu.Seconds()/c.elapsed.Seconds())
 	}
-	fmt.Fprintf(w, "| the agent's CPU per connection during those rounds | %s | %s | — | %s |\n", perConn(r.cpuOff, r.off), perConn(r.cpuOn, r.on), perConn(r.cpuTotals, r.totals))
+	fmt.Fprintf(w, "| the agent's CPU per connection during the client's rounds | %s | %s | — | %s |\n",
+		perConn(r.cpu[0], r.local[0]), perConn(r.cpu[1], r.local[1]), perConn(r.cpu[2], r.local[2]))
 	fmt.Fprintf(w, "| %d connections paced at %.0f/s (reached %.0f/s): in flow records | — | **%d** (%d made; lost %.0f, rate-limited %.0f, over the bound %.0f, unknown rule %.0f) | every one, or the loss counted | — |\n",
 		r.paced.attempts, r.pacedRate, float64(r.paced.attempts)/r.paced.elapsed.Seconds(), r.counted, r.paced.attempts,
 		r.lost, r.rateLimited, r.overflow, r.unknown)

@@ -43,21 +43,11 @@ type Marks struct {
 // NewMarks numbers identifiers in the field mask, which must be one run
 // of set bits.
 func NewMarks(mask uint32) (*Marks, error) {
-	if err := CheckMarkMask(mask); err != nil {
-		return nil, err
+	shift := bits.TrailingZeros32(mask)
+	if run := mask >> shift; mask == 0 || run&(run+1) != 0 {
+		return nil, fmt.Errorf("flow mark mask %#x: want one run of set bits", mask)
 	}
-	return &Marks{mask: mask, shift: bits.TrailingZeros32(mask), num: map[string]uint32{}}, nil
-}
-
-// CheckMarkMask says why mask cannot be a field of numbers, or nil.
-func CheckMarkMask(mask uint32) error {
-	if mask == 0 {
-		return fmt.Errorf("flow mark mask is 0")
-	}
-	if run := mask >> bits.TrailingZeros32(mask); run&(run+1) != 0 {
-		return fmt.Errorf("flow mark mask %#x: want one run of set bits", mask)
-	}
-	return nil
+	return &Marks{mask: mask, shift: shift, num: map[string]uint32{}}, nil
 }
 
 // Mask is the field.

@@ -279,26 +279,20 @@ func (p *ruleParser) statement() error {
 	case p.accept("meta", "mark", "set", "meta", "mark"):
 		// "& keep", "| set" or both, in that order: mark = mark & keep ^ set
 		// (nft's own reading, with set within keep's zeros).
-		keep, set := ^uint32(0), uint32(0)
-		if p.accept("&") {
-			m, ok := hexMark(p.next())
-			if !ok {
-				return p.fail("mark")
-			}
-			keep = m
+		var keep, set uint32
+		and, ok := p.accept("&"), true
+		if and {
+			keep, ok = hexMark(p.next())
 		}
-		if p.accept("|") {
-			m, ok := hexMark(p.next())
-			if !ok || keep != ^uint32(0) && m&keep != 0 {
-				return p.fail("mark")
-			}
-			set = m
-			if keep == ^uint32(0) {
-				keep = ^m
-			}
+		or := ok && p.accept("|")
+		if or {
+			set, ok = hexMark(p.next())
 		}
-		if keep == ^uint32(0) {
+		switch {
+		case !ok || !and && !or || and && set&keep != 0:
 			return p.fail("mark")
+		case !and:
+			keep = ^set
 		}
 		p.action(&expr.Meta{Key: expr.MetaKeyMARK, Register: 1},
 			&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: hostU32(keep), Xor: hostU32(set)},

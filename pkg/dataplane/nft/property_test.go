@@ -79,6 +79,10 @@ func (c *propCoverage) String() string {
 	return strings.Join(out, " ")
 }
 
+// propMarkMask is the flow mark field of the seeds that number egress
+// decisions: 4 bits, 15 numbers.
+const propMarkMask = 0x0f000000
+
 func runVerdictProperty(t *testing.T, seed uint64, steps, npk int, cov *propCoverage) {
 	g := propGen{r: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))}
 	w := g.world()
@@ -89,7 +93,7 @@ func runVerdictProperty(t *testing.T, seed uint64, steps, npk int, cov *propCove
 	// that some seeds fill it and log the rest on their own).
 	cfg := Config{}
 	newMarks := func() *flowlog.Marks {
-		m, err := flowlog.NewMarks(0x0f000000)
+		m, err := flowlog.NewMarks(propMarkMask)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -115,7 +119,7 @@ func runVerdictProperty(t *testing.T, seed uint64, steps, npk int, cov *propCove
 		t.Helper()
 		tr := newTracer(t, f)
 		tr.marks = cfg.FlowMarks
-		if cfg.FlowMarks != nil && cfg.FlowMarks.Len() == 15 {
+		if cfg.FlowMarks != nil && cfg.FlowMarks.Len() == propMarkMask>>24 {
 			cov.add("flow marks full")
 		}
 		for m := range f.Table.Maps {
