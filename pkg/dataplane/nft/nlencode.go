@@ -501,7 +501,7 @@ func (p *ruleParser) anonSet(sels []selector, op expr.CmpOp) error {
 				return p.fail("set element")
 			}
 			v, ok := parseValue(s.kind, p.next())
-			if !ok || !s.payload || len(sels) > 1 && !v.point() {
+			if !ok || !s.payload || len(sels) > 1 && !v.point() && s.kind != vPort && s.kind != vIPv4 && s.kind != vIPv6 {
 				return p.fail("set element")
 			}
 			e = append(e, v)
@@ -519,20 +519,25 @@ func (p *ruleParser) anonSet(sels []selector, op expr.CmpOp) error {
 		return nil
 	}
 	set := &nftables.Set{Table: p.tbl, Anonymous: true, Constant: true, KeyType: sels[0].dt}
-	var keys [][]byte
+	// A concatenation with a range or prefix in any field is an interval
+	// set whose elements have a key and an inclusive key end (nft's
+	// "concat" flag); otherwise its keys are points.
+	var keys, ends [][]byte
 	for _, e := range elems {
-		var k []byte
+		var k, end []byte
 		for i, v := range e {
 			k = append(k, v.lo...)
+			end = append(end, v.hi...)
 			if len(sels) > 1 {
 				k = append(k, make([]byte, pad4(sels[i].len)-sels[i].len)...)
+				end = append(end, make([]byte, pad4(sels[i].len)-sels[i].len)...)
 			}
+			set.Interval = set.Interval || !v.point()
 		}
 		if slices.ContainsFunc(keys, func(o []byte) bool { return bytes.Equal(o, k) }) {
 			return p.fail("duplicate element")
 		}
-		keys = append(keys, k)
-		set.Interval = set.Interval || !e[0].point()
+		keys, ends = append(keys, k), append(ends, end)
 	}
 	var out []nftables.SetElement
 	if len(sels) > 1 {
@@ -545,8 +550,13 @@ func (p *ruleParser) anonSet(sels []selector, op expr.CmpOp) error {
 			return p.fail("concatenation")
 		}
 		set.KeyType = t
+		set.Concatenation = set.Interval
 	}
-	if set.Interval {
+	if set.Concatenation {
+		for i := range keys {
+			out = append(out, nftables.SetElement{Key: keys[i], KeyEnd: ends[i]})
+		}
+	} else if set.Interval {
 		spans := make([]value, len(elems))
 		for i, e := range elems {
 			spans[i] = e[0]

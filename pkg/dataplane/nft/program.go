@@ -374,6 +374,9 @@ func newProgramBuilder(name string, k progKind, dir calc.Direction, blocks []blo
 			}
 		}
 	}
+	if !b.flows {
+		b.flat = mergeRuns(b.flat)
+	}
 	return b
 }
 

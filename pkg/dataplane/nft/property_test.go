@@ -59,7 +59,7 @@ func TestCompiledVerdictsMatchReference(t *testing.T) {
 	// comparison proves less than it seems to.
 	for _, k := range []string{"allow", "deny", "tier default", "profile allow", "profile deny", "missing profile",
 		"nothing allowed", "base chain", "accept", "drop", "logged", "logged twice", "passed", "v6", "icmp", "output",
-		"workload to workload", "flow logs", "flow marks", "flow marks full", "step policy", "step members", "step profile", "step endpoint", "step tier", "restart", "other class map"} {
+		"workload to workload", "flow logs", "flow marks", "flow marks full", "step policy", "step members", "step profile", "step endpoint", "step tier", "restart", "other class map", "merged nets", "merged ports"} {
 		if cov.counts[k] == 0 {
 			t.Errorf("no packet or step of kind %q in %d iterations: the generator lost a feature", k, iters)
 		}
@@ -125,6 +125,18 @@ func runVerdictProperty(t *testing.T, seed uint64, steps, npk int, cov *propCove
 		for m := range f.Table.Maps {
 			if strings.HasSuffix(m, classMapAltSuffix) {
 				cov.add("other class map")
+			}
+		}
+		for _, ch := range f.Table.Chains {
+			for _, r := range ch.Rules {
+				if r.Comment == nil || !strings.HasSuffix(*r.Comment, " more") {
+					continue
+				}
+				if strings.Contains(r.Rule, " . th dport {") {
+					cov.add("merged nets")
+				} else {
+					cov.add("merged ports")
+				}
 			}
 		}
 		var bad []string
@@ -430,6 +442,41 @@ func (g propGen) rules(w *propWorld, owner, dir string, profile bool) []calc.Rul
 	out := make([]calc.Rule, n)
 	for i := range out {
 		out[i] = g.rule(w.prefix(owner, dir), profile)
+	}
+	if g.chance(0.3) {
+		at := g.r.IntN(len(out) + 1)
+		out = slices.Insert(out, at, g.mergeableRun(w, owner, dir, profile)...)
+	}
+	return out
+}
+
+// mergeableRun is 2 to 9 rules of one action and protocol that a program
+// merges (merge.go): nets of one side with ports (nested nets, overlapping
+// ports), or one selector's set on different ports, mixed with a few that
+// merge with none.
+func (g propGen) mergeableRun(w *propWorld, owner, dir string, profile bool) []calc.Rule {
+	actions := []calc.Action{calc.Allow, calc.Deny, calc.Pass}
+	if profile {
+		actions = actions[:2]
+	}
+	a, proto := propPick(g, actions), propPick(g, []uint8{calc.ProtoTCP, calc.ProtoUDP})
+	set := propPick(g, propAddrSets)
+	out := make([]calc.Rule, 2+g.r.IntN(8))
+	for i := range out {
+		r := calc.Rule{Action: a, Protocol: proto, LogPrefix: w.prefix(owner, dir)}
+		r.ID = r.LogPrefix
+		r.Dst.Ports = g.portRanges()
+		switch x := g.r.IntN(10); {
+		case x < 4:
+			r.Src.Nets = g.nets()
+		case x < 6:
+			r.Dst.Nets = g.nets()
+		case x < 9:
+			r.Src.IPSet = set
+		default:
+			r.Src.Nets, r.Src.NotIPSet = g.nets(), set
+		}
+		out[i] = r
 	}
 	return out
 }

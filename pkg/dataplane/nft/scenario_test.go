@@ -79,6 +79,49 @@ func featureScenario() *scenario {
 	return s
 }
 
+// mergedScenario has runs of rules that programs merge (merge.go): nets
+// with ports of both families, nested nets with overlapping ports, the
+// destination side, a selector on several ports, a run cut by a Log rule,
+// and a Deny run.
+func mergedScenario() *scenario {
+	s := newScenario()
+	s.set("s:front", calc.AddressSet, member("10.0.1.1/32"), member("fd00::1/128"))
+	nets := func(prefix string, a calc.Action, p uint8, side string, pr []calc.PortRange, ns ...string) calc.Rule {
+		return rule(prefix, a, func(r *calc.Rule) {
+			r.Protocol, r.Dst.Ports = p, pr
+			e := &r.Src
+			if side == "dst" {
+				e = &r.Dst
+			}
+			for _, n := range ns {
+				e.Nets = append(e.Nets, pfx(n))
+			}
+		})
+	}
+	front := func(prefix string, pr []calc.PortRange) calc.Rule {
+		return rule(prefix, calc.Allow, func(r *calc.Rule) { r.Protocol, r.Dst.Ports, r.Src.IPSet = calc.ProtoTCP, pr, "s:front" })
+	}
+	web := gpol("web", "default", []calc.Rule{
+		nets("default web I0", calc.Allow, calc.ProtoTCP, "src", ports(80, 90), "10.1.0.0/16", "fd00:1::/64"),
+		front("default web I1", ports(443, 443)),
+		nets("default web I2", calc.Allow, calc.ProtoTCP, "src", ports(85, 100, 8080, 8080), "10.1.2.0/24"),
+		front("default web I3", ports(8000, 8100)),
+		nets("default web I4", calc.Allow, calc.ProtoTCP, "src", ports(22, 22), "192.0.2.7/32", "2001:db8::/32"),
+		nets("default web I5", calc.Allow, calc.ProtoTCP, "dst", ports(5432, 5432), "10.0.0.2/32"),
+		nets("default web I6", calc.Allow, calc.ProtoTCP, "dst", ports(6379, 6379), "10.0.0.0/24"),
+		nets("default web I7", calc.Allow, calc.ProtoUDP, "src", ports(53, 53), "10.1.0.0/16"),
+		rule("default web I8", calc.Log, func(r *calc.Rule) { r.Protocol = calc.ProtoTCP }),
+		front("default web I9", ports(9000, 9000)),
+		nets("default web I10", calc.Deny, calc.ProtoTCP, "src", ports(1, 1024), "198.51.100.0/24"),
+		nets("default web I11", calc.Deny, calc.ProtoTCP, "src", ports(2000, 3000), "203.0.113.0/24"),
+	}, nil)
+	s.pol(web)
+	e := wl("web", "caliweb", "10.0.0.2/32", "fd00::2/128")
+	e.Ingress = []calc.TierPolicies{tierOf("default", calc.Deny, web)}
+	s.ep(e)
+	return s
+}
+
 func hostScenario() *scenario {
 	s := newScenario()
 	s.pools = []Pool{{CIDR: pfx("10.0.0.0/16"), NATOutgoing: true}, {CIDR: pfx("10.1.0.0/16")}, {CIDR: pfx("fd00::/48"), NATOutgoing: true}}
@@ -133,6 +176,7 @@ func TestGolden(t *testing.T) {
 		"empty":    {s: newScenario()},
 		"features": {s: featureScenario()},
 		"host":     {s: hostScenario()},
+		"merged":   {s: mergedScenario()},
 		// Every deciding rule logs to the flow log group first.
 		"flowlogs": {s: featureScenario(), cfg: Config{FlowLogGroup: 30}},
 		// Workload egress Allow rules write their number into the mark

@@ -253,6 +253,13 @@ func (tr *tracer) rule(text string, p *packet, res *traceResult) string {
 			if tk[i+1] == "daddr" {
 				a, port = p.dst, p.dport
 			}
+			if tk[i+2] == "." && tk[i+3] == "th" { // addr . th dport { net . ports, ... }
+				if !pairIn(tk[i+5], a, int(p.dport)) {
+					return ""
+				}
+				i += 6
+				continue
+			}
 			if tk[i+2] == "." { // addr . meta l4proto . th port [!=] @set
 				n, j := neg(i + 8)
 				key := []string{a.String(), protoName(p.proto), strconv.Itoa(int(port))}
@@ -348,6 +355,18 @@ func (tr *tracer) addrIn(spec string, a netip.Addr) bool {
 	}
 	for _, part := range strings.Split(strings.Trim(spec, "{} "), ",") {
 		if prefixOf(strings.TrimSpace(part)).Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// pairIn reports whether (a, port) is in an anonymous set of
+// "net . ports" elements.
+func pairIn(spec string, a netip.Addr, port int) bool {
+	for _, part := range strings.Split(strings.Trim(spec, "{} "), ",") {
+		net, ports, _ := strings.Cut(strings.TrimSpace(part), " . ")
+		if prefixOf(net).Contains(a) && numIn(ports, port) {
 			return true
 		}
 	}
