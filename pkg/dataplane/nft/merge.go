@@ -46,9 +46,12 @@ import (
 // from its members' ids, never equal to a rule's own (a counter).
 const mergedIDBit = 1 << 63
 
-// mergeRuns is flat with each run's mergeable rules merged.
-func mergeRuns(flat []ruleRef) []ruleRef {
+// mergeRuns is flat with each run's mergeable rules merged, and the
+// merged rules by id; those of last whose members are the same are
+// reused.
+func mergeRuns(flat []ruleRef, last map[uint64]*compiledRule) ([]ruleRef, map[uint64]*compiledRule) {
 	out := flat[:0:0]
+	merged := map[uint64]*compiledRule{}
 	for i := 0; i < len(flat); {
 		j := i + 1
 		if mergeableAction(flat[i].rule.rule.Action) {
@@ -59,19 +62,20 @@ func mergeRuns(flat []ruleRef) []ruleRef {
 		if j-i < 2 {
 			out = append(out, flat[i:j]...)
 		} else {
-			out = mergeRun(out, flat[i:j])
+			out = mergeRun(out, flat[i:j], last, merged)
 		}
 		i = j
 	}
-	return out
+	return out, merged
 }
 
 func mergeableAction(a calc.Action) bool {
 	return a == calc.Allow || a == calc.Deny || a == calc.Pass
 }
 
-// mergeRun appends run's rules to out, those of a group merged.
-func mergeRun(out, run []ruleRef) []ruleRef {
+// mergeRun appends run's rules to out, those of a group merged (taken
+// from last when there, put in merged).
+func mergeRun(out, run []ruleRef, last, merged map[uint64]*compiledRule) []ruleRef {
 	type group struct {
 		at      int // index in out
 		members []*compiledRule
@@ -80,14 +84,14 @@ func mergeRun(out, run []ruleRef) []ruleRef {
 	var groups []*group
 	byKey := map[string]*group{}
 	for _, ref := range run {
-		key, ns, ok := mergeKey(ref.rule)
-		if !ok {
+		key := ref.rule.mergeKey
+		if key == "" {
 			out = append(out, ref)
 			continue
 		}
 		g := byKey[key]
 		if g == nil {
-			g = &group{at: len(out), nets: ns}
+			g = &group{at: len(out), nets: ref.rule.nets}
 			byKey[key] = g
 			groups = append(groups, g)
 			out = append(out, ref)
@@ -98,13 +102,19 @@ func mergeRun(out, run []ruleRef) []ruleRef {
 		if len(g.members) < 2 {
 			continue // out[g.at] is the rule itself
 		}
-		var m compiledRule
-		if g.nets.side != "" {
-			m = mergeNets(g.members, g.nets)
-		} else {
-			m = mergePorts(g.members)
+		id := mergedID(g.members)
+		m := last[id]
+		if m == nil {
+			var c compiledRule
+			if g.nets.side != "" {
+				c = mergeNets(g.members, g.nets)
+			} else {
+				c = mergePorts(g.members)
+			}
+			c.id, m = id, &c
 		}
-		out[g.at] = ruleRef{block: out[g.at].block, rule: &m}
+		merged[id] = m
+		out[g.at] = ruleRef{block: out[g.at].block, rule: m}
 	}
 	return out
 }
@@ -116,16 +126,17 @@ type netsShape struct {
 	proto uint8
 }
 
-// mergeKey is the group of a run's rule: rules with the same key merge.
-// ok is false for a rule that merges with none.
-func mergeKey(c *compiledRule) (key string, ns netsShape, ok bool) {
+// setMergeKey sets the group of c in a run (compileRule calls it once per
+// rule): rules with the same key merge, "" merges with none.
+func (c *compiledRule) setMergeKey() {
 	if c.adm.all || c.adm.ranges == nil {
-		return "", netsShape{}, false
+		return
 	}
 	if ns, ok := netsOnly(c.rule); ok {
-		return fmt.Sprintf("nets %s %d", ns.side, ns.proto), ns, true
+		c.mergeKey, c.nets = fmt.Sprintf("nets %s %d", ns.side, ns.proto), ns
+		return
 	}
-	return fmt.Sprintf("ports %d\n%s", c.adm.proto, strings.Join(c.inClass, "\n")), netsShape{}, true
+	c.mergeKey = fmt.Sprintf("ports %d\n%s", c.adm.proto, strings.Join(c.inClass, "\n"))
 }
 
 // netsOnly reports whether r's only conditions are its protocol, numeric
@@ -149,23 +160,27 @@ func netsOnly(r *calc.Rule) (netsShape, bool) {
 	return ns, true
 }
 
-// mergedRule is what stands for members: their action, a comment naming
-// the first and how many more, and an id derived from theirs.
-func mergedRule(members []*compiledRule) (*calc.Rule, uint64) {
+// mergedID is the id of the rule merged from members, derived from
+// theirs.
+func mergedID(members []*compiledRule) uint64 {
 	h := fnv.New64a()
 	var b [binary.MaxVarintLen64]byte
 	for _, m := range members {
 		h.Write(b[:binary.PutUvarint(b[:], m.id)])
 	}
+	return h.Sum64() | mergedIDBit
+}
+
+// mergedRule is what stands for members: their action and a comment
+// naming the first and how many more.
+func mergedRule(members []*compiledRule) *calc.Rule {
 	first := members[0].rule
-	r := &calc.Rule{Action: first.Action, Protocol: first.Protocol,
+	return &calc.Rule{Action: first.Action, Protocol: first.Protocol,
 		LogPrefix: fmt.Sprintf("%s and %d more", first.LogPrefix, len(members)-1)}
-	return r, h.Sum64() | mergedIDBit
 }
 
 // mergePorts merges rules that differ in their destination ports only.
 func mergePorts(members []*compiledRule) compiledRule {
-	r, id := mergedRule(members)
 	var ports []calc.PortRange
 	uncond := true
 	for _, m := range members {
@@ -173,7 +188,7 @@ func mergePorts(members []*compiledRule) compiledRule {
 		uncond = uncond && m.uncond
 	}
 	first := members[0]
-	c := compiledRule{rule: r, id: id, uncond: uncond, inClass: first.inClass,
+	c := compiledRule{rule: mergedRule(members), uncond: uncond, inClass: first.inClass,
 		adm: admission{proto: first.adm.proto, ranges: mergeRanges(ports)}}
 	// The full lines (for a class that does not guarantee the ports) are
 	// the first member's with the union of the ports: render them from the
@@ -189,7 +204,6 @@ func mergePorts(members []*compiledRule) compiledRule {
 // looking the (address . destination port) pair up in the union of the
 // rules' nets × ports.
 func mergeNets(members []*compiledRule, ns netsShape) compiledRule {
-	r, id := mergedRule(members)
 	var ports []calc.PortRange
 	elems := map[int]map[netip.Prefix][]calc.PortRange{4: {}, 6: {}}
 	for _, m := range members {
@@ -205,7 +219,7 @@ func mergeNets(members []*compiledRule, ns netsShape) compiledRule {
 			}
 		}
 	}
-	c := compiledRule{rule: r, id: id, adm: admission{proto: ns.proto, ranges: mergeRanges(ports)}}
+	c := compiledRule{rule: mergedRule(members), adm: admission{proto: ns.proto, ranges: mergeRanges(ports)}}
 	for _, f := range []int{4, 6} {
 		set := pairSet(elems[f])
 		if set == "" {

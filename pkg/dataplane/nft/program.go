@@ -140,6 +140,9 @@ type program struct {
 // the dispatch is the same too.
 type classMemo struct {
 	blocks string
+	// merged are the program's merged rules by id (merge.go): built
+	// again only when their members change.
+	merged map[uint64]*compiledRule
 	// As compiled, by flat rule: admission, block and compiledRule.id.
 	adms    []admission
 	blockOf []int
@@ -203,8 +206,12 @@ func verdicts(k progKind, mark uint32) (allow, final string, mappable bool) {
 // chain and class map (dispatchClasses). When old has the same partition,
 // reuse does it by difference instead.
 func buildProgram(name string, k progKind, dir calc.Direction, blocks []block, cfg *Config, old *program) *program {
-	b := newProgramBuilder(name, k, dir, blocks, cfg)
-	memo := &classMemo{blocks: blockShape(blocks)}
+	var lastMerged map[uint64]*compiledRule
+	if old != nil && old.memo != nil {
+		lastMerged = old.memo.merged
+	}
+	b := newProgramBuilder(name, k, dir, blocks, cfg, lastMerged)
+	memo := &classMemo{blocks: blockShape(blocks), merged: b.merged}
 	memo.adms = make([]admission, len(b.flat))
 	memo.blockOf = make([]int, len(b.flat))
 	memo.ids = make([]uint64, len(b.flat))
@@ -351,9 +358,13 @@ type programBuilder struct {
 	// finalFlow is the identifier of final's drop.
 	flows     bool
 	finalFlow string
+	// merged are the merged rules of flat by id.
+	merged map[uint64]*compiledRule
 }
 
-func newProgramBuilder(name string, k progKind, dir calc.Direction, blocks []block, cfg *Config) *programBuilder {
+// newProgramBuilder flattens blocks and merges their runs, taking merged
+// rules whose members did not change from lastMerged.
+func newProgramBuilder(name string, k progKind, dir calc.Direction, blocks []block, cfg *Config, lastMerged map[uint64]*compiledRule) *programBuilder {
 	b := &programBuilder{name: name, kind: k, blocks: blocks, cfg: cfg}
 	b.allow, b.final, b.mappable = verdicts(k, cfg.UntrackedMark)
 	if flowLogged(k, cfg) {
@@ -375,7 +386,7 @@ func newProgramBuilder(name string, k progKind, dir calc.Direction, blocks []blo
 		}
 	}
 	if !b.flows {
-		b.flat = mergeRuns(b.flat)
+		b.flat, b.merged = mergeRuns(b.flat, lastMerged)
 	}
 	return b
 }

@@ -74,6 +74,10 @@ type compiledRule struct {
 	// uncond: within a class that admits it, the rule matches every packet
 	// (its only conditions are protocol and numeric destination ports).
 	uncond bool
+	// mergeKey groups the rules a run merges (merge.go), "" for a rule
+	// that merges with none; nets is the shape of a nets group.
+	mergeKey string
+	nets     netsShape
 }
 
 // compileRule compiles r; ok is false when r can never match (for example
@@ -109,6 +113,7 @@ func compileRule(r *calc.Rule, names setNamer) (compiledRule, bool) {
 		c.full = append(c.full, ruleLines(r, f, classGuarantee{}, names)...)
 		c.inClass = append(c.inClass, ruleLines(r, f, classGuarantee{proto: !c.adm.all, dstPorts: c.adm.ranges != nil}, names)...)
 	}
+	c.setMergeKey()
 	return c, len(c.full) > 0
 }
 
