@@ -81,7 +81,7 @@ func TestMergeRuns(t *testing.T) {
 		setRule("s1", calc.Allow, 81, "s:a"),
 		netRule("n2", calc.Allow, 82, "10.0.1.0/24"),
 		setRule("s3", calc.Allow, 83, "s:a"),
-		setRule("s4", calc.Allow, 84, "s:b"), // a group of one: itself
+		setRule("s4", calc.Allow, 84, "s:b"),                                 // a group of one: itself
 		rule("any5", calc.Allow, func(r *calc.Rule) { r.Src.IPSet = "s:a" }), // no ports: merges with none
 		netRule("n6", calc.Allow, 86, "10.0.2.0/24"),
 		netRule("n7", calc.Deny, 87, "10.0.3.0/24"), // another action: another run

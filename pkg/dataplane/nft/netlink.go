@@ -24,10 +24,11 @@ import (
 //
 // The driver uses it only for incremental syncs (the table exists and the
 // driver knows what it holds) whose every operation has a netlink form: new
-// chains, rules, flushes and deletions of chains, elements added or deleted
-// in existing sets and maps, sets deleted. Creating a set or a base chain,
-// rule text the encoder does not know, and full syncs go through nft, so a
-// gap in the encoder costs speed, never correctness.
+// chains, rules, flushes and deletions of chains, sets and maps created and
+// deleted, elements added or deleted (in messages of at most
+// elemsPerMessage, as nft splits them). Creating a base chain, rule text
+// the encoder does not know, and full syncs go through nft, so a gap in the
+// encoder costs speed, never correctness.
 type Netlink struct {
 	opts []nftables.ConnOption
 
@@ -47,7 +48,7 @@ func NewNetlink(opts ...nftables.ConnOption) (*Netlink, error) {
 	n := &Netlink{}
 	n.opts = append(slices.Clone(opts), nftables.AsLasting(), nftables.WithSockOptions(func(c *netlink.Conn) error {
 		n.sock = c
-		return bigReceiveBuffer(c)
+		return bigBuffers(c)
 	}))
 	c, err := nftables.New(n.opts...)
 	if err != nil {
@@ -63,23 +64,35 @@ func NewNetlink(opts ...nftables.ConnOption) (*Netlink, error) {
 // more than maxDirectMessages with room to spare.
 const receiveBuffer = 4 << 20
 
+// sendBuffer bounds one batch, which goes to the kernel in one sendmsg:
+// the default (wmem_default, about 200 KiB) is a few thousand elements;
+// 64 MiB is some hundred thousand, more than a table of this driver holds.
+// The kernel allocates what a batch needs, not the bound.
+const sendBuffer = 64 << 20
+
 // flushTimeout bounds one transaction over netlink.
 const flushTimeout = 10 * time.Second
 
-// bigReceiveBuffer sets the socket's receive buffer to receiveBuffer,
-// past rmem_max when the process may (CAP_NET_ADMIN, which nftables needs
-// anyway).
-func bigReceiveBuffer(c *netlink.Conn) error {
+// bigBuffers sets the socket's receive and send buffers to receiveBuffer
+// and sendBuffer, past rmem_max and wmem_max when the process may
+// (CAP_NET_ADMIN, which nftables needs anyway).
+func bigBuffers(c *netlink.Conn) error {
 	raw, err := c.SyscallConn()
 	if err != nil {
 		return err
 	}
 	var serr error
-	if err := raw.Control(func(fd uintptr) {
-		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, receiveBuffer)
+	set := func(fd int, force, plain, size int) {
 		if serr != nil {
-			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, receiveBuffer)
+			return
 		}
+		if serr = unix.SetsockoptInt(fd, unix.SOL_SOCKET, force, size); serr != nil {
+			serr = unix.SetsockoptInt(fd, unix.SOL_SOCKET, plain, size)
+		}
+	}
+	if err := raw.Control(func(fd uintptr) {
+		set(int(fd), unix.SO_RCVBUFFORCE, unix.SO_RCVBUF, receiveBuffer)
+		set(int(fd), unix.SO_SNDBUFFORCE, unix.SO_SNDBUF, sendBuffer)
 	}); err != nil {
 		return err
 	}
@@ -145,7 +158,12 @@ func encodeOps(tbl *nftables.Table, ops []op) ([]nlStep, error) {
 		case opAddTable:
 			continue // the table exists: the sync is incremental
 		case opAddSet:
-			return nil, fmt.Errorf("%w: creating set %s", errNotEncodable, o.name)
+			ks, err := kernelSet(tbl, o.name, o.set.setShape)
+			if err != nil {
+				return nil, notEncodableErr(err)
+			}
+			ks.Comment = o.set.comment
+			s.set = ks
 		case opAddChain:
 			if o.chain.base != nil {
 				return nil, fmt.Errorf("%w: creating base chain %s", errNotEncodable, o.name)
@@ -273,20 +291,67 @@ func (n *Netlink) flush(ctx context.Context) error {
 }
 
 // maxDirectMessages bounds the transactions that go over netlink (each
-// message is acknowledged: see receiveBuffer). Bigger ones (a cold start,
-// a namespace of endpoints at once) are nft's, which is as fast for them.
-const maxDirectMessages = 512
+// message is acknowledged: see receiveBuffer). Bigger ones (a cold start
+// of thousands of programs) are nft's, which is as fast for them.
+const maxDirectMessages = 4096
+
+// elemsPerMessage is the most elements one message adds or deletes: the
+// list of elements is one netlink attribute, whose length is 16 bits, and
+// an element takes at most about 150 bytes (an interface name key and a
+// verdict with a chain name; an IPv6 pair with its end).
+const elemsPerMessage = 256
+
+// chunks is how many messages n elements take.
+func chunks(n int) int { return max(1, (n+elemsPerMessage-1)/elemsPerMessage) }
 
 // messages is how many netlink messages steps make.
 func messages(steps []nlStep) int {
 	n := 0
 	for _, s := range steps {
-		n++
+		switch {
+		case s.kind == opAddElem || s.kind == opDelElem:
+			n += chunks(len(s.elems))
+		default:
+			n++
+		}
 		if s.rule != nil {
-			n += 2 * len(s.rule.anon) // the set and its elements
+			for _, a := range s.rule.anon {
+				n += 1 + chunks(len(a.elems)) // the set and its elements
+			}
 		}
 	}
 	return n
+}
+
+// addAnonSets queues the anonymous sets of rule r, each with its first
+// elements, the rest added to it (by its ID) before the rule binds it, as
+// nft does, and points r's lookups at them.
+func addAnonSets(c *nftables.Conn, r *nlRule) error {
+	for _, a := range r.anon {
+		first := a.elems[:min(len(a.elems), elemsPerMessage)]
+		if err := c.AddSet(a.set, first); err != nil {
+			return err
+		}
+		more := *a.set
+		more.Anonymous = false // google/nftables adds elements only to sets it believes named
+		if err := inChunks(a.elems[len(first):], func(es []nftables.SetElement) error { return c.SetAddElements(&more, es) }); err != nil {
+			return err
+		}
+		a.lookup.SetID, a.lookup.SetName = a.set.ID, a.set.Name
+	}
+	return nil
+}
+
+// inChunks calls f with elems elemsPerMessage at a time.
+func inChunks(elems []nftables.SetElement, f func([]nftables.SetElement) error) error {
+	for len(elems) > 0 {
+		n := min(len(elems), elemsPerMessage)
+		if err := f(elems[:n]); err != nil {
+			return err
+		}
+		elems = elems[n:]
+	}
+	return nil
 }
 
 func (n *Netlink) queue(tbl *nftables.Table, steps []nlStep) error {
@@ -299,21 +364,22 @@ func (n *Netlink) queue(tbl *nftables.Table, steps []nlStep) error {
 			c.FlushChain(&nftables.Chain{Name: s.name, Table: tbl})
 		case opDelChain:
 			c.DelChain(&nftables.Chain{Name: s.name, Table: tbl})
+		case opAddSet:
+			if err := c.AddSet(s.set, nil); err != nil {
+				return fmt.Errorf("creating %s: %w", s.name, err)
+			}
 		case opAddRule:
-			for _, a := range s.rule.anon {
-				if err := c.AddSet(a.set, a.elems); err != nil {
-					return fmt.Errorf("anonymous set of a rule in %s: %w", s.name, err)
-				}
-				a.lookup.SetID, a.lookup.SetName = a.set.ID, a.set.Name
+			if err := addAnonSets(c, s.rule); err != nil {
+				return fmt.Errorf("anonymous set of a rule in %s: %w", s.name, err)
 			}
 			c.AddRule(&nftables.Rule{Table: tbl, Chain: &nftables.Chain{Name: s.name, Table: tbl},
 				Exprs: s.rule.exprs, UserData: s.udata})
 		case opAddElem:
-			if err := c.SetAddElements(s.set, s.elems); err != nil {
+			if err := inChunks(s.elems, func(es []nftables.SetElement) error { return c.SetAddElements(s.set, es) }); err != nil {
 				return fmt.Errorf("elements of %s: %w", s.name, err)
 			}
 		case opDelElem:
-			if err := c.SetDeleteElements(s.set, s.elems); err != nil {
+			if err := inChunks(s.elems, func(es []nftables.SetElement) error { return c.SetDeleteElements(s.set, es) }); err != nil {
 				return fmt.Errorf("elements of %s: %w", s.name, err)
 			}
 		case opFlushSet:

@@ -1,6 +1,7 @@
 package nft
 
 import (
+	"fmt"
 	"net/netip"
 	"slices"
 	"strings"
@@ -48,16 +49,7 @@ type nlCount struct {
 // kernels must list the same table. And the steps that only add rules,
 // chains and elements must have gone over netlink.
 func TestKernelNetlinkEqualsNft(t *testing.T) {
-	testenv.RequireRoot(t)
-	n1, name1 := testenv.NewNS(t)
-	n2, name2 := testenv.NewNS(t)
-	viaNft := New(newNSNFT(t, n1), Config{})
-	viaNL := New(newNSNFT(t, n2), Config{})
-	nl, count := newNSNetlink(t, n2)
-	viaNL.SetNetlink(nl)
-	list := func(name string) string {
-		return sortElements(testenv.Sh(t, "ip", "netns", "exec", name, "nft", "list", "table", "inet", "tortie"))
-	}
+	viaNft, viaNL, count, differ := nftAndNetlink(t)
 
 	final := featureScenario()
 	steps := changesOf(final.state)
@@ -84,9 +76,9 @@ func TestKernelNetlinkEqualsNft(t *testing.T) {
 	}
 	for _, s := range []step{
 		{name: "empty table", c: calc.Changes{}},
-		{name: "IP sets", c: calc.Changes{IPSetUpdates: steps.IPSetUpdates}},
+		{name: "IP sets", c: calc.Changes{IPSetUpdates: steps.IPSetUpdates}, netlink: true},
 		{name: "policies and profiles", c: calc.Changes{PolicyUpdates: steps.PolicyUpdates, ProfileUpdates: steps.ProfileUpdates}},
-		{name: "endpoints", c: calc.Changes{EndpointUpdates: steps.EndpointUpdates}},
+		{name: "endpoints", c: calc.Changes{EndpointUpdates: steps.EndpointUpdates}, netlink: true},
 		{name: "a rule's port", c: calc.Changes{PolicyUpdates: []*calc.Policy{web(calc.Allow, 81)}}, netlink: true},
 		{name: "a rule's action", c: calc.Changes{PolicyUpdates: []*calc.Policy{web(calc.Deny, 81)}}, netlink: true},
 		{name: "a rule's sources", c: calc.Changes{PolicyUpdates: []*calc.Policy{
@@ -112,14 +104,60 @@ func TestKernelNetlinkEqualsNft(t *testing.T) {
 				t.Fatalf("%s: %v", s.name, err)
 			}
 		}
-		if got, want := list(name2), list(name1); got != want {
-			t.Fatalf("%s: the table written over netlink differs from nft's:\n--- netlink\n%s\n--- nft\n%s", s.name, got, want)
+		if d := differ(); d != "" {
+			t.Fatalf("%s: %s", s.name, d)
 		}
 		if s.netlink && count.runs == before {
 			t.Errorf("%s: not written over netlink (last fallback: %v)", s.name, count.last)
 		}
 	}
 	t.Logf("%d transactions over netlink, %d through nft for want of a netlink form (last: %v)", count.runs, count.fallbacks, count.last)
+}
+
+// TestKernelBigCreateOverNetlink: 10,000 rules on an endpoint, written to
+// a table that exists (the agent's "apply 100 policies" after its start),
+// go over netlink whole, sets, chains, rules and elements in messages the
+// kernel takes, and the table equals one nft wrote.
+func TestKernelBigCreateOverNetlink(t *testing.T) {
+	viaNft, viaNL, count, differ := nftAndNetlink(t)
+	s, _ := bigScenario()
+	for _, c := range []*calc.Changes{{InSync: true}, changesOf(s.state)} {
+		for _, d := range []*Driver{viaNft, viaNL} {
+			if err := d.Apply(t.Context(), c); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if count.runs != 1 || count.fallbacks != 0 {
+		t.Errorf("%d transactions over netlink, %d through nft (last: %v); want the whole creation over netlink", count.runs, count.fallbacks, count.last)
+	}
+	if d := differ(); d != "" {
+		t.Error(d)
+	}
+	t.Logf("created over netlink in %v", count.took)
+}
+
+// nftAndNetlink are two drivers in network namespaces of their own (root
+// only), one writing everything with nft, one writing incremental syncs
+// over netlink (count counts those), and differ, which says how the two
+// kernels' tables differ ("" when they list the same).
+func nftAndNetlink(t *testing.T) (viaNft, viaNL *Driver, count *nlCount, differ func() string) {
+	testenv.RequireRoot(t)
+	n1, name1 := testenv.NewNS(t)
+	n2, name2 := testenv.NewNS(t)
+	viaNft = New(newNSNFT(t, n1), Config{})
+	viaNL = New(newNSNFT(t, n2), Config{})
+	nl, count := newNSNetlink(t, n2)
+	viaNL.SetNetlink(nl)
+	list := func(name string) string {
+		return sortElements(testenv.Sh(t, "ip", "netns", "exec", name, "nft", "list", "table", "inet", "tortie"))
+	}
+	return viaNft, viaNL, count, func() string {
+		if got, want := list(name2), list(name1); got != want {
+			return fmt.Sprintf("the table written over netlink differs from nft's:\n--- netlink\n%s\n--- nft\n%s", got, want)
+		}
+		return ""
+	}
 }
 
 // sortElements sorts the elements of every set and map in an `nft list`

@@ -41,7 +41,7 @@ func newNLEncNS(t *testing.T) *nlencNS {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = n.Close() })
-	conn, err := nftables.New(nftables.WithNetNSFd(int(n.Fd())), nftables.AsLasting(), nftables.WithSockOptions(bigReceiveBuffer))
+	conn, err := nftables.New(nftables.WithNetNSFd(int(n.Fd())), nftables.AsLasting(), nftables.WithSockOptions(bigBuffers))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -391,7 +391,10 @@ func nlencScripts(t *testing.T) map[string]string {
 	var b strings.Builder
 	b.WriteString(nlencExtraDecls)
 	b.WriteString("add chain inet tortie x-rules\n")
-	for _, r := range nlencExtraRules {
+	// A merged rule's pair set of more elements than one message holds.
+	pairs := manyElems(600, func(i int) string { return fmt.Sprintf("10.%d.%d.0/24 . %d-%d", i/250, i%250, 1000+i, 1100+i) })
+	big := "meta nfproto ipv4 ip saddr . th dport { " + strings.Join(pairs, ", ") + " } return"
+	for _, r := range append(slices.Clone(nlencExtraRules), big) {
 		fmt.Fprintf(&b, "add rule inet tortie x-rules %s comment \"extra\"\n", r)
 	}
 	out["extra"] = b.String()
@@ -420,11 +423,8 @@ func TestNLEncodeRules(t *testing.T) {
 						t.Errorf("chain %s: %v", chain, err)
 						continue
 					}
-					for _, a := range nr.anon {
-						if err := x.conn.AddSet(a.set, a.elems); err != nil {
-							t.Fatal(err)
-						}
-						a.lookup.SetName, a.lookup.SetID = a.set.Name, a.set.ID
+					if err := addAnonSets(x.conn, nr); err != nil {
+						t.Fatal(err)
 					}
 					x.conn.AddRule(&nftables.Rule{Table: x.tbl, Chain: twin, Exprs: nr.exprs, UserData: ruleUserData(r.comment)})
 					encoded++
@@ -496,7 +496,22 @@ func nlencExtraSets() []*goldenSet {
 			"eth0 : return", "lo : drop", "x : accept"}, "cali1234", "lo"),
 		set(setShape{typ: "ifname"}, []string{"caliabc", "lo", "abcdefghijklmno"}, "lo"),
 		set(setShape{typ: "inet_proto . inet_service"}, []string{"tcp . 22", "udp . 68", "sctp . 0", "0 . 65535"}, "udp . 68"),
+		// More elements than one message holds (elemsPerMessage), added
+		// and deleted.
+		set(setShape{typ: "ipv4_addr", interval: true}, manyElems(1000, func(i int) string { return fmt.Sprintf("10.%d.%d.0/24", i/250, i%250) }),
+			manyElems(300, func(i int) string { return fmt.Sprintf("10.%d.%d.0/24", i/250, i%250) })...),
+		set(classMapShape, manyElems(700, func(i int) string { return fmt.Sprintf("%d . tcp : goto x-target", 20000+2*i) }),
+			manyElems(300, func(i int) string { return fmt.Sprintf("%d . tcp", 20000+2*i) })...),
 	}
+}
+
+// manyElems is n elements, the ith f(i).
+func manyElems(n int, f func(int) string) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = f(i)
+	}
+	return out
 }
 
 // elemDump is the element lines of `nft --debug=netlink list set` for a
@@ -567,11 +582,23 @@ func TestNLEncodeElems(t *testing.T) {
 		if c.interval {
 			flags = " flags interval ;"
 		}
-		for _, side := range []string{"nft", "nl"} {
-			fmt.Fprintf(&b, "add %s inet tortie e%d-%s { type %s ;%s }\n", kinds[i], i, side, c.typ, flags)
-		}
+		fmt.Fprintf(&b, "add %s inet tortie e%d-nft { type %s ;%s comment \"set %d\" ; }\n", kinds[i], i, c.typ, flags, i)
 	}
 	x.load(t, b.String())
+	// The twins are created over netlink, as the driver creates sets.
+	for i, c := range cases {
+		ks, err := kernelSet(x.tbl, fmt.Sprintf("e%d-nl", i), c.setShape)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ks.Comment = fmt.Sprintf("set %d", i)
+		if err := x.conn.AddSet(ks, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := x.conn.Flush(); err != nil {
+		t.Fatalf("creating the twins: %v", err)
+	}
 	check := func(step string) {
 		t.Helper()
 		for i, c := range cases {
@@ -615,9 +642,9 @@ func TestNLEncodeElems(t *testing.T) {
 				t.Fatal(err)
 			}
 			if del {
-				err = x.conn.SetDeleteElements(s, nl)
+				err = inChunks(nl, func(es []nftables.SetElement) error { return x.conn.SetDeleteElements(s, es) })
 			} else {
-				err = x.conn.SetAddElements(s, nl)
+				err = inChunks(nl, func(es []nftables.SetElement) error { return x.conn.SetAddElements(s, es) })
 			}
 			if err != nil {
 				t.Fatal(err)

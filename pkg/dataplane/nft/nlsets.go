@@ -5,6 +5,7 @@ import (
 	"strings"
 
 	"github.com/google/nftables"
+	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
 )
 
@@ -64,6 +65,11 @@ func kernelSet(tbl *nftables.Table, name string, shape setShape) (*nftables.Set,
 	}
 	s := &nftables.Set{Table: tbl, Name: name, KeyType: kt, Interval: interval, IsMap: isMap,
 		Concatenation: interval && len(dts) > 1}
+	if len(t.fields) == 1 && t.fields[0].kind == vIfname {
+		// nft records a string key's byte order as the host's in the
+		// set's user data, and prints its elements by it.
+		s.KeyByteOrder = binaryutil.NativeEndian
+	}
 	if isMap {
 		s.DataType = nftables.TypeVerdict
 	}

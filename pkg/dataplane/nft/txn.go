@@ -111,7 +111,7 @@ func (d *Driver) run(ctx context.Context, tx *txn, scope syncScope) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if d.nl != nil && scope == syncDirty && d.synced && len(tx.ops) <= 4*maxDirectMessages {
+	if d.nl != nil && scope == syncDirty && d.synced {
 		t0 := time.Now()
 		err := d.nl.run(ctx, d.cfg.TableName, tx.ops)
 		if !errors.Is(err, errNotEncodable) {
