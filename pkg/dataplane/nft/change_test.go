@@ -32,9 +32,12 @@ func bigScenario() (*scenario, []*calc.Policy) {
 			rules = append(rules, rule(fmt.Sprintf("bench svc-%03d I%d", i, j), calc.Allow, func(r *calc.Rule) {
 				r.Protocol = calc.ProtoTCP
 				r.Dst.Ports = ports(port, port)
-				if j%2 == 0 {
+				switch {
+				case j == 99: // as bench/policy's: the client to port 30000+i
+					r.Src.IPSet, r.Dst.Ports = "s:client", ports(uint16(30000+i), uint16(30000+i))
+				case j%2 == 0:
 					r.Src.IPSet = fmt.Sprintf("s:svc-%d", (i+j)%100)
-				} else {
+				default:
 					r.Src.Nets = []netip.Prefix{pfx(fmt.Sprintf("172.%d.%d.0/24", 16+i%16, j))}
 				}
 			}))

@@ -95,19 +95,21 @@ type portRun struct {
 // order.
 func sweep(adms []admission, p uint8, yield func(portRun)) {
 	var always []int // in every class of p
-	type event struct{ at, idx, delta int }
-	var events []event
+	// An event is a rule's range starting or ending at a port: packed as
+	// port<<32 | rule<<1 | ends, so a plain sort orders them by port.
+	var events []uint64
 	for i, a := range adms {
 		switch {
 		case a.all || (a.proto == p && a.ranges == nil):
 			always = append(always, i)
 		case a.proto == p:
 			for _, rg := range a.ranges {
-				events = append(events, event{int(rg.First), i, +1}, event{int(rg.Last) + 1, i, -1})
+				events = append(events, uint64(rg.First)<<32|uint64(i)<<1, (uint64(rg.Last)+1)<<32|uint64(i)<<1|1)
 			}
 		}
 	}
-	slices.SortFunc(events, func(a, b event) int { return a.at - b.at })
+	slices.Sort(events)
+	at := func(e uint64) int { return int(e >> 32) }
 	var active []int // ascending
 	members := func() []int {
 		m := append(slices.Clone(always), active...)
@@ -117,19 +119,20 @@ func sweep(adms []admission, p uint8, yield func(portRun)) {
 	var kb []byte
 	pos := 0
 	for start := 0; start <= 65535; {
-		for pos < len(events) && events[pos].at == start {
+		for pos < len(events) && at(events[pos]) == start {
 			e := events[pos]
-			if e.delta > 0 {
-				i, _ := slices.BinarySearch(active, e.idx)
-				active = slices.Insert(active, i, e.idx)
-			} else if i, ok := slices.BinarySearch(active, e.idx); ok {
+			idx := int(uint32(e) >> 1)
+			if e&1 == 0 {
+				i, _ := slices.BinarySearch(active, idx)
+				active = slices.Insert(active, i, idx)
+			} else if i, ok := slices.BinarySearch(active, idx); ok {
 				active = slices.Delete(active, i, i+1)
 			}
 			pos++
 		}
 		end := 65535
 		if pos < len(events) {
-			end = events[pos].at - 1
+			end = at(events[pos]) - 1
 		}
 		kb = kb[:0]
 		for _, a := range active {
