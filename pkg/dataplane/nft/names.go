@@ -107,10 +107,15 @@ const (
 	prefixProgram      = "p-"
 )
 
-// hashName is the first n characters of a lower-case base32 SHA-256 of s.
+// lowerBase32 is standard base32 in lower case, unpadded.
+var lowerBase32 = base32.NewEncoding("abcdefghijklmnopqrstuvwxyz234567").WithPadding(base32.NoPadding)
+
+// hashName is the first n characters (at most 51) of a lower-case base32
+// SHA-256 of s. Only the bytes those characters encode are encoded (5 bits
+// a character): names are hashed for every rule compiled.
 func hashName(s string, n int) string {
 	sum := sha256.Sum256([]byte(s))
-	return strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(sum[:]))[:n]
+	return lowerBase32.EncodeToString(sum[:(n*5+7)/8])[:n]
 }
 
 // ipSetName is the kernel set holding one family (4 or 6) of calc IP set
