@@ -2,6 +2,7 @@ package nft
 
 import (
 	"net/netip"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -136,5 +137,58 @@ func TestMergeRuns(t *testing.T) {
 	}
 	if next[0].rule != got[0].rule || next[4].rule != got[4].rule {
 		t.Errorf("an unchanged group was built again")
+	}
+}
+
+// TestNetsOnlyKnowsEveryField: netsOnly decides that a rule has no
+// condition but its nets and ports by looking at every field of calc.Rule
+// and calc.EntityMatch; a field it does not know would be ignored, and
+// rules that differ in it merged. This fails when a field is added, until
+// netsOnly (and this list) look at it.
+func TestNetsOnlyKnowsEveryField(t *testing.T) {
+	for typ, want := range map[reflect.Type][]string{
+		reflect.TypeFor[calc.Rule](): {"ID", "LogPrefix", "Action", "IPVersion", "Protocol", "NotProtocol", "ICMP", "NotICMP",
+			"Src", "Dst", "Annotations"},
+		reflect.TypeFor[calc.EntityMatch](): {"Nets", "NotNets", "IPSet", "NotIPSet", "Ports", "NotPorts", "NamedPortSets", "NotNamedPortSets"},
+	} {
+		var got []string
+		for f := range typ.Fields() {
+			got = append(got, f.Name)
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("%v has fields %v; netsOnly knows %v", typ, got, want)
+		}
+	}
+	// And each condition but nets and ports keeps a rule out.
+	base := func() calc.Rule {
+		return rule("r", calc.Allow, func(r *calc.Rule) {
+			r.Protocol, r.Dst.Ports, r.Src.Nets = calc.ProtoTCP, ports(80, 80), []netip.Prefix{pfx("10.0.0.0/8")}
+		})
+	}
+	if _, ok := netsOnly(new(base())); !ok {
+		t.Fatalf("a rule of nets and ports is not netsOnly")
+	}
+	for name, f := range map[string]func(*calc.Rule){
+		"ipVersion":      func(r *calc.Rule) { r.IPVersion = 4 },
+		"notProtocol":    func(r *calc.Rule) { r.NotProtocol = calc.ProtoUDP },
+		"icmp":           func(r *calc.Rule) { r.ICMP = &calc.ICMPMatch{} },
+		"notICMP":        func(r *calc.Rule) { r.NotICMP = &calc.ICMPMatch{} },
+		"source ports":   func(r *calc.Rule) { r.Src.Ports = ports(1, 2) },
+		"no ports":       func(r *calc.Rule) { r.Dst.Ports = nil },
+		"both sides":     func(r *calc.Rule) { r.Dst.Nets = []netip.Prefix{pfx("10.1.0.0/16")} },
+		"notNets":        func(r *calc.Rule) { r.Src.NotNets = []netip.Prefix{pfx("10.1.0.0/16")} },
+		"selector":       func(r *calc.Rule) { r.Dst.IPSet = "s:x" },
+		"notSelector":    func(r *calc.Rule) { r.Src.NotIPSet = "s:x" },
+		"notPorts":       func(r *calc.Rule) { r.Dst.NotPorts = ports(81, 81) },
+		"named ports":    func(r *calc.Rule) { r.Dst.NamedPortSets = []string{"n:x"} },
+		"notNamed ports": func(r *calc.Rule) { r.Src.NotNamedPortSets = []string{"n:x"} },
+		"no protocol":    func(r *calc.Rule) { r.Protocol = 0 },
+		"icmp protocol":  func(r *calc.Rule) { r.Protocol = calc.ProtoICMP },
+	} {
+		r := base()
+		f(&r)
+		if _, ok := netsOnly(&r); ok {
+			t.Errorf("a rule with %s is netsOnly", name)
+		}
 	}
 }
