@@ -123,8 +123,8 @@ func TestKernelNetlinkCancelled(t *testing.T) {
 		t.Fatalf("a cancelled context changed the table (%d netlink runs):\n%s\nbefore:\n%s", count.runs-runs, after, before)
 	}
 
-	// The next sync writes the change; a second driver given the same state
-	// from the start writes the same table.
+	// The next sync writes the change; a second driver given the same
+	// changes, none cancelled, writes the same table.
 	for range 2 {
 		if err := d.Apply(t.Context(), &calc.Changes{InSync: true}); err != nil {
 			t.Fatal(err)
@@ -132,7 +132,7 @@ func TestKernelNetlinkCancelled(t *testing.T) {
 	}
 	n2, name2 := testenv.NewNS(t)
 	ref := New(newNSNFT(t, n2), Config{})
-	for _, c := range []*calc.Changes{changesOf(st), change, {InSync: true}} {
+	for _, c := range []*calc.Changes{changesOf(st), {InSync: true, PolicyUpdates: []*calc.Policy{webOnPort(81)}}, change, {InSync: true}} {
 		if err := ref.Apply(t.Context(), c); err != nil {
 			t.Fatal(err)
 		}

@@ -20,6 +20,10 @@ type portClass struct {
 	members []int
 	// first is the first port of the class's first span.
 	first int
+	// partial, when not nil, says which members match only some of the
+	// class's ports (a class kept from an earlier partition, see stick):
+	// their chain lines keep their port conditions.
+	partial []bool
 }
 
 // span is a run of ports of one protocol whose packets are all of one

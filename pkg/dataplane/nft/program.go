@@ -224,6 +224,9 @@ func buildProgram(name string, k progKind, dir calc.Direction, blocks []block, c
 		if p := reuse(b, memo, old); p != nil {
 			return p
 		}
+		if p := stick(b, memo, old); p != nil {
+			return p
+		}
 	}
 	classes, spans := partition(memo.adms)
 	var byKey map[string]int
@@ -324,16 +327,22 @@ func reuse(b *programBuilder, memo *classMemo, old *program) *program {
 	}
 	slices.Sort(prog.touched)
 	prog.touched = slices.Compact(prog.touched)
+	prog.finishDispatch(memo, om, targetsChanged)
+	return prog
+}
+
+// finishDispatch gives p, compiled on om's partition, its dispatch: built
+// again when a class's target changed, om's otherwise.
+func (p *program) finishDispatch(memo, om *classMemo, targetsChanged bool) {
 	if targetsChanged {
-		prog.dispatchClasses(memo.spans, memo.targets)
-		memo.keepDispatch(prog)
-		return prog
+		p.dispatchClasses(memo.spans, memo.targets)
+		memo.keepDispatch(p)
+		return
 	}
 	memo.entry, memo.mapName, memo.classMap, memo.classKeys = om.entry, om.mapName, om.classMap, om.classKeys
 	memo.dispatch, memo.digest = om.dispatch, om.digest
-	prog.entry, prog.mapName, prog.classMap, prog.classKeys = slices.Clone(om.entry), om.mapName, om.classMap, om.classKeys
-	prog.dispatch, prog.digest = om.dispatch, om.digest
-	return prog
+	p.entry, p.mapName, p.classMap, p.classKeys = slices.Clone(om.entry), om.mapName, om.classMap, om.classKeys
+	p.dispatch, p.digest = om.dispatch, om.digest
 }
 
 // ruleRef is a rule of a program's blocks.
@@ -396,9 +405,12 @@ func newProgramBuilder(name string, k progKind, dir calc.Direction, blocks []blo
 func (b *programBuilder) memoKey(c portClass) string {
 	kb := []byte{c.proto}
 	kb = binary.AppendUvarint(kb, uint64(c.first))
-	for _, i := range c.members {
+	for j, i := range c.members {
 		kb = binary.AppendUvarint(kb, uint64(b.flat[i].block))
 		kb = binary.AppendUvarint(kb, b.flat[i].rule.id)
+		if c.partial != nil && c.partial[j] {
+			kb = append(kb, 'p')
+		}
 	}
 	return string(kb)
 }
@@ -409,8 +421,16 @@ func (b *programBuilder) memoKey(c portClass) string {
 // built last first, as each goes to the next.
 func (b *programBuilder) compileClass(c portClass) classResult {
 	inBlock := make([][]*compiledRule, len(b.blocks))
-	for _, i := range c.members {
-		inBlock[b.flat[i].block] = append(inBlock[b.flat[i].block], b.flat[i].rule)
+	for j, i := range c.members {
+		r := b.flat[i].rule
+		if c.partial != nil && c.partial[j] {
+			// It matches some of the class's ports only: its lines keep
+			// the port condition, and it decides nothing alone.
+			cp := *r
+			cp.inClass, cp.uncond = cp.full, false
+			r = &cp
+		}
+		inBlock[b.flat[i].block] = append(inBlock[b.flat[i].block], r)
 	}
 	if b.mappable && !b.flows {
 		if v, ok := constantVerdict(b.blocks, inBlock, c.proto, b.allow, b.final); ok {

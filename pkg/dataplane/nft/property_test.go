@@ -59,7 +59,7 @@ func TestCompiledVerdictsMatchReference(t *testing.T) {
 	// comparison proves less than it seems to.
 	for _, k := range []string{"allow", "deny", "tier default", "profile allow", "profile deny", "missing profile",
 		"nothing allowed", "base chain", "accept", "drop", "logged", "logged twice", "passed", "v6", "icmp", "output",
-		"workload to workload", "flow logs", "flow marks", "flow marks full", "step policy", "step members", "step profile", "step endpoint", "step tier", "restart", "other class map", "merged nets", "merged ports"} {
+		"workload to workload", "flow logs", "flow marks", "flow marks full", "step policy", "step members", "step profile", "step endpoint", "step tier", "restart", "other class map", "merged nets", "merged ports", "kept partition"} {
 		if cov.counts[k] == 0 {
 			t.Errorf("no packet or step of kind %q in %d iterations: the generator lost a feature", k, iters)
 		}
@@ -125,6 +125,11 @@ func runVerdictProperty(t *testing.T, seed uint64, steps, npk int, cov *propCove
 		for m := range f.Table.Maps {
 			if strings.HasSuffix(m, classMapAltSuffix) {
 				cov.add("other class map")
+			}
+		}
+		for _, e := range d.progs.progs {
+			if m := e.prog.memo; m != nil && slices.ContainsFunc(m.classes, func(c portClass) bool { return c.partial != nil }) {
+				cov.add("kept partition")
 			}
 		}
 		for _, ch := range f.Table.Chains {
