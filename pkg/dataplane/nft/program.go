@@ -312,28 +312,35 @@ func reuse(b *programBuilder, memo *classMemo, old *program) *program {
 		was := memo.results[ci]
 		res := b.compileClass(c)
 		memo.keys[ci], memo.results[ci] = b.memoKey(c), res
-		for _, ch := range was.chains {
-			delete(prog.chains, ch.name)
-			prog.touched = append(prog.touched, ch.name)
-		}
-		for _, ch := range res.chains {
-			prog.chains[ch.name] = ch.rules
-			prog.touched = append(prog.touched, ch.name)
-		}
+		prog.replaceClass(was, res)
 		if res.target != memo.targets[ci] {
 			memo.targets[ci] = res.target
 			targetsChanged = true
 		}
 	}
-	slices.Sort(prog.touched)
-	prog.touched = slices.Compact(prog.touched)
 	prog.finishDispatch(memo, om, targetsChanged)
 	return prog
 }
 
+// replaceClass puts the chains of a class compiled again (res) in place of
+// those it had (was), noting them as touched.
+func (p *program) replaceClass(was, res classResult) {
+	for _, ch := range was.chains {
+		delete(p.chains, ch.name)
+		p.touched = append(p.touched, ch.name)
+	}
+	for _, ch := range res.chains {
+		p.chains[ch.name] = ch.rules
+		p.touched = append(p.touched, ch.name)
+	}
+}
+
 // finishDispatch gives p, compiled on om's partition, its dispatch: built
-// again when a class's target changed, om's otherwise.
+// again when a class's target changed, om's otherwise. (And it sorts the
+// names of the chains touched.)
 func (p *program) finishDispatch(memo, om *classMemo, targetsChanged bool) {
+	slices.Sort(p.touched)
+	p.touched = slices.Compact(p.touched)
 	if targetsChanged {
 		p.dispatchClasses(memo.spans, memo.targets)
 		memo.keepDispatch(p)

@@ -134,17 +134,8 @@ func stick(b *programBuilder, memo *classMemo, old *program) *program {
 			return nil
 		}
 		memo.results[ci], memo.targets[ci] = res, res.target
-		for _, ch := range was.chains {
-			delete(prog.chains, ch.name)
-			prog.touched = append(prog.touched, ch.name)
-		}
-		for _, ch := range res.chains {
-			prog.chains[ch.name] = ch.rules
-			prog.touched = append(prog.touched, ch.name)
-		}
+		prog.replaceClass(was, res)
 	}
-	slices.Sort(prog.touched)
-	prog.touched = slices.Compact(prog.touched)
 	prog.finishDispatch(memo, om, false)
 	return prog
 }
