@@ -523,6 +523,7 @@ func (p *ruleParser) anonSet(sels []selector, op expr.CmpOp) error {
 	// set whose elements have a key and an inclusive key end (nft's
 	// "concat" flag); otherwise its keys are points.
 	var keys, ends [][]byte
+	seen := make(map[string]struct{}, len(elems))
 	for _, e := range elems {
 		var k, end []byte
 		for i, v := range e {
@@ -534,9 +535,10 @@ func (p *ruleParser) anonSet(sels []selector, op expr.CmpOp) error {
 			}
 			set.Interval = set.Interval || !v.point()
 		}
-		if slices.ContainsFunc(keys, func(o []byte) bool { return bytes.Equal(o, k) }) {
+		if _, dup := seen[string(k)]; dup {
 			return p.fail("duplicate element")
 		}
+		seen[string(k)] = struct{}{}
 		keys, ends = append(keys, k), append(ends, end)
 	}
 	var out []nftables.SetElement
