@@ -230,10 +230,7 @@ func mergeNets(members []*compiledRule, ns netsShape) compiledRule {
 		if set == "" {
 			continue
 		}
-		fam, kw := "meta nfproto ipv4", "ip"
-		if f == 6 {
-			fam, kw = "meta nfproto ipv6", "ip6"
-		}
+		fam, kw := familyWords(f)
 		lookup := fmt.Sprintf("%s %s . th dport %s", kw, ns.side, set)
 		c.inClass = append(c.inClass, fam+" "+lookup)
 		c.full = append(c.full, fam+" meta l4proto "+protoName(ns.proto)+" "+lookup)

@@ -174,11 +174,9 @@ const (
 // without what the class chain guarantees (g).
 func ruleLines(r *calc.Rule, f int, g classGuarantee, names setNamer) []string {
 	var base []string
-	switch f {
-	case 4:
-		base = append(base, "meta nfproto ipv4")
-	case 6:
-		base = append(base, "meta nfproto ipv6")
+	if f != 0 {
+		nf, _ := familyWords(f)
+		base = append(base, nf)
 	}
 	if r.Protocol != 0 && !g.proto {
 		base = append(base, "meta l4proto "+protoName(r.Protocol))
@@ -227,14 +225,20 @@ func icmpExprs(r *calc.Rule, f int) []string {
 	return out
 }
 
+// familyWords are how a rule's lines name address family f (4 or 6): the
+// match on it and the keyword of its address fields.
+func familyWords(f int) (nfproto, addrKeyword string) {
+	if f == 6 {
+		return "meta nfproto ipv6", "ip6"
+	}
+	return "meta nfproto ipv4", "ip"
+}
+
 // entityExprs renders one side of a rule for family f: a list of
 // alternatives, each a list of expressions to AND. ports says whether the
 // numeric Ports condition is written or guaranteed by the class chain.
 func entityExprs(e *calc.EntityMatch, addr, port string, f int, ports portsCond, names setNamer) [][]string {
-	ipkw := "ip"
-	if f == 6 {
-		ipkw = "ip6"
-	}
+	_, ipkw := familyWords(f)
 	var common []string
 	if f != 0 {
 		if nets := familyNets(e.Nets, f); len(nets) > 0 {

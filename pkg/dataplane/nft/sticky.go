@@ -51,17 +51,17 @@ func stick(b *programBuilder, memo *classMemo, old *program) *program {
 	}
 	// The ports of each class, and where each protocol's spans are.
 	size := make([]int, len(om.classes))
-	spansOf := map[uint8][]span{}
-	for i, s := range om.spans {
+	for _, s := range om.spans {
 		size[s.class] += s.last - s.first + 1
-		if len(spansOf[s.proto]) == 0 {
-			// spans of a protocol are consecutive, in port order
-			j := i
-			for j < len(om.spans) && om.spans[j].proto == s.proto {
-				j++
-			}
-			spansOf[s.proto] = om.spans[i:j]
+	}
+	spansOf := map[uint8][]span{} // a protocol's spans are consecutive, in port order
+	for i := 0; i < len(om.spans); {
+		j := i
+		for j < len(om.spans) && om.spans[j].proto == om.spans[i].proto {
+			j++
 		}
+		spansOf[om.spans[i].proto] = om.spans[i:j]
+		i = j
 	}
 	classes := make([]portClass, len(om.classes))
 	for ci, c := range om.classes {
