@@ -18,6 +18,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/tortie/tortie/internal/parallel"
+	"github.com/tortie/tortie/internal/yamljson"
 	"github.com/tortie/tortie/pkg/apis/k8s"
 	v3 "github.com/tortie/tortie/pkg/apis/v3"
 	"github.com/tortie/tortie/pkg/client"
@@ -220,9 +221,13 @@ func splitDocuments(source string, r io.Reader) ([]*Document, error) {
 	}
 	// Parsing the YAML is most of the work of reading a manifest: each
 	// document is parsed once, here, on every CPU, and decoded from the JSON.
+	// Plain YAML takes yamljson's direct path (the same JSON, a fraction of
+	// the time and of the memory); the rest the general one.
 	jsons := make([][]byte, len(raws))
 	parallel.ForEach(len(raws), func(i int) {
-		if js, err := yaml.YAMLToJSONStrict(raws[i]); err == nil {
+		if js, ok := yamljson.Convert(raws[i]); ok {
+			jsons[i] = js
+		} else if js, err := yaml.YAMLToJSONStrict(raws[i]); err == nil {
 			jsons[i] = js
 		}
 	})
