@@ -15,12 +15,16 @@ all: build
 # as another user's), where the build goes on without it.
 BUILDVCS ?= $(shell git status --porcelain >/dev/null 2>&1 && echo -buildvcs=auto || echo -buildvcs=false)
 
+#
+# They are static (CGO_ENABLED=0; no tortie package uses cgo, only the
+# standard library's optional resolver): no dynamic loader and libc at each
+# start, which is 2-5 ms of every `tortie apply` (docs/benchmarks.md).
 build:
-	$(GO) build $(BUILDVCS) -o $(BIN)/tortie ./cmd/tortie
-	$(GO) build $(BUILDVCS) -o $(BIN)/tortie-node ./cmd/tortie-node
-	$(GO) build $(BUILDVCS) -o $(BIN)/tortie-cni ./cmd/tortie-cni
-	$(GO) build $(BUILDVCS) -o $(BIN)/tortie-datastore ./cmd/tortie-datastore
-	$(GO) build $(BUILDVCS) -o $(BIN)/tortie-kube-controllers ./cmd/tortie-kube-controllers
+	CGO_ENABLED=0 $(GO) build $(BUILDVCS) -o $(BIN)/tortie ./cmd/tortie
+	CGO_ENABLED=0 $(GO) build $(BUILDVCS) -o $(BIN)/tortie-node ./cmd/tortie-node
+	CGO_ENABLED=0 $(GO) build $(BUILDVCS) -o $(BIN)/tortie-cni ./cmd/tortie-cni
+	CGO_ENABLED=0 $(GO) build $(BUILDVCS) -o $(BIN)/tortie-datastore ./cmd/tortie-datastore
+	CGO_ENABLED=0 $(GO) build $(BUILDVCS) -o $(BIN)/tortie-kube-controllers ./cmd/tortie-kube-controllers
 
 # Container images for Kubernetes (deploy/tortie.yaml, docs/kubernetes.md),
 # without Docker or the network: the programs built static into bin/static,

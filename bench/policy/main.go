@@ -505,6 +505,7 @@ func build(dir, name string) string {
 	logf("building %s", name)
 	cmd := exec.Command("go", "build", "-o", out, "./cmd/"+name)
 	cmd.Dir = moduleRoot()
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0") // static, as `make build`
 	if b, err := cmd.CombinedOutput(); err != nil {
 		fatalf("go build %s: %v\n%s", name, err, b)
 	}
