@@ -251,10 +251,17 @@ func (c *Client) batchAttempt(ctx context.Context, op Op, rs []v3.Resource, item
 	// Their errors count where the document is, as if made in order.
 	curObjs := make([]v3.Resource, len(rs))
 	curErrs := make([]error, len(rs))
+	// Only a delete (which returns what it deleted) and an IPPool update
+	// (checkIPPool compares the stored spec) need all of it; other updates
+	// carry over the stored identity alone.
 	if len(existing) > 0 {
 		parallel.ForEach(len(rs), func(i int) {
 			if cur := existing[items[i].key]; cur != nil {
-				curObjs[i], curErrs[i] = decode(items[i].k, cur)
+				if op == OpDelete || items[i].k.Kind == v3.KindIPPool {
+					curObjs[i], curErrs[i] = decode(items[i].k, cur)
+				} else {
+					curObjs[i], curErrs[i] = decodeIdentity(items[i].k, cur)
+				}
 			}
 		})
 	}
