@@ -328,6 +328,7 @@ func decodeV3JSON(js []byte, apiVersion, kind string) (v3.Resource, bool) {
 		return nil, false
 	}
 	r := k.New()
+	v3.PresizeRules(r, js)
 	strictErrs, err := kjson.UnmarshalStrict(js, r, kjson.DisallowDuplicateFields, kjson.DisallowUnknownFields)
 	if len(strictErrs) > 0 || err != nil {
 		return nil, false

@@ -79,6 +79,7 @@ func storedForm(obj v3.Resource) {
 // not shown, as calicoctl does not show it.
 func decode(k *v3.KindInfo, kv *datastore.KV) (v3.Resource, error) {
 	r := k.NewObject()
+	v3.PresizeRules(r, kv.Value)
 	if err := json.Unmarshal(kv.Value, r); err != nil {
 		return nil, fmt.Errorf("stored value at %s is not a valid %s: %w", kv.Key, k.Kind, err)
 	}

@@ -45,6 +45,7 @@ func Decode(doc []byte) (Resource, error) {
 	// One pass finds unknown and duplicated fields, with their paths, and
 	// matches names case-sensitively as Kubernetes does.
 	r := k.New()
+	PresizeRules(r, js)
 	strictErrs, err := kjson.UnmarshalStrict(js, r, kjson.DisallowDuplicateFields, kjson.DisallowUnknownFields)
 	if len(strictErrs) > 0 {
 		return nil, StrictErrors(strictErrs)
