@@ -81,20 +81,12 @@ func main() {
 	// command or probe fails and fatalf runs the cleanups.
 	ctx, stop := runner.Interruptible("")
 	defer stop()
-	r := &results{start: time.Now(), load0: loadavg(), rules: *rules}
+	r := &results{start: time.Now(), load0: labrun.LoadAverage(), rules: *rules}
 	b := &bench{ctx: ctx, n: *changes, r: r}
 	b.run(*binDir, *keep)
-	r.load1 = loadavg()
+	r.load1 = labrun.LoadAverage()
 	runner.Finish()
 	r.print(os.Stdout)
-}
-
-func loadavg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "?"
-	}
-	return strings.Join(strings.Fields(string(b))[:3], " ")
 }
 
 // series is what a run of changes measured.

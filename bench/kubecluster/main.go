@@ -131,10 +131,10 @@ func main() {
 	// command or wait fails and fatalf runs the cleanups.
 	ctx, stop := runner.Interruptible("interrupted: removing what was made")
 	defer stop()
-	r := &results{start: time.Now(), load0: loadavg(), hosts: *hosts, nPods: *pods, step: *step, settle: *settle}
+	r := &results{start: time.Now(), load0: labrun.LoadAverage(), hosts: *hosts, nPods: *pods, step: *step, settle: *settle}
 	b := &bench{ctx: ctx, r: r, changesN: *changes}
 	b.run(*binDir, *imagesDir, *ups, *keep)
-	r.load1 = loadavg()
+	r.load1 = labrun.LoadAverage()
 	runner.Finish()
 	r.print(os.Stdout)
 }
@@ -155,14 +155,6 @@ func preflight() error {
 		}
 	}
 	return nil
-}
-
-func loadavg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "?"
-	}
-	return strings.Join(strings.Fields(string(b))[:3], " ")
 }
 
 // moduleRoot is the directory of this module's go.mod.
@@ -394,7 +386,7 @@ func (b *bench) run(binDir, imagesDir string, ups int, keep bool) {
 		id := make([]byte, 3)
 		rand.Read(id)
 		name := "tkc" + hex.EncodeToString(id)
-		logf("lab up --kubernetes --hosts %d, run %d of %d: lab %s (load %s)", b.r.hosts, i+1, ups, name, loadavg())
+		logf("lab up --kubernetes --hosts %d, run %d of %d: lab %s (load %s)", b.r.hosts, i+1, ups, name, labrun.LoadAverage())
 		sl := &stepLog{t0: time.Now()}
 		t0 := time.Now()
 		l, _, err := lab.Up(b.ctx, lab.Options{Name: name, Hosts: b.r.hosts, Kubernetes: true, Images: imagesDir, Log: sl,
@@ -566,7 +558,7 @@ func (b *bench) memory(testPods int) memSnap {
 		fatalf("%v", err)
 	}
 	st := l.State()
-	m := memSnap{load: loadavg(), pods: testPods}
+	m := memSnap{load: labrun.LoadAverage(), pods: testPods}
 	for _, p := range st.Procs {
 		k := rssKiB(p.PID)
 		m.cp = append(m.cp, roleMem{role: p.Role, pid: p.PID, kib: k})
@@ -804,13 +796,13 @@ func (b *bench) podsPhase() {
 		}
 		d := time.Since(ts)
 		r.steps = append(r.steps, d)
-		logf("  %d pods Ready (this step of %d: %v; load %s)", n, b.r.step, d.Round(time.Millisecond), loadavg())
+		logf("  %d pods Ready (this step of %d: %v; load %s)", n, b.r.step, d.Round(time.Millisecond), labrun.LoadAverage())
 		if n == b.r.nPods {
 			break
 		}
 	}
 	r.total = time.Since(t0)
-	b.r.loadPods = loadavg()
+	b.r.loadPods = labrun.LoadAverage()
 	recs := w.snapshot()
 	r.perNode = map[string]int{}
 	var ips []string
@@ -994,12 +986,12 @@ func (b *bench) policyPhase() {
 			fatalf("%v", err)
 		}
 	}
-	b.r.loadNP0 = loadavg()
+	b.r.loadNP0 = labrun.LoadAverage()
 	logf("%d NetworkPolicy changes through kubectl apply (load %s)", b.changesN, b.r.loadNP0)
 	t.Changes(&b.r.np, b.changesN, true /* no policy: allowed */, func(allow bool) *exec.Cmd {
 		return b.kubectl("apply", "-f", files[allow])
 	})
-	b.r.loadNP = loadavg()
+	b.r.loadNP = labrun.LoadAverage()
 }
 
 // podNetns opens the network namespace of the pod whose UID is uid on the

@@ -18,6 +18,7 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 	"golang.org/x/sys/unix"
 
+	"github.com/tortie/tortie/bench/internal/labrun"
 	"github.com/tortie/tortie/bench/internal/probe"
 	"github.com/tortie/tortie/pkg/calc"
 	"github.com/tortie/tortie/pkg/flowlog"
@@ -68,7 +69,7 @@ type flowResults struct {
 
 func flowsBenchmark(o options) *flowResults {
 	r := &flowResults{start: time.Now(), rounds: max(o.flowRounds, 1)}
-	r.load = loadavg()
+	r.load = labrun.LoadAverage()
 	dir, err := os.MkdirTemp("", "tortie-bench-flows.")
 	if err != nil {
 		fatalf("%v", err)
@@ -294,7 +295,7 @@ func (r *flowResults) print(w *os.File, o options) {
 		r.held, r.rssBefore/1024, r.rssFull/1024)
 	fmt.Fprintf(w, "\nFilling the ring took %d connections to distinct closed ports in %v (%d refused, %d failed).\n",
 		r.fill.attempts, r.fill.elapsed.Round(time.Millisecond), r.fill.refused, r.fill.failed)
-	fmt.Fprintf(w, "Load average at the end: %s.\n", loadavg())
+	fmt.Fprintf(w, "Load average at the end: %s.\n", labrun.LoadAverage())
 }
 
 // procCPU is the user and system CPU time a process used so far.

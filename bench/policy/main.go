@@ -46,6 +46,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tortie/tortie/bench/internal/labrun"
 	"github.com/tortie/tortie/bench/internal/probe"
 	"github.com/tortie/tortie/pkg/client"
 	"github.com/tortie/tortie/pkg/datastore"
@@ -153,7 +154,7 @@ type results struct {
 
 func benchmark(o options) *results {
 	r := &results{start: time.Now()}
-	r.load = loadavg()
+	r.load = labrun.LoadAverage()
 	dir, err := os.MkdirTemp("", "tortie-bench-policy.")
 	if err != nil {
 		fatalf("%v", err)
@@ -563,7 +564,7 @@ func (r *results) print(w *os.File, o options) {
 		busy = fmt.Sprintf("%d process(es) spinning at normal priority throughout", o.busy)
 	}
 	fmt.Fprintf(w, "\n## tortie policy benchmarks, %s (load average at start %s, at end %s; %d CPUs; %s)\n\n",
-		r.start.Format("2006-01-02"), r.load, loadavg(), runtime.NumCPU(), busy)
+		r.start.Format("2006-01-02"), r.load, labrun.LoadAverage(), runtime.NumCPU(), busy)
 	fmt.Fprintln(w, "| what | tortie | goal (issue 15) | Calico's agent, nftables, same harness (issue 15) |")
 	fmt.Fprintln(w, "|---|---|---|---|")
 	fmt.Fprintf(w, "| new connections, client → server through the host, no policy (alternating with the next row; alone, before any policy existed: %.0f/s, p50 %s) | %s | — | — |\n",
@@ -605,12 +606,4 @@ func (r *results) print(w *os.File, o options) {
 	fmt.Fprintf(w, "| agent peak memory (VmHWM, reset before each): creating the 10,000 rules / the stress variant replacing them | %s / **%s** | — / < 120 MB | — / 124–127 MB |\n", mb(r.hwmRules), mb(r.hwmStress))
 	fmt.Fprintf(w, "\nRerun: `go run ./bench/policy` (as root) (part of `make bench`). Connections: one client thread, blocking connect() then close with SO_LINGER 0, at most %d connections or %v per server, in 6 rounds alternating between the two servers, after 1,000 warm-up each; probes: one non-blocking connect every 1 ms, \"denied\" = no SYN-ACK within 25 ms, time = when the probe's SYN was sent. Cold-start policies active on this node: %.0f.\n",
 		o.conns, o.connTime, r.coldPolicies)
-}
-
-func loadavg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "?"
-	}
-	return strings.Join(strings.Fields(string(b))[:3], " ")
 }

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"slices"
+	"strings"
 	"sync"
 	"syscall"
 )
@@ -116,4 +117,15 @@ func (r *Run) ExitOnSignal() {
 func (r *Run) Finish() {
 	r.once.Do(func() { close(r.finished) })
 	r.runCleanups()
+}
+
+// LoadAverage is the machine's load average over 1, 5 and 15 minutes, as
+// /proc/loadavg has it ("?" where it cannot be read): every benchmark
+// reports it beside its numbers.
+func LoadAverage() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	return strings.Join(strings.Fields(string(b))[:3], " ")
 }
