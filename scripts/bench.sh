@@ -150,6 +150,16 @@ else
   echo "(skipped: needs root)"
 fi
 
+# Scale (issue 18): IPAM in a burst, 10,000 pods over 100 nodes by 100
+# concurrent callers, against an embedded etcd. Needs no root.
+echo
+echo "== scale: IPAM in a burst (go run ./bench/scale)"
+if [ "$N" -lt 10000 ]; then
+  go run ./bench/scale -pods 1000 -nodes 10 -callers 10
+else
+  go run ./bench/scale
+fi
+
 # Kubernetes (issue 13): kubectl apply / kubectl label → enforced on a
 # --kube-api lab, beside the same change written as the Calico resource.
 echo
