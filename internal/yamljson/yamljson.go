@@ -17,13 +17,13 @@
 //   - plain scalars resolved only where there is no doubt: true, false,
 //     null, decimal integers of up to 18 digits, and strings that start with
 //     a letter (but are not one of YAML 1.1's other boolean and null words:
-//     yes, No, on, OFF, ~, ...), contain a '/' (10.0.0.0/8) or are an IPv4
-//     address;
+//     yes, No, on, OFF, ~, ...) or with one of _/$(, contain a '/'
+//     (10.0.0.0/8) or are an IPv4 address;
 //   - comments and blank lines; ASCII only, no tabs or carriage returns.
 //
 // Anchors, aliases, tags, block scalars (| and >), multi-line scalars,
 // escapes, floats, octal and hexadecimal numbers, timestamps, complex keys
-// and document markers are all declined.
+// and document markers (but a "---" before the content) are all declined.
 package yamljson
 
 import (
