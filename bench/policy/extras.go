@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -121,6 +122,22 @@ func (p *profiler) cpu(name string, maxDur time.Duration) func() {
 		p.save(name+".cpu.pprof", fmt.Sprintf("/debug/pprof/profile?seconds=%d", int(maxDur.Seconds())), maxDur+10*time.Second)
 	}()
 	return func() { <-done }
+}
+
+// cpuFromStart is cpu for an agent just started: it waits (up to 5 s) for
+// the agent's profiler to listen first.
+func (p *profiler) cpuFromStart(name string, maxDur time.Duration) func() {
+	if p == nil {
+		return func() {}
+	}
+	addr := net.JoinHostPort(p.lab.hostIP.String(), fmt.Sprint(p.port))
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		if c, err := net.DialTimeout("tcp", addr, 100*time.Millisecond); err == nil {
+			c.Close()
+			break
+		}
+	}
+	return p.cpu(name, maxDur)
 }
 
 // heap writes the agent's heap profile to DIR/NAME.heap.pprof.

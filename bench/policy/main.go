@@ -377,6 +377,10 @@ func benchmark(o options) *results {
 		time.Sleep(200 * time.Millisecond)
 		t0 := time.Now()
 		a := l.startAgent(o.node, srv2.Endpoint(), prof.agentEnv()...)
+		stopProf := func() {}
+		if i == 0 {
+			stopProf = prof.cpuFromStart("cold", 10*time.Second)
+		}
 		ready, err := l.waitReady(a, 60*time.Second)
 		if err != nil {
 			fatalf("cold start: %v", err)
@@ -391,6 +395,10 @@ func benchmark(o options) *results {
 			fatalf("%v", err)
 		}
 		r.coldHWM = append(r.coldHWM, hwm)
+		if i == 0 {
+			prof.heap("cold")
+			stopProf()
+		}
 		s, _ := l.metric("tortie_datastore_first_sync_seconds")
 		p, _ := l.metric("tortie_dataplane_first_programmed_seconds")
 		r.coldSync, r.coldProg = append(r.coldSync, s), append(r.coldProg, p)

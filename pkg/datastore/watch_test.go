@@ -22,6 +22,14 @@ func event(ev datastore.WatchEvent) string {
 	case datastore.EventError:
 		return "error " + ev.Err.Error()
 	case datastore.EventDeleted:
+		if ev.PrevKV.Value == nil {
+			// Found gone by a resync: the watcher kept the revision, not
+			// the value.
+			if ev.PrevKV.Revision > 0 && ev.PrevKV.Key == ev.KV.Key {
+				return fmt.Sprintf("deleted %s (last revision known)", ev.KV.Key)
+			}
+			return fmt.Sprintf("deleted %s (nothing known)", ev.KV.Key)
+		}
 		return fmt.Sprintf("deleted %s (was %s)", ev.KV.Key, ev.PrevKV.Value)
 	}
 	return fmt.Sprintf("%s %s=%s", ev.Type, ev.KV.Key, ev.KV.Value)
@@ -143,7 +151,7 @@ func TestWatchCompactedWhileDisconnected(t *testing.T) {
 	}
 	proxy.Restore()
 
-	expect(t, ch, true, "modified /w/a=2", "deleted /w/b (was 1)", "modified /w/c=3", "added /w/d=1")
+	expect(t, ch, true, "modified /w/a=2", "deleted /w/b (last revision known)", "modified /w/c=3", "added /w/d=1")
 	expect(t, ch, false, "in-sync")
 	// And it goes on watching.
 	put(t, direct, "/w/e", "1")
