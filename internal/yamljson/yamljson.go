@@ -288,23 +288,34 @@ func parseFlowSeq(t string, j int) (node, int, bool) {
 			return node{}, 0, false
 		}
 		n.kids = append(n.kids, v)
-		k = skipSpaces(t, e)
-		if k == len(t) {
-			break
+		var closed bool
+		if k, closed, ok = afterEntry(t, e, ']'); !ok {
+			return node{}, 0, false
 		}
-		switch t[k] {
-		case ']':
-			return n, k + 1, true
-		case ',':
-			k = skipSpaces(t, k+1)
-			if k < len(t) && (t[k] == ']' || t[k] == ',') {
-				return node{}, 0, false // empty or trailing entry
-			}
-			continue
+		if closed {
+			return n, k, true
 		}
-		return node{}, 0, false
 	}
 	return node{}, 0, false // not closed on its line
+}
+
+// afterEntry reads what follows an entry of a flow collection ending in
+// closer, from t[e:]: the closer (closed, and k after it) or a comma and
+// the next entry's start. An empty or trailing entry, anything else, or
+// the end of the line is not ok.
+func afterEntry(t string, e int, closer byte) (k int, closed, ok bool) {
+	k = skipSpaces(t, e)
+	if k == len(t) {
+		return 0, false, false
+	}
+	switch t[k] {
+	case closer:
+		return k + 1, true, true
+	case ',':
+		k = skipSpaces(t, k+1)
+		return k, false, k < len(t) && t[k] != closer && t[k] != ','
+	}
+	return 0, false, false
 }
 
 func parseFlowMap(t string, j int) (node, int, bool) {
@@ -327,22 +338,14 @@ func parseFlowMap(t string, j int) (node, int, bool) {
 			return node{}, 0, false
 		}
 		n.kids = append(n.kids, node{kind: kindString, text: key}, v)
-		k = skipSpaces(t, e)
-		if k == len(t) {
-			break
+		var closed bool
+		if k, closed, ok = afterEntry(t, e, '}'); !ok {
+			return node{}, 0, false
 		}
-		switch t[k] {
-		case '}':
+		if closed {
 			s, ok := n.sorted()
-			return s, k + 1, ok
-		case ',':
-			k = skipSpaces(t, k+1)
-			if k < len(t) && (t[k] == '}' || t[k] == ',') {
-				return node{}, 0, false
-			}
-			continue
+			return s, k, ok
 		}
-		return node{}, 0, false
 	}
 	return node{}, 0, false
 }
