@@ -81,7 +81,7 @@ func decode(k *v3.KindInfo, kv *datastore.KV) (v3.Resource, error) {
 	r := k.NewObject()
 	v3.PresizeRules(r, kv.Value)
 	if err := json.Unmarshal(kv.Value, r); err != nil {
-		return nil, fmt.Errorf("stored value at %s is not a valid %s: %w", kv.Key, k.Kind, err)
+		return nil, notValid(k, kv, err)
 	}
 	r.SetResourceVersion(strconv.FormatInt(kv.Revision, 10))
 	if r.GetName() == "" {
@@ -109,13 +109,18 @@ func decodeIdentity(k *v3.KindInfo, kv *datastore.KV) (v3.Resource, error) {
 		Metadata metav1.ObjectMeta `json:"metadata"`
 	}
 	if err := json.Unmarshal(kv.Value, &stored); err != nil {
-		return nil, fmt.Errorf("stored value at %s is not a valid %s: %w", kv.Key, k.Kind, err)
+		return nil, notValid(k, kv, err)
 	}
 	r := k.NewObject()
 	r.SetUID(stored.Metadata.UID)
 	r.SetCreationTimestamp(stored.Metadata.CreationTimestamp)
 	r.SetResourceVersion(strconv.FormatInt(kv.Revision, 10))
 	return r, nil
+}
+
+// notValid is the error for a stored value that does not decode as k.
+func notValid(k *v3.KindInfo, kv *datastore.KV, err error) error {
+	return fmt.Errorf("stored value at %s is not a valid %s: %w", kv.Key, k.Kind, err)
 }
 
 // stamp gives a new object its identity, or carries the stored one over on
