@@ -47,8 +47,8 @@ type WatchEvent struct {
 	// PrevKV, for Deleted, is the key's last value, as etcd reports a
 	// deletion it watched. For a key a resync found gone it has only the Key
 	// and the last Revision delivered: the watcher keeps every key's
-	// revision, not its value (at 100,000 endpoints the values were 66 MB
-	// of the agent's memory).
+	// revision, not its value (at 100,000 endpoints keeping them cost the
+	// agent 59 MB of heap: 311 MB after readiness, 252 MB without).
 	PrevKV *KV
 	Err    error // for EventError
 	// More says that further events of the same etcd watch response (one
