@@ -39,11 +39,7 @@ func Convert(y []byte) ([]byte, bool) {
 	if len(p.lines) == 0 {
 		return nil, false
 	}
-	first := p.lines[0]
-	if !isKeyStart(first.text, first.indent) {
-		return nil, false
-	}
-	top, ok := p.block(first.indent)
+	top, ok := p.block(p.lines[0].indent)
 	if !ok || p.i != len(p.lines) || top.kind != kindMap {
 		return nil, false
 	}
