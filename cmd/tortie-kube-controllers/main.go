@@ -222,13 +222,7 @@ func run(ctx context.Context, o *options, logOut io.Writer) error {
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 
-	ds, err := datastore.Resolve(datastore.Sources{Flags: o.ds})
-	if err != nil {
-		return err
-	}
-	dcfg := ds.Config
-	dcfg.Logger = log
-	be, err := datastore.New(dcfg)
+	ds, be, err := o.ds.Open(log)
 	if err != nil {
 		return err
 	}

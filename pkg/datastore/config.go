@@ -161,14 +161,17 @@ func New(cfg Config) (*Etcd, error) {
 		Password:           cfg.Password,
 		MaxCallSendMsgSize: maxMsgBytes,
 		MaxCallRecvMsgSize: maxMsgBytes,
-		// Notice a dead member within seconds even when no request is in
-		// flight, so the next request goes to a live one. Not more often:
-		// etcd's servers refuse pings closer than 5 s apart
+		// Notice a dead member within seconds while a watch or request is
+		// open, so that it moves to a live one. Not more often: etcd's
+		// servers refuse pings closer than 5 s apart
 		// (--grpc-keepalive-min-time) with a "too_many_pings" GoAway, and
-		// exactly 5 s races with that limit.
+		// exactly 5 s races with that limit. Not on an idle connection
+		// either: etcd's servers also count pings without an open stream
+		// as too many, and an idle client was sent away every 30-40 s
+		// (bench/scale); its next request finds a live member by retrying.
 		DialKeepAliveTime:    10 * time.Second,
 		DialKeepAliveTimeout: 3 * time.Second,
-		PermitWithoutStream:  true,
+		PermitWithoutStream:  false,
 		// The client's own zap logs would only repeat what our retries log.
 		Logger: zap.NewNop(),
 	})

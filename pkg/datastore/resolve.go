@@ -402,3 +402,21 @@ func (r *Resolved) LogValue() slog.Value {
 // tortie-datastore and `tortie datastore serve` (embedded.ServeConfig's
 // UnsafeNoFsync).
 const UnsafeNoFsyncHelp = "do not fsync (etcd's --unsafe-no-fsync): the data survives the process, not a machine crash; for labs and tests on a busy disk"
+
+// Open resolves the datastore from the flags (then the environment and the
+// config file, as Resolve does) and connects to it with log, as the
+// long-running programs (tortie-node, tortie-typha,
+// tortie-kube-controllers) do at start.
+func (f Flags) Open(log *slog.Logger) (*Resolved, *Etcd, error) {
+	ds, err := Resolve(Sources{Flags: f})
+	if err != nil {
+		return nil, nil, err
+	}
+	cfg := ds.Config
+	cfg.Logger = log
+	be, err := New(cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	return ds, be, nil
+}
