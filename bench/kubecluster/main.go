@@ -84,6 +84,7 @@ import (
 
 	"github.com/tortie/tortie/bench/internal/labrun"
 	"github.com/tortie/tortie/bench/internal/probe"
+	"github.com/tortie/tortie/bench/internal/procstat"
 	"github.com/tortie/tortie/bench/internal/verdicts"
 	"github.com/tortie/tortie/pkg/apis/k8s"
 	"github.com/tortie/tortie/pkg/images"
@@ -509,20 +510,8 @@ func (b *bench) sleep(d time.Duration) {
 
 // rssKiB is VmRSS of pid (0 when it is gone or a kernel thread).
 func rssKiB(pid int) int64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if rest, ok := strings.CutPrefix(l, "VmRSS:"); ok {
-			f := strings.Fields(rest)
-			if len(f) > 0 {
-				n, _ := strconv.ParseInt(f[0], 10, 64)
-				return n
-			}
-		}
-	}
-	return 0
+	n, _ := procstat.StatusKB(pid, "VmRSS")
+	return n
 }
 
 // progName is the base name of pid's argv[0] (its comm if it has none).

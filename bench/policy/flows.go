@@ -11,8 +11,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/containernetworking/plugins/pkg/ns"
@@ -20,6 +18,7 @@ import (
 
 	"github.com/tortie/tortie/bench/internal/labrun"
 	"github.com/tortie/tortie/bench/internal/probe"
+	"github.com/tortie/tortie/bench/internal/procstat"
 	"github.com/tortie/tortie/pkg/calc"
 	"github.com/tortie/tortie/pkg/flowlog"
 )
@@ -300,18 +299,9 @@ func (r *flowResults) print(w *os.File, o options) {
 
 // procCPU is the user and system CPU time a process used so far.
 func procCPU(pid int) time.Duration {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	d, err := procstat.CPU(pid)
 	if err != nil {
 		fatalf("%v", err)
 	}
-	// The fields after the command's closing parenthesis: utime and
-	// stime are the 12th and 13th, in clock ticks (100 per second).
-	_, rest, _ := strings.Cut(string(b), ") ")
-	f := strings.Fields(rest)
-	if len(f) < 13 {
-		fatalf("/proc/%d/stat: %q", pid, b)
-	}
-	u, _ := strconv.ParseInt(f[11], 10, 64)
-	st, _ := strconv.ParseInt(f[12], 10, 64)
-	return time.Duration(u+st) * 10 * time.Millisecond
+	return d
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 
 	"github.com/tortie/tortie/bench/internal/labrun"
+	"github.com/tortie/tortie/bench/internal/procstat"
 	"github.com/tortie/tortie/pkg/datastore/embedded"
 )
 
@@ -224,25 +225,11 @@ func (a *agent) logTail() string {
 	return string(b)
 }
 
-// procStatus reads a field of /proc/<pid>/status in kB.
-func procStatusKB(pid int, field string) (int64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, err
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, field+":"); ok {
-			return strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
-		}
-	}
-	return 0, fmt.Errorf("no %s in /proc/%d/status", field, pid)
-}
-
 // settledRSS is the process's VmRSS in kB once it had 2 s to settle after
 // what it was doing.
 func settledRSS(pid int) int64 {
 	time.Sleep(2 * time.Second)
-	kb, err := procStatusKB(pid, "VmRSS")
+	kb, err := procstat.StatusKB(pid, "VmRSS")
 	if err != nil {
 		fatalf("%v", err)
 	}
@@ -252,7 +239,7 @@ func settledRSS(pid int) int64 {
 // resetPeak makes the process's VmHWM start again from its VmRSS
 // (clear_refs 5), so a later VmHWM is the peak of what followed.
 func resetPeak(pid int) {
-	if err := os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", pid), []byte("5"), 0); err != nil {
+	if err := procstat.ResetPeak(pid); err != nil {
 		fatalf("reset the peak memory of %d: %v", pid, err)
 	}
 }

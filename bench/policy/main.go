@@ -48,6 +48,7 @@ import (
 
 	"github.com/tortie/tortie/bench/internal/labrun"
 	"github.com/tortie/tortie/bench/internal/probe"
+	"github.com/tortie/tortie/bench/internal/procstat"
 	"github.com/tortie/tortie/pkg/client"
 	"github.com/tortie/tortie/pkg/datastore"
 	"github.com/tortie/tortie/pkg/datastore/embedded"
@@ -70,6 +71,8 @@ type options struct {
 	flows        bool
 	flowSecs     int
 	flowRounds   int
+	churn        time.Duration
+	churnRate    int
 }
 
 func main() {
@@ -91,6 +94,8 @@ func main() {
 	flag.BoolVar(&o.flows, "flows", false, "measure flow logs instead (issue 16): connections/s with them off and on, accounting at 5,000 connections/s, memory with the ring full")
 	flag.IntVar(&o.flowSecs, "flow-secs", 10, "with -flows: seconds of paced connections")
 	flag.IntVar(&o.flowRounds, "flow-rounds", 5, "with -flows: rounds of connect/close per mode (off, on, on with totals), alternating")
+	flag.DurationVar(&o.churn, "churn", 0, "after the cold starts, change remote endpoints' addresses for this long (issue 18: 60s with -endpoints 100000 -policies 5000)")
+	flag.IntVar(&o.churnRate, "churn-rate", 1000, "with -churn: endpoint updates per second")
 	quick := flag.Bool("quick", false, "a short run: 5,000 connections or 1 s, 20 changes, 1 cold start")
 	flag.Parse()
 	if *quick {
@@ -150,6 +155,7 @@ type results struct {
 	coldHWM              []int64   // kB
 	coldEndpoints        float64
 	coldPolicies         float64
+	churn                *churnResult
 }
 
 func benchmark(o options) *results {
@@ -265,7 +271,7 @@ func benchmark(o options) *results {
 	if n, err := l.metric("tortie_active_policies"); err != nil || n != 101 {
 		fatalf("active policies %v (%v), want 101; agent log:\n%s", n, err, ag.logTail())
 	}
-	r.hwmRules, _ = procStatusKB(ag.pid, "VmHWM")
+	r.hwmRules, _ = procstat.StatusKB(ag.pid, "VmHWM")
 	r.rssRules = settledRSS(ag.pid)
 	prof.heap("rules")
 	if o.inspect {
@@ -354,7 +360,7 @@ func benchmark(o options) *results {
 		r.applyStressEnforced = seen.Sub(t0)
 		stopProf()
 		time.Sleep(time.Second) // whatever follows enforcement counts too
-		r.hwmStress, _ = procStatusKB(ag.pid, "VmHWM")
+		r.hwmStress, _ = procstat.StatusKB(ag.pid, "VmHWM")
 		if l.connects(sentinelCreate) {
 			fatalf("port %d still reachable after the stress variant", sentinelCreate)
 		}
@@ -390,7 +396,7 @@ func benchmark(o options) *results {
 			fatalf("pid %d is %q, not tortie-node", a.pid, comm)
 		}
 		time.Sleep(time.Second) // the high-water mark includes whatever follows readiness
-		hwm, err := procStatusKB(a.pid, "VmHWM")
+		hwm, err := procstat.StatusKB(a.pid, "VmHWM")
 		if err != nil {
 			fatalf("%v", err)
 		}
@@ -404,6 +410,10 @@ func benchmark(o options) *results {
 		r.coldSync, r.coldProg = append(r.coldSync, s), append(r.coldProg, p)
 		r.coldEndpoints, _ = l.metric("tortie_active_endpoints")
 		r.coldPolicies, _ = l.metric("tortie_active_policies")
+		if o.churn > 0 && i == o.coldRuns-1 {
+			logf("endpoint churn: %d/s for %v", o.churnRate, o.churn)
+			r.churn = l.churn(o, a, cl2)
+		}
 		a.stop()
 	}
 	return r
@@ -610,6 +620,9 @@ func (r *results) print(w *os.File, o options) {
 		spread(r.coldSync, func(f float64) string { return fmt.Sprintf("%.2f s", f) }),
 		spread(r.coldProg, func(f float64) string { return fmt.Sprintf("%.2f s", f) }))
 	fmt.Fprintf(w, "| agent peak memory (VmHWM) after that cold start | %s | — | — |\n", spread(r.coldHWM, mb))
+	if r.churn != nil {
+		r.churn.print(w, o)
+	}
 	fmt.Fprintf(w, "| agent memory (VmRSS, settled): idle / with the 10,000 rules in place | %s / **%s** | — / < 100 MB | 71–73 / 111–113 MB |\n", mb(r.rssIdle), mb(r.rssRules))
 	fmt.Fprintf(w, "| agent peak memory (VmHWM, reset before each): creating the 10,000 rules / the stress variant replacing them | %s / **%s** | — / < 120 MB | — / 124–127 MB |\n", mb(r.hwmRules), mb(r.hwmStress))
 	fmt.Fprintf(w, "\nRerun: `go run ./bench/policy` (as root) (part of `make bench`). Connections: one client thread, blocking connect() then close with SO_LINGER 0, at most %d connections or %v per server, in 6 rounds alternating between the two servers, after 1,000 warm-up each; probes: one non-blocking connect every 1 ms, \"denied\" = no SYN-ACK within 25 ms, time = when the probe's SYN was sent. Cold-start policies active on this node: %.0f.\n",
