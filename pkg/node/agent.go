@@ -38,6 +38,7 @@ type Agent struct {
 	// Loop state, touched only by the loop goroutine.
 	inSync       bool
 	programmed   bool
+	trouble      string    // the syncer's, while its feed is down
 	pendingSince time.Time // arrival of the oldest update not yet applied
 	lastApply    time.Time
 	// woken carries the components whose Waker fired.
@@ -105,7 +106,7 @@ func New(cfg Config, be datastore.Backend, comps ...Component) (*Agent, error) {
 	if err != nil {
 		return nil, fmt.Errorf("node: %w", err)
 	}
-	a.sync = syncer.New(be, syncer.Config{Kinds: infos, Logger: cfg.Logger})
+	a.sync = syncer.New(be, syncer.Config{Kinds: infos, Logger: cfg.Logger, Feed: cfg.Feed})
 	a.setNotReady("not in sync with the datastore yet")
 	a.heartbeat.Store(time.Now().UnixNano())
 
@@ -256,6 +257,19 @@ func (a *Agent) take() {
 	if b.Skipped > 0 {
 		a.metrics.undecodable.Add(float64(b.Skipped))
 	}
+	if b.Trouble != a.trouble {
+		a.trouble = b.Trouble
+		switch {
+		case b.Trouble != "":
+			a.setNotReady(b.Trouble)
+		case a.inSync:
+			// The stream is back; a snapshot equal to what the agent
+			// has may apply nothing, so readiness is recomputed here.
+			a.updateReadiness()
+		default:
+			a.setNotReady("not in sync with the datastore yet")
+		}
+	}
 	if len(b.Updates) > 0 && a.pendingSince.IsZero() {
 		a.pendingSince = b.Oldest
 	}
@@ -403,6 +417,9 @@ func (a *Agent) returnMemory() {
 // is not, and why.
 func (a *Agent) updateReadiness() {
 	var why []string
+	if a.trouble != "" {
+		why = append(why, a.trouble)
+	}
 	for _, cs := range a.comps {
 		switch {
 		case cs.err != nil:

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"log/slog"
 	"time"
+
+	"github.com/tortie/tortie/pkg/syncer"
 )
 
 // Config is the agent's own configuration; the components have theirs.
@@ -33,6 +35,9 @@ type Config struct {
 	// DebugAddr is where Go's profiler is served (/debug/pprof/; empty:
 	// not served, the default). FelixConfiguration debugHost/debugPort.
 	DebugAddr string
+	// Feed, when set, is where the datastore's resources come from (a
+	// typha.Client) instead of watching the datastore directly.
+	Feed syncer.Feed
 	// Logger (default slog.Default()).
 	Logger *slog.Logger
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"slices"
 	"strings"
 	"sync"
@@ -51,6 +52,10 @@ type Batch struct {
 	Resyncs int
 	// Skipped counts values that could not be decoded.
 	Skipped int
+	// Trouble is what keeps the syncer from its feed now (no typha
+	// reachable, a stream that broke), "" when nothing does. The syncer
+	// retries by itself; the agent is not ready meanwhile.
+	Trouble string
 }
 
 // Kind is one datastore prefix the syncer lists and watches.
@@ -83,6 +88,17 @@ type Config struct {
 	// RestartBackoff is the first pause before a watch that ended on an
 	// error is started again (default 1s, doubling up to 30s).
 	RestartBackoff time.Duration
+	// Feed, when set, delivers every kind over one stream (tortie-typha)
+	// and the syncer watches nothing itself.
+	Feed Feed
+}
+
+// Feed delivers the events of many prefixes over one stream: each prefix's
+// snapshot ended by its EventInSync, then its changes. typha.Client is one.
+type Feed interface {
+	// Stream calls handle with each event, the prefix given by its index
+	// in prefixes, until the stream ends (with why) or ctx is done.
+	Stream(ctx context.Context, prefixes []string, handle func(i int, ev datastore.WatchEvent)) error
 }
 
 const maxRestartBackoff = 30 * time.Second
@@ -101,6 +117,7 @@ type Syncer struct {
 	synced  int // prefixes that delivered their first snapshot
 	resyncs int
 	skipped int
+	trouble string
 }
 
 // New returns a syncer on be. Nothing happens until Run.
@@ -151,13 +168,18 @@ func (s *Syncer) Take() Batch {
 		Oldest:  s.oldest,
 		Resyncs: s.resyncs,
 		Skipped: s.skipped,
+		Trouble: s.trouble,
 	}
 	s.pending, s.oldest, s.resyncs, s.skipped = nil, time.Time{}, 0, 0
 	return b
 }
 
-// Run watches every kind until ctx is done.
+// Run watches every kind (or takes them from the feed) until ctx is done.
 func (s *Syncer) Run(ctx context.Context) {
+	if s.cfg.Feed != nil {
+		s.runFeed(ctx)
+		return
+	}
 	var wg sync.WaitGroup
 	for _, k := range s.cfg.Kinds {
 		wg.Add(1)
@@ -214,6 +236,8 @@ type kindWatch struct {
 	// arrived yet: one transaction reaches the consumer as one batch.
 	held []Update
 	more bool
+	// first is true until the first snapshot was delivered.
+	first bool
 }
 
 // emit hands an update on, or holds it while more of its watch response
@@ -233,41 +257,56 @@ func (w *kindWatch) flush() {
 	w.held = nil
 }
 
+func (s *Syncer) newKindWatch(k Kind) *kindWatch {
+	return &kindWatch{s: s, k: k, prefix: k.Prefix, known: map[string]sent{}, first: true, log: s.log.With("kind", k.Kind)}
+}
+
+// handle takes one event of the kind's watch.
+func (w *kindWatch) handle(ev datastore.WatchEvent) {
+	w.more = ev.More
+	switch ev.Type {
+	case datastore.EventAdded, datastore.EventModified:
+		w.put(ev.KV)
+	case datastore.EventDeleted:
+		w.remove(ev.KV.Key, ev.KV.Revision)
+	case datastore.EventInSync:
+		w.inSync(w.first)
+		w.first = false
+	case datastore.EventError:
+		w.log.Error("watch failed, will list again", "prefix", w.prefix, "err", ev.Err)
+	}
+	if !w.more {
+		w.flush()
+	}
+}
+
+// ended hands on what is held when the watch ends, and takes every key the
+// consumer has as stale until the next watch lists it again.
+func (w *kindWatch) ended() {
+	w.more = false
+	w.flush()
+	w.stale = make(map[string]struct{}, len(w.known))
+	for key := range w.known {
+		w.stale[key] = struct{}{}
+	}
+}
+
 func (s *Syncer) watchKind(ctx context.Context, k Kind) {
-	w := &kindWatch{s: s, k: k, prefix: k.Prefix, known: map[string]sent{}}
-	w.log = s.log.With("kind", k.Kind)
-	first := true
+	w := s.newKindWatch(k)
 	pause := s.cfg.RestartBackoff
 	for ctx.Err() == nil {
 		// The datastore's watch lists, watches and resyncs by itself; it
 		// ends only on an error retrying cannot fix (or ctx). Then start
 		// over from a fresh list, and delete what that list lacks.
 		for ev := range s.be.Watch(ctx, w.prefix, 0) {
-			w.more = ev.More
-			switch ev.Type {
-			case datastore.EventAdded, datastore.EventModified:
-				w.put(ev.KV)
-			case datastore.EventDeleted:
-				w.remove(ev.KV.Key, ev.KV.Revision)
-			case datastore.EventInSync:
-				w.inSync(first)
-				first = false
+			w.handle(ev)
+			if ev.Type == datastore.EventInSync {
 				pause = s.cfg.RestartBackoff
-			case datastore.EventError:
-				w.log.Error("watch failed, will list again", "prefix", w.prefix, "err", ev.Err)
-			}
-			if !w.more {
-				w.flush()
 			}
 		}
-		w.more = false
-		w.flush()
+		w.ended()
 		if ctx.Err() != nil {
 			return
-		}
-		w.stale = make(map[string]struct{}, len(w.known))
-		for key := range w.known {
-			w.stale[key] = struct{}{}
 		}
 		select {
 		case <-ctx.Done():
@@ -275,6 +314,67 @@ func (s *Syncer) watchKind(ctx context.Context, k Kind) {
 		case <-time.After(pause):
 		}
 		pause = min(2*pause, maxRestartBackoff)
+	}
+}
+
+// runFeed takes every kind from one stream (a typha). Each connection
+// starts with a complete snapshot; what the consumer is told is the
+// difference from what it has, as after a watch restarted.
+func (s *Syncer) runFeed(ctx context.Context) {
+	ws := make([]*kindWatch, len(s.cfg.Kinds))
+	prefixes := make([]string, len(s.cfg.Kinds))
+	for i, k := range s.cfg.Kinds {
+		ws[i] = s.newKindWatch(k)
+		prefixes[i] = k.Prefix
+	}
+	pause := s.cfg.RestartBackoff
+	for ctx.Err() == nil {
+		synced, streamed := 0, false
+		err := s.cfg.Feed.Stream(ctx, prefixes, func(i int, ev datastore.WatchEvent) {
+			streamed = true
+			ws[i].handle(ev)
+			if ev.Type == datastore.EventInSync {
+				if synced++; synced == len(ws) {
+					s.setTrouble("")
+				}
+			}
+		})
+		if streamed {
+			// The typha answered and streamed: whatever cut the stream
+			// (a snapshot that timed out while many agents connected),
+			// try again soon rather than after a backoff grown by
+			// earlier failures.
+			pause = s.cfg.RestartBackoff
+		}
+		for _, w := range ws {
+			w.ended()
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		s.setTrouble(err.Error())
+		// Spread the reconnections of many agents that lost the same
+		// typha: between half and the whole pause.
+		wait := pause/2 + rand.N(pause/2+1)
+		s.log.Warn("no stream from typha; reconnecting", "err", err, "in", wait.Round(time.Millisecond))
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		pause = min(2*pause, maxRestartBackoff)
+	}
+}
+
+// setTrouble records what keeps the syncer from its source ("" once it
+// streams again) and tells the consumer.
+func (s *Syncer) setTrouble(why string) {
+	s.mu.Lock()
+	changed := s.trouble != why
+	s.trouble = why
+	s.mu.Unlock()
+	if changed {
+		s.signal()
 	}
 }
 
