@@ -25,6 +25,7 @@ build:
 	CGO_ENABLED=0 $(GO) build $(BUILDVCS) -o $(BIN)/tortie-cni ./cmd/tortie-cni
 	CGO_ENABLED=0 $(GO) build $(BUILDVCS) -o $(BIN)/tortie-datastore ./cmd/tortie-datastore
 	CGO_ENABLED=0 $(GO) build $(BUILDVCS) -o $(BIN)/tortie-kube-controllers ./cmd/tortie-kube-controllers
+	CGO_ENABLED=0 $(GO) build $(BUILDVCS) -o $(BIN)/tortie-typha ./cmd/tortie-typha
 
 # Container images for Kubernetes (deploy/tortie.yaml, docs/kubernetes.md),
 # without Docker or the network: the programs built static into bin/static,

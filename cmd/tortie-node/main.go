@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"strings"
 	"syscall"
 	"time"
 
@@ -29,6 +30,8 @@ import (
 	"github.com/tortie/tortie/pkg/node"
 	"github.com/tortie/tortie/pkg/routing"
 	"github.com/tortie/tortie/pkg/startup"
+	"github.com/tortie/tortie/pkg/syncer"
+	"github.com/tortie/tortie/pkg/typha"
 	"github.com/tortie/tortie/pkg/version"
 )
 
@@ -74,6 +77,11 @@ type options struct {
 	defaultPoolNAT   bool
 	noBGP            bool
 	noRouting        bool
+
+	// Typha: where the datastore's resources come from instead of
+	// watching etcd.
+	typhaAddr string
+	typhaTLS  typha.TLSFiles
 
 	// changed are the flags given on the command line: those win over
 	// FelixConfiguration and FELIX_* (agentconfig).
@@ -140,6 +148,16 @@ TORTIE_FLOW_TOTALS=true adds packets and bytes from conntrack),
 flowLogsFlushInterval; bpfEnabled is refused (the agent stays not ready). A change of any but the log level restarts the agent
 in place, as Felix restarts. See docs/agent-config.md.
 
+Typha: with --typha-addr (FELIX_TYPHAADDR) the agent takes the datastore's
+resources from tortie-typha instead of watching etcd (node startup and the
+agent's few writes still go to etcd). Several addresses, comma-separated:
+it picks one at random and moves to another when that one goes away. TLS as
+Calico's Felix: --typha-ca-file, --typha-cert-file, --typha-key-file, and
+--typha-cn or --typha-uri-san, the identity typha's certificate must carry
+(FELIX_TYPHACAFILE, ...). No typha reachable is never a silent fallback to
+etcd: the agent keeps what it programmed and is not ready, /readiness
+saying why, until a typha streams again.
+
 Health: GET /liveness (the agent's loop is turning) and /readiness (in sync
 with the datastore and every component's last apply succeeded; otherwise it
 names each one and why) on --health-addr (localhost:9099 unless configured); the BGP
@@ -180,6 +198,12 @@ status "tortie node status" shows is at /status/routing there. Prometheus metric
 	f.BoolVar(&o.defaultPoolNAT, "default-pool-nat-outgoing", true, "natOutgoing of a created default pool (not given: env CALICO_IPV4POOL_NAT_OUTGOING, else true)")
 	f.BoolVar(&o.noBGP, "no-bgp", false, "run no BGP speaker: routes only from the datastore (VXLAN-only clusters) (not given: env CALICO_NETWORKING_BACKEND vxlan or none)")
 	f.BoolVar(&o.noRouting, "no-routing", false, "program policy only: no routes, no BGP, no VXLAN (not given: env CALICO_NETWORKING_BACKEND none)")
+	f.StringVar(&o.typhaAddr, "typha-addr", envOr("FELIX_TYPHAADDR", ""), "take the datastore's resources from tortie-typha at HOST:PORT[,HOST:PORT...] instead of watching etcd (env FELIX_TYPHAADDR)")
+	f.StringVar(&o.typhaTLS.CAFile, "typha-ca-file", envOr("FELIX_TYPHACAFILE", ""), "CA that signs typha's certificate (env FELIX_TYPHACAFILE)")
+	f.StringVar(&o.typhaTLS.CertFile, "typha-cert-file", envOr("FELIX_TYPHACERTFILE", ""), "this agent's certificate for typha (env FELIX_TYPHACERTFILE)")
+	f.StringVar(&o.typhaTLS.KeyFile, "typha-key-file", envOr("FELIX_TYPHAKEYFILE", ""), "this agent's key for typha (env FELIX_TYPHAKEYFILE)")
+	f.StringVar(&o.typhaTLS.PeerCN, "typha-cn", envOr("FELIX_TYPHACN", ""), "common name typha's certificate must have (env FELIX_TYPHACN)")
+	f.StringVar(&o.typhaTLS.PeerURISAN, "typha-uri-san", envOr("FELIX_TYPHAURISAN", ""), "URI SAN typha's certificate may have instead (env FELIX_TYPHAURISAN)")
 	return cmd, o
 }
 
@@ -294,24 +318,22 @@ func run(ctx context.Context, o *options, logOut io.Writer) error {
 	if err != nil {
 		return err
 	}
+	feed, err := typhaFeed(o, name, log)
+	if err != nil {
+		return err
+	}
 	if ctx == nil {
 		ctx = context.Background()
 	}
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 
-	ds, err := datastore.Resolve(datastore.Sources{Flags: o.ds})
-	if err != nil {
-		return err
-	}
-	dcfg := ds.Config
-	dcfg.Logger = log
-	log.Info("datastore", "etcd", ds)
-	be, err := datastore.New(dcfg)
+	ds, be, err := o.ds.Open(log)
 	if err != nil {
 		return err
 	}
 	defer be.Close()
+	log.Info("datastore", "etcd", ds)
 
 	nc.startup.NodeName, nc.startup.Logger = name, log
 	res, err := startNode(ctx, nc.startup, be, ds, log)
@@ -407,12 +429,12 @@ func run(ctx context.Context, o *options, logOut io.Writer) error {
 		HealthAddr:  endpointAddr(set.HealthEnabled, set.HealthHost, set.HealthPort),
 		MetricsAddr: endpointAddr(set.PrometheusMetricsEnabled, set.PrometheusMetricsHost, set.PrometheusMetricsPort),
 		DebugAddr:   endpointAddr(set.DebugPort != 0, set.DebugHost, set.DebugPort),
-		Logger:      log,
+		Logger:      log, Feed: feed,
 	}, be, components...)
 	if err != nil {
 		return err
 	}
-	log.Info("tortie-node starting", "node", name, "etcd", ds.Config.Endpoints, "table", o.table,
+	log.Info("tortie-node starting", "node", name, "etcd", ds.Config.Endpoints, "typha", o.typhaAddr, "table", o.table,
 		"interfacePrefixes", set.InterfacePrefixes, "health", agent.HealthAddr(), "metrics", agent.MetricsAddr())
 	err = agent.Run(ctx)
 	switch {
@@ -423,6 +445,38 @@ func run(ctx context.Context, o *options, logOut io.Writer) error {
 		return err
 	}
 	return nil
+}
+
+// typhaFeed is the typha client the agent's syncer streams from, nil when
+// no --typha-addr is given (the agent watches etcd itself). Node startup and
+// the agent's writes still go to etcd.
+func typhaFeed(o *options, node string, log *slog.Logger) (syncer.Feed, error) {
+	var addrs []string
+	for _, a := range strings.Split(o.typhaAddr, ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			addrs = append(addrs, a)
+		}
+	}
+	if len(addrs) == 0 {
+		if !o.typhaTLS.Empty() {
+			return nil, errors.New("typha TLS settings without --typha-addr (FELIX_TYPHAADDR)")
+		}
+		return nil, nil
+	}
+	cfg := typha.ClientConfig{Addrs: addrs, Node: node, Logger: log}
+	if o.typhaTLS.Empty() {
+		log.Warn("connecting to typha over plain TCP: no --typha-ca-file, --typha-cert-file, --typha-key-file, --typha-cn or --typha-uri-san")
+	} else {
+		var err error
+		if cfg.TLS, err = typha.ClientTLS(o.typhaTLS); err != nil {
+			return nil, err
+		}
+	}
+	cl, err := typha.NewClient(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return cl, nil
 }
 
 // startNode registers this host (Node resource, node name file, default
