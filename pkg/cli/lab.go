@@ -266,13 +266,15 @@ func newLabWorkloadCommand(g *globals, open func() (*lab.Lab, error)) *cobra.Com
 	var spec lab.WorkloadSpec
 	var labels, listen string
 	add := &cobra.Command{
-		Use:   "add NAME --host H [--namespace NS] [--labels k=v,...] [--listen tcp:80,udp:80,...]",
+		Use:   "add NAME --host H [--namespace NS] [--labels k=v,...] [--listen tcp:80,udp:80,...] [--ip ADDR]",
 		Short: "Create a workload through the CNI plugin, with a server answering its ports",
 		Long: `Create a workload (a Kubernetes pod NS/NAME, as the CNI plugin sees it) on a
 host: a network namespace, put on the network by the real CNI plugin run in
 the host's namespace, with the built-in server answering every --listen port
 (TCP accepts and echoes; UDP echoes). The namespace's profile kns.NS is
-written if missing, as Calico's controllers do for a Kubernetes namespace.`,
+written if missing, as Calico's controllers do for a Kubernetes namespace.
+With --ip the plugin assigns exactly that address (CNI_ARGS IP): deleting a
+workload and adding one with its address on another host moves the address.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			l, err := open()
@@ -301,6 +303,7 @@ written if missing, as Calico's controllers do for a Kubernetes namespace.`,
 	add.Flags().StringVarP(&spec.Namespace, "namespace", "n", "default", "the Kubernetes namespace")
 	add.Flags().StringVar(&labels, "labels", "", "pod labels, k=v,k=v")
 	add.Flags().StringVar(&listen, "listen", strings.Join(lab.DefaultListen, ","), "ports the server answers, tcp:PORT,udp:PORT,...")
+	add.Flags().StringVar(&spec.IP, "ip", "", "the address to ask the CNI plugin for (one per family, comma-separated), e.g. one another workload had")
 	_ = add.MarkFlagRequired("host")
 	del := &cobra.Command{
 		Use:   "del NAME|NS/NAME...",

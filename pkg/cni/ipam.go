@@ -73,10 +73,21 @@ func (p *invocation) allocate() (*allocation, error) {
 		return a, nil
 	}
 	if p.podReq != nil && len(p.podReq.addrs) > 0 {
-		if err := p.assignExact(p.podReq.addrs); err != nil {
+		what := fmt.Sprintf("Pod %s/%s: annotation %s", p.wl.namespace, p.wl.pod, k8s.AnnotationIPAddrs)
+		if err := p.assignExact(p.podReq.addrs, what, CodePodAnnotation); err != nil {
 			return nil, err
 		}
 		return &allocation{addrs: p.podReq.addrs, release: p.releaseHandle}, nil
+	}
+	req, err := p.wl.requested()
+	if err != nil {
+		return nil, err
+	}
+	if len(req) > 0 {
+		if err := p.assignExact(req, "CNI_ARGS "+argIP, types.ErrInvalidEnvironmentVariables); err != nil {
+			return nil, err
+		}
+		return &allocation{addrs: req, release: p.releaseHandle}, nil
 	}
 	as, err := p.autoAssign()
 	if err != nil {
@@ -132,13 +143,15 @@ func (p *invocation) autoAssign() (*ipam.Assignment, error) {
 }
 
 // assignExact gives the handle exactly these addresses (the pod's
-// cni.projectcalico.org/ipAddrs), as Calico's IPAM does for the address it
-// is asked for: each must be in an enabled IPPool and free, or already this
-// handle's (a repeated ADD). A failure gives back what was assigned.
+// cni.projectcalico.org/ipAddrs, or CNI_ARGS IP), as Calico's IPAM does for
+// the address it is asked for: each must be in an enabled IPPool and free,
+// or already this handle's (a repeated ADD). A failure gives back what was
+// assigned; errors name the request (what) and an address outside every
+// pool is badCode.
 // Unlike Calico's plugin, an address still held by an earlier sandbox of
 // the same pod is not taken from it: the ADD fails with code 11 until that
 // sandbox's DEL has freed it.
-func (p *invocation) assignExact(addrs []netip.Addr) error {
+func (p *invocation) assignExact(addrs []netip.Addr, what string, badCode uint) error {
 	if err := p.connect(); err != nil {
 		return err
 	}
@@ -150,18 +163,18 @@ func (p *invocation) assignExact(addrs []netip.Addr) error {
 		if rerr := p.releaseHandle(); rerr != nil {
 			p.log.Warn("could not give back a partial allocation; DEL will", "error", rerr)
 		}
-		what := fmt.Sprintf("Pod %s/%s: annotation %s: address %s", p.wl.namespace, p.wl.pod, k8s.AnnotationIPAddrs, a)
+		what := fmt.Sprintf("%s: address %s", what, a)
 		switch {
 		case errors.Is(err, ipam.ErrNotInPool):
-			return newError(CodePodAnnotation, what+" is in no enabled IPPool", err)
+			return newError(badCode, what+" is in no enabled IPPool", err)
 		case errors.Is(err, ipam.ErrAlreadyAssigned):
-			return newError(types.ErrTryAgainLater, what+" is held by another workload (an earlier sandbox of this pod frees it on its DEL)", err)
+			return newError(types.ErrTryAgainLater, what+" is held by another workload (until its DEL frees it)", err)
 		case errors.Is(err, datastore.ErrUnavailable), errors.Is(err, context.DeadlineExceeded):
 			return p.datastoreError("assigning "+a.String(), err)
 		}
 		return newError(CodeIPAM, what+" cannot be assigned", err)
 	}
-	p.log.Info("addresses assigned as the pod asks", "addrs", addrs)
+	p.log.Info("addresses assigned as asked", "addrs", addrs, "by", what)
 	return nil
 }
 
@@ -192,6 +205,9 @@ func delegatedError(plugin, cmd string, err error) *types.Error {
 // ipamAdd is ADD of tortie-ipam as a plain IPAM plugin: addresses with
 // their block's prefix length, as Calico's IPAM plugin returns them.
 func (p *invocation) ipamAdd() error {
+	if p.wl.ipArg != "" {
+		return newError(types.ErrInvalidEnvironmentVariables, "CNI_ARGS IP is honoured by the tortie plugin with its own IPAM, not by tortie-ipam delegated to; use type tortie (or calico) with ipam tortie-ipam", nil)
+	}
 	as, err := p.autoAssign()
 	if err != nil {
 		return err

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha1"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -646,4 +647,64 @@ func TestCnitool(t *testing.T) {
 			e.assertClean(t)
 		})
 	}
+}
+
+// TestRequestedIP: CNI_ARGS IP asks for exactly that address, as Calico's
+// IPAM reads it. One held by another workload is refused (try again later)
+// until that workload's DEL frees it, which is how an address moves from
+// one workload (or host) to another; one outside every pool, a malformed
+// one, or two of a family are refused naming CNI_ARGS IP; tortie-ipam
+// delegated to refuses it rather than ignoring it.
+func TestRequestedIP(t *testing.T) {
+	e := newEnv(t)
+	conf := e.pluginConf("req", "1.0.0", func(p map[string]any) {
+		p["ipam"] = map[string]any{"type": cni.IPAMType}
+	})
+	const want = "10.65.7.9"
+	nsA, nsB := e.workloadNS(), e.workloadNS()
+	idA, idB := "ra-"+randHex(6), "rb-"+randHex(6)
+	add := func(id, netns, args string) execResult {
+		return e.exec(cni.PluginType, "ADD", conf, containerVars(id, netns, "eth0", args)...)
+	}
+	r := add(idA, nsA, "IP="+want)
+	r.ok(t, "ADD with IP")
+	var res current.Result
+	if err := json.Unmarshal(r.stdout, &res); err != nil || len(res.IPs) != 1 || res.IPs[0].Address.IP.String() != want {
+		t.Fatalf("result %s (%v), want exactly %s", r.stdout, err, want)
+	}
+
+	for _, tc := range []struct {
+		args string
+		code uint
+		want string
+	}{
+		{"IP=" + want, types.ErrTryAgainLater, "CNI_ARGS IP: address " + want + " is held by another workload"},
+		{"IP=192.0.2.1", types.ErrInvalidEnvironmentVariables, "CNI_ARGS IP: address 192.0.2.1 is in no enabled IPPool"},
+		{"IP=10.65.7.300", types.ErrInvalidEnvironmentVariables, `CNI_ARGS IP=10.65.7.300: "10.65.7.300" is not an IP address`},
+		{"IP=10.65.7.10,10.65.7.11", types.ErrInvalidEnvironmentVariables, "two addresses of one family"},
+	} {
+		te := add(idB, nsB, tc.args).cniError(t)
+		if te.Code != tc.code || !strings.Contains(te.Msg+": "+te.Details, tc.want) {
+			t.Errorf("ADD with %s: code %d %q (%s), want code %d containing %q", tc.args, te.Code, te.Msg, te.Details, tc.code, tc.want)
+		}
+	}
+	if links := e.hostLinks(); len(links) != 1 {
+		t.Errorf("host links after the refused ADDs: %v, want only the first workload's", links)
+	}
+
+	// The address moves: DEL of the first frees it for the second.
+	e.exec(cni.PluginType, "DEL", conf, containerVars(idA, nsA, "eth0", "IP="+want)...).ok(t, "DEL of the first")
+	r = add(idB, nsB, "IP="+want)
+	r.ok(t, "ADD of the second after the DEL")
+	if err := json.Unmarshal(r.stdout, &res); err != nil || len(res.IPs) != 1 || res.IPs[0].Address.IP.String() != want {
+		t.Fatalf("second result %s (%v), want %s", r.stdout, err, want)
+	}
+	e.exec(cni.PluginType, "DEL", conf, containerVars(idB, nsB, "eth0", "")...).ok(t, "DEL of the second")
+
+	ipamConf := e.pluginConf("req-ipam", "1.0.0", func(p map[string]any) { p["type"] = cni.IPAMType; p["ipam"] = map[string]any{"type": cni.IPAMType} })
+	te := e.exec(cni.IPAMType, "ADD", ipamConf, containerVars(idA, nsA, "eth0", "IP="+want)...).cniError(t)
+	if !strings.Contains(te.Msg, "CNI_ARGS IP is honoured by the tortie plugin") {
+		t.Errorf("tortie-ipam with IP: %q", te.Msg)
+	}
+	e.assertClean(t)
 }

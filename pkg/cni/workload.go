@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
+	"net/netip"
 	"strings"
 
 	"github.com/containernetworking/cni/pkg/types"
@@ -31,6 +32,9 @@ const (
 	// argLabels carries labels of non-Kubernetes workloads in CNI_ARGS,
 	// where ';' and '=' are taken: "LABELS=app:web,tier:db".
 	argLabels = "LABELS"
+	// argIP asks tortie's IPAM for exactly these addresses (at most one
+	// per family, comma-separated), as Calico's IPAM plugin reads it: "IP=10.65.0.7".
+	argIP = "IP"
 )
 
 // workload is who the interface is for.
@@ -41,6 +45,8 @@ type workload struct {
 	containerID  string
 	endpoint     string // the interface in the container (CNI_IFNAME)
 	labels       map[string]string
+	// ipArg is CNI_ARGS IP, read by ADD only (requested).
+	ipArg string
 
 	// From the Kubernetes API (kubeMode): the pod's profiles (kns, ksa),
 	// ports, service account and generateName.
@@ -66,6 +72,41 @@ func parseCNIArgs(s string) (map[string]string, error) {
 	return out, nil
 }
 
+// requested reads CNI_ARGS IP: addresses, comma-separated, at most one
+// IPv4 and one IPv6 (nil when not given).
+func (w *workload) requested() ([]netip.Addr, error) {
+	if w.ipArg == "" {
+		return nil, nil
+	}
+	out, err := parseIPArg(w.ipArg)
+	if err != nil {
+		return nil, newError(types.ErrInvalidEnvironmentVariables, "CNI_ARGS IP="+w.ipArg, err)
+	}
+	return out, nil
+}
+
+func parseIPArg(s string) ([]netip.Addr, error) {
+	var out []netip.Addr
+	var fams [2]bool
+	for _, f := range strings.Split(s, ",") {
+		a, err := netip.ParseAddr(strings.TrimSpace(f))
+		if err != nil {
+			return nil, fmt.Errorf("%q is not an IP address", strings.TrimSpace(f))
+		}
+		a = a.Unmap()
+		i := 0
+		if a.Is6() {
+			i = 1
+		}
+		if fams[i] {
+			return nil, fmt.Errorf("two addresses of one family; at most one IPv4 and one IPv6")
+		}
+		fams[i] = true
+		out = append(out, a)
+	}
+	return out, nil
+}
+
 // identify works out the workload from CNI_ARGS and the config: a
 // Kubernetes pod when K8S_POD_NAMESPACE and K8S_POD_NAME are present, else
 // a plain container known by its ID (orchestrator "cni").
@@ -80,6 +121,8 @@ func identify(conf *NetConf, containerID, ifName, cniArgs string) (*workload, er
 	} else {
 		w.orchestrator, w.namespace = v3.OrchestratorCNI, conf.WorkloadNamespace
 	}
+
+	w.ipArg = args[argIP]
 
 	// Labels: CNI_ARGS first, then the structured forms, which win (the
 	// conventions say a plugin that understands "args" ignores CNI_ARGS'

@@ -86,6 +86,8 @@ type Workload struct {
 	IPs         []string          `json:"ips,omitempty"`
 	Labels      map[string]string `json:"labels,omitempty"`
 	Listen      []string          `json:"listen,omitempty"`
+	// RequestedIP is what the CNI plugin was asked for (CNI_ARGS IP).
+	RequestedIP string `json:"requestedIP,omitempty"`
 	// Pod: the workload's Kubernetes Pod was (or was being) created
 	// (--kube-api labs).
 	Pod bool `json:"pod,omitempty"`

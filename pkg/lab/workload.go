@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -32,6 +33,10 @@ type WorkloadSpec struct {
 	Labels    map[string]string // pod labels
 	// Listen are the ports the built-in server answers: "tcp:80", "udp:53".
 	Listen []string
+	// IP, when set, are the addresses (comma-separated, at most one per
+	// family) the CNI plugin is asked for (CNI_ARGS IP), as when an
+	// address moves here from another workload or host.
+	IP string
 }
 
 // DefaultListen is what a workload answers when not told.
@@ -114,6 +119,13 @@ func (l *Lab) AddWorkload(ctx context.Context, spec WorkloadSpec) (*Workload, er
 	if err != nil {
 		return nil, err
 	}
+	if spec.IP != "" {
+		for _, a := range strings.Split(spec.IP, ",") {
+			if _, err := netip.ParseAddr(strings.TrimSpace(a)); err != nil {
+				return nil, fmt.Errorf("workload %s: --ip %q: %q is not an IP address", spec.Name, spec.IP, strings.TrimSpace(a))
+			}
+		}
+	}
 	for _, w := range l.st.Workloads {
 		if w.Namespace == spec.Namespace && w.Name == spec.Name {
 			return nil, fmt.Errorf("workload %s exists already (on %s)", w.ID(), w.Host)
@@ -127,7 +139,7 @@ func (l *Lab) AddWorkload(ctx context.Context, spec WorkloadSpec) (*Workload, er
 	}
 	w := &Workload{Name: spec.Name, Namespace: spec.Namespace, Host: h.Name,
 		Netns: workloadNetns(l.st.Name, spec.Namespace, spec.Name), ContainerID: cniContainerID(l.st.Name, spec.Namespace, spec.Name),
-		Labels: spec.Labels, Listen: listen}
+		Labels: spec.Labels, Listen: listen, RequestedIP: spec.IP}
 	l.st.Workloads = append(l.st.Workloads, w)
 	fail := func(err error) (*Workload, error) {
 		if rerr := l.removeWorkload(context.WithoutCancel(ctx), w); rerr != nil {
@@ -269,13 +281,17 @@ func (l *Lab) cniConf(h *Host, w *Workload) []byte {
 // would.
 func (l *Lab) cni(ctx context.Context, command string, h *Host, w *Workload) ([]byte, error) {
 	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", h.Netns, filepath.Join(Dir(l.st.Name), "cni", "tortie"))
+	args := fmt.Sprintf("IgnoreUnknown=1;K8S_POD_NAMESPACE=%s;K8S_POD_NAME=%s", w.Namespace, w.Name)
+	if w.RequestedIP != "" {
+		args += ";IP=" + w.RequestedIP
+	}
 	cmd.Env = append(os.Environ(),
 		"CNI_COMMAND="+command,
 		"CNI_CONTAINERID="+w.ContainerID,
 		"CNI_NETNS="+filepath.Join("/run/netns", w.Netns),
 		"CNI_IFNAME=eth0",
 		"CNI_PATH="+filepath.Join(Dir(l.st.Name), "cni"),
-		fmt.Sprintf("CNI_ARGS=IgnoreUnknown=1;K8S_POD_NAMESPACE=%s;K8S_POD_NAME=%s", w.Namespace, w.Name),
+		"CNI_ARGS="+args,
 	)
 	cmd.Stdin = bytes.NewReader(l.cniConf(h, w))
 	var stdout, stderr bytes.Buffer
