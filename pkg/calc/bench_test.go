@@ -14,6 +14,9 @@ import (
 // policies whose rules select by label, by namespace and by named port.
 type cluster struct {
 	namespaces, endpoints, policies, localEvery int
+	// podLabelless leaves out the label unique to each endpoint ("pod"):
+	// endpoints then share label sets, as the pods of a Deployment do.
+	podLabelless bool
 }
 
 func (c cluster) endpoint(i int, extra string) *v3.WorkloadEndpoint {
@@ -25,7 +28,9 @@ func (c cluster) endpoint(i int, extra string) *v3.WorkloadEndpoint {
 	labels := map[string]string{
 		"app":  fmt.Sprintf("app%d", i%10),
 		"role": fmt.Sprintf("r%d", i%7),
-		"pod":  fmt.Sprintf("pod%d", i),
+	}
+	if !c.podLabelless {
+		labels["pod"] = fmt.Sprintf("pod%d", i)
 	}
 	if extra != "" {
 		labels["extra"] = extra
@@ -122,6 +127,15 @@ func BenchmarkColdLoad100k(b *testing.B) {
 		b.Skip("large")
 	}
 	benchColdLoad(b, cluster{namespaces: 1000, endpoints: 100_000, policies: 2_000, localEvery: 999})
+}
+
+// BenchmarkColdLoad100kShared is BenchmarkColdLoad100k with endpoints that
+// share their label sets (70 per namespace), as Deployments' pods do.
+func BenchmarkColdLoad100kShared(b *testing.B) {
+	if testing.Short() {
+		b.Skip("large")
+	}
+	benchColdLoad(b, cluster{namespaces: 1000, endpoints: 100_000, policies: 2_000, localEvery: 999, podLabelless: true})
 }
 
 func benchColdLoad(b *testing.B, c cluster) {

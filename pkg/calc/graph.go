@@ -38,6 +38,8 @@ type Graph struct {
 	policies map[PolicyID]*policyState
 	ipsets   map[string]*ipsetState
 
+	labels *labelSets // the items' label maps, shared
+
 	setIdx *index // every labelled thing, against IP set selectors
 	polIdx *index // local endpoints, against policy selectors
 
@@ -56,6 +58,7 @@ type Graph struct {
 func New(cfg Config) *Graph {
 	g := &Graph{
 		cfg:            cfg,
+		labels:         newLabelSets(),
 		items:          map[itemKey]*item{},
 		profiles:       map[string]*profileState{},
 		tiers:          map[string]*tierState{},

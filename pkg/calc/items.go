@@ -224,7 +224,8 @@ func (g *Graph) gcProfile(p *profileState) {
 func (g *Graph) addItem(it *item) {
 	g.items[it.key] = it
 	g.linkParents(it)
-	it.labels = g.effectiveLabels(it)
+	it.own = g.labels.intern(it.own)
+	it.labels = g.labels.intern(g.effectiveLabels(it))
 	g.setIdx.add(it)
 	if it.local {
 		g.polIdx.add(it)
@@ -240,6 +241,8 @@ func (g *Graph) removeItem(it *item) {
 	g.setIdx.remove(it)
 	g.unlinkParents(it)
 	delete(g.items, it.key)
+	g.labels.release(it.own)
+	g.labels.release(it.labels)
 }
 
 // changeItem brings it (the item in the graph) to the content of next.
@@ -293,9 +296,12 @@ func (g *Graph) changeItem(it, next *item) {
 		}
 	}
 	it.iface = next.iface
-	it.own = next.own
+	oldOwn := it.own
+	it.own = g.labels.intern(next.own)
+	g.labels.release(oldOwn)
 	oldLabels := it.labels
-	it.labels = g.effectiveLabels(it)
+	it.labels = g.labels.intern(g.effectiveLabels(it))
+	defer g.labels.release(oldLabels) // read below
 	labelsChanged := !maps.Equal(oldLabels, it.labels)
 	if labelsChanged {
 		g.setIdx.relabel(it, oldLabels)
@@ -316,14 +322,14 @@ func (g *Graph) changeItem(it, next *item) {
 func (g *Graph) relabelInheritors(p *profileState) {
 	for it := range p.items {
 		old := it.labels
-		it.labels = g.effectiveLabels(it)
-		if maps.Equal(old, it.labels) {
-			continue
+		it.labels = g.labels.intern(g.effectiveLabels(it))
+		if !maps.Equal(old, it.labels) {
+			g.setIdx.relabel(it, old)
+			if it.local {
+				g.polIdx.relabel(it, old)
+			}
 		}
-		g.setIdx.relabel(it, old)
-		if it.local {
-			g.polIdx.relabel(it, old)
-		}
+		g.labels.release(old)
 	}
 }
 
