@@ -1,4 +1,5 @@
-// Command scale measures tortie at scale (issue 18). This part measures IPAM
+// Command scale measures tortie at scale (issue 18), in sections that
+// -sections chooses (default all of them). The ipam section measures IPAM
 // in a burst. Many pods' addresses are allocated across many nodes by
 // concurrent callers, then all are released, and `tortie ipam check`'s
 // check must find nothing.
@@ -16,6 +17,38 @@
 // It prints a markdown table: addresses per second, the latency of one call
 // (p50, p99, max), duplicates found, blocks claimed, then the same for the
 // release, and the check's result.
+//
+// The typha section sets N agents that each watch etcd beside N agents fed
+// by one tortie-typha (typha.go):
+//
+//	go run ./bench/scale -sections typha [-typha-agents 1000] [-typha-endpoints 5000] [-typha-policies 200]
+//
+// etcd (tortie-datastore) and typha (mutual TLS) are processes of their
+// own, so that their CPU time and memory, and the watchers etcd has open,
+// are theirs alone. The agents are real syncers of the kinds tortie-node
+// watches, each with its own etcd or typha connection, all in this process
+// and started at once. Over -nodes nodes, their endpoints and policies, it
+// measures the time until every agent is in sync, etcd's and typha's CPU
+// and memory, and the time each of -typha-changes policy changes takes to
+// reach one agent and the last of them. Then the faults: two typhas share
+// the agents and one is SIGKILLed while policies change, and agents have
+// their first connection cut mid-snapshot; every agent must end with
+// etcd's policies. An agent that never syncs, or an update lost, fails the
+// run.
+//
+// The moves section (root; moves.go) moves one workload's address between
+// the hosts of a lab -moves times, as a VM migrating or an address
+// re-assigned does, and times how long every other host takes to route it
+// to the new host, over BGP and over VXLAN:
+//
+//	go run ./bench/scale -sections moves [-move-hosts 4] [-moves 50]
+//
+// The rr section (rr.go; not in the default: at 200 clients it takes about
+// 10 minutes and 18 GB) runs one route reflector and -rr-clients client
+// speakers on loopback addresses, -rr-blocks blocks each, with tortie's
+// reflector and then BIRD 2's (Calico's reflector):
+//
+//	go run ./bench/scale -sections rr [-rr-clients 200] [-rr-blocks 100]
 package main
 
 import (
@@ -44,21 +77,63 @@ import (
 var run = labrun.New("bench/scale")
 
 type options struct {
+	sections             string
 	pods, nodes, callers int
 	pool                 string
 	blockSize            int
+
+	typhaAgents, typhaEndpoints, typhaPolicies, typhaChanges int
+	typhaSpacing, typhaSyncTimeout                           time.Duration
+	typhaDirect, typhaFaults                                 bool
+
+	moveHosts, moves    int
+	rrClients, rrBlocks int
 }
 
 func main() {
+	if os.Getenv(rrChildEnv) != "" {
+		rrChild() // this program again, as the route reflector (rr.go)
+		return
+	}
 	var o options
 	flag.IntVar(&o.pods, "pods", 10000, "pods to give an IPv4 address each")
 	flag.IntVar(&o.nodes, "nodes", 100, "nodes the pods are spread over (round robin)")
 	flag.IntVar(&o.callers, "callers", 100, "concurrent callers, each with its own etcd connection")
 	flag.StringVar(&o.pool, "pool", "10.128.0.0/16", "the IPv4 pool's CIDR")
 	flag.IntVar(&o.blockSize, "block-size", 26, "the pool's block size")
+	flag.StringVar(&o.sections, "sections", "ipam,typha,moves", "comma-separated sections to run: ipam, typha, moves, rr")
+	flag.IntVar(&o.typhaAgents, "typha-agents", 200, "typha: agents in each case (issue 18's numbers are for 1000)")
+	flag.IntVar(&o.typhaEndpoints, "typha-endpoints", 5000, "typha: workload endpoints in the datastore (over -nodes nodes)")
+	flag.IntVar(&o.typhaPolicies, "typha-policies", 200, "typha: network policies in the datastore, half of them global")
+	flag.IntVar(&o.typhaChanges, "typha-changes", 20, "typha: changes of one policy whose arrival at the agents is timed")
+	flag.DurationVar(&o.typhaSpacing, "typha-spacing", 300*time.Millisecond, "typha: time between two changes")
+	flag.DurationVar(&o.typhaSyncTimeout, "typha-sync-timeout", 5*time.Minute, "typha: how long all agents may take to sync before the run fails")
+	flag.BoolVar(&o.typhaDirect, "typha-direct", true, "typha: also run the case of every agent watching etcd itself")
+	flag.BoolVar(&o.typhaFaults, "typha-faults", true, "typha: also kill one of two typhas under load, and cut connections mid-snapshot")
+	flag.IntVar(&o.moveHosts, "move-hosts", 4, "moves: hosts in the lab")
+	flag.IntVar(&o.moves, "moves", 50, "moves: address moves in each case (BGP, VXLAN)")
+	flag.IntVar(&o.rrClients, "rr-clients", 200, "rr: the reflector's clients")
+	flag.IntVar(&o.rrBlocks, "rr-blocks", 100, "rr: blocks each client advertises")
 	flag.Parse()
+	sections := map[string]bool{}
+	for _, s := range strings.Split(o.sections, ",") {
+		s = strings.TrimSpace(s)
+		if !slices.Contains([]string{"ipam", "typha", "moves", "rr"}, s) {
+			run.Fatalf("-sections: unknown section %q (ipam, typha, moves, rr)", s)
+		}
+		sections[s] = true
+	}
+	if sections["moves"] && os.Geteuid() != 0 {
+		run.Fatalf("the moves section needs root (it builds a lab of network namespaces); leave it out with -sections ipam,typha")
+	}
+	if o.moveHosts < 3 || o.moves < 1 || o.rrClients < 2 || o.rrBlocks < 1 {
+		run.Fatalf("-move-hosts must be at least 3, -moves and -rr-blocks at least 1, -rr-clients at least 2")
+	}
 	if o.pods < 1 || o.nodes < 1 || o.callers < 1 {
 		run.Fatalf("-pods, -nodes and -callers must be at least 1")
+	}
+	if o.typhaAgents < 1 || o.typhaEndpoints < 1 || o.typhaPolicies < 24 || o.typhaChanges < 1 {
+		run.Fatalf("-typha-agents, -typha-endpoints and -typha-changes must be at least 1, -typha-policies at least 24 (the faults change 10 of them)")
 	}
 	if _, err := netip.ParsePrefix(o.pool); err != nil {
 		run.Fatalf("-pool: %v", err)
@@ -67,11 +142,46 @@ func main() {
 	defer run.Finish()
 
 	load0 := labrun.LoadAverage()
-	srv := serveEtcd()
-	r := ipamBurst(srv.Endpoint(), o)
+	var burst *burstResult
+	if sections["ipam"] {
+		srv := serveEtcd()
+		burst = ipamBurst(srv.Endpoint(), o)
+		srv.Close()
+	}
+	var fan *fanoutResult
+	if sections["typha"] {
+		fan = fanout(o)
+	}
+	var moves []*moveCase
+	if sections["moves"] {
+		dir, err := os.MkdirTemp("", "tortie-bench-scale-bin.")
+		if err != nil {
+			run.Fatalf("%v", err)
+		}
+		run.AddCleanup(func() { _ = os.RemoveAll(dir) })
+		if err := labrun.Build(dir, "./cmd/tortie", "./cmd/tortie-node", "./cmd/tortie-cni", "./cmd/tortie-datastore"); err != nil {
+			run.Fatalf("%v", err)
+		}
+		moves = movesBenchmark(context.Background(), movesOptions{hosts: o.moveHosts, moves: o.moves}, dir)
+	}
+	var rrs []*rrResult
+	if sections["rr"] {
+		rrs = rrBenchmark(context.Background(), rrOptions{clients: o.rrClients, blocks: o.rrBlocks})
+	}
 	fmt.Printf("## tortie scale benchmarks, %s (load average at start %s, at end %s; %d CPUs)\n\n",
 		time.Now().UTC().Format("2006-01-02"), load0, labrun.LoadAverage(), runtime.NumCPU())
-	r.print(os.Stdout, o)
+	if burst != nil {
+		burst.print(os.Stdout, o)
+	}
+	if fan != nil {
+		fan.print(os.Stdout)
+	}
+	if moves != nil {
+		printMoves(os.Stdout, movesOptions{hosts: o.moveHosts, moves: o.moves}, moves)
+	}
+	if rrs != nil {
+		printRR(os.Stdout, rrOptions{clients: o.rrClients, blocks: o.rrBlocks}, rrs)
+	}
 }
 
 // serveEtcd starts an embedded etcd in a directory of its own, removed at
@@ -244,7 +354,7 @@ func (r *burstResult) print(w io.Writer, o options) {
 		verdict = fmt.Sprintf("**%d problems, %d addresses and %d handles left**", r.check.Problems(), r.check.Allocations, r.check.Handles)
 	}
 	fmt.Fprintf(w, "| `tortie ipam check` after releasing them all | %s (the %d blocks stay claimed by their nodes, empty) |\n", verdict, r.check.Blocks)
-	fmt.Fprintf(w, "\nRerun: `go run ./bench/scale`. A call is one IPAM library call as the CNI plugin makes it (a new allocator, nothing cached), without the plugin's process start.\n")
+	fmt.Fprintf(w, "\nRerun: `go run ./bench/scale -sections ipam`. A call is one IPAM library call as the CNI plugin makes it (a new allocator, nothing cached), without the plugin's process start.\n")
 	if len(r.duplicates) > 0 || r.failures > 0 || r.check.Problems() > 0 || r.check.Allocations > 0 || r.check.Handles > 0 {
 		run.Fatalf("IPAM burst: %d duplicates, %d failed calls, %d problems after release", len(r.duplicates), r.failures, r.check.Problems())
 	}
@@ -255,6 +365,9 @@ func quantiles(ds []time.Duration) string {
 	slices.SortFunc(s, cmp.Compare)
 	q := func(p float64) time.Duration { return s[min(len(s)-1, int(p*float64(len(s))))] }
 	ms := func(d time.Duration) string { return fmt.Sprintf("%.1f ms", float64(d)/float64(time.Millisecond)) }
+	if s[len(s)-1] >= 10*time.Second {
+		ms = func(d time.Duration) string { return fmt.Sprintf("%.1f s", d.Seconds()) }
+	}
 	return ms(q(0.5)) + " / " + ms(q(0.99)) + " / " + ms(s[len(s)-1])
 }
 

@@ -6,10 +6,13 @@
 package labrun
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -128,4 +131,21 @@ func LoadAverage() string {
 		return "?"
 	}
 	return strings.Join(strings.Fields(string(b))[:3], " ")
+}
+
+// Build builds commands of the module the working directory is in
+// ("./cmd/tortie-typha") static, as `make build` does, into dir, each named
+// as its directory.
+func Build(dir string, cmds ...string) error {
+	gomod, err := exec.Command("go", "env", "GOMOD").Output()
+	if err != nil || len(bytes.TrimSpace(gomod)) == 0 || string(bytes.TrimSpace(gomod)) == os.DevNull {
+		return fmt.Errorf("run from inside the tortie module: go env GOMOD: %v", err)
+	}
+	cmd := exec.Command("go", append([]string{"build", "-o", dir + string(filepath.Separator)}, cmds...)...)
+	cmd.Dir = filepath.Dir(string(bytes.TrimSpace(gomod)))
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("go build %s: %v\n%s", strings.Join(cmds, " "), err, out)
+	}
+	return nil
 }
