@@ -25,6 +25,7 @@ import (
 	"k8s.io/klog/v2"
 	npaversioned "sigs.k8s.io/network-policy-api/pkg/client/clientset/versioned"
 
+	"github.com/tortie/tortie/internal/flagenv"
 	"github.com/tortie/tortie/pkg/datastore"
 	"github.com/tortie/tortie/pkg/kubecontrollers"
 	"github.com/tortie/tortie/pkg/version"
@@ -66,13 +67,6 @@ type options struct {
 	workers        int
 	apiQPS         float32
 	apiBurst       int
-}
-
-func envOr(name, def string) string {
-	if v := os.Getenv(name); v != "" {
-		return v
-	}
-	return def
 }
 
 func envDuration(name string, def time.Duration) time.Duration {
@@ -151,13 +145,13 @@ off unless given (e.g. :9094, Calico's port). See docs/kube-controllers.md.`,
 	f := cmd.Flags()
 	f.StringVar(&o.kubeconfig, "kubeconfig", os.Getenv("KUBECONFIG"), "kubeconfig file (env KUBECONFIG; neither: the in-cluster service account)")
 	o.ds.Bind(f.StringVar)
-	f.StringVar(&o.controllers, "controllers", envOr("ENABLED_CONTROLLERS", strings.Join(kubecontrollers.AllControllers, ",")), "comma-separated controllers to run: "+strings.Join(kubecontrollers.AllControllers, ", ")+" (env ENABLED_CONTROLLERS)")
-	f.StringVar(&o.logLevel, "log-level", envOr("LOG_LEVEL", "info"), "debug, info, warn or error (env LOG_LEVEL)")
+	f.StringVar(&o.controllers, "controllers", flagenv.Or("ENABLED_CONTROLLERS", strings.Join(kubecontrollers.AllControllers, ",")), "comma-separated controllers to run: "+strings.Join(kubecontrollers.AllControllers, ", ")+" (env ENABLED_CONTROLLERS)")
+	f.StringVar(&o.logLevel, "log-level", flagenv.Or("LOG_LEVEL", "info"), "debug, info, warn or error (env LOG_LEVEL)")
 	f.StringVar(&o.logFormat, "log-format", "text", "text (key=value) or json")
 	f.StringVar(&o.healthAddr, "health-addr", DefaultHealthAddr, `where to serve /liveness and /readiness ("": nowhere)`)
 	f.StringVar(&o.metricsAddr, "metrics-addr", "", `where to serve Prometheus /metrics, e.g. :9094 ("": nowhere)`)
 	f.BoolVar(&o.leaderElect, "leader-elect", true, "run the controllers only while holding the leader Lease (safe with several replicas)")
-	f.StringVar(&o.identity, "identity", envOr("POD_NAME", ""), "this replica's name in the Lease (env POD_NAME; default the host name and a random suffix)")
+	f.StringVar(&o.identity, "identity", flagenv.Or("POD_NAME", ""), "this replica's name in the Lease (env POD_NAME; default the host name and a random suffix)")
 	f.StringVar(&o.leaseNamespace, "lease-namespace", "kube-system", "namespace of the leader Lease")
 	f.StringVar(&o.leaseName, "lease-name", "tortie-kube-controllers", "name of the leader Lease")
 	f.DurationVar(&o.leaseDuration, "lease-duration", 15*time.Second, "how long a standby waits after the leader's last renewal before taking over")

@@ -22,6 +22,7 @@ import (
 	"github.com/spf13/pflag"
 	"sigs.k8s.io/knftables"
 
+	"github.com/tortie/tortie/internal/flagenv"
 	"github.com/tortie/tortie/pkg/agentconfig"
 	"github.com/tortie/tortie/pkg/client"
 	"github.com/tortie/tortie/pkg/dataplane/nft"
@@ -186,11 +187,11 @@ status "tortie node status" shows is at /status/routing there. Prometheus metric
 	f.StringVar(&o.logFormat, "log-format", "text", "text (key=value) or json")
 	f.StringVar(&o.healthAddr, "health-addr", "", `where to serve /liveness, /readiness and /status, e.g. :9099 ("": nowhere; not given: FelixConfiguration healthEnabled/healthHost/healthPort, else localhost:9099)`)
 	f.StringVar(&o.metricsAddr, "metrics-addr", "", `where to serve Prometheus /metrics, e.g. :9091 ("": nowhere; not given: FelixConfiguration prometheusMetricsEnabled/Host/Port, else nowhere)`)
-	f.StringVar(&o.ip, "ip", envOr("IP", startup.AddrAutodetect), "the node's IPv4 address: autodetect, none, or an address[/len] (env IP)")
-	f.StringVar(&o.ipMethod, "ip-autodetection-method", envOr("IP_AUTODETECTION_METHOD", ""), "how to find the IPv4 address: first-found, interface=REGEX, skip-interface=REGEX, can-reach=DEST, cidr=CIDR[,CIDR] (env IP_AUTODETECTION_METHOD)")
-	f.StringVar(&o.ip6, "ip6", envOr("IP6", startup.AddrNone), "the node's IPv6 address: autodetect, none, or an address[/len] (env IP6)")
-	f.StringVar(&o.ip6Method, "ip6-autodetection-method", envOr("IP6_AUTODETECTION_METHOD", ""), "how to find the IPv6 address, as --ip-autodetection-method (env IP6_AUTODETECTION_METHOD)")
-	f.StringVar(&o.asNumber, "as", envOr("AS", ""), "this node's AS number (default: BGPConfiguration's, else 64512) (env AS)")
+	f.StringVar(&o.ip, "ip", flagenv.Or("IP", startup.AddrAutodetect), "the node's IPv4 address: autodetect, none, or an address[/len] (env IP)")
+	f.StringVar(&o.ipMethod, "ip-autodetection-method", flagenv.Or("IP_AUTODETECTION_METHOD", ""), "how to find the IPv4 address: first-found, interface=REGEX, skip-interface=REGEX, can-reach=DEST, cidr=CIDR[,CIDR] (env IP_AUTODETECTION_METHOD)")
+	f.StringVar(&o.ip6, "ip6", flagenv.Or("IP6", startup.AddrNone), "the node's IPv6 address: autodetect, none, or an address[/len] (env IP6)")
+	f.StringVar(&o.ip6Method, "ip6-autodetection-method", flagenv.Or("IP6_AUTODETECTION_METHOD", ""), "how to find the IPv6 address, as --ip-autodetection-method (env IP6_AUTODETECTION_METHOD)")
+	f.StringVar(&o.asNumber, "as", flagenv.Or("AS", ""), "this node's AS number (default: BGPConfiguration's, else 64512) (env AS)")
 	f.StringVar(&o.nodenameFile, "nodename-file", startup.DefaultNodenameFile, "where to write the node name for the CNI plugin (- : do not write)")
 	f.StringVar(&o.defaultIPv4Pool, "default-ipv4-pool", "", "create an IPv4 pool with this CIDR when none exists (not given: env CALICO_IPV4POOL_CIDR)")
 	f.StringVar(&o.defaultIPv6Pool, "default-ipv6-pool", "", "create an IPv6 pool with this CIDR when none exists (not given: env CALICO_IPV6POOL_CIDR)")
@@ -198,12 +199,12 @@ status "tortie node status" shows is at /status/routing there. Prometheus metric
 	f.BoolVar(&o.defaultPoolNAT, "default-pool-nat-outgoing", true, "natOutgoing of a created default pool (not given: env CALICO_IPV4POOL_NAT_OUTGOING, else true)")
 	f.BoolVar(&o.noBGP, "no-bgp", false, "run no BGP speaker: routes only from the datastore (VXLAN-only clusters) (not given: env CALICO_NETWORKING_BACKEND vxlan or none)")
 	f.BoolVar(&o.noRouting, "no-routing", false, "program policy only: no routes, no BGP, no VXLAN (not given: env CALICO_NETWORKING_BACKEND none)")
-	f.StringVar(&o.typhaAddr, "typha-addr", envOr("FELIX_TYPHAADDR", ""), "take the datastore's resources from tortie-typha at HOST:PORT[,HOST:PORT...] instead of watching etcd (env FELIX_TYPHAADDR)")
-	f.StringVar(&o.typhaTLS.CAFile, "typha-ca-file", envOr("FELIX_TYPHACAFILE", ""), "CA that signs typha's certificate (env FELIX_TYPHACAFILE)")
-	f.StringVar(&o.typhaTLS.CertFile, "typha-cert-file", envOr("FELIX_TYPHACERTFILE", ""), "this agent's certificate for typha (env FELIX_TYPHACERTFILE)")
-	f.StringVar(&o.typhaTLS.KeyFile, "typha-key-file", envOr("FELIX_TYPHAKEYFILE", ""), "this agent's key for typha (env FELIX_TYPHAKEYFILE)")
-	f.StringVar(&o.typhaTLS.PeerCN, "typha-cn", envOr("FELIX_TYPHACN", ""), "common name typha's certificate must have (env FELIX_TYPHACN)")
-	f.StringVar(&o.typhaTLS.PeerURISAN, "typha-uri-san", envOr("FELIX_TYPHAURISAN", ""), "URI SAN typha's certificate may have instead (env FELIX_TYPHAURISAN)")
+	f.StringVar(&o.typhaAddr, "typha-addr", flagenv.Or("FELIX_TYPHAADDR", ""), "take the datastore's resources from tortie-typha at HOST:PORT[,HOST:PORT...] instead of watching etcd (env FELIX_TYPHAADDR)")
+	f.StringVar(&o.typhaTLS.CAFile, "typha-ca-file", flagenv.Or("FELIX_TYPHACAFILE", ""), "CA that signs typha's certificate (env FELIX_TYPHACAFILE)")
+	f.StringVar(&o.typhaTLS.CertFile, "typha-cert-file", flagenv.Or("FELIX_TYPHACERTFILE", ""), "this agent's certificate for typha (env FELIX_TYPHACERTFILE)")
+	f.StringVar(&o.typhaTLS.KeyFile, "typha-key-file", flagenv.Or("FELIX_TYPHAKEYFILE", ""), "this agent's key for typha (env FELIX_TYPHAKEYFILE)")
+	f.StringVar(&o.typhaTLS.PeerCN, "typha-cn", flagenv.Or("FELIX_TYPHACN", ""), "common name typha's certificate must have (env FELIX_TYPHACN)")
+	f.StringVar(&o.typhaTLS.PeerURISAN, "typha-uri-san", flagenv.Or("FELIX_TYPHAURISAN", ""), "URI SAN typha's certificate may have instead (env FELIX_TYPHAURISAN)")
 	return cmd, o
 }
 
@@ -273,13 +274,6 @@ func resolveNode(o *options, env *startup.Env) (*nodeSettings, error) {
 	}
 	ns.startup = cfg
 	return ns, nil
-}
-
-func envOr(name, def string) string {
-	if v := os.Getenv(name); v != "" {
-		return v
-	}
-	return def
 }
 
 func nodeName(flag string) (string, error) {

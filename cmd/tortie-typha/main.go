@@ -24,6 +24,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 
+	"github.com/tortie/tortie/internal/flagenv"
 	v3 "github.com/tortie/tortie/pkg/apis/v3"
 	"github.com/tortie/tortie/pkg/datastore"
 	"github.com/tortie/tortie/pkg/serve"
@@ -53,15 +54,6 @@ type options struct {
 	healthAddr   string
 	metricsAddr  string
 	logLevel     string
-}
-
-// envOr is the environment variable name's value, else def: Calico's
-// TYPHA_* names set the same settings as the flags, a flag given wins.
-func envOr(name, def string) string {
-	if v := os.Getenv(name); v != "" {
-		return v
-	}
-	return def
 }
 
 // DefaultPort is Calico's typha port.
@@ -110,20 +102,20 @@ send latency, disconnects by reason.`,
 	cmd.SetVersionTemplate("tortie-typha {{.Version}}\n")
 	f := cmd.Flags()
 	o.ds.Bind(f.StringVar)
-	f.StringVar(&o.listen, "listen", envOr("TYPHA_LISTEN", fmt.Sprintf(":%d", DefaultPort)), "where agents connect (env TYPHA_LISTEN)")
-	f.StringVar(&o.tls.CAFile, "ca-file", envOr("TYPHA_CAFILE", ""), "CA that signs the agents' certificates (env TYPHA_CAFILE)")
-	f.StringVar(&o.tls.CertFile, "server-cert-file", envOr("TYPHA_SERVERCERTFILE", ""), "this typha's certificate (env TYPHA_SERVERCERTFILE)")
-	f.StringVar(&o.tls.KeyFile, "server-key-file", envOr("TYPHA_SERVERKEYFILE", ""), "this typha's key (env TYPHA_SERVERKEYFILE)")
-	f.StringVar(&o.tls.PeerCN, "client-cn", envOr("TYPHA_CLIENTCN", ""), "common name an agent's certificate must have (env TYPHA_CLIENTCN)")
-	f.StringVar(&o.tls.PeerURISAN, "client-uri-san", envOr("TYPHA_CLIENTURISAN", ""), "URI SAN an agent's certificate may have instead (env TYPHA_CLIENTURISAN)")
+	f.StringVar(&o.listen, "listen", flagenv.Or("TYPHA_LISTEN", fmt.Sprintf(":%d", DefaultPort)), "where agents connect (env TYPHA_LISTEN)")
+	f.StringVar(&o.tls.CAFile, "ca-file", flagenv.Or("TYPHA_CAFILE", ""), "CA that signs the agents' certificates (env TYPHA_CAFILE)")
+	f.StringVar(&o.tls.CertFile, "server-cert-file", flagenv.Or("TYPHA_SERVERCERTFILE", ""), "this typha's certificate (env TYPHA_SERVERCERTFILE)")
+	f.StringVar(&o.tls.KeyFile, "server-key-file", flagenv.Or("TYPHA_SERVERKEYFILE", ""), "this typha's key (env TYPHA_SERVERKEYFILE)")
+	f.StringVar(&o.tls.PeerCN, "client-cn", flagenv.Or("TYPHA_CLIENTCN", ""), "common name an agent's certificate must have (env TYPHA_CLIENTCN)")
+	f.StringVar(&o.tls.PeerURISAN, "client-uri-san", flagenv.Or("TYPHA_CLIENTURISAN", ""), "URI SAN an agent's certificate may have instead (env TYPHA_CLIENTURISAN)")
 	f.BoolVar(&o.plain, "insecure-plain-tcp", false, "serve without TLS: anyone who reaches --listen reads the datastore (labs and tests only)")
 	f.StringVar(&o.kinds, "kinds", "", "comma-separated kinds to serve (default: every projectcalico.org/v3 kind and IPAMBlock)")
 	f.IntVar(&o.maxLag, "max-lag", 100000, "changes an agent may fall behind before it is disconnected to resync")
 	f.DurationVar(&o.writeTimeout, "write-timeout", 10*time.Second, "how long a write to one agent may block before it is disconnected")
 	f.DurationVar(&o.pingInterval, "ping-interval", 10*time.Second, "how often an idle connection carries a ping; agents give up after three silent intervals")
-	f.StringVar(&o.healthAddr, "health-addr", envOr("TYPHA_HEALTHADDR", "localhost:9098"), `where to serve /liveness and /readiness ("": nowhere) (env TYPHA_HEALTHADDR)`)
-	f.StringVar(&o.metricsAddr, "metrics-addr", envOr("TYPHA_METRICSADDR", ""), `where to serve Prometheus /metrics, e.g. :9093 ("": nowhere) (env TYPHA_METRICSADDR)`)
-	f.StringVar(&o.logLevel, "log-level", envOr("TYPHA_LOGSEVERITYSCREEN", "info"), "debug, info, warn or error (env TYPHA_LOGSEVERITYSCREEN)")
+	f.StringVar(&o.healthAddr, "health-addr", flagenv.Or("TYPHA_HEALTHADDR", "localhost:9098"), `where to serve /liveness and /readiness ("": nowhere) (env TYPHA_HEALTHADDR)`)
+	f.StringVar(&o.metricsAddr, "metrics-addr", flagenv.Or("TYPHA_METRICSADDR", ""), `where to serve Prometheus /metrics, e.g. :9093 ("": nowhere) (env TYPHA_METRICSADDR)`)
+	f.StringVar(&o.logLevel, "log-level", flagenv.Or("TYPHA_LOGSEVERITYSCREEN", "info"), "debug, info, warn or error (env TYPHA_LOGSEVERITYSCREEN)")
 	return cmd
 }
 
