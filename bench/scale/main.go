@@ -52,7 +52,6 @@
 package main
 
 import (
-	"cmp"
 	"context"
 	"flag"
 	"fmt"
@@ -361,14 +360,12 @@ func (r *burstResult) print(w io.Writer, o options) {
 }
 
 func quantiles(ds []time.Duration) string {
-	s := slices.Clone(ds)
-	slices.SortFunc(s, cmp.Compare)
-	q := func(p float64) time.Duration { return s[min(len(s)-1, int(p*float64(len(s))))] }
+	s := slices.Sorted(slices.Values(ds))
 	ms := func(d time.Duration) string { return fmt.Sprintf("%.1f ms", float64(d)/float64(time.Millisecond)) }
-	if s[len(s)-1] >= 10*time.Second {
+	if rank(s, 1) >= 10*time.Second {
 		ms = func(d time.Duration) string { return fmt.Sprintf("%.1f s", d.Seconds()) }
 	}
-	return ms(q(0.5)) + " / " + ms(q(0.99)) + " / " + ms(s[len(s)-1])
+	return ms(rank(s, 0.5)) + " / " + ms(rank(s, 0.99)) + " / " + ms(rank(s, 1))
 }
 
 func firstFew(l []string) string {

@@ -248,13 +248,18 @@ func sideBySide[T any](w io.Writer, cases []T, name func(T) string) func(what st
 	}
 }
 
+// pct is the p-th (0..1) of ds.
 func pct(ds []time.Duration, p float64) time.Duration {
-	if len(ds) == 0 {
+	return rank(slices.Sorted(slices.Values(ds)), p)
+}
+
+// rank is the p-th (0..1) of sorted: the value at index p×len, the last
+// for p = 1; 0 when there is none.
+func rank(sorted []time.Duration, p float64) time.Duration {
+	if len(sorted) == 0 {
 		return 0
 	}
-	s := slices.Clone(ds)
-	slices.Sort(s)
-	return s[min(len(s)-1, int(p*float64(len(s))))]
+	return sorted[min(len(sorted)-1, int(p*float64(len(sorted))))]
 }
 
 func msOf(d time.Duration) string {

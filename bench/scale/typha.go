@@ -515,7 +515,7 @@ func (l *fanLab) typhaAgent(addrs ...string) newAgent {
 	}
 }
 
-// waitFor polls cond every 50 ms until it holds, and fails the run after
+// fanWait polls cond every 50 ms until it holds, and fails the run after
 // timeout saying what did not happen.
 func fanWait(what string, timeout time.Duration, cond func() (bool, string)) {
 	deadline := time.Now().Add(timeout)
