@@ -64,12 +64,7 @@ func (l *lab) churn(o options, a *agent, cl *client.Client) *churnResult {
 			seq := k*per + j
 			n, i := seq%100, 1+(seq/100)%(perNS-1)
 			round := seq / (100 * (perNS - 1))
-			ip := fmt.Sprintf("10.%d.%d.%d", 100+n/100, n%100, 2+i%250)
-			if round%2 == 0 {
-				ip = fmt.Sprintf("10.%d.%d.%d", 150+n/100, n%100, 2+i%250)
-			}
-			doc := wep(fmt.Sprintf("ns%d", n), fmt.Sprintf("host%d", 2+(n*perNS+i)%50), fmt.Sprintf("p%d", i),
-				fmt.Sprintf("cali%05x%06x", n, i), ip, fmt.Sprintf("app: app%d, tier: t%d, version: v%d", i%10, i%3, i%2))
+			doc := coldEndpoint(n, i, perNS, coldAddr(n, i, round%2 == 0))
 			res, err := v3.Decode([]byte(doc))
 			if err != nil {
 				fatalf("churn: %v", err)

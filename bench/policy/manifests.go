@@ -121,13 +121,7 @@ spec: {ingress: [{action: Allow}], egress: [{action: Allow}], labelsToApply: {pr
 	perNS := eps / nss
 	for n := range nss {
 		for i := range perNS {
-			node := fmt.Sprintf("host%d", 2+(n*perNS+i)%50)
-			if i == 0 {
-				node = "host1"
-			}
-			docs = append(docs, wep(fmt.Sprintf("ns%d", n), node, fmt.Sprintf("p%d", i),
-				fmt.Sprintf("cali%05x%06x", n, i), fmt.Sprintf("10.%d.%d.%d", 100+n/100, n%100, 2+i%250),
-				fmt.Sprintf("app: app%d, tier: t%d, version: v%d", i%10, i%3, i%2)))
+			docs = append(docs, coldEndpoint(n, i, perNS, coldAddr(n, i, false)))
 		}
 	}
 	perNSPol := pols / nss
@@ -142,6 +136,28 @@ spec: {order: %d, selector: "app == 'app%d'", types: [Ingress, Egress],
 		}
 	}
 	return docs
+}
+
+// coldEndpoint is endpoint i of namespace n (perNS to a namespace) of the
+// cold-start data, at address ip: the first of each namespace on this node
+// (host1), the others on 50 other nodes.
+func coldEndpoint(n, i, perNS int, ip string) string {
+	node := fmt.Sprintf("host%d", 2+(n*perNS+i)%50)
+	if i == 0 {
+		node = "host1"
+	}
+	return wep(fmt.Sprintf("ns%d", n), node, fmt.Sprintf("p%d", i), fmt.Sprintf("cali%05x%06x", n, i), ip,
+		fmt.Sprintf("app: app%d, tier: t%d, version: v%d", i%10, i%3, i%2))
+}
+
+// coldAddr is endpoint i of namespace n's address in the cold-start data,
+// or, moved, the other address the churn gives it.
+func coldAddr(n, i int, moved bool) string {
+	base := 100
+	if moved {
+		base = 150
+	}
+	return fmt.Sprintf("10.%d.%d.%d", base+n/100, n%100, 2+i%250)
 }
 
 // write applies docs with the library client (setup, not measured).
