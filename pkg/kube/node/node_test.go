@@ -411,8 +411,10 @@ func checkGone(t *testing.T, r node.Record) {
 		}
 	}
 	mi, _ := os.ReadFile("/proc/self/mountinfo")
-	if strings.Contains(string(mi), r.Dir) {
-		t.Errorf("mounts under %s left", r.Dir)
+	for _, l := range strings.Split(string(mi), "\n") {
+		if strings.Contains(l, r.Dir) {
+			t.Errorf("mount under %s left: %s", r.Dir, l)
+		}
 	}
 	dirs, _ := filepath.Glob("/sys/fs/cgroup/*" + r.CgroupRoot)
 	if len(dirs) > 0 {

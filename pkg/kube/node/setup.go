@@ -201,8 +201,12 @@ func (p *Plan) makeCgroups() error {
 // pins it on MountNS. In it: nothing propagates to or from the host; a
 // sysfs of the node's network namespace; a tmpfs on /sys/fs/cgroup with
 // the host's hierarchies mounted again (the sysfs hides them); the Binds.
-// The thread ends with it (it is never unlocked), so the rest of this
-// process never runs in it.
+// The thread is never unlocked, so the rest of this process never runs in
+// it; once the namespace is pinned the thread goes back to the process's
+// mount and network namespaces and ends. Going back matters: Go does not
+// end the main thread when the goroutine that locked it returns, it parks
+// it for good, and a main thread parked in a node's namespaces would keep
+// them alive after Down and make /proc/self show the node's mounts.
 func (p *Plan) makeMountNS() error {
 	cgs, err := cgroupMounts()
 	if err != nil {
@@ -224,27 +228,101 @@ func (p *Plan) makeMountNS() error {
 	}
 	readyc := make(chan ready, 1)
 	pinned := make(chan struct{})
+	back := make(chan error, 1)
 	go func() {
-		runtime.LockOSThread() // never unlocked: the thread dies with this goroutine
-		if err := p.enterNewMountNS(int(netns.Fd()), cgs); err != nil {
+		runtime.LockOSThread() // never unlocked: the thread ends with this goroutine
+		home, err := openThreadNS()
+		if err != nil {
 			readyc <- ready{err: err}
+			back <- nil // still in them
 			return
 		}
-		readyc <- ready{tid: unix.Gettid()}
-		<-pinned
+		defer home.close()
+		err = p.enterNewMountNS(int(netns.Fd()), cgs)
+		if err == nil {
+			readyc <- ready{tid: unix.Gettid()}
+			<-pinned
+		} else {
+			readyc <- ready{err: err}
+		}
+		back <- home.enter()
 	}()
 	r := <-readyc
 	if r.err != nil {
 		os.Remove(p.MountNS)
+		if err := <-back; err != nil {
+			return errors.Join(r.err, err)
+		}
 		return r.err
 	}
-	defer close(pinned)
 	src := fmt.Sprintf("/proc/%d/task/%d/ns/mnt", os.Getpid(), r.tid)
-	if err := unix.Mount(src, p.MountNS, "", unix.MS_BIND, ""); err != nil {
+	err = unix.Mount(src, p.MountNS, "", unix.MS_BIND, "")
+	close(pinned)
+	if err != nil {
 		os.Remove(p.MountNS)
-		return fmt.Errorf("pinning %s on %s: %w", src, p.MountNS, err)
+		err = fmt.Errorf("pinning %s on %s: %w", src, p.MountNS, err)
+	}
+	return errors.Join(err, <-back)
+}
+
+// threadNS are a thread's mount and network namespaces, held open.
+type threadNS struct{ mnt, net *os.File }
+
+// openThreadNS opens the calling thread's namespaces; call it on a locked
+// thread.
+func openThreadNS() (threadNS, error) {
+	mnt, err := os.Open("/proc/thread-self/ns/mnt")
+	if err != nil {
+		return threadNS{}, err
+	}
+	net, err := os.Open("/proc/thread-self/ns/net")
+	if err != nil {
+		mnt.Close()
+		return threadNS{}, err
+	}
+	return threadNS{mnt: mnt, net: net}, nil
+}
+
+// enter puts the calling thread back in the namespaces of t, those it
+// left. Entering a mount namespace needs a thread that shares no
+// filesystem information with others, as one that unshared its own.
+func (t threadNS) enter() error {
+	for _, ns := range []struct {
+		f    *os.File
+		cur  string
+		kind int
+		name string
+	}{{t.mnt, "/proc/thread-self/ns/mnt", unix.CLONE_NEWNS, "mount"}, {t.net, "/proc/thread-self/ns/net", unix.CLONE_NEWNET, "network"}} {
+		same, err := sameFile(ns.f, ns.cur)
+		if err != nil {
+			return fmt.Errorf("the thread's %s namespace: %w", ns.name, err)
+		}
+		if same {
+			continue
+		}
+		if err := unix.Setns(int(ns.f.Fd()), ns.kind); err != nil {
+			return fmt.Errorf("returning the thread to the process's %s namespace: %w", ns.name, err)
+		}
 	}
 	return nil
+}
+
+// sameFile tells whether f and the file at path are one (a namespace).
+func sameFile(f *os.File, path string) (bool, error) {
+	a, err := f.Stat()
+	if err != nil {
+		return false, err
+	}
+	b, err := os.Stat(path)
+	if err != nil {
+		return false, err
+	}
+	return os.SameFile(a, b), nil
+}
+
+func (t threadNS) close() {
+	t.mnt.Close()
+	t.net.Close()
 }
 
 // enterNewMountNS runs on a locked thread: it unshares the mount
