@@ -43,6 +43,9 @@ func (l *lockedFake) Dump() string {
 	return l.fake.Dump()
 }
 
+// Unwrap implements nft.Unwrapper: the driver writes for a fake.
+func (l *lockedFake) Unwrap() knftables.Interface { return l.fake }
+
 func (l *lockedFake) NewTransaction() *knftables.Transaction { return l.fake.NewTransaction() }
 func (l *lockedFake) Run(ctx context.Context, tx *knftables.Transaction) error {
 	l.mu.Lock()

@@ -348,6 +348,9 @@ type countingNFT struct {
 	p *Policy
 }
 
+// Unwrap implements nft.Unwrapper.
+func (c *countingNFT) Unwrap() knftables.Interface { return c.Interface }
+
 func (c *countingNFT) Run(ctx context.Context, tx *knftables.Transaction) error {
 	t0 := time.Now()
 	err := c.Interface.Run(ctx, tx)

@@ -23,6 +23,9 @@ type Driver struct {
 	nft knftables.Interface
 	nl  *Netlink // nil: every transaction through nft
 	cfg Config
+	// mergeElems: nft scripts list many elements per statement (knft),
+	// except for knftables' fake (listsElements).
+	mergeElems bool
 
 	// The desired state as far as rendering needs it (IP set members live
 	// in cover and in want, not here).
@@ -47,13 +50,35 @@ type Driver struct {
 	progs programCache  // compiled rules and programs, class chain references
 }
 
+// Unwrapper is a knftables.Interface that passes transactions on to
+// another (one that counts or records them). The driver looks through it
+// to what writes them in the end.
+type Unwrapper interface{ Unwrap() knftables.Interface }
+
+// listsElements tells whether nft, looked at through any Unwrappers, takes
+// element statements that list many elements. The real nft does;
+// knftables' fake does not parse them and would keep the list as one
+// element.
+func listsElements(nft knftables.Interface) bool {
+	for {
+		switch x := nft.(type) {
+		case *knftables.Fake:
+			return false
+		case Unwrapper:
+			nft = x.Unwrap()
+		default:
+			return true
+		}
+	}
+}
+
 // New returns a driver for the table cfg.TableName (nft must be an
 // Interface for that table, family inet). It touches nothing until the
 // first Apply or Resync.
 func New(nft knftables.Interface, cfg Config) *Driver {
 	cfg = cfg.Defaults()
 	return &Driver{
-		nft: nft, cfg: cfg, pools: slices.Clone(cfg.Pools),
+		nft: nft, cfg: cfg, pools: slices.Clone(cfg.Pools), mergeElems: listsElements(nft),
 		ipsets: map[string]*calc.IPSet{}, policies: map[calc.PolicyID]*calc.Policy{},
 		profiles: map[string]*calc.Profile{}, endpoints: map[calc.EndpointID]*calc.Endpoint{},
 		want: newTableModel(), have: newTableModel(), dirty: newDirty(), pending: map[string]bool{},

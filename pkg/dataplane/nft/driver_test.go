@@ -22,6 +22,9 @@ func (r *recorder) Run(ctx context.Context, tx *knftables.Transaction) error {
 	return r.Interface.Run(ctx, tx)
 }
 
+// Unwrap implements Unwrapper.
+func (r *recorder) Unwrap() knftables.Interface { return r.Interface }
+
 func (r *recorder) last() string { return r.txs[len(r.txs)-1] }
 
 func TestIncrementalEqualsFull(t *testing.T) {

@@ -73,6 +73,9 @@ type timedNFT struct {
 	ops  []int
 }
 
+// Unwrap implements Unwrapper.
+func (x *timedNFT) Unwrap() knftables.Interface { return x.Interface }
+
 func (x *timedNFT) Run(ctx context.Context, tx *knftables.Transaction) error {
 	t0 := time.Now()
 	err := x.Interface.Run(ctx, tx)

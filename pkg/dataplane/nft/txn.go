@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"sigs.k8s.io/knftables"
@@ -46,9 +47,38 @@ func (t *txn) add(o op) { t.ops = append(t.ops, o) }
 // tableComment is the table's comment, written with every nft transaction.
 const tableComment = "tortie: network policy (owned by tortie-node)"
 
-// knft renders the operations as a knftables transaction.
-func (t *txn) knft(tx *knftables.Transaction) *knftables.Transaction {
-	for _, o := range t.ops {
+// elemsPerStatement is how many consecutive additions (or deletions) of
+// one set's elements knft writes as one `nft` statement when asked to
+// merge them. nft parses one statement of many elements several times
+// faster than as many statements of one: 100,000 addresses load in about
+// 0.3 s rather than 2 s here.
+const elemsPerStatement = 1000
+
+// knft renders the operations as a knftables transaction. With merge,
+// consecutive element additions (or deletions) of one set (not a map)
+// become one element statement that lists them all, as nft takes them;
+// knftables' fake, which keeps elements as objects, must not be given that.
+func (t *txn) knft(tx *knftables.Transaction, merge bool) *knftables.Transaction {
+	for i := 0; i < len(t.ops); i++ {
+		o := t.ops[i]
+		if merge && (o.kind == opAddElem || o.kind == opDelElem) && !o.set.isMap {
+			keys := []string{strings.Join(o.elem.key, " . ")}
+			for i+1 < len(t.ops) && len(keys) < elemsPerStatement {
+				n := t.ops[i+1]
+				if n.kind != o.kind || n.name != o.name {
+					break
+				}
+				keys = append(keys, strings.Join(n.elem.key, " . "))
+				i++
+			}
+			e := &knftables.Element{Set: o.name, Key: []string{strings.Join(keys, ", ")}}
+			if o.kind == opAddElem {
+				tx.Add(e)
+			} else {
+				tx.Delete(e)
+			}
+			continue
+		}
 		switch o.kind {
 		case opAddTable:
 			tx.Add(&knftables.Table{Comment: knftables.PtrTo(tableComment)})
@@ -123,7 +153,7 @@ func (d *Driver) run(ctx context.Context, tx *txn, scope syncScope) error {
 		}
 		d.nl.notEncodable(err)
 	}
-	if err := d.nft.Run(ctx, tx.knft(d.nft.NewTransaction())); err != nil {
+	if err := d.nft.Run(ctx, tx.knft(d.nft.NewTransaction(), d.mergeElems)); err != nil {
 		return fmt.Errorf("nft transaction (%d operations): %w", len(tx.ops), err)
 	}
 	return nil
