@@ -242,48 +242,76 @@ func (e *Etcd) Get(ctx context.Context, key string) (*KV, error) {
 
 // List reads every key under prefix at one store revision, in pages.
 func (e *Etcd) List(ctx context.Context, prefix string) ([]*KV, int64, error) {
+	var kvs []*KV
+	rev, err := e.listPages(ctx, prefix, func(page []*KV) error {
+		kvs = append(kvs, page...)
+		return nil
+	}, func() { kvs = kvs[:0] })
+	if err != nil {
+		return nil, 0, err
+	}
+	return kvs, rev, nil
+}
+
+// listPages lists prefix at the current revision, giving each page to
+// page as it arrives, and returns the revision. When that revision is
+// compacted between two pages it calls restart and lists again at a newer
+// one. An error of page ends the list with it.
+func (e *Etcd) listPages(ctx context.Context, prefix string, page func([]*KV) error, restart func()) (int64, error) {
 	for {
-		kvs, rev, err := e.listAt(ctx, prefix, 0)
+		rev, err := e.listAt(ctx, prefix, 0, page)
 		if errors.Is(err, rpctypes.ErrCompacted) {
 			// Compacted between two pages: start again at a newer revision.
+			e.log.Info("list revision compacted between pages, listing again", "prefix", prefix)
+			restart()
 			continue
 		}
-		return kvs, rev, err
+		return rev, err
 	}
 }
 
-// listAt lists prefix at revision rev (0: the current one). A compacted rev
-// is reported as rpctypes.ErrCompacted.
-func (e *Etcd) listAt(ctx context.Context, prefix string, rev int64) ([]*KV, int64, error) {
+// listAt lists prefix at revision rev (0: the current one), giving each
+// page to page, and returns the revision read. A compacted rev is
+// reported as rpctypes.ErrCompacted. Pages are read one after the other:
+// reading the next while page takes one was measured no faster at 100,000
+// endpoints here, and holds two pages.
+func (e *Etcd) listAt(ctx context.Context, prefix string, rev int64, page func([]*KV) error) (int64, error) {
 	start, end := prefix, clientv3.GetPrefixRangeEnd(prefix)
 	if prefix == "" {
 		start, end = "\x00", "\x00" // the whole keyspace
 	}
-	var kvs []*KV
-	size := 0 // bytes of keys and values read
+	n, size := 0, 0 // keys, and bytes of keys and values, read so far
 	for {
 		var resp *clientv3.GetResponse
-		limit := nextPageSize(len(kvs), size)
+		limit := nextPageSize(n, size)
 		err := e.retry(ctx, "list "+prefix, func(ctx context.Context, _ bool) error {
 			var err error
 			resp, err = e.cli.Get(ctx, start, clientv3.WithRange(end), clientv3.WithLimit(limit), clientv3.WithRev(rev))
 			return err
 		})
 		if err != nil {
-			return nil, 0, err
+			return 0, err
 		}
 		e.saw(resp.Header.Revision)
 		if rev == 0 {
 			rev = resp.Header.Revision // later pages read the same snapshot
 		}
-		for _, kv := range resp.Kvs {
-			kvs = append(kvs, toKV(kv))
+		kvs := make([]*KV, len(resp.Kvs))
+		for i, kv := range resp.Kvs {
+			kvs[i] = toKV(kv)
 			size += len(kv.Key) + len(kv.Value)
 		}
-		if !resp.More || len(resp.Kvs) == 0 {
-			return kvs, rev, nil
+		n += len(kvs)
+		more := resp.More && len(kvs) > 0
+		if more {
+			start = kvs[len(kvs)-1].Key + "\x00"
 		}
-		start = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
+		if err := page(kvs); err != nil {
+			return 0, err
+		}
+		if !more {
+			return rev, nil
+		}
 	}
 }
 

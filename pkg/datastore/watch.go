@@ -135,12 +135,17 @@ func (w *watcher) run(ctx context.Context, fromRev int64) {
 func (w *watcher) seed(ctx context.Context, rev int64) (resync, ok bool) {
 	var b backoff
 	for {
-		kvs, _, err := w.e.listAt(ctx, w.prefix, rev)
-		switch {
-		case err == nil:
-			for _, kv := range kvs {
+		_, err := w.e.listAt(ctx, w.prefix, rev, func(page []*KV) error {
+			for _, kv := range page {
 				w.known[kv.Key] = kv.Revision
 			}
+			return nil
+		})
+		if err != nil {
+			clear(w.known) // part of a list is not the prefix as it was
+		}
+		switch {
+		case err == nil:
 			return false, true
 		case errors.Is(err, rpctypes.ErrCompacted):
 			w.e.log.Warn("watch start revision compacted, listing", "prefix", w.prefix, "fromRev", rev+1)
@@ -185,22 +190,32 @@ func (w *watcher) send(ctx context.Context, ev WatchEvent) bool {
 }
 
 // resync lists the prefix and sends the difference from known, then
-// EventInSync. It returns the revision of the list.
+// EventInSync. It returns the revision of the list. Each page's events go
+// out as the page arrives, so the consumer works while etcd reads the next
+// one, and only a page is held at a time. known follows what was sent: a
+// list that fails part way and starts again sends only what differs.
 func (w *watcher) resync(ctx context.Context) (int64, error) {
-	kvs, rev, err := w.e.List(ctx, w.prefix)
+	now := make(map[string]struct{}, len(w.known))
+	rev, err := w.e.listPages(ctx, w.prefix, func(page []*KV) error {
+		for _, kv := range page {
+			now[kv.Key] = struct{}{}
+			old, ok := w.known[kv.Key]
+			if ok && old == kv.Revision {
+				continue
+			}
+			ev := WatchEvent{Type: EventAdded, KV: kv}
+			if ok {
+				ev.Type = EventModified
+			}
+			if !w.send(ctx, ev) {
+				return ctx.Err()
+			}
+			w.known[kv.Key] = kv.Revision
+		}
+		return nil
+	}, func() { clear(now) })
 	if err != nil {
 		return 0, err
-	}
-	now := make(map[string]int64, len(kvs))
-	for _, kv := range kvs {
-		now[kv.Key] = kv.Revision
-		old, ok := w.known[kv.Key]
-		switch {
-		case !ok:
-			w.send(ctx, WatchEvent{Type: EventAdded, KV: kv})
-		case old != kv.Revision:
-			w.send(ctx, WatchEvent{Type: EventModified, KV: kv})
-		}
 	}
 	var gone []string
 	for k := range w.known {
@@ -210,9 +225,11 @@ func (w *watcher) resync(ctx context.Context) (int64, error) {
 	}
 	sort.Strings(gone)
 	for _, k := range gone {
-		w.send(ctx, WatchEvent{Type: EventDeleted, KV: &KV{Key: k, Revision: rev}, PrevKV: &KV{Key: k, Revision: w.known[k]}})
+		if !w.send(ctx, WatchEvent{Type: EventDeleted, KV: &KV{Key: k, Revision: rev}, PrevKV: &KV{Key: k, Revision: w.known[k]}}) {
+			return 0, ctx.Err()
+		}
+		delete(w.known, k)
 	}
-	w.known = now
 	w.send(ctx, WatchEvent{Type: EventInSync})
 	return rev, ctx.Err()
 }

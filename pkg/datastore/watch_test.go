@@ -215,3 +215,70 @@ func TestWatchClientClosed(t *testing.T) {
 		t.Fatalf("last event %+v, want an error saying the client closed", last)
 	}
 }
+
+// A resync sends each page as it arrives. When the list's revision is
+// compacted between two pages, the list starts again at a newer one and
+// sends only what differs from what it already sent: no key twice unless
+// it changed, nothing of the old revision's later pages.
+func TestWatchResyncCompactedBetweenPages(t *testing.T) {
+	srv := etcdtest.Start(t)
+	c := etcdtest.NewClient(t, srv)
+	// Pages of 2,000 then 50,000 keys (small values), then the rest: the
+	// compaction, made while the first page is being sent, falls before a
+	// later page is read, even by a list that reads a page ahead.
+	const n = 52100
+	key := func(i int) string { return fmt.Sprintf("/w/%06d", i) }
+	var ops []datastore.Op
+	for i := range n {
+		ops = append(ops, datastore.Op{Type: datastore.OpCreate, Key: key(i), Value: []byte("1")})
+		if len(ops) == 5000 || i == n-1 {
+			if _, err := c.Txn(t.Context(), ops); err != nil {
+				t.Fatal(err)
+			}
+			ops = ops[:0]
+		}
+	}
+	ch := c.Watch(t.Context(), "/w/", 0)
+	// The watcher now waits to send the rest of the first page: the
+	// channel holds far fewer.
+	expect(t, ch, false, "added /w/000000=1")
+	put(t, c, key(1), "2")   // sent already: sent again, changed
+	put(t, c, key(n-1), "2") // on the last page: sent once, new
+	del(t, c, key(n-2))      // on the last page: never sent
+	put(t, c, key(n), "1")
+	kv, _ := c.Get(t.Context(), key(n))
+	if _, err := c.Client().Compact(t.Context(), kv.Revision, clientv3.WithCompactPhysical()); err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string][]string{}
+	for done := false; !done; {
+		select {
+		case ev := <-ch:
+			switch ev.Type {
+			case datastore.EventInSync:
+				done = true
+			case datastore.EventError:
+				t.Fatal(ev.Err)
+			default:
+				seen[ev.KV.Key] = append(seen[ev.KV.Key], event(ev))
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("no in-sync after %d keys", len(seen))
+		}
+	}
+	for i := 1; i <= n; i++ {
+		var want []string
+		switch i {
+		case 1:
+			want = []string{"added /w/000001=1", "modified /w/000001=2"}
+		case n - 2:
+		case n - 1:
+			want = []string{fmt.Sprintf("added %s=2", key(i))}
+		default:
+			want = []string{fmt.Sprintf("added %s=1", key(i))}
+		}
+		if got := seen[key(i)]; !slices.Equal(got, want) {
+			t.Errorf("%s: %q, want %q", key(i), got, want)
+		}
+	}
+}
