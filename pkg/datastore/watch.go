@@ -191,9 +191,9 @@ func (w *watcher) send(ctx context.Context, ev WatchEvent) bool {
 
 // resync lists the prefix and sends the difference from known, then
 // EventInSync. It returns the revision of the list. Each page's events go
-// out as the page arrives, so the consumer works while etcd reads the next
-// one, and only a page is held at a time. known follows what was sent: a
-// list that fails part way and starts again sends only what differs.
+// out as the page arrives, so only a page of keys and values is held at a
+// time, not the whole prefix. known follows what was sent: a list that
+// fails part way and starts again sends only what differs.
 func (w *watcher) resync(ctx context.Context) (int64, error) {
 	now := make(map[string]struct{}, len(w.known))
 	rev, err := w.e.listPages(ctx, w.prefix, func(page []*KV) error {
