@@ -71,9 +71,8 @@ func TestKnftMergesElements(t *testing.T) {
 	}} {
 		t.Run(tc.name, func(t *testing.T) {
 			tx := (&txn{ops: tc.ops}).knft(knftables.NewFake(knftables.InetFamily, "tortie").NewTransaction(), tc.merge)
-			got := strings.Split(strings.TrimSpace(tx.String()), "\n")
-			if strings.Join(got, "\n") != strings.Join(tc.want, "\n") {
-				t.Errorf("got:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(tc.want, "\n"))
+			if got, want := strings.TrimSpace(tx.String()), strings.Join(tc.want, "\n"); got != want {
+				t.Errorf("got:\n%s\nwant:\n%s", got, want)
 			}
 		})
 	}
@@ -121,22 +120,18 @@ func TestKernelSetInStatements(t *testing.T) {
 		return s.state
 	}
 	var first, final []int
+	var added, removed []calc.Member
 	for i := range 2500 {
 		first = append(first, i)
-		if i%25 >= 12 { // 1,200 of them go
+		if i%25 < 12 { // 1,200 of them go
+			removed = append(removed, member(addr(i)+"/32"))
+		} else {
 			final = append(final, i)
 		}
 	}
-	var added []calc.Member
 	for i := 2500; i < 2800; i++ {
 		final = append(final, i)
 		added = append(added, member(addr(i)+"/32"))
-	}
-	var removed []calc.Member
-	for i := range 2500 {
-		if i%25 < 12 {
-			removed = append(removed, member(addr(i)+"/32"))
-		}
 	}
 
 	addrRE := regexp.MustCompile(`10\.70\.\d+\.\d+`)
