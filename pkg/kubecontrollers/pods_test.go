@@ -14,6 +14,9 @@ import (
 	"github.com/tortie/tortie/pkg/apis/k8s"
 	v3 "github.com/tortie/tortie/pkg/apis/v3"
 	"github.com/tortie/tortie/pkg/kube/kubetest"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/yaml"
 )
 
 // mk decodes a resource of kind from JSON.
@@ -78,7 +81,11 @@ func TestWorkloadEndpoints(t *testing.T) {
 	h := newHarness(t, c)
 	ns := c.Namespace(t)
 	c.Kubectl(t, "create", "serviceaccount", "robot", "-n", ns)
-	in := h.start(t, nil)
+	// The late pod below must reach the API server within the grace
+	// period; a loaded machine can take seconds to start kubectl, so the
+	// grace is longer here and that pod goes in through the client.
+	const grace = 5 * time.Second
+	in := h.start(t, func(cfg *Config) { cfg.EndpointGracePeriod = grace })
 	in.waitSynced(t, time.Minute)
 
 	c.Apply(t, podManifest(ns, "web", "n1", "app: web"))
@@ -117,15 +124,26 @@ func TestWorkloadEndpoints(t *testing.T) {
 	// The CNI plugin may write the endpoint before this instance sees the
 	// pod: within the grace period nothing is deleted.
 	late := h.writeEndpoint(t, ns, "late", "n1", netip.MustParseAddr("10.0.0.6"))
+	written := time.Now()
 	time.Sleep(time.Second)
-	c.Apply(t, podManifest(ns, "late", "n1", "app: late"))
+	var pod corev1.Pod
+	if err := yaml.UnmarshalStrict([]byte(podManifest(ns, "late", "n1", "app: late")), &pod); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.admin.CoreV1().Pods(ns).Create(context.Background(), &pod, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(written); d >= grace {
+		t.Fatalf("the late pod took %v to create, past the %v grace period: its endpoint may rightly go", d, grace)
+	}
 	eventually(t, 10*time.Second, func() error {
 		if w := h.endpoint(t, ns, late.Name); w == nil || w.Labels["app"] != "late" {
 			return fmt.Errorf("late endpoint: %+v", w)
 		}
 		return nil
 	})
-	time.Sleep(3 * time.Second)
+	// Past the grace period counted from the endpoint's write.
+	time.Sleep(time.Until(written.Add(grace + time.Second)))
 	if h.endpoint(t, ns, late.Name) == nil {
 		t.Fatal("the endpoint of a pod created after it was deleted")
 	}
@@ -133,13 +151,13 @@ func TestWorkloadEndpoints(t *testing.T) {
 	// A pod that goes takes its endpoint with it, after the grace period.
 	gone := time.Now()
 	c.Kubectl(t, "delete", "pod", "web", "-n", ns, "--grace-period=0", "--force")
-	eventually(t, 15*time.Second, func() error {
+	eventually(t, grace+15*time.Second, func() error {
 		if h.endpoint(t, ns, wep.Name) != nil {
 			return fmt.Errorf("endpoint of deleted pod still there")
 		}
 		return nil
 	})
-	if d := time.Since(gone); d < 2*time.Second {
+	if d := time.Since(gone); d < grace {
 		t.Errorf("endpoint deleted %v after its pod, before the grace period", d)
 	}
 	if h.endpoint(t, ns, late.Name) == nil {
