@@ -79,8 +79,7 @@ func storedForm(obj v3.Resource) {
 // not shown, as calicoctl does not show it.
 func decode(k *v3.KindInfo, kv *datastore.KV) (v3.Resource, error) {
 	r := k.NewObject()
-	v3.PresizeRules(r, kv.Value)
-	if err := json.Unmarshal(kv.Value, r); err != nil {
+	if err := v3.UnmarshalStored(kv.Value, r); err != nil {
 		return nil, notValid(k, kv, err)
 	}
 	r.SetResourceVersion(strconv.FormatInt(kv.Revision, 10))
