@@ -91,7 +91,16 @@ type Config struct {
 	// Feed, when set, delivers every kind over one stream (tortie-typha)
 	// and the syncer watches nothing itself.
 	Feed Feed
+	// MaxPending is how many updates may wait for Take before the watches
+	// wait for it (default DefaultMaxPending). Without a bound a consumer
+	// slower than decoding, as an agent building its state from 100,000
+	// endpoints is, holds much of the datastore decoded twice.
+	MaxPending int
 }
+
+// DefaultMaxPending is Config.MaxPending's default: a few milliseconds of a
+// consumer's work, about 10 MB of decoded endpoints.
+const DefaultMaxPending = 8192
 
 // Feed delivers the events of many prefixes over one stream: each prefix's
 // snapshot ended by its EventInSync, then its changes. typha.Client is one.
@@ -112,6 +121,8 @@ type Syncer struct {
 	note chan struct{}
 
 	mu      sync.Mutex
+	room    sync.Cond // Take made room in pending, or Run ended
+	stopped bool      // Run's ctx is done: emit waits no more
 	pending []Update
 	oldest  time.Time
 	synced  int // prefixes that delivered their first snapshot
@@ -128,7 +139,12 @@ func New(be datastore.Backend, cfg Config) *Syncer {
 	if cfg.RestartBackoff <= 0 {
 		cfg.RestartBackoff = time.Second
 	}
-	return &Syncer{be: be, cfg: cfg, log: cfg.Logger.With("component", "syncer"), note: make(chan struct{}, 1)}
+	if cfg.MaxPending <= 0 {
+		cfg.MaxPending = DefaultMaxPending
+	}
+	s := &Syncer{be: be, cfg: cfg, log: cfg.Logger.With("component", "syncer"), note: make(chan struct{}, 1)}
+	s.room.L = &s.mu
+	return s
 }
 
 // KindsNamed looks kinds up by their manifest names ("IPPool") or raw kind
@@ -171,11 +187,21 @@ func (s *Syncer) Take() Batch {
 		Trouble: s.trouble,
 	}
 	s.pending, s.oldest, s.resyncs, s.skipped = nil, time.Time{}, 0, 0
+	s.room.Broadcast()
 	return b
 }
 
 // Run watches every kind (or takes them from the feed) until ctx is done.
 func (s *Syncer) Run(ctx context.Context) {
+	s.mu.Lock()
+	s.stopped = false
+	s.mu.Unlock()
+	defer context.AfterFunc(ctx, func() {
+		s.mu.Lock()
+		s.stopped = true
+		s.room.Broadcast()
+		s.mu.Unlock()
+	})()
 	if s.cfg.Feed != nil {
 		s.runFeed(ctx)
 		return
@@ -201,11 +227,16 @@ func (s *Syncer) signal() {
 	}
 }
 
+// emit queues us for Take, first waiting while MaxPending updates are
+// queued (us, one watch event's updates, goes in whole).
 func (s *Syncer) emit(us ...Update) {
 	if len(us) == 0 {
 		return
 	}
 	s.mu.Lock()
+	for len(s.pending) >= s.cfg.MaxPending && !s.stopped {
+		s.room.Wait()
+	}
 	if len(s.pending) == 0 {
 		s.oldest = time.Now()
 	}

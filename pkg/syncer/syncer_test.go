@@ -570,3 +570,58 @@ func TestBuiltinProfile(t *testing.T) {
 		t.Errorf("skipped %d, want the stored value under the built-in name ignored", m.skipped)
 	}
 }
+
+// A consumer that falls behind holds the watches back: no more than
+// MaxPending updates wait for it and none is lost; and a syncer whose
+// consumer has stopped taking still ends with its context.
+func TestPendingIsBounded(t *testing.T) {
+	_, be, cl := setup(t)
+	for i := range 60 {
+		apply(t, cl, wep(fmt.Sprintf("p%d", i), fmt.Sprintf("10.65.0.%d", 10+i), "role: client"))
+	}
+	infos, err := syncer.KindsNamed(v3.KindWorkloadEndpoint)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const bound = 10
+	s := syncer.New(be, syncer.Config{Kinds: infos, MaxPending: bound})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan struct{})
+	go func() { s.Run(ctx); close(done) }()
+
+	// Nothing taken for a while: what waits is at the bound, not the 60.
+	time.Sleep(300 * time.Millisecond)
+	got := map[string]bool{}
+	for deadline := time.Now().Add(20 * time.Second); ; {
+		b := s.Take()
+		if len(b.Updates) > bound {
+			t.Fatalf("%d updates waited for Take, bound %d", len(b.Updates), bound)
+		}
+		for _, u := range b.Updates {
+			got[u.Name] = true
+		}
+		if b.InSync {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not in sync; %d endpoints delivered", len(got))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if len(got) != 60 {
+		t.Fatalf("%d endpoints delivered, want 60", len(got))
+	}
+
+	// Live changes past the bound, nobody taking: cancelling still ends Run.
+	for i := range bound + 5 {
+		apply(t, cl, wep(fmt.Sprintf("q%d", i), fmt.Sprintf("10.65.1.%d", 10+i), "role: client"))
+	}
+	time.Sleep(300 * time.Millisecond)
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not end with its context while its queue was full")
+	}
+}
