@@ -13,7 +13,6 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
@@ -36,16 +35,7 @@ import (
 	"github.com/tortie/tortie/pkg/version"
 )
 
-// defaultGCPercent is the agent's GOGC unless the environment sets one:
-// the heap may grow half its live size before a collection, not Go's
-// default whole, so the agent's memory follows what it holds more closely
-// (issue 15) for a little more collection work.
-const defaultGCPercent = 50
-
 func main() {
-	if os.Getenv("GOGC") == "" {
-		debug.SetGCPercent(defaultGCPercent)
-	}
 	cmd := newCommand(os.Stderr)
 	cmd.SetArgs(os.Args[1:])
 	if err := cmd.Execute(); err != nil {
@@ -346,6 +336,7 @@ func run(ctx context.Context, o *options, logOut io.Writer) error {
 	settings := agentconfig.Resolve(in)
 	set := settings.Settings
 	logSettings(log, settings)
+	log.Info("Go runtime", "settings", agentconfig.ApplyRuntime(set, in.Env))
 	level.Set(agentconfig.SlogLevel(set.LogSeverityScreen))
 
 	// The table lives in the network namespace this process was started in.

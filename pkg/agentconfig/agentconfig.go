@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"net/netip"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -74,6 +75,12 @@ type Settings struct {
 	FlowLogs bool
 	// FlowLogsFlushInterval is the aggregation interval of flow records.
 	FlowLogsFlushInterval time.Duration
+	// The Go runtime's settings (see Runtime): GoGCThreshold is GOGC (-1
+	// turns collection off), GoMemoryLimitMB the soft memory limit (-1:
+	// none), GoMaxProcs the CPUs used at once (-1: Go's choice).
+	GoGCThreshold   int
+	GoMemoryLimitMB int
+	GoMaxProcs      int
 }
 
 // Defaults are Calico's, except where tortie is safer: the health
@@ -106,6 +113,9 @@ func Defaults() Settings {
 		VXLANVNI:                    4096,
 		MTUIfacePattern:             `^((en|wl|ww|sl|ib)[Pcopsvx].*|(eth|wlan|wwan).*)`,
 		FlowLogsFlushInterval:       15 * time.Second,
+		GoGCThreshold:               40,
+		GoMemoryLimitMB:             -1,
+		GoMaxProcs:                  -1,
 	}
 }
 
@@ -239,6 +249,9 @@ var fields = []field{
 		}
 		return err
 	}, func(s *Settings) any { return s.FlowLogsFlushInterval }},
+	intField("goGCThreshold", 0, "-1 (no collection) or a percentage", func(s *Settings) *int { return &s.GoGCThreshold }),
+	intField("goMemoryLimitMB", 1, "-1 (no limit) or a size in MB", func(s *Settings) *int { return &s.GoMemoryLimitMB }),
+	intField("goMaxProcs", 1, "-1 (Go's choice) or a CPU count", func(s *Settings) *int { return &s.GoMaxProcs }),
 }
 
 // Names are the FelixConfiguration fields tortie-node honours.
@@ -377,11 +390,12 @@ func (s Settings) NeedsRestart(o Settings) bool {
 	return len(s.Changed(o)) > 0
 }
 
-// Changed names the settings, other than the log level, that differ.
+// Changed names the settings, other than those that change live (the log
+// level and the Go runtime's), that differ.
 func (s Settings) Changed(o Settings) []string {
 	var out []string
 	for _, f := range fields {
-		if f.name == "logSeverityScreen" {
+		if f.name == "logSeverityScreen" || slices.Contains(runtimeFields, f.name) {
 			continue
 		}
 		if f.value(s) != f.value(o) {
@@ -423,6 +437,18 @@ func mtuField(name string, p func(*Settings) *int) field {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 0 || (n > 0 && n < 1280) || n > 65535 {
 			return fmt.Errorf("%q: want 0 (from the host's MTU) or an MTU from 1280 to 65535", v)
+		}
+		*p(s) = n
+		return nil
+	}, func(s *Settings) any { return *p(s) }}
+}
+
+// intField is -1 (the field's "off") or a number from least up.
+func intField(name string, least int, want string, p func(*Settings) *int) field {
+	return field{name, func(s *Settings, v string) error {
+		n, err := strconv.Atoi(v)
+		if err != nil || (n != -1 && n < least) {
+			return fmt.Errorf("%q: want %s", v, want)
 		}
 		*p(s) = n
 		return nil

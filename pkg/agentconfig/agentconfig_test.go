@@ -2,7 +2,10 @@ package agentconfig
 
 import (
 	"log/slog"
+	"math"
 	"net/netip"
+	"runtime"
+	"runtime/debug"
 	"strings"
 	"testing"
 	"time"
@@ -52,6 +55,9 @@ func TestPrecedence(t *testing.T) {
 		{"NAT address", Input{Env: []string{"FELIX_NATOUTGOINGADDRESS=192.0.2.7"}}, func(s Settings) bool { return s.NATOutgoingAddress == netip.MustParseAddr("192.0.2.7") }, "natOutgoingAddress", SourceEnv},
 		{"bpf", Input{Global: fc("default", `{bpfEnabled: true}`)}, func(s Settings) bool { return s.BPFEnabled }, "bpfEnabled", SourceGlobal},
 		{"ipip off", Input{Global: fc("default", `{ipipEnabled: false, ipipMTU: 1400}`)}, func(s Settings) bool { return !s.IPIPEnabled && s.IPIPMTU == 1400 }, "ipipEnabled", SourceGlobal},
+		{"Go's threshold, Calico's default", Input{}, func(s Settings) bool { return s.GoGCThreshold == 40 && s.GoMemoryLimitMB == -1 && s.GoMaxProcs == -1 }, "goGCThreshold", SourceDefault},
+		{"Go's memory limit from a resource", Input{Global: fc("default", `{goMemoryLimitMB: 250, goGCThreshold: -1}`)}, func(s Settings) bool { return s.GoMemoryLimitMB == 250 && s.GoGCThreshold == -1 }, "goMemoryLimitMB", SourceGlobal},
+		{"Go's CPUs from env", Input{Env: []string{"FELIX_GOMAXPROCS=1"}}, func(s Settings) bool { return s.GoMaxProcs == 1 }, "goMaxProcs", SourceEnv},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -83,6 +89,9 @@ func TestBadValues(t *testing.T) {
 		{"FELIX_NATOUTGOINGADDRESS=2001:db8::1", "natOutgoingAddress", func(s Settings) bool { return !s.NATOutgoingAddress.IsValid() }},
 		{"FELIX_VXLANENABLED=maybe", "vxlanEnabled", func(s Settings) bool { return s.VXLANEnabled }},
 		{"FELIX_MTUIFACEPATTERN=(", "mtuIfacePattern", func(s Settings) bool { return s.MTUIfacePattern == Defaults().MTUIfacePattern }},
+		{"FELIX_GOGCTHRESHOLD=-2", `goGCThreshold (FELIX_GOGCTHRESHOLD): "-2": want -1 (no collection) or a percentage`, func(s Settings) bool { return s.GoGCThreshold == 40 }},
+		{"FELIX_GOMEMORYLIMITMB=0", "goMemoryLimitMB", func(s Settings) bool { return s.GoMemoryLimitMB == -1 }},
+		{"FELIX_GOMAXPROCS=all", "goMaxProcs", func(s Settings) bool { return s.GoMaxProcs == -1 }},
 	}
 	global := fc("default", `{logSeverityScreen: Warning, healthPort: 9199, failsafeInboundHostPorts: [{protocol: tcp, port: 2222}]}`)
 	for _, tt := range tests {
@@ -102,6 +111,10 @@ func TestChanged(t *testing.T) {
 	b.LogSeverityScreen = "Debug"
 	if a.NeedsRestart(b) {
 		t.Error("a log level change needs a restart; it is live")
+	}
+	b.GoGCThreshold, b.GoMemoryLimitMB, b.GoMaxProcs = 100, 300, 1
+	if a.NeedsRestart(b) {
+		t.Error("a Go runtime change needs a restart; it is live")
 	}
 	b.FailsafeInbound = []v3.ProtoPort{{Protocol: "tcp", Port: 1}}
 	b.HealthPort = 1
@@ -142,5 +155,45 @@ func TestComponent(t *testing.T) {
 	c.OnUpdate(syncer.Update{Kind: v3.KindFelixConfiguration, Name: "node.n1"}) // deleted
 	if err := c.Apply(t.Context(), false); err != nil {
 		t.Errorf("after the node's config went: %v", err)
+	}
+}
+
+// TestApplyRuntime: the settings reach the Go runtime, but not past Go's
+// own variables; a change through the component is applied live.
+func TestApplyRuntime(t *testing.T) {
+	gc, limit, procs := debug.SetGCPercent(100), debug.SetMemoryLimit(-1), runtime.GOMAXPROCS(0)
+	t.Cleanup(func() {
+		debug.SetGCPercent(gc)
+		debug.SetMemoryLimit(limit)
+		runtime.GOMAXPROCS(procs)
+	})
+	s := Defaults()
+	s.GoGCThreshold, s.GoMemoryLimitMB, s.GoMaxProcs = 70, 300, 1
+	got := ApplyRuntime(s, []string{"PATH=/bin"})
+	if debug.SetGCPercent(70) != 70 || debug.SetMemoryLimit(-1) != 300<<20 || runtime.GOMAXPROCS(0) != 1 {
+		t.Errorf("runtime not set: %v", got)
+	}
+	if want := "goGCThreshold=70 goMemoryLimitMB=300 goMaxProcs=1 (GOMAXPROCS 1)"; strings.Join(got, " ") != want {
+		t.Errorf("applied %q, want %q", got, want)
+	}
+
+	// Go's variables win; -1 is no limit and Go's own CPU count.
+	s.GoGCThreshold, s.GoMemoryLimitMB, s.GoMaxProcs = 30, -1, -1
+	got = ApplyRuntime(s, []string{"GOGC=90"})
+	if debug.SetGCPercent(70) != 70 || debug.SetMemoryLimit(-1) != math.MaxInt64 || runtime.GOMAXPROCS(0) != procs {
+		t.Errorf("runtime: %v", got)
+	}
+	if !strings.HasPrefix(strings.Join(got, " "), "goGCThreshold: GOGC=90 set goMemoryLimitMB=-1") {
+		t.Errorf("applied %q", got)
+	}
+
+	in := Input{NodeName: "n1"}
+	c := NewComponent(in, Resolve(in).Settings, nil, slog.Default())
+	c.OnUpdate(syncer.Update{Kind: v3.KindFelixConfiguration, Name: "default", Resource: fc("default", `{goGCThreshold: 55}`)})
+	if err := c.Apply(t.Context(), false); err != nil {
+		t.Fatal(err)
+	}
+	if debug.SetGCPercent(100) != 55 || len(c.restart) != 0 {
+		t.Errorf("goGCThreshold not applied live (restart asked %d)", len(c.restart))
 	}
 }

@@ -18,7 +18,7 @@ import (
 var ErrRestart = errors.New("configuration changed: restarting to apply it")
 
 // Component follows FelixConfiguration inside the agent's loop: the log
-// level changes live; a change of any other honoured setting stops the
+// level and the Go runtime's settings change live; a change of any other honoured setting stops the
 // agent with ErrRestart; bpfEnabled keeps the agent not ready.
 type Component struct {
 	in      Input
@@ -75,6 +75,10 @@ func (c *Component) Apply(_ context.Context, _ bool) error {
 	if lv := SlogLevel(s.LogSeverityScreen); c.level != nil && c.level.Level() != lv {
 		c.log.Info("log level changed", "logSeverityScreen", s.LogSeverityScreen, "from", res.Sources["logSeverityScreen"])
 		c.level.Set(lv)
+	}
+	if s.runtimeChanged(c.running) {
+		c.log.Info("Go runtime settings changed", "applied", ApplyRuntime(s, c.in.Env))
+		c.running.GoGCThreshold, c.running.GoMemoryLimitMB, c.running.GoMaxProcs = s.GoGCThreshold, s.GoMemoryLimitMB, s.GoMaxProcs
 	}
 	if changed := c.running.Changed(s); len(changed) > 0 && !c.asked {
 		c.asked = true
