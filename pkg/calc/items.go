@@ -40,7 +40,7 @@ type item struct {
 	ports   []namedPort
 	local   bool // an endpoint of this host
 	iface   string
-	matches [2]selSet
+	matches [2]selList
 }
 
 func (it *item) endpointID() EndpointID {
@@ -283,13 +283,13 @@ func (g *Graph) changeItem(it, next *item) {
 	it.local = next.local
 
 	if !slices.Equal(it.addrs, next.addrs) || !slices.Equal(it.ports, next.ports) {
-		for e := range it.matches[setSlot] {
+		for _, e := range it.matches[setSlot] {
 			for st := range e.sets {
 				g.contribute(st, it, -1)
 			}
 		}
 		it.addrs, it.ports = next.addrs, next.ports
-		for e := range it.matches[setSlot] {
+		for _, e := range it.matches[setSlot] {
 			for st := range e.sets {
 				g.contribute(st, it, +1)
 			}

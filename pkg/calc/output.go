@@ -15,7 +15,7 @@ func (g *Graph) renderEndpoint(it *item) *Endpoint {
 		Addresses:     slices.Clone(it.addrs),
 	}
 	var pols []*policyState
-	for e := range it.matches[policySlot] {
+	for _, e := range it.matches[policySlot] {
 		for p := range e.policies {
 			pols = append(pols, p)
 		}
