@@ -520,7 +520,8 @@ func (w *kindWatch) decode(kv *datastore.KV) (r v3.Resource, value []byte, ns, n
 	if r == nil {
 		return nil, nil, "", "", fmt.Errorf("stored value at %s is empty", kv.Key)
 	}
-	if name = r.GetName(); name == "" {
+	if name = r.GetName(); name == "" || name == keyName {
+		// The key's copy: what is kept per key then shares its bytes.
 		name = keyName
 	}
 	return r, nil, ns, name, nil
