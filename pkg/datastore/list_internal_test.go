@@ -8,7 +8,7 @@ func TestNextPageSize(t *testing.T) {
 		want        int64
 	}{
 		{0, 0, listPageSize},                    // the first page
-		{2000, 2000 * 600, listPageBytes / 600}, // endpoints of ~600 bytes: ~28,000
+		{2000, 2000 * 600, listPageBytes / 600}, // endpoints of ~600 bytes: ~7,000
 		{2000, 2000 * 100_000, listPageSize},    // large values: never below the first page's size
 		{2000, 2000 * 10, listPageMax},          // tiny values: at most listPageMax
 		{100, 0, listPageSize},                  // keys without bytes cannot happen; no division by zero
