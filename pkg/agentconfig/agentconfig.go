@@ -75,7 +75,7 @@ type Settings struct {
 	FlowLogs bool
 	// FlowLogsFlushInterval is the aggregation interval of flow records.
 	FlowLogsFlushInterval time.Duration
-	// The Go runtime's settings (see Runtime): GoGCThreshold is GOGC (-1
+	// The Go runtime's settings (see ApplyRuntime): GoGCThreshold is GOGC (-1
 	// turns collection off), GoMemoryLimitMB the soft memory limit (-1:
 	// none), GoMaxProcs the CPUs used at once (-1: Go's choice).
 	GoGCThreshold   int

@@ -18,8 +18,9 @@ import (
 var ErrRestart = errors.New("configuration changed: restarting to apply it")
 
 // Component follows FelixConfiguration inside the agent's loop: the log
-// level and the Go runtime's settings change live; a change of any other honoured setting stops the
-// agent with ErrRestart; bpfEnabled keeps the agent not ready.
+// level and the Go runtime's settings change live; a change of any other
+// honoured setting stops the agent with ErrRestart; bpfEnabled keeps the
+// agent not ready.
 type Component struct {
 	in      Input
 	running Settings // what the agent was built with
