@@ -52,9 +52,11 @@ func TestTwoSpeakers(t *testing.T) {
 	}
 	b.waitRoute(10*time.Second, pfx("10.244.1.0/26"), l.v4(1))
 	b.waitRoute(10*time.Second, pfx("fd00:244:1::/122"), l.v6(1))
-	first, _ := a.eventsSince(0)
+	// Route events reach the test over the child's stream, which may be
+	// behind the routes it answers with: wait for the first.
+	first := a.waitEvent(0, 10*time.Second, "a's first route event", func(RouteEvent) bool { return true })
 	t.Logf("timing: both started → a Established %v (polled), first route event at a %v",
-		tEst.Round(time.Millisecond), first[0].At.Sub(t0).Round(time.Millisecond))
+		tEst.Round(time.Millisecond), first.At.Sub(t0).Round(time.Millisecond))
 	if rs := a.routes(); len(rs) != 2 {
 		t.Errorf("a learned %d routes, want b's 2 (never its own): %+v", len(rs), rs)
 	}
