@@ -16,7 +16,6 @@ import (
 	"fmt"
 	"net/netip"
 	"regexp"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -395,7 +394,7 @@ func (s Settings) NeedsRestart(o Settings) bool {
 func (s Settings) Changed(o Settings) []string {
 	var out []string
 	for _, f := range fields {
-		if f.name == "logSeverityScreen" || slices.Contains(runtimeFields, f.name) {
+		if f.name == "logSeverityScreen" || isRuntimeField(f.name) {
 			continue
 		}
 		if f.value(s) != f.value(o) {

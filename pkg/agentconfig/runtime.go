@@ -5,17 +5,46 @@ import (
 	"math"
 	"runtime"
 	"runtime/debug"
+	"slices"
 	"strings"
 )
 
-// runtimeFields are the settings of the Go runtime, applied by
-// ApplyRuntime when the agent starts and whenever they change.
-var runtimeFields = []string{"goGCThreshold", "goMemoryLimitMB", "goMaxProcs"}
+// runtimeField is a setting of the Go runtime: env is the runtime's own
+// variable, which the runtime has read when set and which then wins over
+// every layer, as in Felix; apply sets it and says what it set.
+type runtimeField struct {
+	name, env string
+	apply     func(s Settings) string
+}
 
-// runtimeEnv is the Go runtime's own variable for each runtime field: when
-// it is set, the runtime has read it and it wins over every layer, as in
-// Felix.
-var runtimeEnv = map[string]string{"goGCThreshold": "GOGC", "goMemoryLimitMB": "GOMEMLIMIT", "goMaxProcs": "GOMAXPROCS"}
+// runtimeFields are applied by ApplyRuntime when the agent starts and
+// whenever they change.
+var runtimeFields = []runtimeField{
+	{"goGCThreshold", "GOGC", func(s Settings) string {
+		debug.SetGCPercent(s.GoGCThreshold)
+		return fmt.Sprint(s.GoGCThreshold)
+	}},
+	{"goMemoryLimitMB", "GOMEMLIMIT", func(s Settings) string {
+		limit := int64(math.MaxInt64)
+		if s.GoMemoryLimitMB > 0 {
+			limit = int64(s.GoMemoryLimitMB) << 20
+		}
+		debug.SetMemoryLimit(limit)
+		return fmt.Sprint(s.GoMemoryLimitMB)
+	}},
+	{"goMaxProcs", "GOMAXPROCS", func(s Settings) string {
+		if s.GoMaxProcs > 0 {
+			runtime.GOMAXPROCS(s.GoMaxProcs)
+		} else {
+			runtime.SetDefaultGOMAXPROCS()
+		}
+		return fmt.Sprintf("%d (GOMAXPROCS %d)", s.GoMaxProcs, runtime.GOMAXPROCS(0))
+	}},
+}
+
+func isRuntimeField(name string) bool {
+	return slices.ContainsFunc(runtimeFields, func(f runtimeField) bool { return f.name == name })
+}
 
 // ApplyRuntime sets the Go runtime's garbage collection threshold, soft
 // memory limit and CPU count from s, except each one whose Go variable
@@ -24,29 +53,11 @@ var runtimeEnv = map[string]string{"goGCThreshold": "GOGC", "goMemoryLimitMB": "
 func ApplyRuntime(s Settings, env []string) []string {
 	var out []string
 	for _, f := range runtimeFields {
-		if v := lookupEnv(env, runtimeEnv[f]); v != "" {
-			out = append(out, fmt.Sprintf("%s: %s=%s set", f, runtimeEnv[f], v))
+		if v := lookupEnv(env, f.env); v != "" {
+			out = append(out, fmt.Sprintf("%s: %s=%s set", f.name, f.env, v))
 			continue
 		}
-		switch f {
-		case "goGCThreshold":
-			debug.SetGCPercent(s.GoGCThreshold)
-			out = append(out, fmt.Sprintf("%s=%d", f, s.GoGCThreshold))
-		case "goMemoryLimitMB":
-			limit := int64(math.MaxInt64)
-			if s.GoMemoryLimitMB > 0 {
-				limit = int64(s.GoMemoryLimitMB) << 20
-			}
-			debug.SetMemoryLimit(limit)
-			out = append(out, fmt.Sprintf("%s=%d", f, s.GoMemoryLimitMB))
-		case "goMaxProcs":
-			if s.GoMaxProcs > 0 {
-				runtime.GOMAXPROCS(s.GoMaxProcs)
-			} else {
-				runtime.SetDefaultGOMAXPROCS()
-			}
-			out = append(out, fmt.Sprintf("%s=%d (GOMAXPROCS %d)", f, s.GoMaxProcs, runtime.GOMAXPROCS(0)))
-		}
+		out = append(out, f.name+"="+f.apply(s))
 	}
 	return out
 }
@@ -63,5 +74,10 @@ func lookupEnv(env []string, name string) string {
 
 // runtimeChanged reports whether a runtime field differs between s and o.
 func (s Settings) runtimeChanged(o Settings) bool {
-	return s.GoGCThreshold != o.GoGCThreshold || s.GoMemoryLimitMB != o.GoMemoryLimitMB || s.GoMaxProcs != o.GoMaxProcs
+	for _, f := range fields {
+		if isRuntimeField(f.name) && f.value(s) != f.value(o) {
+			return true
+		}
+	}
+	return false
 }
