@@ -2,6 +2,7 @@ package routes
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -18,6 +19,25 @@ type tunnelAttrs struct {
 	mtu  int              // 0: left alone
 	mac  net.HardwareAddr // nil: left alone
 	addr netip.Addr       // invalid: left alone
+}
+
+// FindLink returns the device named name, or nil and no error when there is
+// none.
+func FindLink(h *netlink.Handle, name string) (netlink.Link, error) {
+	link, err := h.LinkByName(name)
+	var notFound netlink.LinkNotFoundError
+	if errors.As(err, &notFound) {
+		return nil, nil
+	}
+	return link, err
+}
+
+// TuneDevice brings a live device that another driver created (WireGuard's)
+// to MTU mtu (0: left alone), up, and the single address addr of its family
+// (invalid: left alone), as the tunnel devices here are tuned. kind names the
+// device in logs and errors. It says what it changed.
+func TuneDevice(h *netlink.Handle, link netlink.Link, kind string, mtu int, addr netip.Addr, log *slog.Logger) ([]string, error) {
+	return tuneTunnel(h, link, tunnelAttrs{kind: kind, name: link.Attrs().Name, mtu: mtu, addr: addr}, log)
 }
 
 // tuneTunnel brings a live tunnel device's MTU, MAC, state and address to

@@ -120,12 +120,8 @@ func ensureVXLAN(h *netlink.Handle, cfg VXLANConfig) ([]string, error) {
 		Learning:     false,
 	}
 
-	link, err := h.LinkByName(cfg.Name)
-	var notFound netlink.LinkNotFoundError
-	switch {
-	case errors.As(err, &notFound):
-		link = nil
-	case err != nil:
+	link, err := FindLink(h, cfg.Name)
+	if err != nil {
 		return nil, fmt.Errorf("vxlan %s: %w", cfg.Name, err)
 	}
 	if link != nil {

@@ -1,0 +1,342 @@
+package wireguard
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/tortie/tortie/internal/testenv"
+)
+
+func TestConfigValidate(t *testing.T) {
+	key := testKey(1)
+	for _, tc := range []struct {
+		name string
+		c    Config
+		want string
+	}{
+		{"no name", Config{ListenPort: 1, PrivateKey: key}, "invalid device name"},
+		{"long name", Config{Name: "wireguard.calico1", ListenPort: 1, PrivateKey: key}, "invalid device name"},
+		{"no port", Config{Name: "wg0", PrivateKey: key}, "port 0 out of range"},
+		{"no key", Config{Name: "wg0", ListenPort: 1}, "no private key"},
+		{"small MTU", Config{Name: "wg0", ListenPort: 1, PrivateKey: key, MTU: 60}, "MTU 60"},
+		{"mode", Config{Name: "wg0", ListenPort: 1, PrivateKey: key, Mode: "fast"}, `mode "fast"`},
+		{"fine, MTU defaulted", Config{Name: "wg0", ListenPort: 1, PrivateKey: key}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := tc.c.validate()
+			if tc.want == "" {
+				if err != nil || tc.c.MTU != DefaultMTU {
+					t.Fatalf("err %v, MTU %d", err, tc.c.MTU)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("err %v, want %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// wgHost is a network namespace with an underlay address on a veth.
+type wgHost struct {
+	ns    ns.NetNS
+	name  string
+	h     *netlink.Handle
+	under netip.Addr // underlay address
+	tun   netip.Addr // WireGuard device address
+}
+
+func newWGHost(t *testing.T, under, tunAddr string) *wgHost {
+	n, name := testenv.NewNS(t)
+	nsh, err := netns.GetFromPath(n.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := netlink.NewHandleAt(nsh)
+	_ = nsh.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(h.Close)
+	testenv.Sh(t, "ip", "-n", name, "link", "set", "lo", "up")
+	return &wgHost{ns: n, name: name, h: h, under: netip.MustParseAddr(under), tun: netip.MustParseAddr(tunAddr)}
+}
+
+// capture records the frames on one interface of a namespace (AF_PACKET)
+// until stop is called.
+type capture struct {
+	fd     int
+	mu     sync.Mutex
+	frames [][]byte
+	done   chan struct{}
+}
+
+func startCapture(t *testing.T, n ns.NetNS, ifname string) *capture {
+	c := &capture{done: make(chan struct{})}
+	err := n.Do(func(ns.NetNS) error {
+		ifi, err := net.InterfaceByName(ifname)
+		if err != nil {
+			return err
+		}
+		proto := int(htons(unix.ETH_P_ALL))
+		if c.fd, err = unix.Socket(unix.AF_PACKET, unix.SOCK_RAW, proto); err != nil {
+			return err
+		}
+		tv := unix.Timeval{Usec: 100_000}
+		if err := unix.SetsockoptTimeval(c.fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
+			return err
+		}
+		return unix.Bind(c.fd, &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ALL), Ifindex: ifi.Index})
+	})
+	if err != nil {
+		t.Fatalf("capture on %s: %v", ifname, err)
+	}
+	stop := make(chan struct{})
+	go func() {
+		defer close(c.done)
+		buf := make([]byte, 65536)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			n, _, err := unix.Recvfrom(c.fd, buf, 0)
+			if err != nil {
+				continue // timeout: look at stop again
+			}
+			c.mu.Lock()
+			c.frames = append(c.frames, bytes.Clone(buf[:n]))
+			c.mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		close(stop)
+		<-c.done
+		unix.Close(c.fd)
+	})
+	return c
+}
+
+func (c *capture) snapshot() [][]byte {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([][]byte(nil), c.frames...)
+}
+
+func htons(v uint16) uint16 { return v<<8 | v>>8 }
+
+// udpChannel sends datagrams from a's tunnel address to b's, through the
+// device, and reports what b receives.
+type udpChannel struct {
+	send *net.UDPConn
+	recv *net.UDPConn
+	to   *net.UDPAddr
+}
+
+func newUDPChannel(t *testing.T, a, b *wgHost) *udpChannel {
+	u := &udpChannel{to: net.UDPAddrFromAddrPort(netip.AddrPortFrom(b.tun, 9999))}
+	if err := b.ns.Do(func(ns.NetNS) error {
+		var err error
+		u.recv, err = net.ListenUDP("udp4", u.to)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.ns.Do(func(ns.NetNS) error {
+		var err error
+		u.send, err = net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.AddrPortFrom(a.tun, 0)))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { u.send.Close(); u.recv.Close() })
+	return u
+}
+
+// deliver sends msg every 100 ms until b has it or the time is up.
+func (u *udpChannel) deliver(msg string, within time.Duration) bool {
+	deadline := time.Now().Add(within)
+	buf := make([]byte, 2048)
+	for time.Now().Before(deadline) {
+		_, _ = u.send.WriteToUDP([]byte(msg), u.to)
+		_ = u.recv.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+		for {
+			n, _, err := u.recv.ReadFromUDP(buf)
+			if err != nil {
+				break
+			}
+			if string(buf[:n]) == msg {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// TestTwoHostsEncrypt runs two hosts (namespaces joined by a veth), each with
+// a WireGuard device made by Ensure, and checks that traffic between their
+// tunnel addresses flows, that the wire between them carries only WireGuard's
+// UDP and never the payload, that peers are written only when they change,
+// that a rotated key is taken up, and that nothing is left after Close.
+func TestTwoHostsEncrypt(t *testing.T) {
+	testenv.RequireRoot(t)
+	a := newWGHost(t, "192.0.2.1", "10.99.0.1")
+	b := newWGHost(t, "192.0.2.2", "10.99.0.2")
+	testenv.Sh(t, "ip", "-n", a.name, "link", "add", "under0", "type", "veth", "peer", "name", "under0", "netns", b.name)
+	for _, x := range []*wgHost{a, b} {
+		testenv.Sh(t, "ip", "-n", x.name, "addr", "add", x.under.String()+"/24", "dev", "under0")
+		testenv.Sh(t, "ip", "-n", x.name, "link", "set", "under0", "up")
+	}
+	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
+
+	keyA, _ := wgtypes.GeneratePrivateKey()
+	keyB, _ := wgtypes.GeneratePrivateKey()
+	cfgA := Config{Name: "wgt", ListenPort: DefaultPort, FirewallMark: 0x100000, PrivateKey: keyA, Addr: a.tun,
+		Mode: ModeAuto, NetnsPath: a.ns.Path(), Logger: log}
+	cfgB := Config{Name: "wgt", ListenPort: DefaultPort, FirewallMark: 0x100000, PrivateKey: keyB, Addr: b.tun,
+		Mode: ModeUserspace, NetnsPath: b.ns.Path(), Logger: log}
+	devA, err := Ensure(a.h, cfgA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { devA.Close(); _ = Remove(a.h, "wgt", nil) })
+	devB, err := Ensure(b.h, cfgB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(devB.Close)
+	t.Logf("device a is %s, b is %s", devA.Kind(), devB.Kind())
+	if devB.Kind() != wgtypes.Userspace {
+		t.Fatalf("b asked for userspace and got %s", devB.Kind())
+	}
+	for _, x := range []struct {
+		h    *wgHost
+		peer *wgHost
+	}{{a, b}, {b, a}} {
+		out := testenv.Sh(t, "ip", "-n", x.h.name, "-o", "addr", "show", "dev", "wgt")
+		if !strings.Contains(out, x.h.tun.String()+"/32") || !strings.Contains(testenv.Sh(t, "ip", "-n", x.h.name, "link", "show", "wgt"), "mtu 1420") {
+			t.Fatalf("device in %s: %s", x.h.name, out)
+		}
+		testenv.Sh(t, "ip", "-n", x.h.name, "route", "add", x.peer.tun.String()+"/32", "dev", "wgt")
+	}
+
+	peerOf := func(x *wgHost, key wgtypes.Key) Peer {
+		return Peer{PublicKey: key.PublicKey(), Endpoint: netip.AddrPortFrom(x.under, DefaultPort),
+			AllowedIPs: []netip.Prefix{netip.PrefixFrom(x.tun, 32), netip.MustParsePrefix("10.65.7.0/26")}}
+	}
+	if n, err := devA.SetPeers([]Peer{peerOf(b, keyB)}); err != nil || n != 1 {
+		t.Fatalf("a's peers: %d changed, %v", n, err)
+	}
+	if n, err := devB.SetPeers([]Peer{{PublicKey: keyA.PublicKey(), Endpoint: netip.AddrPortFrom(a.under, DefaultPort),
+		AllowedIPs: []netip.Prefix{netip.PrefixFrom(a.tun, 32)}}}); err != nil || n != 1 {
+		t.Fatalf("b's peers: %d changed, %v", n, err)
+	}
+
+	const marker = "tortie-wireguard-marker-7f3a"
+	cap := startCapture(t, b.ns, "under0")
+	ch := newUDPChannel(t, a, b)
+	if !ch.deliver(marker, 5*time.Second) {
+		t.Fatal("the marker did not reach b through the tunnel within 5 s")
+	}
+	time.Sleep(100 * time.Millisecond)
+	frames := cap.snapshot()
+	var wg int
+	for _, f := range frames {
+		if bytes.Contains(f, []byte(marker)) {
+			t.Fatalf("the marker crossed the wire in clear: % x", f)
+		}
+		if len(f) < 14 || binary.BigEndian.Uint16(f[12:14]) != unix.ETH_P_IP {
+			continue // ARP, IPv6 neighbour discovery
+		}
+		ip := f[14:]
+		ihl := int(ip[0]&0xf) * 4
+		if ip[9] != unix.IPPROTO_UDP {
+			t.Fatalf("an IPv4 packet of protocol %d on the wire", ip[9])
+		}
+		sport, dport := binary.BigEndian.Uint16(ip[ihl:]), binary.BigEndian.Uint16(ip[ihl+2:])
+		if sport != DefaultPort || dport != DefaultPort {
+			t.Fatalf("UDP %d → %d on the wire; want only WireGuard's port %d", sport, dport, DefaultPort)
+		}
+		wg++
+	}
+	if wg < 3 { // handshake initiation, response, data
+		t.Fatalf("%d WireGuard packets on the wire, want at least 3", wg)
+	}
+	t.Logf("%d frames captured, %d WireGuard, no marker", len(frames), wg)
+
+	st, err := devA.Status()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Peers) != 1 || st.Peers[0].LastHandshakeTime.IsZero() || st.Peers[0].TransmitBytes == 0 || st.ListenPort != DefaultPort {
+		t.Fatalf("a's status after traffic: %+v", st)
+	}
+	handshake := st.Peers[0].LastHandshakeTime
+
+	// The same peers again: nothing written, the session kept.
+	if n, err := devA.SetPeers([]Peer{peerOf(b, keyB)}); err != nil || n != 0 {
+		t.Fatalf("same peers again: %d changed, %v", n, err)
+	}
+	if st, _ := devA.Status(); !st.Peers[0].LastHandshakeTime.Equal(handshake) {
+		t.Errorf("handshake time changed from %v to %v without a change of peers", handshake, st.Peers[0].LastHandshakeTime)
+	}
+
+	// b's key rotated: b takes the new key, a the new public key.
+	newB, _ := wgtypes.GeneratePrivateKey()
+	cfgB.PrivateKey = newB
+	if err := devB.Update(cfgB); err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := devB.Status(); st.PublicKey != newB.PublicKey() {
+		t.Fatalf("b's public key after Update: %s", st.PublicKey)
+	}
+	if n, err := devA.SetPeers([]Peer{peerOf(b, newB)}); err != nil || n != 2 {
+		t.Fatalf("after rotation: %d changed (want the old peer removed and the new added), %v", n, err)
+	}
+	if !ch.deliver(marker+"-rotated", 5*time.Second) {
+		t.Fatal("after b's key was rotated, traffic did not flow again within 5 s")
+	}
+
+	// No peers: nothing gets through.
+	if n, err := devA.SetPeers(nil); err != nil || n != 1 {
+		t.Fatalf("removing the peer: %d changed, %v", n, err)
+	}
+	if ch.deliver(marker+"-nopeer", time.Second) {
+		t.Fatal("traffic reached b with no peer on a")
+	}
+
+	devB.Close()
+	if _, err := b.h.LinkByName("wgt"); !errors.As(err, &netlink.LinkNotFoundError{}) {
+		t.Fatalf("b's device after Close: %v", err)
+	}
+	devA.Close()
+	if err := Remove(a.h, "wgt", log); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.h.LinkByName("wgt"); !errors.As(err, &netlink.LinkNotFoundError{}) {
+		t.Fatalf("a's device after Close and Remove: %v", err)
+	}
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Helper()
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}

@@ -1,0 +1,28 @@
+// Package wireguard is tortie's WireGuard driver: this host's private key,
+// its WireGuard device, and the device's peers (the other hosts it encrypts
+// to). It does I/O and nothing else; which peers a host has is computed
+// elsewhere.
+//
+//   - LoadOrCreateKey keeps the private key in a file of mode 0600 (by
+//     default DefaultKeyFile), made once and kept across restarts.
+//   - Ensure makes the device (Calico's name, DeviceName) or takes over the
+//     kernel device an earlier run left, and sets its key, listening port,
+//     firewall mark, MTU, state and address. Where the kernel has WireGuard
+//     the device is the kernel's, configured over generic netlink (wgctrl).
+//     Where it has not (ModeAuto), or when asked (ModeUserspace), the device
+//     is WireGuard's userspace implementation running in this process on a
+//     TUN interface, configured with the same wgtypes.Config in WireGuard's
+//     text protocol. Everything above the device is the same for both.
+//   - SetPeers makes the device's peers exactly a given list, writing only the
+//     peers that differ, so established sessions are kept.
+//   - Status reports the device and each peer's latest handshake and
+//     counters, as `wg show` does.
+//
+// A userspace device lasts as long as the process that runs it; the kernel
+// removes its interface, and the routes through it, when the process ends.
+// Its UDP sockets are opened in the namespace of the thread that brings the
+// device up or changes its port, so with Config.NetnsPath those steps run on
+// a thread in that namespace. WireGuard's own watcher of the interface (MTU
+// changes) runs on any thread, so it is only right when the whole process is
+// in the device's namespace, as the agent is.
+package wireguard
