@@ -311,13 +311,14 @@ func TestReconcilerReportsInvalidRoutes(t *testing.T) {
 	r.Set([]Route{
 		WorkloadRoute(mustAddr("10.1.0.5"), "d0"),
 		{Dst: mustPrefix("10.2.0.0/24"), Type: Blackhole, Dev: "d0"},                        // invalid
+		{Dst: mustPrefix("10.2.1.0/24"), Type: Throw, Gateway: mustAddr("10.0.0.2")},         // invalid
 		{Dst: mustPrefix("10.3.0.0/24"), Dev: "d0", Src: mustAddr("10.99.99.99")},           // kernel: not a local address
 		{Dst: mustPrefix("10.4.0.0/24"), Dev: "d0", Gateway: mustAddr("2001:db8::1")},       // family mismatch
 		{Dst: mustPrefix("2001:db8:2::/64"), Dev: "d0", Gateway: mustAddr("2001:db8:9::1")}, // unreachable gateway
 	})
 	st, err := r.Apply()
-	if st.Added != 1 || st.Failed != 4 {
-		t.Errorf("Apply: %+v, want 1 added, 4 failed", st)
+	if st.Added != 1 || st.Failed != 5 {
+		t.Errorf("Apply: %+v, want 1 added, 5 failed", st)
 	}
 	if err == nil {
 		t.Fatal("Apply: no error")
@@ -333,17 +334,22 @@ func TestReconcilerOwnTableAndProtocol(t *testing.T) {
 	main := NewReconciler(n.h, Options{Logger: testLogger(t)})
 	other := NewReconciler(n.h, Options{Table: 100, Protocol: 117, Logger: testLogger(t)})
 	main.Set([]Route{BlackholeRoute(mustPrefix("10.4.0.0/26"))})
-	other.Set([]Route{BlackholeRoute(mustPrefix("10.4.0.0/26")), WorkloadRoute(mustAddr("10.1.0.5"), "d0")})
+	other.Set([]Route{BlackholeRoute(mustPrefix("10.4.0.0/26")), WorkloadRoute(mustAddr("10.1.0.5"), "d0"),
+		{Dst: mustPrefix("10.6.0.0/26"), Type: Throw}})
 	apply(t, main)
 	apply(t, other)
-	if got := n.ipRoutes(t, "100", "117"); !slices.Equal(got, []string{"10.1.0.5/32 dev d0 scope link", "blackhole 10.4.0.0/26 scope global"}) {
+	if st := apply(t, other); st.Changes() != 0 || st.Unchanged != 3 {
+		t.Errorf("second Apply: %+v, want 3 unchanged", st)
+	}
+	if got := n.ipRoutes(t, "100", "117"); !slices.Equal(got, []string{"10.1.0.5/32 dev d0 scope link", "blackhole 10.4.0.0/26 scope global",
+		"throw 10.6.0.0/26 scope global"}) {
 		t.Errorf("table 100: %q", got)
 	}
 	checkRoutes(t, n, []string{"blackhole 10.4.0.0/26 scope global"})
 
 	other.Set(nil)
-	if st := apply(t, other); st.Deleted != 2 {
-		t.Errorf("Apply: %+v, want 2 deleted", st)
+	if st := apply(t, other); st.Deleted != 3 {
+		t.Errorf("Apply: %+v, want 3 deleted", st)
 	}
 	if st := apply(t, main); st.Changes() != 0 || st.Unchanged != 1 {
 		t.Errorf("main after other emptied: %+v", st)

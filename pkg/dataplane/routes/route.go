@@ -33,6 +33,10 @@ const (
 	// host so that traffic to a free address in them is not sent back out of
 	// the default route.
 	Blackhole
+	// Throw ends the lookup in this table (RTN_THROW): the kernel goes on to
+	// the next routing rule. Used in a table of its own, for destinations
+	// that must not take that table's path (hosts without a WireGuard key).
+	Throw
 )
 
 func (t RouteType) String() string {
@@ -41,8 +45,21 @@ func (t RouteType) String() string {
 		return "unicast"
 	case Blackhole:
 		return "blackhole"
+	case Throw:
+		return "throw"
 	}
 	return fmt.Sprintf("RouteType(%d)", uint8(t))
+}
+
+// kernel is the route type's rtm_type.
+func (t RouteType) kernel() int {
+	switch t {
+	case Blackhole:
+		return unix.RTN_BLACKHOLE
+	case Throw:
+		return unix.RTN_THROW
+	}
+	return unix.RTN_UNICAST
 }
 
 // Scope is the IPv4 route scope. IPv6 has no route scopes; the kernel reports
@@ -180,9 +197,9 @@ func (r Route) normalise() (Route, error) {
 		if r.Dev == "" && !r.Gateway.IsValid() {
 			return r, fmt.Errorf("%w: %s: unicast route needs a device or a gateway", errInvalidRoute, r.Dst)
 		}
-	case Blackhole:
+	case Blackhole, Throw:
 		if r.Dev != "" || r.Gateway.IsValid() || r.OnLink {
-			return r, fmt.Errorf("%w: %s: a blackhole route has no device or gateway", errInvalidRoute, r.Dst)
+			return r, fmt.Errorf("%w: %s: a %s route has no device or gateway", errInvalidRoute, r.Dst, r.Type)
 		}
 	default:
 		return r, fmt.Errorf("%w: %s: unknown type %v", errInvalidRoute, r.Dst, r.Type)
@@ -230,8 +247,8 @@ func (r Route) toNetlink(linkIndex, table int, proto netlink.RouteProtocol) *net
 		Type:      unix.RTN_UNICAST,
 		Family:    r.family(),
 	}
-	if r.Type == Blackhole {
-		nr.Type = unix.RTN_BLACKHOLE
+	if t := r.Type.kernel(); t != unix.RTN_UNICAST {
+		nr.Type = t
 		nr.LinkIndex = 0
 	}
 	if r.Gateway.IsValid() {
@@ -261,9 +278,9 @@ func (r Route) matches(linkIndex int, k *netlink.Route) bool {
 		if r.Dev != "" && k.LinkIndex != linkIndex {
 			return false
 		}
-	case Blackhole:
+	default:
 		// The kernel reports IPv6 blackholes on lo and IPv4 ones on no device.
-		if k.Type != unix.RTN_BLACKHOLE {
+		if k.Type != r.Type.kernel() {
 			return false
 		}
 	}

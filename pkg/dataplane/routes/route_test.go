@@ -23,6 +23,8 @@ func TestNormalise(t *testing.T) {
 		{in: Route{Dst: mustPrefix("0.0.0.0/0"), Gateway: mustAddr("10.0.0.1")}, want: "0.0.0.0/0 via 10.0.0.1 scope global"},
 		{in: BlackholeRoute(mustPrefix("10.65.0.64/26")), want: "blackhole 10.65.0.64/26 scope global"},
 		{in: BlackholeRoute(mustPrefix("fd00::/122")), want: "blackhole fd00::/122 scope global"},
+		{in: Route{Dst: mustPrefix("10.65.0.128/26"), Type: Throw}, want: "throw 10.65.0.128/26 scope global"},
+		{in: Route{Dst: mustPrefix("10.65.0.128/26"), Type: Throw, Dev: "eth0"}, wantErr: true},
 		{in: TunnelRoute(mustPrefix("10.65.1.0/26"), VXLANDeviceName, mustAddr("10.65.1.0")), want: "10.65.1.0/26 via 10.65.1.0 dev vxlan.calico scope global onlink"},
 		{in: Route{Dst: mustPrefix("10.2.0.0/24"), Dev: "eth0", Scope: ScopeLink, Src: mustAddr("10.0.0.1")}, want: "10.2.0.0/24 dev eth0 scope link src 10.0.0.1"},
 		{in: Route{Dst: mustPrefix("fd00:1::/64"), Dev: "eth0", Scope: ScopeLink}, want: "fd00:1::/64 dev eth0 scope global"},
