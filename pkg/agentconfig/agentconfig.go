@@ -80,6 +80,18 @@ type Settings struct {
 	GoGCThreshold   int
 	GoMemoryLimitMB int
 	GoMaxProcs      int
+	// WireGuard (IPv4): WireguardEnabled encrypts traffic to other hosts'
+	// workloads through device WireguardInterfaceName, listening on
+	// WireguardListeningPort; WireguardMTU 0 means the host's MTU minus
+	// WireGuard's overhead. Traffic to other hosts' workloads is looked up
+	// in the device's routing table by a rule of priority
+	// WireguardRoutingRulePriority. WireguardKeepAlive 0 is off.
+	WireguardEnabled             bool
+	WireguardListeningPort       int
+	WireguardMTU                 int
+	WireguardInterfaceName       string
+	WireguardRoutingRulePriority int
+	WireguardKeepAlive           time.Duration
 }
 
 // Defaults are Calico's, except where tortie is safer: the health
@@ -115,6 +127,9 @@ func Defaults() Settings {
 		GoGCThreshold:               40,
 		GoMemoryLimitMB:             -1,
 		GoMaxProcs:                  -1,
+		WireguardListeningPort:       51820,
+		WireguardInterfaceName:       "wireguard.cali",
+		WireguardRoutingRulePriority: 99,
 	}
 }
 
@@ -191,16 +206,7 @@ var fields = []field{
 	portField("prometheusMetricsPort", func(s *Settings) *int { return &s.PrometheusMetricsPort }),
 	{"debugHost", func(s *Settings, v string) error { s.DebugHost = v; return nil }, func(s *Settings) any { return s.DebugHost }},
 	portField("debugPort", func(s *Settings) *int { return &s.DebugPort }),
-	{"routeRefreshInterval", func(s *Settings, v string) error {
-		d, err := parseDuration(v)
-		if err == nil && d < 0 {
-			err = fmt.Errorf("%q is negative", v)
-		}
-		if err == nil {
-			s.RouteRefreshInterval = d
-		}
-		return err
-	}, func(s *Settings) any { return s.RouteRefreshInterval }},
+	durationField("routeRefreshInterval", 0, func(s *Settings) *time.Duration { return &s.RouteRefreshInterval }),
 	boolField("vxlanEnabled", func(s *Settings) *bool { return &s.VXLANEnabled }),
 	portField("vxlanPort", func(s *Settings) *int { return &s.VXLANPort }),
 	{"vxlanVNI", func(s *Settings, v string) error {
@@ -238,19 +244,29 @@ var fields = []field{
 		}
 		return "Disabled"
 	}},
-	{"flowLogsFlushInterval", func(s *Settings, v string) error {
-		d, err := parseDuration(v)
-		if err == nil && d < time.Second {
-			err = fmt.Errorf("%q: want at least 1s", v)
-		}
-		if err == nil {
-			s.FlowLogsFlushInterval = d
-		}
-		return err
-	}, func(s *Settings) any { return s.FlowLogsFlushInterval }},
+	durationField("flowLogsFlushInterval", time.Second, func(s *Settings) *time.Duration { return &s.FlowLogsFlushInterval }),
 	intField("goGCThreshold", 0, "-1 (no collection) or a percentage", func(s *Settings) *int { return &s.GoGCThreshold }),
 	intField("goMemoryLimitMB", 1, "-1 (no limit) or a size in MB", func(s *Settings) *int { return &s.GoMemoryLimitMB }),
 	intField("goMaxProcs", 1, "-1 (Go's choice) or a CPU count", func(s *Settings) *int { return &s.GoMaxProcs }),
+	boolField("wireguardEnabled", func(s *Settings) *bool { return &s.WireguardEnabled }),
+	portField("wireguardListeningPort", func(s *Settings) *int { return &s.WireguardListeningPort }),
+	mtuField("wireguardMTU", func(s *Settings) *int { return &s.WireguardMTU }),
+	{"wireguardInterfaceName", func(s *Settings, v string) error {
+		if v == "" || len(v) > 15 || strings.ContainsAny(v, "/ \t\n:") {
+			return fmt.Errorf("%q: want an interface name of 1 to 15 characters without '/', ':' or spaces", v)
+		}
+		s.WireguardInterfaceName = v
+		return nil
+	}, func(s *Settings) any { return s.WireguardInterfaceName }},
+	{"wireguardRoutingRulePriority", func(s *Settings, v string) error {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 32765 {
+			return fmt.Errorf("%q: want a routing rule priority from 1 to 32765", v)
+		}
+		s.WireguardRoutingRulePriority = n
+		return nil
+	}, func(s *Settings) any { return s.WireguardRoutingRulePriority }},
+	durationField("wireguardKeepAlive", 0, func(s *Settings) *time.Duration { return &s.WireguardKeepAlive }),
 }
 
 // Names are the FelixConfiguration fields tortie-node honours.
@@ -461,6 +477,23 @@ func portField(name string, p func(*Settings) *int) field {
 			return fmt.Errorf("%q: want a port from 1 to 65535", v)
 		}
 		*p(s) = n
+		return nil
+	}, func(s *Settings) any { return *p(s) }}
+}
+
+// durationField is a duration of at least least.
+func durationField(name string, least time.Duration, p func(*Settings) *time.Duration) field {
+	return field{name, func(s *Settings, v string) error {
+		d, err := parseDuration(v)
+		switch {
+		case err != nil:
+			return err
+		case d < least && least == 0:
+			return fmt.Errorf("%q is negative", v)
+		case d < least:
+			return fmt.Errorf("%q: want at least %v", v, least)
+		}
+		*p(s) = d
 		return nil
 	}, func(s *Settings) any { return *p(s) }}
 }

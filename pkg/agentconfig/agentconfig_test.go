@@ -58,6 +58,15 @@ func TestPrecedence(t *testing.T) {
 		{"Go's threshold, Calico's default", Input{}, func(s Settings) bool { return s.GoGCThreshold == 40 && s.GoMemoryLimitMB == -1 && s.GoMaxProcs == -1 }, "goGCThreshold", SourceDefault},
 		{"Go's memory limit from a resource", Input{Global: fc("default", `{goMemoryLimitMB: 250, goGCThreshold: -1}`)}, func(s Settings) bool { return s.GoMemoryLimitMB == 250 && s.GoGCThreshold == -1 }, "goMemoryLimitMB", SourceGlobal},
 		{"Go's CPUs from env", Input{Env: []string{"FELIX_GOMAXPROCS=1"}}, func(s Settings) bool { return s.GoMaxProcs == 1 }, "goMaxProcs", SourceEnv},
+		{"WireGuard, Calico's defaults", Input{}, func(s Settings) bool {
+			return !s.WireguardEnabled && s.WireguardListeningPort == 51820 && s.WireguardInterfaceName == "wireguard.cali" &&
+				s.WireguardRoutingRulePriority == 99 && s.WireguardMTU == 0 && s.WireguardKeepAlive == 0
+		}, "wireguardEnabled", SourceDefault},
+		{"WireGuard from a resource", Input{Global: fc("default", `{wireguardEnabled: true, wireguardListeningPort: 51821, wireguardMTU: 1400,
+			wireguardInterfaceName: wg0, wireguardRoutingRulePriority: 98, wireguardKeepAlive: 25s}`)}, func(s Settings) bool {
+			return s.WireguardEnabled && s.WireguardListeningPort == 51821 && s.WireguardMTU == 1400 && s.WireguardInterfaceName == "wg0" &&
+				s.WireguardRoutingRulePriority == 98 && s.WireguardKeepAlive == 25*time.Second
+		}, "wireguardEnabled", SourceGlobal},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -92,6 +101,10 @@ func TestBadValues(t *testing.T) {
 		{"FELIX_GOGCTHRESHOLD=-2", `goGCThreshold (FELIX_GOGCTHRESHOLD): "-2": want -1 (no collection) or a percentage`, func(s Settings) bool { return s.GoGCThreshold == 40 }},
 		{"FELIX_GOMEMORYLIMITMB=0", "goMemoryLimitMB", func(s Settings) bool { return s.GoMemoryLimitMB == -1 }},
 		{"FELIX_GOMAXPROCS=all", "goMaxProcs", func(s Settings) bool { return s.GoMaxProcs == -1 }},
+		{"FELIX_WIREGUARDINTERFACENAME=wireguard.calico0", "wireguardInterfaceName", func(s Settings) bool { return s.WireguardInterfaceName == "wireguard.cali" }},
+		{"FELIX_WIREGUARDROUTINGRULEPRIORITY=32766", "wireguardRoutingRulePriority", func(s Settings) bool { return s.WireguardRoutingRulePriority == 99 }},
+		{"FELIX_WIREGUARDKEEPALIVE=-1s", `wireguardKeepAlive (FELIX_WIREGUARDKEEPALIVE): "-1s" is negative`, func(s Settings) bool { return s.WireguardKeepAlive == 0 }},
+		{"FELIX_WIREGUARDLISTENINGPORT=0", "wireguardListeningPort", func(s Settings) bool { return s.WireguardListeningPort == 51820 }},
 	}
 	global := fc("default", `{logSeverityScreen: Warning, healthPort: 9199, failsafeInboundHostPorts: [{protocol: tcp, port: 2222}]}`)
 	for _, tt := range tests {
