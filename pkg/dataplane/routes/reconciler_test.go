@@ -311,7 +311,7 @@ func TestReconcilerReportsInvalidRoutes(t *testing.T) {
 	r.Set([]Route{
 		WorkloadRoute(mustAddr("10.1.0.5"), "d0"),
 		{Dst: mustPrefix("10.2.0.0/24"), Type: Blackhole, Dev: "d0"},                        // invalid
-		{Dst: mustPrefix("10.2.1.0/24"), Type: Throw, Gateway: mustAddr("10.0.0.2")},         // invalid
+		{Dst: mustPrefix("10.2.1.0/24"), Type: Throw, Gateway: mustAddr("10.0.0.2")},        // invalid
 		{Dst: mustPrefix("10.3.0.0/24"), Dev: "d0", Src: mustAddr("10.99.99.99")},           // kernel: not a local address
 		{Dst: mustPrefix("10.4.0.0/24"), Dev: "d0", Gateway: mustAddr("2001:db8::1")},       // family mismatch
 		{Dst: mustPrefix("2001:db8:2::/64"), Dev: "d0", Gateway: mustAddr("2001:db8:9::1")}, // unreachable gateway
