@@ -145,7 +145,7 @@ func (a *IPAM) Check(ctx context.Context) (*Report, error) {
 	for _, o := range nodeObjs {
 		n := o.(*v3.Node)
 		nodes[n.Name] = true
-		for _, s := range []string{n.Spec.IPv4VXLANTunnelAddr, n.Spec.IPv6VXLANTunnelAddr, bgpTunnel(n)} {
+		for _, s := range nodeTunnelAddrs(n) {
 			if ad, err := parseAddrOrCIDR(s); err == nil {
 				owners[ad] = "Node(" + n.Name + ")"
 			}
@@ -251,11 +251,17 @@ func (a *IPAM) Check(ctx context.Context) (*Report, error) {
 	return r, nil
 }
 
-func bgpTunnel(n *v3.Node) string {
-	if n.Spec.BGP == nil {
-		return ""
+// nodeTunnelAddrs are the Node's tunnel addresses, each allocated from
+// IPAM: VXLAN, IP-in-IP and WireGuard.
+func nodeTunnelAddrs(n *v3.Node) []string {
+	out := []string{n.Spec.IPv4VXLANTunnelAddr, n.Spec.IPv6VXLANTunnelAddr}
+	if n.Spec.BGP != nil {
+		out = append(out, n.Spec.BGP.IPv4IPIPTunnelAddr)
 	}
-	return n.Spec.BGP.IPv4IPIPTunnelAddr
+	if w := n.Spec.Wireguard; w != nil {
+		out = append(out, w.InterfaceIPv4Address, w.InterfaceIPv6Address)
+	}
+	return out
 }
 
 func parseAddrOrCIDR(s string) (netip.Addr, error) {

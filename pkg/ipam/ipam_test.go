@@ -534,3 +534,32 @@ func TestReclaimEmptyBlock(t *testing.T) {
 		t.Errorf("block affinity %v", b.Affinity)
 	}
 }
+
+// A Node's tunnel addresses (VXLAN, IP-in-IP, WireGuard) are in use, not
+// leaks.
+func TestCheckNodeTunnelAddresses(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		set  func(n *v3.Node, a string)
+	}{
+		{"VXLAN", func(n *v3.Node, a string) { n.Spec.IPv4VXLANTunnelAddr = a }},
+		{"IP-in-IP", func(n *v3.Node, a string) { n.Spec.BGP = &v3.NodeBGPSpec{IPv4IPIPTunnelAddr: a} }},
+		{"WireGuard", func(n *v3.Node, a string) { n.Spec.Wireguard = &v3.NodeWireguardSpec{InterfaceIPv4Address: a} }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newTestEnv(t)
+			e.pool("tn-pool", "10.66.0.0/16", 26)
+			n := kindOf(v3.KindNode).NewObject().(*v3.Node)
+			n.Name = "h1"
+			tc.set(n, e.assign("tunnel-h1", "h1", 1, 0).IPv4[0].Addr().String())
+			if _, err := e.c.Create(e.ctx, n); err != nil {
+				t.Fatal(err)
+			}
+			later := New(e.be, Options{Clock: func() time.Time { return time.Now().Add(2 * time.Hour) }})
+			rep, err := later.Check(e.ctx)
+			if err != nil || rep.Problems() != 0 || rep.InUse != 1 {
+				t.Errorf("%d problems, %d in use (%v): %+v", rep.Problems(), rep.InUse, err, rep)
+			}
+		})
+	}
+}

@@ -37,13 +37,13 @@ const (
 
 // tunnelKind is one kind of tunnel address a node gets from IPAM, as
 // Calico's allocateip names and stores it: an IPAM handle per node, the
-// allocation's type attribute, the pool field that asks for the tunnel,
-// and the Node field that holds the address.
+// allocation's type attribute, whether a pool (that selects the node) asks
+// for the tunnel, and the Node field that holds the address.
 type tunnelKind struct {
 	name         string // in logs and errors
 	handlePrefix string // + node name
 	attrType     string
-	mode         func(*v3.IPPoolSpec) v3.EncapsulationMode
+	wants        func(*v3.IPPoolSpec, *v3.Node) bool
 	addr         func(*v3.Node) string
 	// set writes the address into the Node; "" removes it, with anything
 	// that belongs to it.
@@ -53,7 +53,7 @@ type tunnelKind struct {
 var (
 	vxlanTunnel = tunnelKind{
 		name: "VXLAN", handlePrefix: "vxlan-tunnel-addr-", attrType: "vxlanTunnelAddress",
-		mode: func(s *v3.IPPoolSpec) v3.EncapsulationMode { return s.VXLANMode },
+		wants: func(s *v3.IPPoolSpec, _ *v3.Node) bool { return encapsulates(s.VXLANMode) },
 		addr: func(n *v3.Node) string { return n.Spec.IPv4VXLANTunnelAddr },
 		set: func(n *v3.Node, addr string) {
 			n.Spec.IPv4VXLANTunnelAddr = addr
@@ -67,7 +67,7 @@ var (
 	}
 	ipipTunnel = tunnelKind{
 		name: "IP-in-IP", handlePrefix: "ipip-tunnel-addr-", attrType: "ipipTunnelAddress",
-		mode: func(s *v3.IPPoolSpec) v3.EncapsulationMode { return s.IPIPMode },
+		wants: func(s *v3.IPPoolSpec, _ *v3.Node) bool { return encapsulates(s.IPIPMode) },
 		addr: func(n *v3.Node) string {
 			if n.Spec.BGP == nil {
 				return ""
@@ -81,8 +81,31 @@ var (
 			n.Spec.BGP.IPv4IPIPTunnelAddr = addr
 		},
 	}
-	tunnelKinds = []*tunnelKind{&vxlanTunnel, &ipipTunnel}
+	// The WireGuard device's address comes from any pool, once the node
+	// has published a public key (WireGuard is on for it).
+	wireguardTunnel = tunnelKind{
+		name: "WireGuard", handlePrefix: "wireguard-tunnel-addr-", attrType: "wireguardTunnelAddress",
+		wants: func(_ *v3.IPPoolSpec, n *v3.Node) bool { return n.Status.WireguardPublicKey != "" },
+		addr: func(n *v3.Node) string {
+			if n.Spec.Wireguard == nil {
+				return ""
+			}
+			return n.Spec.Wireguard.InterfaceIPv4Address
+		},
+		set: func(n *v3.Node, addr string) {
+			if n.Spec.Wireguard == nil {
+				n.Spec.Wireguard = &v3.NodeWireguardSpec{}
+			}
+			n.Spec.Wireguard.InterfaceIPv4Address = addr
+			if *n.Spec.Wireguard == (v3.NodeWireguardSpec{}) {
+				n.Spec.Wireguard = nil
+			}
+		},
+	}
+	tunnelKinds = []*tunnelKind{&vxlanTunnel, &ipipTunnel, &wireguardTunnel}
 )
+
+func encapsulates(m v3.EncapsulationMode) bool { return m == v3.EncapAlways || m == v3.EncapCrossSubnet }
 
 // Default pool names, as calico-node names them.
 const (
@@ -246,12 +269,37 @@ func Run(ctx context.Context, c *client.Client, cfg Config) (*Result, error) {
 	return res, nil
 }
 
+// SetWireguardKey publishes this node's WireGuard public key (base64) in
+// its Node's status.wireguardPublicKey, or removes it when key is "", as
+// Felix does when WireGuard is turned on or off. With a key the node gets a
+// WireGuard tunnel address from IPAM (handle "wireguard-tunnel-addr-<node>",
+// type wireguardTunnelAddress, into spec.wireguard.interfaceIPv4Address);
+// without one the address is released and cleared. res.Node is updated.
+func SetWireguardKey(ctx context.Context, c *client.Client, res *Result, key string, log *slog.Logger) error {
+	if log == nil {
+		log = slog.Default()
+	}
+	n, err := updateNode(ctx, c, res.NodeName, func(n *v3.Node) { n.Status.WireguardPublicKey = key })
+	if err != nil {
+		return err
+	}
+	if n.Status.WireguardPublicKey != res.Node.Status.WireguardPublicKey {
+		log.Info("WireGuard public key published in the Node", "node", res.NodeName, "publicKey", key)
+	}
+	res.Node = n
+	pools, err := listPools(ctx, c)
+	if err != nil {
+		return err
+	}
+	return ensureTunnels(ctx, c, res, pools, log)
+}
+
 // tunnelPools are, for each kind of tunnel, the enabled IPv4 pools that
 // ask for it and select a node of these labels.
-func tunnelPools(pools []*v3.IPPool, labels map[string]string) map[*tunnelKind][]netip.Prefix {
+func tunnelPools(pools []*v3.IPPool, n *v3.Node) map[*tunnelKind][]netip.Prefix {
 	out := map[*tunnelKind][]netip.Prefix{}
 	for _, p := range pools {
-		if p.Spec.Disabled || !poolSelects(p, labels) {
+		if p.Spec.Disabled || !poolSelects(p, n.Labels) {
 			continue
 		}
 		cidr, err := netip.ParsePrefix(p.Spec.CIDR)
@@ -259,7 +307,7 @@ func tunnelPools(pools []*v3.IPPool, labels map[string]string) map[*tunnelKind][
 			continue
 		}
 		for _, k := range tunnelKinds {
-			if m := k.mode(&p.Spec); m == v3.EncapAlways || m == v3.EncapCrossSubnet {
+			if k.wants(&p.Spec, n) {
 				out[k] = append(out[k], cidr)
 			}
 		}
@@ -272,7 +320,7 @@ func tunnelPools(pools []*v3.IPPool, labels map[string]string) map[*tunnelKind][
 // host can do IP-in-IP is the routing component's to say (it keeps the
 // node not ready when it cannot).
 func ensureTunnels(ctx context.Context, c *client.Client, res *Result, pools []*v3.IPPool, log *slog.Logger) error {
-	want := tunnelPools(pools, res.Node.Labels)
+	want := tunnelPools(pools, res.Node)
 	for _, k := range tunnelKinds {
 		if err := ensureTunnel(ctx, c, res, k, want[k], log); err != nil {
 			return err

@@ -245,3 +245,65 @@ func TestNodeName(t *testing.T) {
 		t.Error(n)
 	}
 }
+
+// TestWireguardKey: a published key gives the node a WireGuard tunnel
+// address from any pool, kept across restarts; removing the key releases it.
+func TestWireguardKey(t *testing.T) {
+	ctx := context.Background()
+	srv := etcdtest.Start(t)
+	c := client.New(etcdtest.NewClient(t, srv))
+	am := ipam.New(c.Backend(), ipam.Options{})
+	k, _ := v3.KindByKind(v3.KindIPPool)
+	pool := k.NewObject().(*v3.IPPool)
+	pool.Name, pool.Spec.CIDR = "plain", "10.72.0.0/16"
+	if _, err := c.Create(ctx, pool); err != nil {
+		t.Fatal(err)
+	}
+	const handle = "wireguard-tunnel-addr-node-w"
+	run := func() *Result {
+		t.Helper()
+		res, err := Run(ctx, c, Config{NodeName: "node-w", NodenameFile: "-", Detector: fakeDetector()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	res := run()
+	if n := getNode(t, c, "node-w"); n.Spec.Wireguard != nil {
+		t.Fatalf("a WireGuard address without a key: %+v", n.Spec.Wireguard)
+	}
+
+	const key = "x7mQKx6aE/mJ5HNOAr5X6WjWJ7Dp9bxM0DWyVCN9LG8="
+	if err := SetWireguardKey(ctx, c, res, key, nil); err != nil {
+		t.Fatal(err)
+	}
+	n := getNode(t, c, "node-w")
+	if n.Status.WireguardPublicKey != key || n.Spec.Wireguard == nil {
+		t.Fatalf("node after the key: status %+v, spec.wireguard %+v", n.Status, n.Spec.Wireguard)
+	}
+	a, err := netip.ParseAddr(n.Spec.Wireguard.InterfaceIPv4Address)
+	if err != nil || !netip.MustParsePrefix("10.72.0.0/16").Contains(a) {
+		t.Fatalf("WireGuard address %q, want one in 10.72.0.0/16", n.Spec.Wireguard.InterfaceIPv4Address)
+	}
+	info, err := am.Lookup(ctx, a)
+	if err != nil || info == nil || info.Handle != handle || info.Attrs["type"] != "wireguardTunnelAddress" || info.Attrs["node"] != "node-w" {
+		t.Errorf("allocation of %v: %+v %v", a, info, err)
+	}
+
+	// A restart keeps key and address.
+	res = run()
+	if n := getNode(t, c, "node-w"); n.Status.WireguardPublicKey != key || n.Spec.Wireguard == nil || n.Spec.Wireguard.InterfaceIPv4Address != a.String() {
+		t.Fatalf("after a restart: status %+v, spec.wireguard %+v, want %v kept", n.Status, n.Spec.Wireguard, a)
+	}
+
+	// Off: key and address go.
+	if err := SetWireguardKey(ctx, c, res, "", nil); err != nil {
+		t.Fatal(err)
+	}
+	if n := getNode(t, c, "node-w"); n.Status.WireguardPublicKey != "" || n.Spec.Wireguard != nil {
+		t.Fatalf("after the key was removed: status %+v, spec.wireguard %+v", n.Status, n.Spec.Wireguard)
+	}
+	if held, err := am.IPsByHandle(ctx, handle); !errors.Is(err, ipam.ErrHandleNotFound) {
+		t.Errorf("handle %s still holds %v (%v)", handle, held, err)
+	}
+}

@@ -77,7 +77,7 @@ func (t *Tunnels) Apply(ctx context.Context, full bool) error {
 	if key == t.applied {
 		return nil
 	}
-	if agree(tunnelPools(pools, t.res.Node.Labels), t.res.Node) {
+	if agree(tunnelPools(pools, t.res.Node), t.res.Node) {
 		t.applied = key
 		return nil
 	}
@@ -112,7 +112,7 @@ func agree(want map[*tunnelKind][]netip.Prefix, n *v3.Node) bool {
 // ask for a tunnel and select the node, and the node's addresses.
 func tunnelsKey(pools []*v3.IPPool, n *v3.Node) string {
 	var parts []string
-	for k, ps := range tunnelPools(pools, n.Labels) {
+	for k, ps := range tunnelPools(pools, n) {
 		for _, p := range ps {
 			parts = append(parts, k.name+"="+p.String())
 		}
