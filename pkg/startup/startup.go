@@ -54,7 +54,7 @@ var (
 	vxlanTunnel = tunnelKind{
 		name: "VXLAN", handlePrefix: "vxlan-tunnel-addr-", attrType: "vxlanTunnelAddress",
 		wants: func(s *v3.IPPoolSpec, _ *v3.Node) bool { return encapsulates(s.VXLANMode) },
-		addr: func(n *v3.Node) string { return n.Spec.IPv4VXLANTunnelAddr },
+		addr:  func(n *v3.Node) string { return n.Spec.IPv4VXLANTunnelAddr },
 		set: func(n *v3.Node, addr string) {
 			n.Spec.IPv4VXLANTunnelAddr = addr
 			switch {
@@ -105,7 +105,9 @@ var (
 	tunnelKinds = []*tunnelKind{&vxlanTunnel, &ipipTunnel, &wireguardTunnel}
 )
 
-func encapsulates(m v3.EncapsulationMode) bool { return m == v3.EncapAlways || m == v3.EncapCrossSubnet }
+func encapsulates(m v3.EncapsulationMode) bool {
+	return m == v3.EncapAlways || m == v3.EncapCrossSubnet
+}
 
 // Default pool names, as calico-node names them.
 const (
