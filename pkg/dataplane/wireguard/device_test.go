@@ -61,6 +61,7 @@ type wgHost struct {
 }
 
 func newWGHost(t *testing.T, under, tunAddr string) *wgHost {
+	testenv.RequireRoot(t)
 	n, name := testenv.NewNS(t)
 	nsh, err := netns.GetFromPath(n.Path())
 	if err != nil {
@@ -194,7 +195,6 @@ func (u *udpChannel) deliver(msg string, within time.Duration) bool {
 // UDP and never the payload, that peers are written only when they change,
 // that a rotated key is taken up, and that nothing is left after Close.
 func TestTwoHostsEncrypt(t *testing.T) {
-	testenv.RequireRoot(t)
 	a := newWGHost(t, "192.0.2.1", "10.99.0.1")
 	b := newWGHost(t, "192.0.2.2", "10.99.0.2")
 	testenv.Sh(t, "ip", "-n", a.name, "link", "add", "under0", "type", "veth", "peer", "name", "under0", "netns", b.name)
