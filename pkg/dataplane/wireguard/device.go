@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"os"
 	"sync"
 
 	"github.com/containernetworking/plugins/pkg/ns"
@@ -117,8 +118,8 @@ type Device struct {
 // that name left by an earlier run, and brings its key, port, mark, MTU,
 // state and address to cfg. Peers are not touched: see SetPeers.
 //
-// A userspace device lives as long as this process (or Close): the kernel
-// removes its interface, and the routes through it, when the process ends.
+// A userspace device runs as long as this process (or until Close); its
+// interface outlives it (see Close).
 func Ensure(h *netlink.Handle, cfg Config) (*Device, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
@@ -128,9 +129,16 @@ func Ensure(h *netlink.Handle, cfg Config) (*Device, error) {
 	if err != nil {
 		return nil, fmt.Errorf("wireguard %s: %w", cfg.Name, err)
 	}
-	if link != nil && (link.Type() != "wireguard" || cfg.Mode == ModeUserspace) {
-		// A tun interface of this name belongs to a userspace device that
-		// some live process holds; anything else is not ours to keep.
+	kernel := false
+	switch {
+	case link == nil:
+	case link.Type() == "wireguard" && cfg.Mode != ModeUserspace:
+		kernel = true // an earlier run's: taken over with its peers
+	case isTUN(link) && cfg.Mode != ModeKernel:
+		// An earlier run's userspace device, kept (persistent) so that
+		// traffic for it was dropped, not sent in clear, while no process
+		// ran it: attached to below.
+	default:
 		d.log.Warn("a device of this name is in the way; deleting it", "type", link.Type())
 		if err := h.LinkDel(link); err != nil {
 			return nil, fmt.Errorf("wireguard %s: deleting the %s device in the way: %w", cfg.Name, link.Type(), err)
@@ -142,19 +150,18 @@ func Ensure(h *netlink.Handle, cfg Config) (*Device, error) {
 		switch {
 		case err == nil:
 			d.log.Info("kernel wireguard device created")
+			kernel = true
 		case cfg.Mode == ModeAuto && errors.Is(err, unix.EOPNOTSUPP):
 			d.log.Info("the kernel has no WireGuard; using the userspace implementation in this process")
 		default:
 			return nil, fmt.Errorf("wireguard %s: creating the kernel device: %w", cfg.Name, err)
 		}
-		if err == nil {
-			if link, err = h.LinkByName(cfg.Name); err != nil {
-				return nil, fmt.Errorf("wireguard %s: %w", cfg.Name, err)
-			}
-		}
 	}
 
-	if link != nil {
+	if kernel {
+		if link, err = h.LinkByName(cfg.Name); err != nil {
+			return nil, fmt.Errorf("wireguard %s: %w", cfg.Name, err)
+		}
 		d.kind = wgtypes.LinuxKernel
 		if err := d.inNS(func() error {
 			var err error
@@ -194,9 +201,14 @@ func (d *Device) startUserspace() error {
 		Errorf:   func(f string, a ...any) { d.log.Warn(fmt.Sprintf(f, a...)) },
 	}
 	return d.inNS(func() error {
-		t, err := tun.CreateTUN(d.cfg.Name, d.cfg.MTU)
+		f, err := openTUN(d.cfg.Name)
 		if err != nil {
-			return fmt.Errorf("wireguard %s: creating the TUN interface for the userspace device: %w", d.cfg.Name, err)
+			return fmt.Errorf("wireguard %s: the TUN interface for the userspace device: %w", d.cfg.Name, err)
+		}
+		t, err := tun.CreateTUNFromFile(f, d.cfg.MTU)
+		if err != nil {
+			f.Close()
+			return fmt.Errorf("wireguard %s: the TUN interface for the userspace device: %w", d.cfg.Name, err)
 		}
 		d.user = device.NewDevice(t, conn.NewDefaultBind(), logger) // owns t from here
 		if err := d.user.IpcSet(encodeConfig(d.deviceConfig())); err != nil {
@@ -212,6 +224,42 @@ func (d *Device) startUserspace() error {
 		d.log.Info("userspace wireguard device started", "port", d.cfg.ListenPort)
 		return nil
 	})
+}
+
+func isTUN(link netlink.Link) bool {
+	t, ok := link.(*netlink.Tuntap)
+	return ok && t.Mode == netlink.TUNTAP_MODE_TUN
+}
+
+// openTUN opens the TUN interface name, creating it if it does not exist,
+// with the flags WireGuard's userspace implementation uses, and makes it
+// persistent: when this process ends the interface and the routes through
+// it stay, and what they carry is dropped until a process attaches again.
+func openTUN(name string) (*os.File, error) {
+	fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	ifr, err := unix.NewIfreq(name)
+	if err == nil {
+		ifr.SetUint16(unix.IFF_TUN | unix.IFF_NO_PI | unix.IFF_VNET_HDR)
+		if err = unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
+			err = fmt.Errorf("attaching (TUNSETIFF): %w", err)
+		}
+	}
+	if err == nil {
+		if err = unix.IoctlSetInt(fd, unix.TUNSETPERSIST, 1); err != nil {
+			err = fmt.Errorf("making it persistent: %w", err)
+		}
+	}
+	if err == nil {
+		err = unix.SetNonblock(fd, true)
+	}
+	if err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	return os.NewFile(uintptr(fd), "/dev/net/tun"), nil
 }
 
 func (d *Device) inNS(f func() error) error {
@@ -344,9 +392,11 @@ func (d *Device) configure(c wgtypes.Config) error {
 	return nil
 }
 
-// Close releases the device. A userspace device and its interface go away;
-// a kernel device stays, with its peers, for the next run to take over (see
-// Remove).
+// Close releases the device. A kernel device stays, with its peers, for the
+// next run to take over. A userspace device stops, but its interface and the
+// routes through it stay: until the next run attaches to it, traffic for the
+// other hosts' workloads is dropped there rather than sent unencrypted. Remove
+// deletes either.
 func (d *Device) Close() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -361,9 +411,9 @@ func (d *Device) Close() {
 	}
 }
 
-// Remove deletes the device named name if it exists, kernel or not, so that
-// nothing is left when encryption is turned off. A userspace device must be
-// Closed by its process; Remove then finds nothing.
+// Remove deletes the device named name if it exists, kernel or userspace,
+// so that nothing is left when encryption is turned off. A userspace device
+// still running in this process must be Closed first.
 func Remove(h *netlink.Handle, name string, log *slog.Logger) error {
 	link, err := routes.FindLink(h, name)
 	if err != nil {

@@ -214,12 +214,12 @@ func TestTwoHostsEncrypt(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { devA.Close(); _ = Remove(a.h, "wgt", nil) })
+	t.Cleanup(func() { devA.Close(); _ = Remove(a.h, "wgt", nil) }) // devA as it is at the end
 	devB, err := Ensure(b.h, cfgB)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(devB.Close)
+	t.Cleanup(func() { devB.Close(); _ = Remove(b.h, "wgt", nil) })
 	t.Logf("device a is %s, b is %s", devA.Kind(), devB.Kind())
 	if devB.Kind() != wgtypes.Userspace {
 		t.Fatalf("b asked for userspace and got %s", devB.Kind())
@@ -254,30 +254,9 @@ func TestTwoHostsEncrypt(t *testing.T) {
 		t.Fatal("the marker did not reach b through the tunnel within 5 s")
 	}
 	time.Sleep(100 * time.Millisecond)
-	frames := cap.snapshot()
-	var wg int
-	for _, f := range frames {
-		if bytes.Contains(f, []byte(marker)) {
-			t.Fatalf("the marker crossed the wire in clear: % x", f)
-		}
-		if len(f) < 14 || binary.BigEndian.Uint16(f[12:14]) != unix.ETH_P_IP {
-			continue // ARP, IPv6 neighbour discovery
-		}
-		ip := f[14:]
-		ihl := int(ip[0]&0xf) * 4
-		if ip[9] != unix.IPPROTO_UDP {
-			t.Fatalf("an IPv4 packet of protocol %d on the wire", ip[9])
-		}
-		sport, dport := binary.BigEndian.Uint16(ip[ihl:]), binary.BigEndian.Uint16(ip[ihl+2:])
-		if sport != DefaultPort || dport != DefaultPort {
-			t.Fatalf("UDP %d → %d on the wire; want only WireGuard's port %d", sport, dport, DefaultPort)
-		}
-		wg++
-	}
-	if wg < 3 { // handshake initiation, response, data
+	if wg := checkWire(t, cap, marker); wg < 3 { // handshake initiation, response, data
 		t.Fatalf("%d WireGuard packets on the wire, want at least 3", wg)
 	}
-	t.Logf("%d frames captured, %d WireGuard, no marker", len(frames), wg)
 
 	st, err := devA.Status()
 	if err != nil {
@@ -320,17 +299,78 @@ func TestTwoHostsEncrypt(t *testing.T) {
 		t.Fatal("traffic reached b with no peer on a")
 	}
 
-	devB.Close()
-	if _, err := b.h.LinkByName("wgt"); !errors.As(err, &netlink.LinkNotFoundError{}) {
-		t.Fatalf("b's device after Close: %v", err)
-	}
-	devA.Close()
-	if err := Remove(a.h, "wgt", log); err != nil {
+	// An agent restart: a's device stops. Its interface and the route
+	// through it stay, and traffic for b is dropped, not sent in clear.
+	if _, err := devA.SetPeers([]Peer{peerOf(b, newB)}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := a.h.LinkByName("wgt"); !errors.As(err, &netlink.LinkNotFoundError{}) {
-		t.Fatalf("a's device after Close and Remove: %v", err)
+	if !ch.deliver(marker+"-again", 5*time.Second) {
+		t.Fatal("traffic did not flow again with the peer back")
 	}
+	devA.Close()
+	if _, err := a.h.LinkByName("wgt"); err != nil {
+		t.Fatalf("a's interface after Close: %v", err)
+	}
+	if !strings.Contains(testenv.Sh(t, "ip", "-n", a.name, "route", "show", b.tun.String()), "dev wgt") {
+		t.Fatal("the route through a's device went with its process")
+	}
+	if ch.deliver(marker+"-stopped", time.Second) {
+		t.Fatal("traffic reached b while a's device was stopped")
+	}
+	// The next run attaches to the interface, and traffic flows again.
+	devA, err = Ensure(a.h, cfgA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := devA.SetPeers([]Peer{peerOf(b, newB)}); err != nil {
+		t.Fatal(err)
+	}
+	if !ch.deliver(marker+"-restarted", 5*time.Second) {
+		t.Fatal("after a's device was started again, traffic did not flow within 5 s")
+	}
+	wg := checkWire(t, cap, marker)
+	t.Logf("%d WireGuard packets on the wire in all, no marker in clear", wg)
+
+	// Off: nothing is left.
+	for _, x := range []struct {
+		d *Device
+		h *wgHost
+	}{{devA, a}, {devB, b}} {
+		x.d.Close()
+		if err := Remove(x.h.h, "wgt", log); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := x.h.h.LinkByName("wgt"); !errors.As(err, &netlink.LinkNotFoundError{}) {
+			t.Fatalf("device in %s after Close and Remove: %v", x.h.name, err)
+		}
+	}
+}
+
+// checkWire fails the test if a captured frame carries marker, or is an
+// IPv4 packet other than UDP between WireGuard ports, and returns how many
+// WireGuard packets it saw.
+func checkWire(t *testing.T, cap *capture, marker string) int {
+	t.Helper()
+	wg := 0
+	for _, f := range cap.snapshot() {
+		if bytes.Contains(f, []byte(marker)) {
+			t.Fatalf("the marker crossed the wire in clear: % x", f)
+		}
+		if len(f) < 14 || binary.BigEndian.Uint16(f[12:14]) != unix.ETH_P_IP {
+			continue // ARP, IPv6 neighbour discovery
+		}
+		ip := f[14:]
+		ihl := int(ip[0]&0xf) * 4
+		if ip[9] != unix.IPPROTO_UDP {
+			t.Fatalf("an IPv4 packet of protocol %d on the wire", ip[9])
+		}
+		sport, dport := binary.BigEndian.Uint16(ip[ihl:]), binary.BigEndian.Uint16(ip[ihl+2:])
+		if sport != DefaultPort || dport != DefaultPort {
+			t.Fatalf("UDP %d → %d on the wire; want only WireGuard's port %d", sport, dport, DefaultPort)
+		}
+		wg++
+	}
+	return wg
 }
 
 type testWriter struct{ t *testing.T }

@@ -18,9 +18,11 @@
 //   - Status reports the device and each peer's latest handshake and
 //     counters, as `wg show` does.
 //
-// A userspace device lasts as long as the process that runs it; the kernel
-// removes its interface, and the routes through it, when the process ends.
-// Its UDP sockets are opened in the namespace of the thread that brings the
+// A userspace device runs as long as the process that runs it, but its TUN
+// interface is persistent: when the process ends, the interface and the
+// routes through it stay, and the traffic they carry is dropped (never sent
+// unencrypted) until the next run attaches to the interface again. Remove
+// deletes it when encryption is turned off. Its UDP sockets are opened in the namespace of the thread that brings the
 // device up or changes its port, so with Config.NetnsPath those steps run on
 // a thread in that namespace. WireGuard's own watcher of the interface (MTU
 // changes) runs on any thread, so it is only right when the whole process is
