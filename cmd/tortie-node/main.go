@@ -25,6 +25,7 @@ import (
 	"github.com/tortie/tortie/pkg/agentconfig"
 	"github.com/tortie/tortie/pkg/client"
 	"github.com/tortie/tortie/pkg/dataplane/nft"
+	"github.com/tortie/tortie/pkg/dataplane/wireguard"
 	"github.com/tortie/tortie/pkg/datastore"
 	"github.com/tortie/tortie/pkg/flowlog"
 	"github.com/tortie/tortie/pkg/node"
@@ -73,6 +74,11 @@ type options struct {
 	// watching etcd.
 	typhaAddr string
 	typhaTLS  typha.TLSFiles
+
+	// WireGuard: where the private key is kept, and which implementation
+	// carries the device.
+	wireguardKeyFile string
+	wireguardMode    string
 
 	// changed are the flags given on the command line: those win over
 	// FelixConfiguration and FELIX_* (agentconfig).
@@ -195,6 +201,8 @@ status "tortie node status" shows is at /status/routing there. Prometheus metric
 	f.StringVar(&o.typhaTLS.KeyFile, "typha-key-file", flagenv.Or("FELIX_TYPHAKEYFILE", ""), "this agent's key for typha (env FELIX_TYPHAKEYFILE)")
 	f.StringVar(&o.typhaTLS.PeerCN, "typha-cn", flagenv.Or("FELIX_TYPHACN", ""), "common name typha's certificate must have (env FELIX_TYPHACN)")
 	f.StringVar(&o.typhaTLS.PeerURISAN, "typha-uri-san", flagenv.Or("FELIX_TYPHAURISAN", ""), "URI SAN typha's certificate may have instead (env FELIX_TYPHAURISAN)")
+	f.StringVar(&o.wireguardKeyFile, "wireguard-key-file", flagenv.Or("TORTIE_WIREGUARD_KEY_FILE", wireguard.DefaultKeyFile), "where this host's WireGuard private key is kept (made when missing, mode 0600) (env TORTIE_WIREGUARD_KEY_FILE)")
+	f.StringVar(&o.wireguardMode, "wireguard-mode", flagenv.Or("TORTIE_WIREGUARD_MODE", "auto"), "WireGuard implementation: auto (the kernel's where it has WireGuard, else userspace in this process), kernel or userspace (env TORTIE_WIREGUARD_MODE)")
 	return cmd, o
 }
 
@@ -338,6 +346,10 @@ func run(ctx context.Context, o *options, logOut io.Writer) error {
 	logSettings(log, settings)
 	log.Info("Go runtime", "settings", agentconfig.ApplyRuntime(set, in.Env))
 	level.Set(agentconfig.SlogLevel(set.LogSeverityScreen))
+	wg, err := wireguardSetup(ctx, o, set, !nc.noRouting, client.New(be), res, log)
+	if err != nil {
+		return ds.WrapError(err)
+	}
 
 	// The table lives in the network namespace this process was started in.
 	nftIface, err := knftables.New(knftables.InetFamily, o.table)
@@ -398,6 +410,7 @@ func run(ctx context.Context, o *options, logOut io.Writer) error {
 			ResyncInterval: set.RouteRefreshInterval, VXLANMTU: set.VXLANMTU, VXLANPort: set.VXLANPort,
 			VXLANVNI: set.VXLANVNI, VXLANDisabled: !set.VXLANEnabled, MTUIfacePattern: set.MTUIfacePattern,
 			IPv6Disabled: !set.IPv6Support, IPIPDisabled: !set.IPIPEnabled, IPIPMTU: set.IPIPMTU,
+			Wireguard: wg,
 		})
 		if err != nil {
 			return err

@@ -16,7 +16,10 @@ import (
 	"github.com/tortie/tortie/pkg/calc"
 	"github.com/tortie/tortie/pkg/client"
 	"github.com/tortie/tortie/pkg/dataplane/nft"
+	"github.com/tortie/tortie/pkg/dataplane/wireguard"
 	"github.com/tortie/tortie/pkg/datastore"
+	"github.com/tortie/tortie/pkg/routing"
+	"github.com/tortie/tortie/pkg/startup"
 )
 
 // flagSettings are the FelixConfiguration fields the command line set
@@ -114,6 +117,45 @@ func failsafe(ps []v3.ProtoPort, field string, log *slog.Logger) []nft.ProtoPort
 		out = append(out, nft.ProtoPort{Protocol: proto, Port: p.Port})
 	}
 	return out
+}
+
+// wireguardSetup reads (or makes) this host's WireGuard key when
+// wireguardEnabled is true and this agent routes, and publishes its public
+// key in the Node, which gives the node its WireGuard tunnel address; when
+// WireGuard is off it removes the key from the Node, as Felix does. The
+// returned configuration is the routing component's.
+func wireguardSetup(ctx context.Context, o *options, set agentconfig.Settings, routes bool, c *client.Client, res *startup.Result, log *slog.Logger) (routing.WireguardConfig, error) {
+	w := routing.WireguardConfig{
+		Enabled: set.WireguardEnabled && routes,
+		Device:  set.WireguardInterfaceName, Port: set.WireguardListeningPort, MTU: set.WireguardMTU,
+		RulePriority: set.WireguardRoutingRulePriority, Keepalive: set.WireguardKeepAlive,
+	}
+	switch o.wireguardMode {
+	case "auto", "":
+		w.Mode = wireguard.ModeAuto
+	case "kernel", "userspace":
+		w.Mode = wireguard.Mode(o.wireguardMode)
+	default:
+		return w, fmt.Errorf("--wireguard-mode %q: want auto, kernel or userspace", o.wireguardMode)
+	}
+	if set.WireguardEnabled && !routes {
+		log.Warn("wireguardEnabled is true but this agent does no routing (--no-routing): no encryption")
+	}
+	pub := ""
+	if w.Enabled {
+		key, created, err := wireguard.LoadOrCreateKey(o.wireguardKeyFile)
+		if err != nil {
+			return w, err
+		}
+		if created {
+			log.Info("WireGuard private key made", "file", o.wireguardKeyFile)
+		}
+		w.PrivateKey, pub = key, key.PublicKey().String()
+	}
+	if err := startup.SetWireguardKey(ctx, c, res, pub, log); err != nil {
+		return w, fmt.Errorf("publishing the WireGuard public key: %w", err)
+	}
+	return w, nil
 }
 
 // restart runs this program again in this process, with the same

@@ -116,6 +116,9 @@ func printNodeStatus(w io.Writer, st *nodestatus.Status, now time.Time) {
 		}
 		writeBoxTable(w, []string{"PEER ADDRESS", "PEER TYPE", "STATE", "SINCE", "INFO"}, rows)
 	}
+	if st.Wireguard != nil {
+		printWireguard(w, st.Wireguard, now)
+	}
 	if len(st.Warnings) > 0 {
 		fmt.Fprintln(w, "\nWarnings:")
 		for _, m := range st.Warnings {
@@ -123,6 +126,73 @@ func printNodeStatus(w io.Writer, st *nodestatus.Status, now time.Time) {
 		}
 	}
 	fmt.Fprintln(w)
+}
+
+// printWireguard prints the WireGuard device and one row a peer, as `wg
+// show` reports them, with the peer's node.
+func printWireguard(w io.Writer, wg *nodestatus.WireguardStatus, now time.Time) {
+	kind := wg.Kind
+	if kind == "" {
+		kind = "no"
+	}
+	fmt.Fprintf(w, "\nWireGuard: %s device %s", kind, wg.Device)
+	if wg.ListenPort != 0 {
+		fmt.Fprintf(w, ", port %d", wg.ListenPort)
+	}
+	if wg.Addr != "" {
+		fmt.Fprintf(w, ", address %s", wg.Addr)
+	}
+	if wg.MTU != 0 {
+		fmt.Fprintf(w, ", MTU %d", wg.MTU)
+	}
+	fmt.Fprintln(w)
+	if wg.PublicKey != "" {
+		fmt.Fprintf(w, "public key %s\n", wg.PublicKey)
+	}
+	if wg.Error != "" {
+		fmt.Fprintf(w, "error: %s\n", wg.Error)
+	}
+	if len(wg.Peers) == 0 {
+		fmt.Fprintln(w, "No WireGuard peers.")
+	} else {
+		rows := make([][]string, 0, len(wg.Peers))
+		for _, p := range wg.Peers {
+			allowed := strings.Join(p.AllowedIPs, ",")
+			if len(p.AllowedIPs) > 3 {
+				allowed = fmt.Sprintf("%s (+%d more)", strings.Join(p.AllowedIPs[:3], ","), len(p.AllowedIPs)-3)
+			}
+			hs := "never"
+			if !p.LatestHandshake.IsZero() {
+				hs = now.Sub(p.LatestHandshake).Round(time.Second).String() + " ago"
+			}
+			node := p.Node
+			if node == "" {
+				node = "(unknown) " + p.PublicKey
+			}
+			rows = append(rows, []string{node, p.Endpoint, allowed, hs, byteString(p.ReceivedBytes), byteString(p.SentBytes)})
+		}
+		writeBoxTable(w, []string{"NODE", "ENDPOINT", "ALLOWED IPS", "LATEST HANDSHAKE", "RECEIVED", "SENT"}, rows)
+	}
+	if len(wg.Unencrypted) > 0 {
+		fmt.Fprintln(w, "Reached unencrypted:")
+		for _, m := range wg.Unencrypted {
+			fmt.Fprintf(w, "  - %s\n", m)
+		}
+	}
+}
+
+// byteString is n bytes as `wg show` writes transfer counts.
+func byteString(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	f, i := float64(n), 0
+	for f >= unit && i < 4 {
+		f /= unit
+		i++
+	}
+	return fmt.Sprintf("%.2f %ciB", f, "KMGT"[i-1])
 }
 
 func sinceString(t, now time.Time) string {

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tortie/tortie/pkg/nodestatus"
 	"github.com/tortie/tortie/pkg/routing"
 )
 
@@ -135,5 +136,37 @@ Warnings:
 	printNodeStatus(&b, &routing.Status{BGPEnabled: true}, time.Now())
 	if !strings.Contains(b.String(), "Routing is not ready: not programmed yet.") {
 		t.Error(b.String())
+	}
+}
+
+func TestNodeStatusWireguard(t *testing.T) {
+	now := time.Now()
+	st := &routing.Status{
+		NodeName: "h1", Ready: true, BGPEnabled: true,
+		Wireguard: &nodestatus.WireguardStatus{
+			Device: "wireguard.cali", Kind: "userspace", PublicKey: "KEYA=", ListenPort: 51820, Addr: "10.244.0.1", MTU: 1440,
+			Peers: []nodestatus.WireguardPeer{
+				{Node: "h2", PublicKey: "KEYB=", Endpoint: "10.0.0.2:51820", AllowedIPs: []string{"10.244.0.65/32", "10.244.0.64/26"},
+					LatestHandshake: now.Add(-42 * time.Second), ReceivedBytes: 1536, SentBytes: 3 << 20},
+				{Node: "h3", PublicKey: "KEYC=", AllowedIPs: []string{"10.244.1.0/26", "10.244.2.0/26", "10.244.3.0/26", "10.244.4.0/26"}},
+			},
+			Unencrypted: []string{"h4: no WireGuard public key; its workloads are reached unencrypted"},
+		},
+	}
+	var b bytes.Buffer
+	printNodeStatus(&b, st, now)
+	want := `WireGuard: userspace device wireguard.cali, port 51820, address 10.244.0.1, MTU 1440
+public key KEYA=
++------+----------------+-----------------------------------------------------+------------------+----------+----------+
+| NODE |    ENDPOINT    |                     ALLOWED IPS                     | LATEST HANDSHAKE | RECEIVED |   SENT   |
++------+----------------+-----------------------------------------------------+------------------+----------+----------+
+| h2   | 10.0.0.2:51820 | 10.244.0.65/32,10.244.0.64/26                       | 42s ago          | 1.50 KiB | 3.00 MiB |
+| h3   |                | 10.244.1.0/26,10.244.2.0/26,10.244.3.0/26 (+1 more) | never            | 0 B      | 0 B      |
++------+----------------+-----------------------------------------------------+------------------+----------+----------+
+Reached unencrypted:
+  - h4: no WireGuard public key; its workloads are reached unencrypted
+`
+	if got := b.String(); !strings.Contains(got, want) {
+		t.Errorf("got:\n%s\nwant within it:\n%s", got, want)
 	}
 }

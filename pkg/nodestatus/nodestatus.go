@@ -48,6 +48,9 @@ type Status struct {
 	// its address.
 	IPIP           bool   `json:"ipip,omitempty"`
 	IPIPTunnelAddr string `json:"ipipTunnelAddr,omitempty"`
+	// Wireguard is the WireGuard device and its peers; nil when encryption
+	// is off.
+	Wireguard *WireguardStatus `json:"wireguard,omitempty"`
 	// Warnings are conditions an operator must see that do not stop the
 	// node: a peer whose password secret is missing.
 	Warnings []string `json:"warnings,omitempty"`
@@ -66,6 +69,34 @@ type PeerStatus struct {
 	State   string    `json:"state"`  // BGP FSM state: Idle … Established
 	Since   time.Time `json:"since,omitzero"`
 	Info    string    `json:"info,omitempty"` // why it is not up
+}
+
+// WireguardStatus is this node's WireGuard device, as `wg show` reports it,
+// with the node of each peer.
+type WireguardStatus struct {
+	Device     string          `json:"device"`
+	Kind       string          `json:"kind,omitempty"` // "kernel" or "userspace"; empty until the device exists
+	PublicKey  string          `json:"publicKey,omitempty"`
+	ListenPort int             `json:"listenPort,omitempty"`
+	Addr       string          `json:"addr,omitempty"`
+	MTU        int             `json:"mtu,omitempty"`
+	Peers      []WireguardPeer `json:"peers"`
+	// Unencrypted says which nodes' workloads are reached unencrypted, and
+	// why (no key published yet, no address, a shared key).
+	Unencrypted []string `json:"unencrypted,omitempty"`
+	// Error is why the device could not be read.
+	Error string `json:"error,omitempty"`
+}
+
+// WireguardPeer is one other node this node encrypts to.
+type WireguardPeer struct {
+	Node            string    `json:"node"`
+	PublicKey       string    `json:"publicKey"`
+	Endpoint        string    `json:"endpoint,omitempty"`
+	AllowedIPs      []string  `json:"allowedIPs"`
+	LatestHandshake time.Time `json:"latestHandshake,omitzero"`
+	ReceivedBytes   int64     `json:"receivedBytes"`
+	SentBytes       int64     `json:"sentBytes"`
 }
 
 // PeersByFamily splits peers into the per-family tables.

@@ -19,9 +19,12 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
 	v3 "github.com/tortie/tortie/pkg/apis/v3"
 	"github.com/tortie/tortie/pkg/bgp"
 	"github.com/tortie/tortie/pkg/dataplane/routes"
+	"github.com/tortie/tortie/pkg/dataplane/wireguard"
 	"github.com/tortie/tortie/pkg/syncer"
 )
 
@@ -85,7 +88,50 @@ type Config struct {
 	// Warnings from startup (e.g. a tunnel pool on a node without IPv4),
 	// shown in Status.
 	Warnings []string
-	Logger   *slog.Logger
+	// Wireguard encrypts traffic to other hosts' workloads when Enabled;
+	// otherwise what an earlier run left of it (device, rule, routes) is
+	// removed at the first Apply.
+	Wireguard WireguardConfig
+	Logger    *slog.Logger
+}
+
+// WireguardConfig is the WireGuard part of Config (FelixConfiguration
+// wireguard* fields). Zero values take Calico's defaults.
+type WireguardConfig struct {
+	Enabled    bool
+	PrivateKey wgtypes.Key // required when Enabled
+	Device     string      // wireguard.DeviceName
+	Port       int         // wireguard.DefaultPort
+	// MTU of the device; 0: the host's MTU (MTUIfacePattern) minus
+	// wireguard.Overhead.
+	MTU int
+	// RulePriority of the routing rule into Table (99); Table is Calico's
+	// wireguardRoutingTableIndex (1); Mark is the device's firewall mark,
+	// which keeps its own packets out of Table (0x100000, Calico's).
+	RulePriority, Table, Mark int
+	Keepalive                 time.Duration
+	// Mode: kernel, userspace, or (empty) the kernel's where it has
+	// WireGuard.
+	Mode wireguard.Mode
+}
+
+func (w WireguardConfig) withDefaults() WireguardConfig {
+	if w.Device == "" {
+		w.Device = wireguard.DeviceName
+	}
+	if w.Port == 0 {
+		w.Port = wireguard.DefaultPort
+	}
+	if w.RulePriority == 0 {
+		w.RulePriority = 99
+	}
+	if w.Table == 0 {
+		w.Table = 1
+	}
+	if w.Mark == 0 {
+		w.Mark = 0x100000
+	}
+	return w
 }
 
 func (c Config) withDefaults() Config {
@@ -110,6 +156,7 @@ func (c Config) withDefaults() Config {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
+	c.Wireguard = c.Wireguard.withDefaults()
 	return c
 }
 
@@ -153,10 +200,20 @@ type Component struct {
 	unreachable map[netip.Addr]time.Time
 	wake        chan struct{}
 
+	// WireGuard, loop-owned: the device's configuration last applied, the
+	// reconciler of its routing table, whether the rule is known to be in
+	// place.
+	wgCfg  wireguard.Config
+	wgRec  *routes.Reconciler
+	wgRule bool
+
 	mu     sync.Mutex // guards what Status reads
 	sp     *bgp.Speaker
 	spCfg  bgp.Config
 	status Status
+	wg     *wireguard.Device
+	// wgNodes names the node of each peer's public key, for Status.
+	wgNodes map[wgtypes.Key]string
 }
 
 // Kinds routing depends on: what the calculation's Snapshot holds.
@@ -170,6 +227,9 @@ var routingKinds = []string{
 func New(cfg Config) (*Component, error) {
 	if cfg.NodeName == "" {
 		return nil, errors.New("routing: node name is empty")
+	}
+	if cfg.Wireguard.Enabled && cfg.Wireguard.PrivateKey == (wgtypes.Key{}) {
+		return nil, errors.New("routing: WireGuard is enabled but no private key was given")
 	}
 	if _, err := regexp.Compile(cfg.MTUIfacePattern); err != nil {
 		return nil, fmt.Errorf("routing: MTU interface pattern: %w", err)
@@ -247,6 +307,13 @@ func (c *Component) Close() error {
 	var err error
 	if sp != nil {
 		err = sp.Stop()
+	}
+	c.mu.Lock()
+	wg := c.wg
+	c.wg = nil
+	c.mu.Unlock()
+	if wg != nil {
+		wg.Close() // the device and its routes stay for the next run
 	}
 	if c.ownHandle && c.h != nil {
 		c.h.Close()
@@ -371,6 +438,12 @@ func (c *Component) open() error {
 	}
 	c.rec = routes.NewReconciler(c.h, routes.Options{Logger: c.log})
 	c.vx = routes.NewVXLAN(c.h, routes.VXLANDeviceName, c.log)
+	c.wgRec = routes.NewReconciler(c.h, routes.Options{Table: c.cfg.Wireguard.Table, Logger: c.log})
+	if !c.cfg.Wireguard.Enabled {
+		if err := c.removeWireguard(); err != nil {
+			return err
+		}
+	}
 	// Routes of ours still in the kernel mean this is a restart: keep the
 	// routes to other hosts until BGP has had time to relearn them.
 	c.carried = kernelCarry(c.h)
@@ -533,6 +606,11 @@ func (c *Component) apply(ctx context.Context, carry []routes.Route, full bool) 
 		if err := routes.EnsureIPIP(h, routes.IPIPConfig{
 			Name: routes.IPIPDeviceName, MTU: mtu, TunnelAddr: self.ipipTunnel, Logger: c.log,
 		}); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if cfg.Wireguard.Enabled {
+		if err := c.applyWireguard(s, node, self, full); err != nil {
 			errs = append(errs, err)
 		}
 	}

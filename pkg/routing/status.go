@@ -29,7 +29,11 @@ func (c *Component) Status() Status {
 	st.Warnings = slices.Clone(st.Warnings)
 	st.Advertisements = slices.Clone(st.Advertisements)
 	sp := c.sp
+	wg, wgNodes := c.wg, c.wgNodes
 	c.mu.Unlock()
+	if st.Wireguard != nil {
+		st.Wireguard = wireguardStatus(*st.Wireguard, wg, wgNodes)
+	}
 	st.Ready = c.Ready()
 	st.Peers = []PeerStatus{}
 	if sp != nil {

@@ -363,6 +363,9 @@ func (d *Device) Status() (*wgtypes.Device, error) {
 func (d *Device) Kind() wgtypes.DeviceType { return d.kind }
 
 func (d *Device) device() (*wgtypes.Device, error) {
+	if d.user == nil && d.wg == nil {
+		return nil, fmt.Errorf("wireguard %s: closed", d.cfg.Name)
+	}
 	if d.user != nil {
 		body, err := d.user.IpcGet()
 		if err != nil {
@@ -378,6 +381,9 @@ func (d *Device) device() (*wgtypes.Device, error) {
 }
 
 func (d *Device) configure(c wgtypes.Config) error {
+	if d.user == nil && d.wg == nil {
+		return fmt.Errorf("wireguard %s: closed", d.cfg.Name)
+	}
 	if d.user != nil {
 		// In the namespace: a new listening port opens new sockets in the
 		// calling thread's.

@@ -2,13 +2,11 @@ package wireguard
 
 import (
 	"bytes"
-	"encoding/binary"
 	"errors"
 	"log/slog"
 	"net"
 	"net/netip"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -76,70 +74,6 @@ func newWGHost(t *testing.T, under, tunAddr string) *wgHost {
 	testenv.Sh(t, "ip", "-n", name, "link", "set", "lo", "up")
 	return &wgHost{ns: n, name: name, h: h, under: netip.MustParseAddr(under), tun: netip.MustParseAddr(tunAddr)}
 }
-
-// capture records the frames on one interface of a namespace (AF_PACKET)
-// until stop is called.
-type capture struct {
-	fd     int
-	mu     sync.Mutex
-	frames [][]byte
-	done   chan struct{}
-}
-
-func startCapture(t *testing.T, n ns.NetNS, ifname string) *capture {
-	c := &capture{done: make(chan struct{})}
-	err := n.Do(func(ns.NetNS) error {
-		ifi, err := net.InterfaceByName(ifname)
-		if err != nil {
-			return err
-		}
-		proto := int(htons(unix.ETH_P_ALL))
-		if c.fd, err = unix.Socket(unix.AF_PACKET, unix.SOCK_RAW, proto); err != nil {
-			return err
-		}
-		tv := unix.Timeval{Usec: 100_000}
-		if err := unix.SetsockoptTimeval(c.fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
-			return err
-		}
-		return unix.Bind(c.fd, &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ALL), Ifindex: ifi.Index})
-	})
-	if err != nil {
-		t.Fatalf("capture on %s: %v", ifname, err)
-	}
-	stop := make(chan struct{})
-	go func() {
-		defer close(c.done)
-		buf := make([]byte, 65536)
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			n, _, err := unix.Recvfrom(c.fd, buf, 0)
-			if err != nil {
-				continue // timeout: look at stop again
-			}
-			c.mu.Lock()
-			c.frames = append(c.frames, bytes.Clone(buf[:n]))
-			c.mu.Unlock()
-		}
-	}()
-	t.Cleanup(func() {
-		close(stop)
-		<-c.done
-		unix.Close(c.fd)
-	})
-	return c
-}
-
-func (c *capture) snapshot() [][]byte {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return append([][]byte(nil), c.frames...)
-}
-
-func htons(v uint16) uint16 { return v<<8 | v>>8 }
 
 // udpChannel sends datagrams from a's tunnel address to b's, through the
 // device, and reports what b receives.
@@ -248,7 +182,7 @@ func TestTwoHostsEncrypt(t *testing.T) {
 	}
 
 	const marker = "tortie-wireguard-marker-7f3a"
-	cap := startCapture(t, b.ns, "under0")
+	cap := testenv.StartCapture(t, b.ns.Path(), "under0")
 	ch := newUDPChannel(t, a, b)
 	if !ch.deliver(marker, 5*time.Second) {
 		t.Fatal("the marker did not reach b through the tunnel within 5 s")
@@ -349,24 +283,22 @@ func TestTwoHostsEncrypt(t *testing.T) {
 // checkWire fails the test if a captured frame carries marker, or is an
 // IPv4 packet other than UDP between WireGuard ports, and returns how many
 // WireGuard packets it saw.
-func checkWire(t *testing.T, cap *capture, marker string) int {
+func checkWire(t *testing.T, cap *testenv.Capture, marker string) int {
 	t.Helper()
 	wg := 0
-	for _, f := range cap.snapshot() {
+	for _, f := range cap.Frames() {
 		if bytes.Contains(f, []byte(marker)) {
 			t.Fatalf("the marker crossed the wire in clear: % x", f)
 		}
-		if len(f) < 14 || binary.BigEndian.Uint16(f[12:14]) != unix.ETH_P_IP {
+		p, ok := testenv.ParseIPv4(f)
+		if !ok {
 			continue // ARP, IPv6 neighbour discovery
 		}
-		ip := f[14:]
-		ihl := int(ip[0]&0xf) * 4
-		if ip[9] != unix.IPPROTO_UDP {
-			t.Fatalf("an IPv4 packet of protocol %d on the wire", ip[9])
+		if p.Proto != unix.IPPROTO_UDP {
+			t.Fatalf("an IPv4 packet of protocol %d on the wire", p.Proto)
 		}
-		sport, dport := binary.BigEndian.Uint16(ip[ihl:]), binary.BigEndian.Uint16(ip[ihl+2:])
-		if sport != DefaultPort || dport != DefaultPort {
-			t.Fatalf("UDP %d → %d on the wire; want only WireGuard's port %d", sport, dport, DefaultPort)
+		if p.SrcPort != DefaultPort || p.DstPort != DefaultPort {
+			t.Fatalf("UDP %d → %d on the wire; want only WireGuard's port %d", p.SrcPort, p.DstPort, DefaultPort)
 		}
 		wg++
 	}
