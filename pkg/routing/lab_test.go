@@ -46,6 +46,7 @@ import (
 	v3 "github.com/tortie/tortie/pkg/apis/v3"
 	"github.com/tortie/tortie/pkg/client"
 	"github.com/tortie/tortie/pkg/dataplane/routes"
+	"github.com/tortie/tortie/pkg/dataplane/wireguard"
 	"github.com/tortie/tortie/pkg/datastore"
 	"github.com/tortie/tortie/pkg/datastore/embedded"
 	"github.com/tortie/tortie/pkg/datastore/etcdtest"
@@ -94,10 +95,29 @@ func childMain() int {
 		return 1
 	}
 	log.Info("startup done", "took", time.Since(t0), "ipv4", res.IPv4, "tunnel", res.VXLANTunnelAddr)
+	// WireGuard as tortie-node sets it up: the key from a file, published
+	// in the Node (or removed from it when off).
+	var wg WireguardConfig
+	if on := os.Getenv("TRT_WIREGUARD"); on != "" {
+		pub := ""
+		if on == "on" {
+			key, _, err := wireguard.LoadOrCreateKey(filepath.Join(os.Getenv("TRT_DIR"), node+".wgkey"))
+			if err != nil {
+				log.Error("wireguard key", "err", err)
+				return 1
+			}
+			wg = WireguardConfig{Enabled: true, PrivateKey: key, Mode: wireguard.Mode(os.Getenv("TRT_WIREGUARD_MODE"))}
+			pub = key.PublicKey().String()
+		}
+		if err := startup.SetWireguardKey(ctx, client.New(be), res, pub, log); err != nil {
+			log.Error("wireguard key", "err", err)
+			return 1
+		}
+	}
 	comp, err := New(Config{
 		NodeName: node, HoldTime: labHold, KeepaliveTime: labKeepalive,
 		ConnectRetry: 2 * time.Second, RestartTime: labRestart, Warnings: res.Warnings,
-		Secrets: FileSecrets(os.Getenv("TRT_SECRETS")), Logger: log,
+		Secrets: FileSecrets(os.Getenv("TRT_SECRETS")), Wireguard: wg, Logger: log,
 	})
 	if err != nil {
 		log.Error("routing", "err", err)
@@ -179,7 +199,10 @@ type host struct {
 	nl     *netlink.Handle
 	// secrets is the agent's secrets directory (default <lab dir>/secrets).
 	secrets string
-	wl      []workload
+	// wireguard is "on", "off" (the key is removed from the Node) or ""
+	// (WireGuard is not touched): the agent's next start takes it.
+	wireguard string
+	wl        []workload
 }
 
 type workload struct {
@@ -377,7 +400,8 @@ func (l *lab) start(h *host) *agent {
 	if secrets == "" {
 		secrets = filepath.Join(l.dir, "secrets")
 	}
-	a.cmd.Env = append(os.Environ(), childEnv+"=1", "TRT_NODE="+h.name, "TRT_ETCD="+l.etcd.Endpoint(), "TRT_DIR="+l.dir, "TRT_SECRETS="+secrets)
+	a.cmd.Env = append(os.Environ(), childEnv+"=1", "TRT_NODE="+h.name, "TRT_ETCD="+l.etcd.Endpoint(), "TRT_DIR="+l.dir, "TRT_SECRETS="+secrets,
+		"TRT_WIREGUARD="+h.wireguard)
 	a.cmd.Stderr = logFile
 	a.stdin, _ = a.cmd.StdinPipe()
 	stdout, _ := a.cmd.StdoutPipe()
@@ -399,9 +423,30 @@ func (l *lab) start(h *host) *agent {
 				b = b[len(b)-8000:]
 			}
 			t.Logf("--- %s agent log tail ---\n%s", h.name, b)
+			if h.wireguard == "on" {
+				t.Logf("--- %s agent log, WireGuard lines ---\n%s", h.name, grepLines(a.logf, 80, "wireguard", "peer(", "andshake"))
+			}
 		}
 	})
 	return a
+}
+
+// grepLines returns the last max lines of file that contain any of words.
+func grepLines(file string, max int, words ...string) string {
+	b, _ := os.ReadFile(file)
+	var out []string
+	for _, l := range strings.Split(string(b), "\n") {
+		for _, w := range words {
+			if strings.Contains(l, w) {
+				out = append(out, l)
+				break
+			}
+		}
+	}
+	if len(out) > max {
+		out = out[len(out)-max:]
+	}
+	return strings.Join(out, "\n")
 }
 
 func (a *agent) kill() {
@@ -564,7 +609,10 @@ var portSeq = struct {
 }{n: 20000}
 
 // tcpCheck connects from workload a to workload b and echoes a line.
-func tcpCheck(t testing.TB, a, b workload) error {
+func tcpCheck(t testing.TB, a, b workload) error { return tcpLine(t, a, b, "hello") }
+
+// tcpLine connects from workload a to workload b and echoes line.
+func tcpLine(t testing.TB, a, b workload, line string) error {
 	portSeq.Lock()
 	portSeq.n++
 	port := portSeq.n
@@ -597,9 +645,9 @@ func tcpCheck(t testing.TB, a, b workload) error {
 	}
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(5 * time.Second))
-	io.WriteString(c, "hello\n")
+	io.WriteString(c, line+"\n")
 	reply, err := bufio.NewReader(c).ReadString('\n')
-	if err != nil || reply != "echo hello\n" {
+	if err != nil || reply != "echo "+line+"\n" {
 		return fmt.Errorf("%s → %s: reply %q, %v", a.addr, b.addr, reply, err)
 	}
 	return nil

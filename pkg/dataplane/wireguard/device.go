@@ -1,12 +1,14 @@
 package wireguard
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
 	"os"
 	"sync"
+	"time"
 
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
@@ -347,8 +349,55 @@ func (d *Device) SetPeers(peers []Peer) (int, error) {
 	if err := d.configure(wgtypes.Config{Peers: changes}); err != nil {
 		return 0, err
 	}
+	if d.user != nil {
+		d.handshake(changes)
+	}
 	d.log.Info("wireguard peers updated", "changed", len(changes), "peers", len(peers))
 	return len(changes), nil
+}
+
+// handshakeDelay is how long the side with the greater public key waits
+// for the other to make the handshake with a new peer before making it.
+const handshakeDelay = time.Second
+
+// handshake makes a session with each new or changed peer now, rather than
+// when traffic first needs one. A userspace device starts without sessions,
+// while its peers may still hold one with its previous run: they would send
+// on it, and be dropped, until their own timers make a new handshake (15 s
+// or more). But two peers that both initiate at once spoil each other's
+// handshake, and neither can send until a retry 5 s later. So the side with
+// the smaller public key initiates at once, and the other only if no
+// handshake has happened after handshakeDelay (the other side has an old
+// session, and so does not see a change).
+func (d *Device) handshake(changes []wgtypes.PeerConfig) {
+	own := d.cfg.PrivateKey.PublicKey()
+	for _, c := range changes {
+		if c.Remove {
+			continue
+		}
+		p := d.user.LookupPeer(device.NoisePublicKey(c.PublicKey))
+		if p == nil {
+			continue
+		}
+		if bytes.Compare(own[:], c.PublicKey[:]) < 0 {
+			p.SendKeepalive()
+			continue
+		}
+		key := c.PublicKey
+		time.AfterFunc(handshakeDelay, func() {
+			d.mu.Lock()
+			defer d.mu.Unlock()
+			dev, err := d.device()
+			if err != nil {
+				return // closed
+			}
+			for _, q := range dev.Peers {
+				if q.PublicKey == key && q.LastHandshakeTime.IsZero() {
+					p.SendKeepalive()
+				}
+			}
+		})
+	}
 }
 
 // Status reads the device: its public key, port, and each peer with its

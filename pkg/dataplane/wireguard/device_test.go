@@ -173,6 +173,7 @@ func TestTwoHostsEncrypt(t *testing.T) {
 		return Peer{PublicKey: key.PublicKey(), Endpoint: netip.AddrPortFrom(x.under, DefaultPort),
 			AllowedIPs: []netip.Prefix{netip.PrefixFrom(x.tun, 32), netip.MustParsePrefix("10.65.7.0/26")}}
 	}
+	cap := testenv.StartCapture(t, b.ns.Path(), "under0")
 	if n, err := devA.SetPeers([]Peer{peerOf(b, keyB)}); err != nil || n != 1 {
 		t.Fatalf("a's peers: %d changed, %v", n, err)
 	}
@@ -182,7 +183,6 @@ func TestTwoHostsEncrypt(t *testing.T) {
 	}
 
 	const marker = "tortie-wireguard-marker-7f3a"
-	cap := testenv.StartCapture(t, b.ns.Path(), "under0")
 	ch := newUDPChannel(t, a, b)
 	if !ch.deliver(marker, 5*time.Second) {
 		t.Fatal("the marker did not reach b through the tunnel within 5 s")
