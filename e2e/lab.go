@@ -31,6 +31,8 @@ type LabOptions struct {
 	// Hosts (default 3), Topology and Encap as `tortie lab up` takes them.
 	Hosts           int
 	Topology, Encap string
+	// Encryption as `tortie lab up --encryption` takes it.
+	Encryption string
 	// PoolCIDR is the IPv4 pool the workloads get addresses from.
 	PoolCIDR string
 	// Logf receives progress messages (default: none).
@@ -117,7 +119,7 @@ func NewLab(opts LabOptions) (_ *LabCluster, err error) {
 	})
 	var upLog bytes.Buffer
 	l, _, err := lab.Up(context.Background(), lab.Options{
-		Name: c.name, Hosts: opts.Hosts, Topology: opts.Topology, Encap: opts.Encap, Pool: opts.PoolCIDR,
+		Name: c.name, Hosts: opts.Hosts, Topology: opts.Topology, Encap: opts.Encap, Encryption: opts.Encryption, Pool: opts.PoolCIDR,
 		Bins: lab.Binaries{
 			Tortie: filepath.Join(opts.BinDir, "tortie"),
 			Node:   filepath.Join(opts.BinDir, "tortie-node"),

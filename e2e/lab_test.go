@@ -1,10 +1,16 @@
 package e2e
 
 import (
+	"context"
+	"fmt"
+	"net/netip"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/tortie/tortie/internal/testenv"
 )
 
 // TestLab runs the Kubernetes network policy scenarios on the multi-host
@@ -80,4 +86,56 @@ func statsSince(m0, p0 int) *Convergence {
 	Stats.mu.Lock()
 	defer Stats.mu.Unlock()
 	return &Convergence{Matrix: slices.Clone(Stats.Matrix[m0:]), Programmed: slices.Clone(Stats.Programmed[p0:])}
+}
+
+// TestLabWireguard runs the lab's policy scenarios with WireGuard on (`tortie
+// lab up --encryption wireguard`, a BGP mesh of 3 hosts): the matrices are
+// those of TestLab, and all the while the hosts' uplinks carry no packet
+// between two workloads in clear, while their devices carry traffic to and
+// from every peer.
+func TestLabWireguard(t *testing.T) {
+	c, m := cluster(t)
+	pool := c.(*LabCluster).pool
+	// The kernel passes a packet socket on each uplink only the packets
+	// between two workload addresses: any at all is traffic in clear.
+	var clear sync.Map // host → the first such packet
+	for _, h := range c.Hosts() {
+		testenv.WatchFrames(t, h.NetNS().Path(), h.Uplink, testenv.IPv4Between(pool), func(f []byte) {
+			if p, ok := testenv.ParseIPv4(f); ok {
+				clear.LoadOrStore(h.Name, fmt.Sprintf("%s → %s (protocol %d)", netip.AddrFrom4(p.Src), netip.AddrFrom4(p.Dst), p.Proto))
+			}
+		})
+	}
+	lc := c.(*LabCluster)
+	checkWire := func(when string) {
+		t.Helper()
+		clear.Range(func(host, pkt any) bool {
+			t.Errorf("%s: %s's uplink carried %s in clear", when, host, pkt)
+			return true
+		})
+		// What went through the devices instead.
+		for _, hs := range lc.lab.Status(context.Background()).Hosts {
+			w := hs.Wireguard
+			if w == nil || w.Kind == "" || len(w.Peers) != len(lc.hosts)-1 {
+				t.Fatalf("%s: %s's WireGuard: %+v (%s)", when, hs.Name, w, hs.Error)
+			}
+			var sent, received int64
+			for _, p := range w.Peers {
+				sent, received = sent+p.SentBytes, received+p.ReceivedBytes
+				if p.SentBytes == 0 || p.ReceivedBytes == 0 {
+					t.Errorf("%s: %s's peer %s: nothing sent or received: %+v", when, hs.Name, p.Node, p)
+				}
+			}
+			t.Logf("%s: %s's %s device sent %d and received %d bytes to and from its %d peers; no workload-to-workload packet in clear on its uplink",
+				when, hs.Name, w.Kind, sent, received, len(w.Peers))
+		}
+	}
+	ExpectMatrix(t, c, "all allowed, encrypted", m.Pods, AllCases, AllowAll)
+	checkWire("all allowed")
+	t.Run("NetworkPolicy between server and client", func(t *testing.T) {
+		for _, sc := range serverClientScenarios {
+			t.Run(sc.name, sc.run)
+		}
+	})
+	checkWire("after the scenarios")
 }

@@ -19,8 +19,9 @@ import (
 
 // The suite shares one cluster per backend and one set of pods (x, y, z ×
 // a, b, c) on it; each scenario starts from Reset and the all-allowed
-// matrix. Two backends: SingleHost (every test but TestLab*), and the
-// multi-host lab (TestLab*, see lab_test.go), each built on first use.
+// matrix. Three backends: SingleHost (every test but TestLab*), the
+// multi-host lab (TestLab*, see lab_test.go), and the same lab with
+// WireGuard on (TestLabWireguard*), each built on first use.
 
 type backend struct {
 	name string
@@ -36,7 +37,8 @@ type backend struct {
 var (
 	singleBackend = &backend{name: "single-host", make: newSingleHostBackend}
 	labBackend    = &backend{name: "lab", make: newLabBackend}
-	backends      = []*backend{singleBackend, labBackend}
+	labWGBackend  = &backend{name: "lab-wireguard", make: newLabWireguardBackend}
+	backends      = []*backend{singleBackend, labBackend, labWGBackend}
 
 	suiteT0 time.Time
 	binOnce sync.Once
@@ -44,8 +46,12 @@ var (
 	binDir  string
 )
 
-// backendFor: the lab for TestLab and its subtests, SingleHost otherwise.
+// backendFor: the encrypted lab for TestLabWireguard and its subtests, the
+// lab for TestLab and its subtests, SingleHost otherwise.
 func backendFor(t testing.TB) *backend {
+	if strings.HasPrefix(t.Name(), "TestLabWireguard") {
+		return labWGBackend
+	}
 	if strings.HasPrefix(t.Name(), "TestLab") {
 		return labBackend
 	}
@@ -135,7 +141,7 @@ func cluster(t *testing.T) (Cluster, *Model) {
 		}
 	}
 	b := backendFor(t)
-	if b == labBackend {
+	if b != singleBackend {
 		if why := singleHostOnlyReason(t); why != "" {
 			t.Skipf("needs the single-host backend (the same scenario runs outside TestLab): %s", why)
 		}
@@ -199,11 +205,20 @@ func newSingleHostBackend(logf func(string, ...any)) (Cluster, func(), error) {
 }
 
 func newLabBackend(logf func(string, ...any)) (Cluster, func(), error) {
+	return newLabWith(LabOptions{Logf: logf})
+}
+
+func newLabWireguardBackend(logf func(string, ...any)) (Cluster, func(), error) {
+	return newLabWith(LabOptions{Logf: logf, Encryption: "wireguard"})
+}
+
+func newLabWith(opts LabOptions) (Cluster, func(), error) {
 	dir, err := buildBinaries()
 	if err != nil {
 		return nil, nil, err
 	}
-	c, err := NewLab(LabOptions{BinDir: dir, Logf: logf})
+	opts.BinDir = dir
+	c, err := NewLab(opts)
 	if err != nil {
 		return nil, nil, err
 	}

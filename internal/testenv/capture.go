@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"encoding/binary"
 	"net"
+	"net/netip"
 	"sync"
 	"testing"
 
 	"github.com/containernetworking/plugins/pkg/ns"
+	"golang.org/x/net/bpf"
 	"golang.org/x/sys/unix"
 )
 
@@ -15,7 +17,6 @@ import (
 // (an AF_PACKET socket, as tcpdump uses) from StartCapture until the test
 // ends.
 type Capture struct {
-	fd     int
 	mu     sync.Mutex
 	frames [][]byte
 }
@@ -25,22 +26,55 @@ type Capture struct {
 func StartCapture(tb testing.TB, nsPath, ifname string) *Capture {
 	tb.Helper()
 	c := &Capture{}
+	WatchFrames(tb, nsPath, ifname, nil, func(f []byte) {
+		c.mu.Lock()
+		c.frames = append(c.frames, bytes.Clone(f))
+		c.mu.Unlock()
+	})
+	return c
+}
+
+// WatchFrames calls fn, on a goroutine of its own, with every frame seen on
+// interface ifname in the namespace at nsPath that filter (a classic BPF
+// program, as tcpdump compiles; nil: every frame) passes, until the test
+// ends. The frame's bytes are only valid during the call. For captures too
+// long to keep (StartCapture keeps every frame): a filter leaves the kernel
+// to skip the frames of no interest.
+func WatchFrames(tb testing.TB, nsPath, ifname string, filter []bpf.Instruction, fn func(frame []byte)) {
+	tb.Helper()
+	var fd int
 	err := ns.WithNetNSPath(nsPath, func(ns.NetNS) error {
 		ifi, err := net.InterfaceByName(ifname)
 		if err != nil {
 			return err
 		}
 		proto := htons(unix.ETH_P_ALL)
-		if c.fd, err = unix.Socket(unix.AF_PACKET, unix.SOCK_RAW, int(proto)); err != nil {
+		if fd, err = unix.Socket(unix.AF_PACKET, unix.SOCK_RAW, int(proto)); err != nil {
 			return err
 		}
 		tv := unix.Timeval{Usec: 100_000}
-		if err := unix.SetsockoptTimeval(c.fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
-			unix.Close(c.fd)
+		if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
+			unix.Close(fd)
 			return err
 		}
-		if err := unix.Bind(c.fd, &unix.SockaddrLinklayer{Protocol: proto, Ifindex: ifi.Index}); err != nil {
-			unix.Close(c.fd)
+		if filter != nil {
+			raw, err := bpf.Assemble(filter)
+			if err != nil {
+				unix.Close(fd)
+				return err
+			}
+			prog := make([]unix.SockFilter, len(raw))
+			for i, r := range raw {
+				prog[i] = unix.SockFilter{Code: r.Op, Jt: r.Jt, Jf: r.Jf, K: r.K}
+			}
+			if err := unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER,
+				&unix.SockFprog{Len: uint16(len(prog)), Filter: &prog[0]}); err != nil {
+				unix.Close(fd)
+				return err
+			}
+		}
+		if err := unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: proto, Ifindex: ifi.Index}); err != nil {
+			unix.Close(fd)
 			return err
 		}
 		return nil
@@ -58,21 +92,18 @@ func StartCapture(tb testing.TB, nsPath, ifname string) *Capture {
 				return
 			default:
 			}
-			n, _, err := unix.Recvfrom(c.fd, buf, 0)
+			n, _, err := unix.Recvfrom(fd, buf, 0)
 			if err != nil {
 				continue // the timeout: look at stop again
 			}
-			c.mu.Lock()
-			c.frames = append(c.frames, bytes.Clone(buf[:n]))
-			c.mu.Unlock()
+			fn(buf[:n])
 		}
 	}()
 	tb.Cleanup(func() {
 		close(stop)
 		<-done
-		unix.Close(c.fd)
+		unix.Close(fd)
 	})
-	return c
 }
 
 // Frames are the frames recorded so far.
@@ -80,6 +111,29 @@ func (c *Capture) Frames() [][]byte {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return append([][]byte(nil), c.frames...)
+}
+
+// IPv4Between is a filter for WatchFrames that passes the Ethernet frames
+// of IPv4 packets whose source and destination are both in p (an IPv4
+// prefix).
+func IPv4Between(p netip.Prefix) []bpf.Instruction {
+	a := p.Masked().Addr().As4()
+	net, mask := binary.BigEndian.Uint32(a[:]), uint32(0xffffffff)<<(32-p.Bits())
+	if p.Bits() == 0 {
+		mask = 0
+	}
+	return []bpf.Instruction{
+		bpf.LoadAbsolute{Off: 12, Size: 2},
+		bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: unix.ETH_P_IP, SkipTrue: 7}, // to the drop
+		bpf.LoadAbsolute{Off: 26, Size: 4}, // source
+		bpf.ALUOpConstant{Op: bpf.ALUOpAnd, Val: mask},
+		bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: net, SkipTrue: 4},
+		bpf.LoadAbsolute{Off: 30, Size: 4}, // destination
+		bpf.ALUOpConstant{Op: bpf.ALUOpAnd, Val: mask},
+		bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: net, SkipTrue: 1},
+		bpf.RetConstant{Val: 65535},
+		bpf.RetConstant{Val: 0},
+	}
 }
 
 // IPv4Packet is what a captured Ethernet frame says of its IPv4 packet.

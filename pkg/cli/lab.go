@@ -145,6 +145,7 @@ tortie pod ready and every BGP session Established. Workloads are then pods:
 	f.IntVar(&o.Hosts, "hosts", 3, "number of hosts")
 	f.StringVar(&o.Topology, "topology", lab.TopologyMesh, "mesh (node-to-node BGP mesh), tor (BIRD 2 router, a global BGPPeer) or rr (h1 a route reflector)")
 	f.StringVar(&o.Encap, "encap", lab.EncapNone, "none, vxlan, or vxlan-crosssubnet (hosts in two subnets behind a router)")
+	f.StringVar(&o.Encryption, "encryption", lab.EncryptionNone, "none, or wireguard (traffic between hosts' workloads encrypted; userspace WireGuard where the kernel has none)")
 	f.StringVar(&o.Pool, "pool", lab.DefaultPool, "the workloads' IPv4 pool")
 	f.StringVar(&o.Pool6, "pool6", "", "the workloads' IPv6 pool (implies --ipv6; default "+lab.DefaultPool6+")")
 	f.BoolVar(&o.IPv6, "ipv6", false, "dual stack: IPv6 on the underlay, the agents and the workloads")

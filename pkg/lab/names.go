@@ -20,6 +20,9 @@ const (
 	EncapNone        = "none"
 	EncapVXLAN       = "vxlan"
 	EncapCrossSubnet = "vxlan-crosssubnet"
+
+	EncryptionNone      = "none"
+	EncryptionWireguard = "wireguard"
 )
 
 const (

@@ -27,20 +27,25 @@ type HostStatus struct {
 	Peers4      int                     `json:"peers4"`
 	Established int                     `json:"established"`
 	Sessions    []nodestatus.PeerStatus `json:"sessions,omitempty"`
-	Error       string                  `json:"error,omitempty"`
+	// Wireguard is the host's WireGuard device and peers (--encryption
+	// wireguard).
+	Wireguard *nodestatus.WireguardStatus `json:"wireguard,omitempty"`
+	Error     string                      `json:"error,omitempty"`
 }
 
 // Status is the whole lab's.
 type Status struct {
-	Name      string       `json:"name"`
-	Phase     string       `json:"phase"`
-	Topology  string       `json:"topology"`
-	Encap     string       `json:"encap"`
-	Endpoint  string       `json:"endpoint"`
-	Datastore bool         `json:"datastoreAlive"`
-	Hosts     []HostStatus `json:"hosts"`
-	Workloads []*Workload  `json:"workloads"`
-	Procs     []Proc       `json:"processes"`
+	Name     string `json:"name"`
+	Phase    string `json:"phase"`
+	Topology string `json:"topology"`
+	Encap    string `json:"encap"`
+	// Encryption is none or wireguard.
+	Encryption string       `json:"encryption,omitempty"`
+	Endpoint   string       `json:"endpoint"`
+	Datastore  bool         `json:"datastoreAlive"`
+	Hosts      []HostStatus `json:"hosts"`
+	Workloads  []*Workload  `json:"workloads"`
+	Procs      []Proc       `json:"processes"`
 	// Kube is the Kubernetes API of a --kube-api or --kubernetes lab.
 	Kube *KubeStatus `json:"kube,omitempty"`
 	// Cluster is a --kubernetes lab's nodes and tortie's pods.
@@ -89,7 +94,7 @@ func (l *Lab) hostStatus(ctx context.Context, h Host) HostStatus {
 		hs.Error = "BGP status: " + err.Error()
 		return hs
 	}
-	hs.Sessions = st.Peers
+	hs.Sessions, hs.Wireguard = st.Peers, st.Wireguard
 	for _, p := range st.Peers {
 		hs.Peers++
 		if p.Family == nodestatus.FamilyIPv4 {
@@ -105,7 +110,7 @@ func (l *Lab) hostStatus(ctx context.Context, h Host) HostStatus {
 // Status gathers the lab's state and asks every agent.
 func (l *Lab) Status(ctx context.Context) *Status {
 	s := &Status{Name: l.st.Name, Phase: l.st.Phase, Topology: l.st.Options.Topology, Encap: l.st.Options.Encap,
-		Endpoint: l.st.Endpoint, Workloads: l.st.Workloads, Procs: l.st.Procs}
+		Encryption: l.st.Options.Encryption, Endpoint: l.st.Endpoint, Workloads: l.st.Workloads, Procs: l.st.Procs}
 	for _, p := range l.st.Procs {
 		if p.Role == "datastore" {
 			s.Datastore = p.alive()
@@ -131,7 +136,11 @@ func (s *Status) Print(w io.Writer) {
 	if !s.Datastore {
 		ds = "NOT RUNNING"
 	}
-	fmt.Fprintf(w, "lab %s (%s): topology %s, encapsulation %s; datastore %s at %s\n", s.Name, s.Phase, s.Topology, s.Encap, ds, s.Endpoint)
+	enc := ""
+	if s.Encryption != "" && s.Encryption != EncryptionNone {
+		enc = ", encryption " + s.Encryption
+	}
+	fmt.Fprintf(w, "lab %s (%s): topology %s, encapsulation %s%s; datastore %s at %s\n", s.Name, s.Phase, s.Topology, s.Encap, enc, ds, s.Endpoint)
 	if k := s.Kube; k != nil {
 		api := "ready"
 		switch {

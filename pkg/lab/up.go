@@ -25,9 +25,12 @@ type Options struct {
 	Hosts    int    `json:"hosts"`
 	Topology string `json:"topology"`
 	Encap    string `json:"encap"`
-	Pool     string `json:"pool"`
-	Pool6    string `json:"pool6,omitempty"`
-	IPv6     bool   `json:"ipv6,omitempty"`
+	// Encryption is none or wireguard: FelixConfiguration default's
+	// wireguardEnabled, each host's key in the lab's directory.
+	Encryption string `json:"encryption,omitempty"`
+	Pool       string `json:"pool"`
+	Pool6      string `json:"pool6,omitempty"`
+	IPv6       bool   `json:"ipv6,omitempty"`
 	// KubeAPI runs a Kubernetes API server on the lab's etcd, with
 	// tortie-kube-controllers, and makes every workload a pod (kube.go).
 	KubeAPI bool `json:"kubeAPI,omitempty"`
@@ -80,6 +83,14 @@ func (o *Options) defaults() error {
 	}
 	if o.Encap == "" {
 		o.Encap = EncapNone
+	}
+	if o.Encryption == "" {
+		o.Encryption = EncryptionNone
+	}
+	switch o.Encryption {
+	case EncryptionNone, EncryptionWireguard:
+	default:
+		return fmt.Errorf("--encryption %q: want none or wireguard", o.Encryption)
 	}
 	switch o.Topology {
 	case TopologyMesh, TopologyToR, TopologyRR:
@@ -760,6 +771,14 @@ metadata: {name: lab-ipv6}
 spec: {cidr: %q, natOutgoing: false, nodeSelector: all()}
 `, o.Pool6))
 	}
+	if o.Encryption == EncryptionWireguard {
+		docs = append(docs, `
+apiVersion: projectcalico.org/v3
+kind: FelixConfiguration
+metadata: {name: default}
+spec: {wireguardEnabled: true}
+`)
+	}
 	switch o.Topology {
 	case TopologyToR:
 		docs = append(docs, fmt.Sprintf(`
@@ -822,6 +841,8 @@ func (l *Lab) startAgent(ctx context.Context, h Host) error {
 		"--ip", "autodetect", "--ip-autodetection-method", "interface=eth0",
 		"--nodename-file", filepath.Join(l.hostDir(), h.Name+".nodename"),
 		"--health-addr", fmt.Sprintf(":%d", HealthPort), "--metrics-addr", fmt.Sprintf(":%d", MetricsPort),
+		// Each host's own key: the hosts share this machine's filesystem.
+		"--wireguard-key-file", filepath.Join(l.hostDir(), h.Name+".wgkey"),
 	}
 	if o.IPv6 {
 		args = append(args, "--ip6", "autodetect", "--ip6-autodetection-method", "interface=eth0")
