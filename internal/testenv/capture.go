@@ -125,7 +125,7 @@ func IPv4Between(p netip.Prefix) []bpf.Instruction {
 	return []bpf.Instruction{
 		bpf.LoadAbsolute{Off: 12, Size: 2},
 		bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: unix.ETH_P_IP, SkipTrue: 7}, // to the drop
-		bpf.LoadAbsolute{Off: 26, Size: 4}, // source
+		bpf.LoadAbsolute{Off: 26, Size: 4},                                  // source
 		bpf.ALUOpConstant{Op: bpf.ALUOpAnd, Val: mask},
 		bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: net, SkipTrue: 4},
 		bpf.LoadAbsolute{Off: 30, Size: 4}, // destination
