@@ -165,6 +165,20 @@ else
   go run ./bench/scale -sections "$sections"
 fi
 
+# WireGuard (issue 17): a two-host lab without and with encryption: one TCP
+# stream, connections/s, the agents' CPU.
+echo
+echo "== encryption: plain vs WireGuard between two hosts (go run ./bench/wireguard)"
+if [ "$(id -u)" -eq 0 ]; then
+  if [ "$N" -lt 10000 ]; then
+    go run ./bench/wireguard -duration 3s
+  else
+    go run ./bench/wireguard
+  fi
+else
+  echo "(skipped: needs root)"
+fi
+
 # Kubernetes (issue 13): kubectl apply / kubectl label → enforced on a
 # --kube-api lab, beside the same change written as the Calico resource.
 echo
