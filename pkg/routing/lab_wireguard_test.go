@@ -25,7 +25,8 @@ import (
 // in clear. A restart keeps the key; a lost key is replaced and taken up by
 // the peers; turning WireGuard off on a host removes its device, rule and
 // routes and its key from the Node, and its workloads are reached again
-// without encryption.
+// without encryption; on again, encrypted. A connection opened before the
+// restarts stays open through all of them.
 func TestLabWireguard(t *testing.T) {
 	l := newLab(t, 2)
 	l.createPool("lab", labPool, func(p *v3.IPPoolSpec) { p.VXLANMode = v3.EncapCrossSubnet })
@@ -79,6 +80,21 @@ func TestLabWireguard(t *testing.T) {
 		t.Errorf("h1's rules:\n%s", out)
 	}
 
+	// A connection from h1 to h2 that stays open through everything below:
+	// h2's restarts, its new key, WireGuard turned off there.
+	st12 := openStream(t, h1.wl[0], h2.wl[0])
+	defer st12.close()
+	flows := func(when string) {
+		t.Helper()
+		d := eventually(t, 10*time.Second, "the h1 → h2 connection answers "+when, func() (bool, string) {
+			if err := st12.ping(); err != nil {
+				return false, err.Error()
+			}
+			return true, ""
+		})
+		t.Logf("the h1 → h2 connection answered %s after %v", when, d.Round(time.Millisecond))
+	}
+
 	// A restart keeps the key.
 	key2 := l.nodeKey(h2.name)
 	h2.agent.stop()
@@ -87,6 +103,7 @@ func TestLabWireguard(t *testing.T) {
 	if k := l.nodeKey(h2.name); k != key2 {
 		t.Errorf("h2's key changed on restart: %s → %s", key2, k)
 	}
+	flows("after h2's restart")
 	allPairsEventually(t, hs, 10*time.Second)
 
 	// A lost key: a new one, which the peers take up.
@@ -101,6 +118,7 @@ func TestLabWireguard(t *testing.T) {
 		}
 		return wgPeered(hs, hs)
 	})
+	flows("after h2's new key")
 	allPairsEventually(t, hs, 10*time.Second)
 
 	// Off on h2: nothing of WireGuard is left there, and h2 is reached in
@@ -129,6 +147,15 @@ func TestLabWireguard(t *testing.T) {
 	if st := h1.agent.status(); st.Wireguard == nil || len(st.Wireguard.Unencrypted) != 1 || !strings.HasPrefix(st.Wireguard.Unencrypted[0], "h2: no WireGuard public key") {
 		t.Errorf("h1's WireGuard status with h2 off: %+v", st.Wireguard)
 	}
+	flows("after WireGuard was turned off on h2")
+	allPairsEventually(t, hs, 10*time.Second)
+
+	// And on again, with the connection still open.
+	h2.agent.stop()
+	h2.wireguard = "on"
+	l.start(h2)
+	eventually(t, 30*time.Second, "h2 a peer again", func() (bool, string) { return wgPeered(hs, hs) })
+	flows("after WireGuard was turned on again on h2")
 	allPairsEventually(t, hs, 10*time.Second)
 }
 
