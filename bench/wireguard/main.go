@@ -168,25 +168,16 @@ func measure(ctx context.Context, binDir, encryption string, d time.Duration, co
 	streamLn := listen(server, addr, 5001)
 	defer streamLn.Close()
 	var received atomic.Int64
-	go func() {
+	go serve(streamLn, func(c net.Conn) {
+		buf := make([]byte, 256<<10)
 		for {
-			c, err := streamLn.Accept()
+			n, err := c.Read(buf)
+			received.Add(int64(n))
 			if err != nil {
 				return
 			}
-			go func() {
-				defer c.Close()
-				buf := make([]byte, 256<<10)
-				for {
-					n, err := c.Read(buf)
-					received.Add(int64(n))
-					if err != nil {
-						return
-					}
-				}
-			}()
 		}
-	}()
+	})
 	c := dial(client, addr, 5001, 30*time.Second) // the first may wait for a handshake
 	buf := make([]byte, 128<<10)
 	cpu0, start := agentCPU(), time.Now()
@@ -204,21 +195,12 @@ func measure(ctx context.Context, binDir, encryption string, d time.Duration, co
 	// The connections: the server answers one byte with one byte.
 	echoLn := listen(server, addr, 5002)
 	defer echoLn.Close()
-	go func() {
-		for {
-			c, err := echoLn.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				b := make([]byte, 1)
-				if _, err := io.ReadFull(c, b); err == nil {
-					c.Write(b)
-				}
-			}()
+	go serve(echoLn, func(c net.Conn) {
+		b := make([]byte, 1)
+		if _, err := io.ReadFull(c, b); err == nil {
+			c.Write(b)
 		}
-	}()
+	})
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	start = time.Now()
@@ -250,6 +232,21 @@ func measure(ctx context.Context, binDir, encryption string, d time.Duration, co
 	slices.Sort(r.rtt)
 	run.Logf("%s: %.2f Gbit/s, agents %.2f cores, %.0f connections/s", r.name, r.gbps, r.agentCores, r.connsPerS)
 	return r
+}
+
+// serve hands each connection ln accepts to handle, on a goroutine of its
+// own, and closes it after, until ln is closed.
+func serve(ln net.Listener, handle func(net.Conn)) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		go func() {
+			defer c.Close()
+			handle(c)
+		}()
+	}
 }
 
 // listen opens a TCP listener in workload w's namespace.

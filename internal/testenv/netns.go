@@ -8,6 +8,8 @@ import (
 
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/containernetworking/plugins/pkg/testutils"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 )
 
 // Sh runs a command and fails the test with its output when it fails.
@@ -61,4 +63,21 @@ func PlumbWorkload(tb testing.TB, hn, iface, addr string) ns.NetNS {
 	Sh(tb, "ip", "-n", wn, "route", "add", "169.254.1.1", "dev", "eth0", "scope", "link")
 	Sh(tb, "ip", "-n", wn, "route", "add", "default", "via", "169.254.1.1", "dev", "eth0", "onlink")
 	return w
+}
+
+// NetlinkIn opens a netlink handle in the namespace at path, closed when the
+// test ends.
+func NetlinkIn(tb testing.TB, path string) *netlink.Handle {
+	tb.Helper()
+	nsh, err := netns.GetFromPath(path)
+	if err != nil {
+		tb.Fatalf("opening namespace %s: %v", path, err)
+	}
+	h, err := netlink.NewHandleAt(nsh)
+	_ = nsh.Close()
+	if err != nil {
+		tb.Fatalf("netlink handle in %s: %v", path, err)
+	}
+	tb.Cleanup(h.Close)
+	return h
 }

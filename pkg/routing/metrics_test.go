@@ -6,8 +6,6 @@ import (
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
 	"github.com/tortie/tortie/internal/testenv"
@@ -19,16 +17,7 @@ import (
 func TestWireguardMetrics(t *testing.T) {
 	testenv.RequireRoot(t)
 	n, _ := testenv.NewNS(t)
-	nsh, err := netns.GetFromPath(n.Path())
-	if err != nil {
-		t.Fatal(err)
-	}
-	h, err := netlink.NewHandleAt(nsh)
-	nsh.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Close()
+	h := testenv.NetlinkIn(t, n.Path())
 	c, err := New(Config{NodeName: "h1"})
 	if err != nil {
 		t.Fatal(err)

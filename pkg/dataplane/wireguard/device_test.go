@@ -12,7 +12,6 @@ import (
 
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
@@ -61,16 +60,7 @@ type wgHost struct {
 func newWGHost(t *testing.T, under, tunAddr string) *wgHost {
 	testenv.RequireRoot(t)
 	n, name := testenv.NewNS(t)
-	nsh, err := netns.GetFromPath(n.Path())
-	if err != nil {
-		t.Fatal(err)
-	}
-	h, err := netlink.NewHandleAt(nsh)
-	_ = nsh.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(h.Close)
+	h := testenv.NetlinkIn(t, n.Path())
 	testenv.Sh(t, "ip", "-n", name, "link", "set", "lo", "up")
 	return &wgHost{ns: n, name: name, h: h, under: netip.MustParseAddr(under), tun: netip.MustParseAddr(tunAddr)}
 }
