@@ -22,6 +22,13 @@ func Sh(tb testing.TB, args ...string) string {
 	return string(out)
 }
 
+// ShOut runs a command and returns its output and error, for commands
+// expected to fail sometimes.
+func ShOut(args ...string) (string, error) {
+	out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
+	return string(out), err
+}
+
 // NewNS makes a network namespace unique to the run, removed when the test
 // ends, and returns it with its name (for `ip -n`).
 func NewNS(tb testing.TB) (ns.NetNS, string) {

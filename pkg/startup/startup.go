@@ -285,7 +285,11 @@ func SetWireguardKey(ctx context.Context, c *client.Client, res *Result, key str
 	if err != nil {
 		return err
 	}
-	if n.Status.WireguardPublicKey != res.Node.Status.WireguardPublicKey {
+	switch {
+	case n.Status.WireguardPublicKey == res.Node.Status.WireguardPublicKey:
+	case key == "":
+		log.Info("WireGuard public key removed from the Node", "node", res.NodeName)
+	default:
 		log.Info("WireGuard public key published in the Node", "node", res.NodeName, "publicKey", key)
 	}
 	res.Node = n
