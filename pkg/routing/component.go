@@ -202,10 +202,11 @@ type Component struct {
 
 	// WireGuard, loop-owned: the device's configuration last applied, the
 	// reconciler of its routing table, whether the rule is known to be in
-	// place.
-	wgCfg  wireguard.Config
-	wgRec  *routes.Reconciler
-	wgRule bool
+	// place; with WireGuard off, whether what an earlier run left is gone.
+	wgCfg     wireguard.Config
+	wgRec     *routes.Reconciler
+	wgRule    bool
+	wgRemoved bool
 
 	mu     sync.Mutex // guards what Status reads
 	sp     *bgp.Speaker
@@ -439,11 +440,6 @@ func (c *Component) open() error {
 	c.rec = routes.NewReconciler(c.h, routes.Options{Logger: c.log})
 	c.vx = routes.NewVXLAN(c.h, routes.VXLANDeviceName, c.log)
 	c.wgRec = routes.NewReconciler(c.h, routes.Options{Table: c.cfg.Wireguard.Table, Logger: c.log})
-	if !c.cfg.Wireguard.Enabled {
-		if err := c.removeWireguard(); err != nil {
-			return err
-		}
-	}
 	// Routes of ours still in the kernel mean this is a restart: keep the
 	// routes to other hosts until BGP has had time to relearn them.
 	c.carried = kernelCarry(c.h)
@@ -609,9 +605,16 @@ func (c *Component) apply(ctx context.Context, carry []routes.Route, full bool) 
 			errs = append(errs, err)
 		}
 	}
-	if cfg.Wireguard.Enabled {
+	switch {
+	case cfg.Wireguard.Enabled:
 		if err := c.applyWireguard(s, node, self, full); err != nil {
 			errs = append(errs, err)
+		}
+	case !c.wgRemoved:
+		if err := c.removeWireguard(); err != nil {
+			errs = append(errs, err) // tried again at the next apply
+		} else {
+			c.wgRemoved = true
 		}
 	}
 	desired := rs.Routes

@@ -50,6 +50,17 @@
 // node is not ready, and Status.LastError (what `tortie node status`
 // prints) says why.
 //
+// WireGuard (Config.Wireguard, docs/wireguard.md): DesiredWireguard computes
+// the peers (other Nodes with a published key) and a routing table of its
+// own (table 1: each peer's blocks, borrowed addresses and tunnel address
+// through the device; throw for this node's addresses inside a peer's
+// block), and the component drives pkg/dataplane/wireguard with them: the
+// device, its peers, the rule "not fwmark 0x100000 lookup 1", and a second
+// route reconciler on that table. With WireGuard off, the first apply
+// removes what an earlier run left of it. The main table is not touched:
+// the device's own packets carry the mark and leave by the BGP, VXLAN or
+// IP-in-IP routes as before.
+//
 // What this package must never do: program anything before the first
 // complete snapshot, touch a route that is not tortie's (the reconciler's
 // protocol guarantees it), or switch network namespaces (a BGP speaker
