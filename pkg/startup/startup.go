@@ -277,6 +277,8 @@ func Run(ctx context.Context, c *client.Client, cfg Config) (*Result, error) {
 // WireGuard tunnel address from IPAM (handle "wireguard-tunnel-addr-<node>",
 // type wireguardTunnelAddress, into spec.wireguard.interfaceIPv4Address);
 // without one the address is released and cleared. res.Node is updated.
+// A key the Node already has changes nothing: Run, which res comes from,
+// gave the node the tunnel addresses for it.
 func SetWireguardKey(ctx context.Context, c *client.Client, res *Result, key string, log *slog.Logger) error {
 	if log == nil {
 		log = slog.Default()
@@ -285,14 +287,16 @@ func SetWireguardKey(ctx context.Context, c *client.Client, res *Result, key str
 	if err != nil {
 		return err
 	}
-	switch {
-	case n.Status.WireguardPublicKey == res.Node.Status.WireguardPublicKey:
-	case key == "":
+	unchanged := n.Status.WireguardPublicKey == res.Node.Status.WireguardPublicKey
+	res.Node = n
+	if unchanged {
+		return nil // Run gave the node the tunnel addresses for this key already
+	}
+	if key == "" {
 		log.Info("WireGuard public key removed from the Node", "node", res.NodeName)
-	default:
+	} else {
 		log.Info("WireGuard public key published in the Node", "node", res.NodeName, "publicKey", key)
 	}
-	res.Node = n
 	pools, err := listPools(ctx, c)
 	if err != nil {
 		return err
