@@ -252,8 +252,8 @@ var fields = []field{
 	portField("wireguardListeningPort", func(s *Settings) *int { return &s.WireguardListeningPort }),
 	mtuField("wireguardMTU", func(s *Settings) *int { return &s.WireguardMTU }),
 	{"wireguardInterfaceName", func(s *Settings, v string) error {
-		if v == "" || len(v) > 15 || strings.ContainsAny(v, "/ \t\n:") {
-			return fmt.Errorf("%q: want an interface name of 1 to 15 characters without '/', ':' or spaces", v)
+		if !v3.ValidInterfaceName(v) {
+			return fmt.Errorf("%q: want an interface name: 1 to 15 letters, digits, '.', '_' or '-'", v)
 		}
 		s.WireguardInterfaceName = v
 		return nil

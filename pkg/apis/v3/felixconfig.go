@@ -430,7 +430,7 @@ func (r *FelixConfiguration) validate() ErrorList {
 	for _, f := range []struct{ field, value string }{
 		{"wireguardInterfaceName", s.WireguardInterfaceName}, {"wireguardInterfaceNameV6", s.WireguardInterfaceNameV6},
 	} {
-		if f.value != "" && !ifaceNameRE().MatchString(f.value) {
+		if f.value != "" && !ValidInterfaceName(f.value) {
 			add(ErrorList{spec.Child(f.field).Errorf("%q is not a valid interface name (at most 15 letters, digits, '.', '_', '-')", f.value)})
 		}
 	}
@@ -628,3 +628,7 @@ func validateLogLevel(p Path, v string, allowNone bool) ErrorList {
 	}
 	return validateOneOfFold(p, v, levels...)
 }
+
+// ValidInterfaceName says whether s can name a network interface: 1 to 15
+// letters, digits, '.', '_' or '-'.
+func ValidInterfaceName(s string) bool { return ifaceNameRE().MatchString(s) }
