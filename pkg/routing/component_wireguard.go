@@ -10,7 +10,6 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
-	"github.com/tortie/tortie/pkg/dataplane/routes"
 	"github.com/tortie/tortie/pkg/dataplane/wireguard"
 	"github.com/tortie/tortie/pkg/nodestatus"
 )
@@ -141,14 +140,8 @@ func (c *Component) removeWireguard() error {
 	} else if st.Deleted > 0 {
 		c.log.Info("WireGuard is off: its routes were removed", "routes", st.Deleted, "table", w.Table)
 	}
-	link, err := routes.FindLink(c.h, w.Device)
-	switch {
-	case err != nil:
-		errs = append(errs, fmt.Errorf("wireguard %s: %w", w.Device, err))
-	case link != nil && (link.Type() == "wireguard" || link.Type() == "tuntap"):
-		if err := wireguard.Remove(c.h, w.Device, c.log); err != nil {
-			errs = append(errs, err)
-		}
+	if err := wireguard.Remove(c.h, w.Device, c.log); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }

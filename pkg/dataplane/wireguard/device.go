@@ -466,15 +466,17 @@ func (d *Device) Close() {
 	}
 }
 
-// Remove deletes the device named name if it exists, kernel or userspace,
-// so that nothing is left when encryption is turned off. A userspace device
-// still running in this process must be Closed first.
+// Remove deletes the device named name if it exists and is a WireGuard
+// device, kernel or userspace (a TUN), so that nothing is left when
+// encryption is turned off; a device of another kind is not ours and is
+// left alone. A userspace device still running in this process must be
+// Closed first.
 func Remove(h *netlink.Handle, name string, log *slog.Logger) error {
 	link, err := routes.FindLink(h, name)
 	if err != nil {
 		return fmt.Errorf("wireguard %s: %w", name, err)
 	}
-	if link == nil {
+	if link == nil || link.Type() != "wireguard" && !isTUN(link) {
 		return nil
 	}
 	if err := h.LinkDel(link); err != nil {
