@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
-	"net/netip"
 	"slices"
 
 	"github.com/vishvananda/netlink"
@@ -111,10 +110,7 @@ func wireguardStatus(st nodestatus.WireguardStatus, dev *wireguard.Device, nodes
 			wp.Endpoint = p.Endpoint.String()
 		}
 		for _, a := range p.AllowedIPs {
-			if pr, ok := netip.AddrFromSlice(a.IP); ok {
-				ones, _ := a.Mask.Size()
-				wp.AllowedIPs = append(wp.AllowedIPs, netip.PrefixFrom(pr.Unmap(), ones).String())
-			}
+			wp.AllowedIPs = append(wp.AllowedIPs, wireguard.IPNetPrefix(a).String())
 		}
 		st.Peers = append(st.Peers, wp)
 	}

@@ -94,16 +94,16 @@ func peerMatches(c *wgtypes.Peer, p Peer) bool {
 	}
 	got := make([]netip.Prefix, 0, len(c.AllowedIPs))
 	for _, n := range c.AllowedIPs {
-		got = append(got, ipNetPrefix(n))
+		got = append(got, IPNetPrefix(n))
 	}
 	return slices.Equal(sortedPrefixes(got), sortedPrefixes(p.AllowedIPs))
 }
 
 func unmap(a netip.AddrPort) netip.AddrPort { return netip.AddrPortFrom(a.Addr().Unmap(), a.Port()) }
 
-// ipNetPrefix converts a net.IPNet (whose IPv4 address may be in 16 bytes)
-// to a masked netip.Prefix.
-func ipNetPrefix(n net.IPNet) netip.Prefix {
+// IPNetPrefix converts an allowed IP as wgtypes reports it, a net.IPNet
+// whose IPv4 address may be in 16 bytes, to a masked netip.Prefix.
+func IPNetPrefix(n net.IPNet) netip.Prefix {
 	a, _ := netip.AddrFromSlice(n.IP)
 	ones, _ := n.Mask.Size()
 	a = a.Unmap()

@@ -72,7 +72,7 @@ func TestParseDevice(t *testing.T) {
 		p.TransmitBytes != 1000 || p.ReceiveBytes != 2000 || !p.LastHandshakeTime.Equal(time.Unix(1700000000, 5)) {
 		t.Errorf("peer 1: %+v", p)
 	}
-	if got := ipNetPrefix(p.AllowedIPs[0]).String() + " " + ipNetPrefix(p.AllowedIPs[1]).String(); got != "10.65.1.0/26 fd00::/120" {
+	if got := IPNetPrefix(p.AllowedIPs[0]).String() + " " + IPNetPrefix(p.AllowedIPs[1]).String(); got != "10.65.1.0/26 fd00::/120" {
 		t.Errorf("allowed IPs %s", got)
 	}
 	if !d.Peers[1].LastHandshakeTime.IsZero() || d.Peers[1].Endpoint != nil {
