@@ -274,7 +274,7 @@ func dial(w *lab.Workload, addr netip.Addr, port uint16, within time.Duration) n
 		if err == nil {
 			return c
 		}
-		if time.Now().After(deadline) || !errors.Is(err, os.ErrDeadlineExceeded) && !isTimeout(err) {
+		if time.Now().After(deadline) || !isTimeout(err) {
 			run.Fatalf("connect from %s to %s:%d: %v", w.ID(), addr, port, err)
 		}
 	}
