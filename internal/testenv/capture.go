@@ -43,24 +43,28 @@ func StartCapture(tb testing.TB, nsPath, ifname string) *Capture {
 func WatchFrames(tb testing.TB, nsPath, ifname string, filter []bpf.Instruction, fn func(frame []byte)) {
 	tb.Helper()
 	var fd int
-	err := ns.WithNetNSPath(nsPath, func(ns.NetNS) error {
+	err := ns.WithNetNSPath(nsPath, func(ns.NetNS) (err error) {
 		ifi, err := net.InterfaceByName(ifname)
 		if err != nil {
 			return err
 		}
-		proto := htons(unix.ETH_P_ALL)
-		if fd, err = unix.Socket(unix.AF_PACKET, unix.SOCK_RAW, int(proto)); err != nil {
+		// Protocol 0 until bound: the socket sees no frame before its
+		// filter is in place and it is bound to the one interface.
+		if fd, err = unix.Socket(unix.AF_PACKET, unix.SOCK_RAW, 0); err != nil {
 			return err
 		}
+		defer func() {
+			if err != nil {
+				unix.Close(fd)
+			}
+		}()
 		tv := unix.Timeval{Usec: 100_000}
 		if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
-			unix.Close(fd)
 			return err
 		}
 		if filter != nil {
 			raw, err := bpf.Assemble(filter)
 			if err != nil {
-				unix.Close(fd)
 				return err
 			}
 			prog := make([]unix.SockFilter, len(raw))
@@ -69,15 +73,10 @@ func WatchFrames(tb testing.TB, nsPath, ifname string, filter []bpf.Instruction,
 			}
 			if err := unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER,
 				&unix.SockFprog{Len: uint16(len(prog)), Filter: &prog[0]}); err != nil {
-				unix.Close(fd)
 				return err
 			}
 		}
-		if err := unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: proto, Ifindex: ifi.Index}); err != nil {
-			unix.Close(fd)
-			return err
-		}
-		return nil
+		return unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ALL), Ifindex: ifi.Index})
 	})
 	if err != nil {
 		tb.Fatalf("capture on %s in %s: %v", ifname, nsPath, err)
