@@ -42,6 +42,7 @@ type lab struct {
 	agentLog           string
 	etcd               *embedded.Server
 	starts             int
+	mtuFile            string // the agent's workload MTU file
 }
 
 const (
@@ -52,7 +53,7 @@ const (
 
 func newLab(t *testing.T) *lab {
 	_, hn := testenv.NewNS(t)
-	l := &lab{t: t, host: hn, wls: map[string]ns.NetNS{}}
+	l := &lab{t: t, host: hn, wls: map[string]ns.NetNS{}, mtuFile: filepath.Join(t.TempDir(), "mtu")}
 	testenv.Sh(t, "ip", "-n", hn, "link", "set", "lo", "up")
 	testenv.Sh(t, "ip", "netns", "exec", hn, "sysctl", "-qw", "net.ipv4.ip_forward=1")
 
@@ -181,7 +182,7 @@ func (l *lab) startAgentWith(healthPort int, env []string, args ...string) time.
 	l.agentLog = logf.Name()
 	cmd := exec.Command("ip", append([]string{"netns", "exec", l.host, l.bin,
 		"--node-name", "host1", "--etcd-endpoints", l.etcdURL,
-		"--nodename-file", "-"}, args...)...) // the machine's own /var/lib/tortie is not the test's
+		"--nodename-file", "-", "--mtu-file", l.mtuFile}, args...)...) // the machine's own /var/lib/tortie is not the test's
 	cmd.Env = append(os.Environ(), env...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	t0 := time.Now()

@@ -28,6 +28,7 @@ import (
 	"github.com/tortie/tortie/pkg/dataplane/wireguard"
 	"github.com/tortie/tortie/pkg/datastore"
 	"github.com/tortie/tortie/pkg/flowlog"
+	"github.com/tortie/tortie/pkg/mtu"
 	"github.com/tortie/tortie/pkg/node"
 	"github.com/tortie/tortie/pkg/routing"
 	"github.com/tortie/tortie/pkg/startup"
@@ -63,6 +64,7 @@ type options struct {
 	ip6, ip6Method   string
 	asNumber         string
 	nodenameFile     string
+	mtuFile          string
 	defaultIPv4Pool  string
 	defaultIPv6Pool  string
 	defaultPoolVXLAN string
@@ -189,6 +191,7 @@ status "tortie node status" shows is at /status/routing there. Prometheus metric
 	f.StringVar(&o.ip6Method, "ip6-autodetection-method", flagenv.Or("IP6_AUTODETECTION_METHOD", ""), "how to find the IPv6 address, as --ip-autodetection-method (env IP6_AUTODETECTION_METHOD)")
 	f.StringVar(&o.asNumber, "as", flagenv.Or("AS", ""), "this node's AS number (default: BGPConfiguration's, else 64512) (env AS)")
 	f.StringVar(&o.nodenameFile, "nodename-file", startup.DefaultNodenameFile, "where to write the node name for the CNI plugin (- : do not write)")
+	f.StringVar(&o.mtuFile, "mtu-file", flagenv.Or("TORTIE_MTU_FILE", mtu.DefaultFile), "where to keep the MTU for new workloads' interfaces, which the CNI plugin reads when its config sets no mtu: the smallest MTU of the tunnels in use (VXLAN, IP-in-IP, WireGuard), else the host's (- : do not write) (env TORTIE_MTU_FILE)")
 	f.StringVar(&o.defaultIPv4Pool, "default-ipv4-pool", "", "create an IPv4 pool with this CIDR when none exists (not given: env CALICO_IPV4POOL_CIDR)")
 	f.StringVar(&o.defaultIPv6Pool, "default-ipv6-pool", "", "create an IPv6 pool with this CIDR when none exists (not given: env CALICO_IPV6POOL_CIDR)")
 	f.StringVar(&o.defaultPoolVXLAN, "default-pool-vxlan", "", "vxlanMode of a created default pool: Never, Always or CrossSubnet (not given: env CALICO_IPV4POOL_VXLAN, else Never)")
@@ -204,6 +207,14 @@ status "tortie node status" shows is at /status/routing there. Prometheus metric
 	f.StringVar(&o.wireguardKeyFile, "wireguard-key-file", flagenv.Or("TORTIE_WIREGUARD_KEY_FILE", wireguard.DefaultKeyFile), "where this host's WireGuard private key is kept (made when missing, mode 0600) (env TORTIE_WIREGUARD_KEY_FILE)")
 	f.StringVar(&o.wireguardMode, "wireguard-mode", flagenv.Or("TORTIE_WIREGUARD_MODE", "auto"), "WireGuard implementation: auto (the kernel's where it has WireGuard, else userspace in this process), kernel or userspace (env TORTIE_WIREGUARD_MODE)")
 	return cmd, o
+}
+
+// fileFlag is a file flag's path, or "" for "-" (do not write).
+func fileFlag(path string) string {
+	if path == "-" {
+		return ""
+	}
+	return path
 }
 
 func newLogger(o *options, level *slog.LevelVar, w io.Writer) (*slog.Logger, error) {
@@ -410,7 +421,7 @@ func run(ctx context.Context, o *options, logOut io.Writer) error {
 			ResyncInterval: set.RouteRefreshInterval, VXLANMTU: set.VXLANMTU, VXLANPort: set.VXLANPort,
 			VXLANVNI: set.VXLANVNI, VXLANDisabled: !set.VXLANEnabled, MTUIfacePattern: set.MTUIfacePattern,
 			IPv6Disabled: !set.IPv6Support, IPIPDisabled: !set.IPIPEnabled, IPIPMTU: set.IPIPMTU,
-			Wireguard: wg,
+			Wireguard: wg, MTUFile: fileFlag(o.mtuFile),
 		})
 		if err != nil {
 			return err

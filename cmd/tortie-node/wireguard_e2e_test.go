@@ -2,6 +2,7 @@ package main_test
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -14,6 +15,8 @@ import (
 	"github.com/tortie/tortie/internal/testenv"
 	v3 "github.com/tortie/tortie/pkg/apis/v3"
 	"github.com/tortie/tortie/pkg/client"
+	"github.com/tortie/tortie/pkg/dataplane/wireguard"
+	"github.com/tortie/tortie/pkg/mtu"
 )
 
 // TestAgentWireguardOnOff: FelixConfiguration wireguardEnabled turns a real
@@ -33,6 +36,17 @@ spec: {cidr: 10.66.0.0/16}
 		t.Fatalf("a key file with WireGuard off: %v", err)
 	}
 	restarts := func() int { return strings.Count(l.log(), `msg=restarting`) }
+	// The workload MTU for the CNI plugin: the host's (its veth's 1500)
+	// with no tunnel, WireGuard's 60 bytes less with it.
+	workloadMTU := func(want int) {
+		t.Helper()
+		waitFor(t, fmt.Sprintf("workload MTU %d in %s", want, l.mtuFile), func() bool {
+			v, err := mtu.Read(l.mtuFile)
+			return err == nil && v == want
+		})
+	}
+	l.waitReadyOn(9099, 30*time.Second)
+	workloadMTU(1500)
 
 	apply(t, cl, felixConfig("node.host1", `{wireguardEnabled: true}`))
 	waitFor(t, "the agent's restart for wireguardEnabled", func() bool { return restarts() == 1 })
@@ -61,6 +75,7 @@ spec: {cidr: 10.66.0.0/16}
 	if code, body := l.httpGet(9099, "/status/routing"); code != 200 || !strings.Contains(body, `"publicKey": "`+key.PublicKey().String()) {
 		t.Errorf("status: %d\n%s", code, body)
 	}
+	workloadMTU(1500 - wireguard.Overhead)
 
 	apply(t, cl, felixConfig("node.host1", `{wireguardEnabled: false}`))
 	waitFor(t, "the agent's restart for wireguardEnabled false", func() bool { return restarts() == 2 })
@@ -78,6 +93,7 @@ spec: {cidr: 10.66.0.0/16}
 	if n := node(t, cl); n.Status.WireguardPublicKey != "" || n.Spec.Wireguard != nil {
 		t.Errorf("Node with WireGuard off: status %+v, spec.wireguard %+v", n.Status, n.Spec.Wireguard)
 	}
+	workloadMTU(1500)
 	if b2, _ := os.ReadFile(keyFile); string(b2) != string(b) {
 		t.Error("the key file changed; it is kept for when WireGuard comes back")
 	}

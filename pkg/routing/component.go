@@ -25,6 +25,7 @@ import (
 	"github.com/tortie/tortie/pkg/bgp"
 	"github.com/tortie/tortie/pkg/dataplane/routes"
 	"github.com/tortie/tortie/pkg/dataplane/wireguard"
+	"github.com/tortie/tortie/pkg/mtu"
 	"github.com/tortie/tortie/pkg/syncer"
 )
 
@@ -75,6 +76,10 @@ type Config struct {
 	// tunnel MTU is computed from (FelixConfiguration mtuIfacePattern);
 	// empty, or no match: the MTU of the interface with the node's address.
 	MTUIfacePattern string
+	// MTUFile is where the workload MTU is kept for the CNI plugin (Calico's
+	// /var/lib/calico/mtu; see pkg/mtu): the smallest MTU of the tunnels in
+	// use, else the host's. Empty: not written.
+	MTUFile string
 	// IPv6Disabled (FelixConfiguration ipv6Support: false) programs no
 	// IPv6 routes.
 	IPv6Disabled bool
@@ -207,6 +212,9 @@ type Component struct {
 	wgRec     *routes.Reconciler
 	wgRule    bool
 	wgRemoved bool
+
+	// mtuWritten is the workload MTU last written to Config.MTUFile.
+	mtuWritten int
 
 	mu     sync.Mutex // guards what Status reads
 	sp     *bgp.Speaker
@@ -574,16 +582,21 @@ func (c *Component) apply(ctx context.Context, carry []routes.Route, full bool) 
 			"their traffic to other hosts is not routed (never without encapsulation); set vxlanEnabled to true or the pools' vxlanMode to Never",
 			strings.Join(rs.NoVXLAN, ", ")))
 	}
+	// The host's MTU, read once and only when something needs it.
+	hostMTUOf, hostMTURead := 0, false
+	host := func() int {
+		if !hostMTURead {
+			hostMTUOf, hostMTURead = hostMTU(h, self.v4.Addr(), cfg.MTUIfacePattern), true
+		}
+		return hostMTUOf
+	}
+	// The MTUs of the tunnels in use, for the workload MTU (0: not in use).
+	var vxlanMTU, ipipMTU, wgMTU int
 	if rs.VXLAN {
 		mac, _ := net.ParseMAC(self.mac)
-		mtu := cfg.VXLANMTU
-		if mtu == 0 {
-			if hm := hostMTU(h, self.v4.Addr(), cfg.MTUIfacePattern); hm > 0 {
-				mtu = hm - routes.VXLANOverhead
-			}
-		}
+		vxlanMTU = tunnelMTU(cfg.VXLANMTU, host, routes.VXLANOverhead)
 		if err := routes.EnsureVXLAN(h, routes.VXLANConfig{
-			Name: routes.VXLANDeviceName, VNI: cfg.VXLANVNI, Port: cfg.VXLANPort, MTU: mtu,
+			Name: routes.VXLANDeviceName, VNI: cfg.VXLANVNI, Port: cfg.VXLANPort, MTU: vxlanMTU,
 			ParentAddr: self.v4.Addr(), MAC: mac, TunnelAddr: self.tunnel, Logger: c.log,
 		}); err != nil {
 			errs = append(errs, err)
@@ -593,21 +606,17 @@ func (c *Component) apply(ctx context.Context, carry []routes.Route, full bool) 
 		errs = append(errs, noIPIPError(s, rs.NoIPIP, ipipErr))
 	}
 	if rs.IPIP {
-		mtu := cfg.IPIPMTU
-		if mtu == 0 {
-			if hm := hostMTU(h, self.v4.Addr(), cfg.MTUIfacePattern); hm > 0 {
-				mtu = hm - routes.IPIPOverhead
-			}
-		}
+		ipipMTU = tunnelMTU(cfg.IPIPMTU, host, routes.IPIPOverhead)
 		if err := routes.EnsureIPIP(h, routes.IPIPConfig{
-			Name: routes.IPIPDeviceName, MTU: mtu, TunnelAddr: self.ipipTunnel, Logger: c.log,
+			Name: routes.IPIPDeviceName, MTU: ipipMTU, TunnelAddr: self.ipipTunnel, Logger: c.log,
 		}); err != nil {
 			errs = append(errs, err)
 		}
 	}
 	switch {
 	case cfg.Wireguard.Enabled:
-		if err := c.applyWireguard(s, node, self, full); err != nil {
+		wgMTU = tunnelMTU(cfg.Wireguard.MTU, host, wireguard.Overhead)
+		if err := c.applyWireguard(s, node, wgMTU, full); err != nil {
 			errs = append(errs, err)
 		}
 	case !c.wgRemoved:
@@ -615,6 +624,11 @@ func (c *Component) apply(ctx context.Context, carry []routes.Route, full bool) 
 			errs = append(errs, err) // tried again at the next apply
 		} else {
 			c.wgRemoved = true
+		}
+	}
+	if cfg.MTUFile != "" {
+		if err := c.writeWorkloadMTU(mtu.ForWorkloads(host(), vxlanMTU, ipipMTU, wgMTU), full); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	desired := rs.Routes
@@ -798,6 +812,42 @@ func kernelCarry(h *netlink.Handle) []routes.Route {
 		out = append(out, r)
 	}
 	return out
+}
+
+// tunnelMTU is a tunnel device's MTU: set, when not 0 (FelixConfiguration's
+// vxlanMTU, ipipMTU, wireguardMTU); else the host's MTU less the tunnel's
+// overhead; 0 when neither is known (the device keeps its own).
+func tunnelMTU(set int, host func() int, overhead int) int {
+	if set != 0 {
+		return set
+	}
+	if hm := host(); hm > overhead {
+		return hm - overhead
+	}
+	return 0
+}
+
+// writeWorkloadMTU keeps the workload MTU file (Config.MTUFile) at m: when
+// m changed, and at a full apply when the file says otherwise (removed or
+// edited by hand). Workloads made before a change keep their MTU, as with
+// Calico; the CNI plugin gives new ones m.
+func (c *Component) writeWorkloadMTU(m int, full bool) error {
+	if m == 0 {
+		return nil // the host's MTU is unknown: leave the file as it is
+	}
+	if m == c.mtuWritten && !full {
+		return nil
+	}
+	if on, err := mtu.Read(c.cfg.MTUFile); err == nil && on == m {
+		c.mtuWritten = m
+		return nil
+	}
+	if err := mtu.Write(c.cfg.MTUFile, m); err != nil {
+		return err
+	}
+	c.log.Info("workload MTU written for the CNI plugin", "mtu", m, "file", c.cfg.MTUFile, "was", c.mtuWritten)
+	c.mtuWritten = m
+	return nil
 }
 
 // hostMTU is the smallest MTU of the host's interfaces whose names match

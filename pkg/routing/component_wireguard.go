@@ -17,15 +17,9 @@ import (
 // and the rule into that table to what the datastore says. With full, the
 // device's settings and the rule are compared with the kernel even if they
 // did not change here.
-func (c *Component) applyWireguard(s *Snapshot, node string, self nodeInfo, full bool) error {
+func (c *Component) applyWireguard(s *Snapshot, node string, mtu int, full bool) error {
 	w, h := c.cfg.Wireguard, c.h
 	ws := DesiredWireguard(s, node, WireguardOptions{Device: w.Device, Port: w.Port, Keepalive: w.Keepalive})
-	mtu := w.MTU
-	if mtu == 0 && self.v4.IsValid() {
-		if hm := hostMTU(h, self.v4.Addr(), c.cfg.MTUIfacePattern); hm > 0 {
-			mtu = hm - wireguard.Overhead
-		}
-	}
 	dc := wireguard.Config{Name: w.Device, ListenPort: w.Port, FirewallMark: w.Mark, MTU: mtu,
 		PrivateKey: w.PrivateKey, Addr: ws.Addr, Mode: w.Mode, Logger: c.log}
 
