@@ -25,7 +25,6 @@ func (p *invocation) plan(addrs []netip.Addr) *vethPlan {
 		netns:    p.args.Netns,
 		contName: p.args.IfName,
 		hostName: p.wl.hostVeth(),
-		mtu:      p.conf.MTU,
 		addrs:    addrs,
 	}
 }
@@ -75,6 +74,11 @@ func (p *invocation) add() (retErr error) {
 
 	// Cheap checks first, and the Kubernetes API's answers, before anything
 	// is allocated.
+	mtu, terr := p.conf.workloadMTU()
+	if terr != nil {
+		return terr
+	}
+	plan.mtu = mtu
 	if p.kubeMode() {
 		if err := p.readPod(); err != nil {
 			return err
@@ -122,7 +126,7 @@ func (p *invocation) add() (retErr error) {
 	if err != nil {
 		return err
 	}
-	log.Info("veth ready", "reused", reuse, "addrs", plan.addrs)
+	log.Info("veth ready", "reused", reuse, "addrs", plan.addrs, "mtu", plan.mtu)
 
 	wep := p.endpoint(plan.hostName, st.contMAC, plan.addrs)
 	if err := p.writeEndpoint(wep); err != nil {

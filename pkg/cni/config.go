@@ -2,7 +2,9 @@ package cni
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"strconv"
@@ -12,6 +14,7 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 
 	"github.com/tortie/tortie/pkg/datastore"
+	"github.com/tortie/tortie/pkg/mtu"
 	"github.com/tortie/tortie/pkg/nodename"
 )
 
@@ -34,7 +37,8 @@ const (
 	DefaultConfigFile = datastore.DefaultConfigFile
 	// DefaultLogFile is where the plugin logs when log_file_path is unset.
 	DefaultLogFile = "/var/log/tortie/cni.log"
-	// DefaultMTU of the workload interface when the config sets none.
+	// DefaultMTU of the workload interface when the config sets none and
+	// the MTU file (mtu_file) is missing.
 	DefaultMTU = 1500
 	// DefaultDatastoreTimeout bounds every datastore request of one
 	// invocation, retries included: a runtime would rather see an error it
@@ -68,7 +72,16 @@ type NetConf struct {
 	// DatastoreTimeoutSeconds bounds each datastore request (default 10).
 	DatastoreTimeoutSeconds float64 `json:"datastore_timeout_seconds,omitempty"`
 
+	// MTU of the workload's interface; 0 or unset: the MTU in MTUFile,
+	// which tortie-node keeps (the smallest MTU of its tunnels), else
+	// DefaultMTU. See workloadMTU.
 	MTU int `json:"mtu,omitempty"`
+	// MTUFile (tortie's; Calico's plugin reads /var/lib/calico/mtu) is
+	// where tortie-node writes the workload MTU (default mtu.DefaultFile).
+	MTUFile string `json:"mtu_file,omitempty"`
+	// RequireMTUFile (Calico's): with no mtu set, ADD fails when the MTU
+	// file is missing, rather than use DefaultMTU.
+	RequireMTUFile bool `json:"require_mtu_file,omitempty"`
 
 	// The log file, rotated by size as Calico's: see logfile.go and openLog.
 	LogFilePath string `json:"log_file_path,omitempty"`
@@ -154,11 +167,8 @@ func parseConf(stdin []byte) (*NetConf, error) {
 	if err := datastore.CheckType(conf.DatastoreType); err != nil {
 		return nil, newError(types.ErrInvalidNetworkConfig, "datastore_type: "+err.Error(), nil)
 	}
-	if conf.MTU == 0 {
-		conf.MTU = DefaultMTU
-	}
-	if conf.MTU < 68 || conf.MTU > 65535 {
-		return nil, newError(types.ErrInvalidNetworkConfig, fmt.Sprintf("mtu %d is out of range (68-65535)", conf.MTU), nil)
+	if conf.MTU != 0 && (conf.MTU < mtu.Min || conf.MTU > mtu.Max) {
+		return nil, newError(types.ErrInvalidNetworkConfig, fmt.Sprintf("mtu %d is out of range (%d-%d; 0 or unset: from the MTU file)", conf.MTU, mtu.Min, mtu.Max), nil)
 	}
 	for key, v := range map[string]int{"log_file_max_size": conf.LogFileMaxSize, "log_file_max_age": conf.LogFileMaxAge, "log_file_max_count": conf.LogFileMaxCount} {
 		if v < 0 {
@@ -177,6 +187,34 @@ func parseConf(stdin []byte) (*NetConf, error) {
 		}
 	}
 	return conf, nil
+}
+
+// workloadMTU is the MTU the workload's interface gets: the config's mtu
+// when set; else the one tortie-node wrote to the MTU file, so that nothing
+// a workload sends has to be fragmented into the node's tunnels; else, with
+// no file, DefaultMTU (an error with require_mtu_file). A file that is
+// there but unreadable or wrong is an error: a guessed MTU could black-hole
+// large packets.
+func (c *NetConf) workloadMTU() (int, *types.Error) {
+	if c.MTU != 0 {
+		return c.MTU, nil
+	}
+	path := c.MTUFile
+	if path == "" {
+		path = mtu.DefaultFile
+	}
+	v, err := mtu.Read(path)
+	switch {
+	case err == nil:
+		return v, nil
+	case errors.Is(err, fs.ErrNotExist) && !c.RequireMTUFile:
+		return DefaultMTU, nil
+	case errors.Is(err, fs.ErrNotExist):
+		return 0, newError(types.ErrInvalidNetworkConfig,
+			fmt.Sprintf("require_mtu_file is set and the MTU file %s is missing: tortie-node writes it once it runs on this host (or set mtu)", path), nil)
+	default:
+		return 0, newError(types.ErrIOFailure, "cannot read the workload MTU (set mtu to skip the file)", err)
+	}
 }
 
 // checkIPAMType refuses, for the network plugin, an ipam.type that names a

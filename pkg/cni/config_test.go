@@ -37,11 +37,12 @@ func TestParseConf(t *testing.T) {
 	if n4, n6 := c.assignFamilies(); n4 != 0 || n6 != 1 {
 		t.Errorf("families %d %d", n4, n6)
 	}
-	if c.MTU != DefaultMTU || c.WorkloadNamespace != "default" {
+	if c.MTU != 0 || c.WorkloadNamespace != "default" {
 		t.Errorf("defaults: %+v", c)
 	}
 	for in, code := range map[string]uint{
 		`{"name":"n","mtu":10}`:                      types.ErrInvalidNetworkConfig,
+		`{"name":"n","mtu":-1}`:                      types.ErrInvalidNetworkConfig,
 		`{"type":"tortie"}`:                          types.ErrInvalidNetworkConfig,
 		`{"name":"n","datastore_type":"kubernetes"}`: types.ErrInvalidNetworkConfig,
 		`{"name":"n","ipam":{"ipv4_pools":[""]}}`:    types.ErrInvalidNetworkConfig,
@@ -287,5 +288,47 @@ current-context: x
 		if rc.Host != c.host || rc.BearerToken != c.token {
 			t.Errorf("%s: host %q token %q, want %q %q", c.conf, rc.Host, rc.BearerToken, c.host, c.token)
 		}
+	}
+}
+
+// TestWorkloadMTU: the config's mtu wins; else the MTU file tortie-node
+// keeps; else 1500, or with require_mtu_file an error; a file that is there
+// but wrong is an error naming it, never a guess.
+func TestWorkloadMTU(t *testing.T) {
+	dir := t.TempDir()
+	file := func(name, content string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	good, bad, missing := file("good", "1440\n"), file("bad", "fast"), filepath.Join(dir, "missing")
+	for _, tc := range []struct {
+		name string
+		conf NetConf
+		want int
+		code uint   // of the error, 0 for none
+		msg  string // in the error
+	}{
+		{"mtu set: the file is not read", NetConf{MTU: 1400, MTUFile: bad}, 1400, 0, ""},
+		{"the file's", NetConf{MTUFile: good}, 1440, 0, ""},
+		{"no file: 1500", NetConf{MTUFile: missing}, DefaultMTU, 0, ""},
+		{"no file, required", NetConf{MTUFile: missing, RequireMTUFile: true}, 0, types.ErrInvalidNetworkConfig, "require_mtu_file is set and the MTU file " + missing + " is missing"},
+		{"required and there", NetConf{MTUFile: good, RequireMTUFile: true}, 1440, 0, ""},
+		{"a wrong file", NetConf{MTUFile: bad}, 0, types.ErrIOFailure, bad + ` holds "fast"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := tc.conf.workloadMTU()
+			if tc.code == 0 {
+				if err != nil || got != tc.want {
+					t.Errorf("= %d, %v; want %d", got, err, tc.want)
+				}
+				return
+			}
+			if err == nil || err.Code != tc.code || !strings.Contains(err.Error(), tc.msg) {
+				t.Errorf("= %d, %v; want code %d and %q", got, err, tc.code, tc.msg)
+			}
+		})
 	}
 }
