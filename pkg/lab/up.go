@@ -831,6 +831,10 @@ func (l *Lab) makeCNIPath() error {
 
 func (l *Lab) hostDir() string { return filepath.Join(Dir(l.st.Name), "hosts") }
 
+// mtuFile is where h's agent keeps the workload MTU and the plugin reads
+// it: the hosts share this machine's filesystem.
+func (l *Lab) mtuFile(h *Host) string { return filepath.Join(l.hostDir(), h.Name+".mtu") }
+
 func (l *Lab) startAgent(ctx context.Context, h Host) error {
 	if err := os.MkdirAll(l.hostDir(), 0o755); err != nil {
 		return err
@@ -840,6 +844,7 @@ func (l *Lab) startAgent(ctx context.Context, h Host) error {
 		"--node-name", h.Node, "--etcd-endpoints", l.st.Endpoint,
 		"--ip", "autodetect", "--ip-autodetection-method", "interface=eth0",
 		"--nodename-file", filepath.Join(l.hostDir(), h.Name+".nodename"),
+		"--mtu-file", l.mtuFile(&h),
 		"--health-addr", fmt.Sprintf(":%d", HealthPort), "--metrics-addr", fmt.Sprintf(":%d", MetricsPort),
 		// Each host's own key: the hosts share this machine's filesystem.
 		"--wireguard-key-file", filepath.Join(l.hostDir(), h.Name+".wgkey"),

@@ -261,6 +261,7 @@ func (l *Lab) cniConf(h *Host, w *Workload) []byte {
 		"type":           "tortie",
 		"etcd_endpoints": l.st.Endpoint,
 		"nodename":       h.Node,
+		"mtu_file":       l.mtuFile(h),
 		"log_file_path":  filepath.Join(Dir(l.st.Name), "cni.log"),
 		"ipam":           ipamConf,
 	}
