@@ -112,27 +112,61 @@ func (c *Capture) Frames() [][]byte {
 	return append([][]byte(nil), c.frames...)
 }
 
+// VXLANPort is the VXLAN port IPv4Between looks into (Linux's and Calico's
+// default).
+const VXLANPort = 4789
+
 // IPv4Between is a filter for WatchFrames that passes the Ethernet frames
 // of IPv4 packets whose source and destination are both in p (an IPv4
-// prefix).
+// prefix): in clear, or inside VXLAN (UDP to VXLANPort, an outer header of
+// 20 bytes), which is just as readable on the wire.
 func IPv4Between(p netip.Prefix) []bpf.Instruction {
 	a := p.Masked().Addr().As4()
 	net, mask := binary.BigEndian.Uint32(a[:]), uint32(0xffffffff)<<(32-p.Bits())
 	if p.Bits() == 0 {
 		mask = 0
 	}
-	return []bpf.Instruction{
-		bpf.LoadAbsolute{Off: 12, Size: 2},
-		bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: unix.ETH_P_IP, SkipTrue: 7}, // to the drop
-		bpf.LoadAbsolute{Off: 26, Size: 4},                                  // source
-		bpf.ALUOpConstant{Op: bpf.ALUOpAnd, Val: mask},
-		bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: net, SkipTrue: 4},
-		bpf.LoadAbsolute{Off: 30, Size: 4}, // destination
-		bpf.ALUOpConstant{Op: bpf.ALUOpAnd, Val: mask},
-		bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: net, SkipTrue: 1},
-		bpf.RetConstant{Val: 65535},
-		bpf.RetConstant{Val: 0},
+	// Offsets in the frame: outer IPv4 at 14; with VXLAN, the inner frame
+	// at 14+20+8+8 = 50 and its IPv4 header at 64.
+	const inner = 50
+	// between passes a frame whose IPv4 header at off has both addresses
+	// in p; any other goes on to the instruction after it.
+	between := func(off uint32) []bpf.Instruction {
+		return []bpf.Instruction{
+			bpf.LoadAbsolute{Off: off + 26, Size: 4}, // source
+			bpf.ALUOpConstant{Op: bpf.ALUOpAnd, Val: mask},
+			bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: net, SkipTrue: 4},
+			bpf.LoadAbsolute{Off: off + 30, Size: 4}, // destination
+			bpf.ALUOpConstant{Op: bpf.ALUOpAnd, Val: mask},
+			bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: net, SkipTrue: 1},
+			bpf.RetConstant{Val: 65535},
+		}
 	}
+	// Not IPv4, or not VXLAN carrying IPv4: to the drop, the last
+	// instruction; skip counts from the instruction after the jump.
+	const total = 2 + 7 + 8 + 7 + 1
+	toDrop := func(at int) uint8 { return uint8(total - 1 - (at + 1)) }
+	prog := []bpf.Instruction{
+		bpf.LoadAbsolute{Off: 12, Size: 2},
+		bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: unix.ETH_P_IP, SkipTrue: toDrop(1)},
+	}
+	prog = append(prog, between(0)...) // in clear
+	prog = append(prog,
+		bpf.LoadAbsolute{Off: 14, Size: 1}, // version and header length
+		bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: 0x45, SkipTrue: toDrop(10)},
+		bpf.LoadAbsolute{Off: 23, Size: 1}, // protocol
+		bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: unix.IPPROTO_UDP, SkipTrue: toDrop(12)},
+		bpf.LoadAbsolute{Off: 36, Size: 2}, // UDP destination port
+		bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: VXLANPort, SkipTrue: toDrop(14)},
+		bpf.LoadAbsolute{Off: inner + 12, Size: 2},
+		bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: unix.ETH_P_IP, SkipTrue: toDrop(16)},
+	)
+	prog = append(prog, between(inner)...) // inside VXLAN
+	prog = append(prog, bpf.RetConstant{Val: 0})
+	if len(prog) != total {
+		panic("IPv4Between: the program's length is not the one its jumps count on")
+	}
+	return prog
 }
 
 // IPv4Packet is what a captured Ethernet frame says of its IPv4 packet.
@@ -161,6 +195,15 @@ func ParseIPv4(f []byte) (p IPv4Packet, ok bool) {
 		p.SrcPort, p.DstPort = binary.BigEndian.Uint16(p.Payload), binary.BigEndian.Uint16(p.Payload[2:])
 	}
 	return p, true
+}
+
+// VXLANInner is the packet a VXLAN packet (UDP to VXLANPort) carries; ok
+// is false for any other packet.
+func (p IPv4Packet) VXLANInner() (inner IPv4Packet, ok bool) {
+	if p.Proto != unix.IPPROTO_UDP || p.DstPort != VXLANPort || len(p.Payload) < 8+8 {
+		return inner, false
+	}
+	return ParseIPv4(p.Payload[8+8:])
 }
 
 func htons(v uint16) uint16 { return v<<8 | v>>8 }
