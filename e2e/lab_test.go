@@ -1,8 +1,11 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"slices"
 	"strings"
@@ -10,7 +13,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/containernetworking/plugins/pkg/ns"
+	"golang.org/x/sys/unix"
+
 	"github.com/tortie/tortie/internal/testenv"
+	"github.com/tortie/tortie/pkg/dataplane/wireguard"
 )
 
 // TestLab runs the Kubernetes network policy scenarios on the multi-host
@@ -101,8 +108,13 @@ func TestLabWireguard(t *testing.T) {
 	var clear sync.Map // host → the first such packet
 	for _, h := range c.Hosts() {
 		testenv.WatchFrames(t, h.NetNS().Path(), h.Uplink, testenv.IPv4Between(pool), func(f []byte) {
-			if p, ok := testenv.ParseIPv4(f); ok {
-				clear.LoadOrStore(h.Name, fmt.Sprintf("%s → %s (protocol %d)", netip.AddrFrom4(p.Src), netip.AddrFrom4(p.Dst), p.Proto))
+			p, ok := testenv.ParseIPv4(f)
+			how := ""
+			if inner, isVXLAN := p.VXLANInner(); isVXLAN {
+				p, how = inner, " inside VXLAN"
+			}
+			if ok {
+				clear.LoadOrStore(h.Name, fmt.Sprintf("%s → %s (protocol %d)%s", netip.AddrFrom4(p.Src), netip.AddrFrom4(p.Dst), p.Proto, how))
 			}
 		})
 	}
@@ -133,10 +145,93 @@ func TestLabWireguard(t *testing.T) {
 	c.Reset(t) // what an earlier test left (the same lab serves -count=N)
 	ExpectMatrix(t, c, "all allowed, encrypted", m.Pods, AllCases, AllowAll)
 	checkWire("all allowed")
+	t.Run("workload MTU", func(t *testing.T) {
+		// x/a, x/b and x/c are on three hosts, across the router and not.
+		pods := []*Pod{m.P("x/a"), m.P("x/b"), m.P("x/c")}
+		uplink := linkMTU(t, lc.hosts[0].NetNS(), lc.hosts[0].Uplink)
+		want := uplink - wireguard.Overhead
+		for _, p := range pods {
+			if got := linkMTU(t, p.NetNS(), "eth0"); got != want {
+				t.Errorf("%s's eth0 has MTU %d, want %d: the uplink's %d less WireGuard's %d", p, got, want, uplink, wireguard.Overhead)
+			}
+		}
+		// The largest datagram the workload's MTU lets through, with
+		// "don't fragment", crosses to every other host and comes back;
+		// one byte more is refused by the sender's own interface.
+		for i, from := range pods {
+			to := pods[(i+1)%len(pods)]
+			if err := fullSizeEcho(from, to, 80, want-28); err != nil {
+				t.Errorf("%s → %s, %d bytes with don't fragment: %v", from, to, want, err)
+			}
+			if err := fullSizeEcho(from, to, 80, want-27); !errors.Is(err, unix.EMSGSIZE) {
+				t.Errorf("%s → %s, %d bytes with don't fragment: %v, want EMSGSIZE", from, to, want+1, err)
+			}
+		}
+	})
 	t.Run("NetworkPolicy between server and client", func(t *testing.T) {
 		for _, sc := range serverClientScenarios {
 			t.Run(sc.name, sc.run)
 		}
 	})
 	checkWire("after the scenarios")
+}
+
+// linkMTU is the MTU of the interface name in n.
+func linkMTU(t *testing.T, n ns.NetNS, name string) int {
+	t.Helper()
+	l, err := testenv.NetlinkIn(t, n.Path()).LinkByName(name)
+	if err != nil {
+		t.Fatalf("%s in %s: %v", name, n.Path(), err)
+	}
+	return l.Attrs().MTU
+}
+
+// fullSizeEcho sends a UDP datagram of size bytes of payload with "don't
+// fragment" from one pod to the other's echo server on port, a few times
+// until the echo comes back (the first may wait for the neighbour), and
+// checks that it comes back whole. A datagram over the interface's MTU
+// fails at once with EMSGSIZE.
+func fullSizeEcho(from *Pod, to *Pod, port, size int) error {
+	var c *net.UDPConn
+	err := from.NetNS().Do(func(ns.NetNS) error {
+		var err error
+		c, err = net.DialUDP("udp4", nil, net.UDPAddrFromAddrPort(netip.AddrPortFrom(to.Addr(), uint16(port))))
+		if err != nil {
+			return err
+		}
+		rc, err := c.SyscallConn()
+		if err != nil {
+			return err
+		}
+		var serr error
+		if err := rc.Control(func(fd uintptr) {
+			serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_MTU_DISCOVER, unix.IP_PMTUDISC_DO)
+		}); err != nil {
+			return err
+		}
+		return serr
+	})
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	msg := bytes.Repeat([]byte("tortie-mtu "), size/11+1)[:size]
+	buf := make([]byte, size+1)
+	for range 20 {
+		if _, err := c.Write(msg); err != nil {
+			return err
+		}
+		_ = c.SetReadDeadline(time.Now().Add(250 * time.Millisecond))
+		n, err := c.Read(buf)
+		if err == nil && bytes.Equal(buf[:n], msg) {
+			return nil
+		}
+		if err == nil {
+			return fmt.Errorf("the echo has %d bytes, not the %d sent", n, size)
+		}
+		if ne := net.Error(nil); !errors.As(err, &ne) || !ne.Timeout() {
+			return err
+		}
+	}
+	return errors.New("no echo in 5 s")
 }

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/tortie/tortie/internal/testenv"
+	"github.com/tortie/tortie/pkg/lab"
 )
 
 // The suite shares one cluster per backend and one set of pods (x, y, z ×
@@ -209,7 +210,10 @@ func newLabBackend(logf func(string, ...any)) (Cluster, func(), error) {
 }
 
 func newLabWireguardBackend(logf func(string, ...any)) (Cluster, func(), error) {
-	return newLabWith(LabOptions{Logf: logf, Encryption: "wireguard"})
+	// VXLAN CrossSubnet under the BGP mesh: hosts on one subnet route to
+	// each other directly, those across the router through VXLAN, and
+	// WireGuard carries both.
+	return newLabWith(LabOptions{Logf: logf, Encryption: "wireguard", Encap: lab.EncapCrossSubnet})
 }
 
 func newLabWith(opts LabOptions) (Cluster, func(), error) {
