@@ -76,6 +76,9 @@ spec: {cidr: 10.66.0.0/16}
 		t.Errorf("status: %d\n%s", code, body)
 	}
 	workloadMTU(1500 - wireguard.Overhead)
+	if _, body := l.httpGet(9099, "/status/routing"); !strings.Contains(body, fmt.Sprintf(`"workloadMTU": %d`, 1500-wireguard.Overhead)) {
+		t.Errorf("status without the workload MTU:\n%s", body)
+	}
 
 	apply(t, cl, felixConfig("node.host1", `{wireguardEnabled: false}`))
 	waitFor(t, "the agent's restart for wireguardEnabled false", func() bool { return restarts() == 2 })

@@ -116,6 +116,9 @@ func printNodeStatus(w io.Writer, st *nodestatus.Status, now time.Time) {
 		}
 		writeBoxTable(w, []string{"PEER ADDRESS", "PEER TYPE", "STATE", "SINCE", "INFO"}, rows)
 	}
+	if st.WorkloadMTU > 0 {
+		fmt.Fprintf(w, "\nWorkload MTU %d (host %d), kept in %s for the CNI plugin\n", st.WorkloadMTU, st.HostMTU, st.MTUFile)
+	}
 	if st.Wireguard != nil {
 		printWireguard(w, st.Wireguard, now)
 	}

@@ -142,7 +142,7 @@ Warnings:
 func TestNodeStatusWireguard(t *testing.T) {
 	now := time.Now()
 	st := &routing.Status{
-		NodeName: "h1", Ready: true, BGPEnabled: true,
+		NodeName: "h1", Ready: true, BGPEnabled: true, WorkloadMTU: 1440, HostMTU: 1500, MTUFile: "/var/lib/tortie/mtu",
 		Wireguard: &nodestatus.WireguardStatus{
 			Device: "wireguard.cali", Kind: "userspace", PublicKey: "KEYA=", ListenPort: 51820, Addr: "10.244.0.1", MTU: 1440,
 			Peers: []nodestatus.WireguardPeer{
@@ -155,7 +155,10 @@ func TestNodeStatusWireguard(t *testing.T) {
 	}
 	var b bytes.Buffer
 	printNodeStatus(&b, st, now)
-	want := `WireGuard: userspace device wireguard.cali, port 51820, address 10.244.0.1, MTU 1440
+	want := `
+Workload MTU 1440 (host 1500), kept in /var/lib/tortie/mtu for the CNI plugin
+
+WireGuard: userspace device wireguard.cali, port 51820, address 10.244.0.1, MTU 1440
 public key KEYA=
 +------+----------------+-----------------------------------------------------+------------------+----------+----------+
 | NODE |    ENDPOINT    |                     ALLOWED IPS                     | LATEST HANDSHAKE | RECEIVED |   SENT   |

@@ -48,6 +48,12 @@ type Status struct {
 	// its address.
 	IPIP           bool   `json:"ipip,omitempty"`
 	IPIPTunnelAddr string `json:"ipipTunnelAddr,omitempty"`
+	// WorkloadMTU is the MTU new workloads get, kept in MTUFile for the CNI
+	// plugin (0: not kept); HostMTU is the host's, which it is worked out
+	// from.
+	WorkloadMTU int    `json:"workloadMTU,omitempty"`
+	HostMTU     int    `json:"hostMTU,omitempty"`
+	MTUFile     string `json:"mtuFile,omitempty"`
 	// Wireguard is the WireGuard device and its peers; nil when encryption
 	// is off.
 	Wireguard *WireguardStatus `json:"wireguard,omitempty"`

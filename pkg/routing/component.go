@@ -626,8 +626,10 @@ func (c *Component) apply(ctx context.Context, carry []routes.Route, full bool) 
 			c.wgRemoved = true
 		}
 	}
+	workloadMTU := 0
 	if cfg.MTUFile != "" {
-		if err := c.writeWorkloadMTU(mtu.ForWorkloads(host(), vxlanMTU, ipipMTU, wgMTU), full); err != nil {
+		workloadMTU = mtu.ForWorkloads(host(), vxlanMTU, ipipMTU, wgMTU)
+		if err := c.writeWorkloadMTU(workloadMTU, full); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -673,6 +675,7 @@ func (c *Component) apply(ctx context.Context, carry []routes.Route, full bool) 
 	if self.ipipTunnel.IsValid() {
 		c.status.IPIPTunnelAddr = self.ipipTunnel.String()
 	}
+	c.status.WorkloadMTU, c.status.HostMTU, c.status.MTUFile = workloadMTU, hostMTUOf, cfg.MTUFile
 	c.status.Warnings = warnings
 	c.mu.Unlock()
 	for _, w := range warnings {
