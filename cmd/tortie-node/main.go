@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -417,7 +418,7 @@ func run(ctx context.Context, o *options, logOut io.Writer) error {
 	}
 	if !nc.noRouting {
 		rc, err := routing.New(routing.Config{
-			NodeName: name, DisableBGP: nc.noBGP, Warnings: res.Warnings, Logger: log,
+			NodeName: name, DisableBGP: nc.noBGP, Warnings: slices.Concat(res.Warnings, wireguardNotDone(set)), Logger: log,
 			ResyncInterval: set.RouteRefreshInterval, VXLANMTU: set.VXLANMTU, VXLANPort: set.VXLANPort,
 			VXLANVNI: set.VXLANVNI, VXLANDisabled: !set.VXLANEnabled, MTUIfacePattern: set.MTUIfacePattern,
 			IPv6Disabled: !set.IPv6Support, IPIPDisabled: !set.IPIPEnabled, IPIPMTU: set.IPIPMTU,

@@ -158,6 +158,20 @@ func wireguardSetup(ctx context.Context, o *options, set agentconfig.Settings, r
 	return w, nil
 }
 
+// wireguardNotDone are the warnings for FelixConfiguration WireGuard
+// settings tortie does not act on, so that no operator takes traffic for
+// encrypted that is not.
+func wireguardNotDone(set agentconfig.Settings) []string {
+	var out []string
+	if set.WireguardEnabledV6 {
+		out = append(out, "FelixConfiguration wireguardEnabledV6 is true, but tortie encrypts IPv4 only: IPv6 traffic between hosts is NOT encrypted")
+	}
+	if set.WireguardHostEncryptionEnabled {
+		out = append(out, "FelixConfiguration wireguardHostEncryptionEnabled is true, but tortie encrypts only traffic to other hosts' workloads: traffic between the hosts themselves is NOT encrypted")
+	}
+	return out
+}
+
 // restart runs this program again in this process, with the same
 // arguments and environment, once the agent has stopped: a restart
 // reconciles the kernel in place, so nothing is flushed on the way.

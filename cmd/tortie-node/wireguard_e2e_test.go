@@ -48,7 +48,8 @@ spec: {cidr: 10.66.0.0/16}
 	l.waitReadyOn(9099, 30*time.Second)
 	workloadMTU(1500)
 
-	apply(t, cl, felixConfig("node.host1", `{wireguardEnabled: true}`))
+	// With wireguardEnabledV6, which tortie does not do: said, not ignored.
+	apply(t, cl, felixConfig("node.host1", `{wireguardEnabled: true, wireguardEnabledV6: true}`))
 	waitFor(t, "the agent's restart for wireguardEnabled", func() bool { return restarts() == 1 })
 	l.waitReadyOn(9099, 30*time.Second)
 	fi, err := os.Stat(keyFile)
@@ -76,6 +77,10 @@ spec: {cidr: 10.66.0.0/16}
 		t.Errorf("status: %d\n%s", code, body)
 	}
 	workloadMTU(1500 - wireguard.Overhead)
+	const v6 = "wireguardEnabledV6 is true, but tortie encrypts IPv4 only: IPv6 traffic between hosts is NOT encrypted"
+	if _, body := l.httpGet(9099, "/status/routing"); !strings.Contains(body, v6) || !strings.Contains(l.log(), v6) {
+		t.Errorf("no warning that IPv6 is not encrypted in the status or the log:\n%s", body)
+	}
 	if _, body := l.httpGet(9099, "/status/routing"); !strings.Contains(body, fmt.Sprintf(`"workloadMTU": %d`, 1500-wireguard.Overhead)) {
 		t.Errorf("status without the workload MTU:\n%s", body)
 	}

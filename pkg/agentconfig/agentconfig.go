@@ -92,6 +92,11 @@ type Settings struct {
 	WireguardInterfaceName       string
 	WireguardRoutingRulePriority int
 	WireguardKeepAlive           time.Duration
+	// WireguardEnabledV6 and WireguardHostEncryptionEnabled are read so
+	// that the agent can say, loudly, that it does not do them (IPv6, and
+	// traffic between the hosts themselves, stay unencrypted).
+	WireguardEnabledV6             bool
+	WireguardHostEncryptionEnabled bool
 }
 
 // Defaults are Calico's, except where tortie is safer: the health
@@ -267,6 +272,8 @@ var fields = []field{
 		return nil
 	}, func(s *Settings) any { return s.WireguardRoutingRulePriority }},
 	durationField("wireguardKeepAlive", 0, func(s *Settings) *time.Duration { return &s.WireguardKeepAlive }),
+	boolField("wireguardEnabledV6", func(s *Settings) *bool { return &s.WireguardEnabledV6 }),
+	boolField("wireguardHostEncryptionEnabled", func(s *Settings) *bool { return &s.WireguardHostEncryptionEnabled }),
 }
 
 // Names are the FelixConfiguration fields tortie-node honours.

@@ -67,6 +67,8 @@ func TestPrecedence(t *testing.T) {
 			return s.WireguardEnabled && s.WireguardListeningPort == 51821 && s.WireguardMTU == 1400 && s.WireguardInterfaceName == "wg0" &&
 				s.WireguardRoutingRulePriority == 98 && s.WireguardKeepAlive == 25*time.Second
 		}, "wireguardEnabled", SourceGlobal},
+		{"WireGuard's parts tortie does not do, read to be warned of", Input{Global: fc("default", `{wireguardEnabledV6: true, wireguardHostEncryptionEnabled: true}`)},
+			func(s Settings) bool { return s.WireguardEnabledV6 && s.WireguardHostEncryptionEnabled }, "wireguardEnabledV6", SourceGlobal},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
