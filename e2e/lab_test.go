@@ -96,10 +96,11 @@ func statsSince(m0, p0 int) *Convergence {
 }
 
 // TestLabWireguard runs the lab's policy scenarios with WireGuard on (`tortie
-// lab up --encryption wireguard`, a BGP mesh of 3 hosts): the matrices are
-// those of TestLab, and all the while the hosts' uplinks carry no packet
-// between two workloads in clear, while their devices carry traffic to and
-// from every peer.
+// lab up --encryption wireguard --encap vxlan-crosssubnet`: a BGP mesh of 3
+// hosts, h3 across a router from the others): the matrices are those of
+// TestLab, and all the while the hosts' uplinks carry no packet between two
+// workloads in clear or inside VXLAN, while their devices carry traffic to
+// and from every peer. The workloads' MTU leaves room for WireGuard.
 func TestLabWireguard(t *testing.T) {
 	c, m := cluster(t)
 	pool := c.(*LabCluster).pool

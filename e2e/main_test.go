@@ -21,8 +21,8 @@ import (
 // The suite shares one cluster per backend and one set of pods (x, y, z ×
 // a, b, c) on it; each scenario starts from Reset and the all-allowed
 // matrix. Three backends: SingleHost (every test but TestLab*), the
-// multi-host lab (TestLab*, see lab_test.go), and the same lab with
-// WireGuard on (TestLabWireguard*), each built on first use.
+// multi-host lab (TestLab*, see lab_test.go), and a lab with WireGuard on
+// and VXLAN CrossSubnet (TestLabWireguard*), each built on first use.
 
 type backend struct {
 	name string
