@@ -352,7 +352,7 @@ func TestManifest(t *testing.T) {
 	}
 
 	// The conflist template, as the installer renders it, is tortie's plugin
-	// and IPAM with the values in place.
+	// and IPAM with the values in place; mtu 0, from the node's MTU file.
 	vals := map[string]string{
 		"__CNI_MTU__": cm["veth_mtu"], "__KUBERNETES_NODE_NAME__": "node-1", "__DATASTORE_TYPE__": "etcdv3",
 		"__ETCD_ENDPOINTS__": cm["etcd_endpoints"], "__ETCD_CA_CERT_FILE__": "", "__ETCD_CERT_FILE__": "", "__ETCD_KEY_FILE__": "",
@@ -378,7 +378,7 @@ func TestManifest(t *testing.T) {
 		t.Fatal(err)
 	}
 	if len(conf.Plugins) != 1 || conf.Plugins[0].Type != "tortie" || conf.Plugins[0].IPAM.Type != "tortie-ipam" ||
-		conf.Plugins[0].MTU != 1450 || conf.Plugins[0].Kubernetes.Kubeconfig != "/etc/cni/net.d/tortie-kubeconfig" {
+		conf.Plugins[0].MTU != 0 || conf.Plugins[0].Kubernetes.Kubeconfig != "/etc/cni/net.d/tortie-kubeconfig" {
 		t.Errorf("rendered conflist:\n%s", out)
 	}
 }
