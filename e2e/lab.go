@@ -238,6 +238,20 @@ func (c *LabCluster) Lab() *lab.Lab { return c.lab }
 
 func (c *LabCluster) Hosts() []*Host { return c.hosts }
 
+// EncryptsInUserspace: a lab with WireGuard on, on a kernel without its
+// module (this machine's), runs WireGuard in the agents.
+func (c *LabCluster) EncryptsInUserspace() bool {
+	if c.opts.Encryption != lab.EncryptionWireguard {
+		return false
+	}
+	for _, hs := range c.lab.Status(context.Background()).Hosts {
+		if hs.Wireguard != nil && hs.Wireguard.Kind == "userspace" {
+			return true
+		}
+	}
+	return false
+}
+
 // Outside is the lab's router: beyond every host's uplink, outside every
 // pool, with a route to every pod through the pod's host.
 func (c *LabCluster) Outside() *Place { return c.outside }

@@ -44,6 +44,23 @@ var (
 	Parallelism = 160
 )
 
+// EncryptedPollTimeout is PollTimeout on a cluster whose agents encrypt
+// traffic between hosts in userspace (WireGuard without the kernel's
+// module): there each probe's packets go through two agents' processes,
+// which share the machine's CPU with the probes, and under load an open
+// path can take longer than PollTimeout to answer.
+var EncryptedPollTimeout = 400 * time.Millisecond
+
+// encrypting is a cluster whose agents encrypt in userspace.
+type encrypting interface{ EncryptsInUserspace() bool }
+
+func pollTimeout(cl Cluster) time.Duration {
+	if e, ok := cl.(encrypting); ok && e.EncryptsInUserspace() {
+		return EncryptedPollTimeout
+	}
+	return PollTimeout
+}
+
 type cell struct {
 	from, to *Pod
 	c        Case
@@ -230,9 +247,10 @@ func ExpectMatrix(t testing.TB, cl Cluster, what string, pods []*Pod, cases []Ca
 	programmed := time.Since(start)
 	deadline := time.Now().Add(ConvergeWithin)
 	rounds := 0
+	pt := pollTimeout(cl)
 	var got *Matrix
 	for {
-		got = Observe(cl, pods, cases, PollTimeout)
+		got = Observe(cl, pods, cases, pt)
 		rounds++
 		if got.Diff(exp) == 0 {
 			break
