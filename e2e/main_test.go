@@ -210,9 +210,9 @@ func newLabBackend(logf func(string, ...any)) (Cluster, func(), error) {
 }
 
 func newLabWireguardBackend(logf func(string, ...any)) (Cluster, func(), error) {
-	// VXLAN CrossSubnet under the BGP mesh: hosts on one subnet route to
-	// each other directly, those across the router through VXLAN, and
-	// WireGuard carries both.
+	// VXLAN CrossSubnet under the BGP mesh: without WireGuard, hosts on
+	// one subnet route to each other directly and those across the router
+	// through VXLAN; with it, WireGuard carries both.
 	return newLabWith(LabOptions{Logf: logf, Encryption: "wireguard", Encap: lab.EncapCrossSubnet})
 }
 
