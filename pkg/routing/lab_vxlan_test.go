@@ -12,15 +12,18 @@ import (
 	"github.com/tortie/tortie/pkg/dataplane/routes"
 )
 
-// TestLabVXLANCrossSubnet: h1 and h2 share a subnet, h3 is in another one
-// behind a router that knows only the two underlay subnets. With a
-// CrossSubnet pool, h1 reaches h3's workloads through vxlan.calico and
-// h2's natively; every pair of workloads connects.
-func TestLabVXLANCrossSubnet(t *testing.T) {
+// crossSubnetLab starts h1 and h2 on one subnet and h3 on another behind
+// the router, one workload each, with a VXLAN CrossSubnet pool and a BGP
+// mesh; each host is given to setup (if any) before its agent starts. It
+// returns once every session is Established and every route programmed.
+func crossSubnetLab(t *testing.T, setup func(*host)) (*lab, []*host) {
 	l := newLab(t, 2)
 	l.createPool("lab", labPool, func(p *v3.IPPoolSpec) { p.VXLANMode = v3.EncapCrossSubnet })
 	hs := []*host{l.addHost(1, 0), l.addHost(2, 0), l.addHost(3, 1)}
 	for _, h := range hs {
+		if setup != nil {
+			setup(h)
+		}
 		l.addWorkload(h)
 	}
 	for _, h := range hs {
@@ -28,6 +31,15 @@ func TestLabVXLANCrossSubnet(t *testing.T) {
 	}
 	eventually(t, 40*time.Second, "all sessions Established", func() (bool, string) { return establishedAll(hs, meshWant(hs)) })
 	eventually(t, 20*time.Second, "all routes programmed", func() (bool, string) { return l.routedAll(hs) })
+	return l, hs
+}
+
+// TestLabVXLANCrossSubnet: h1 and h2 share a subnet, h3 is in another one
+// behind a router that knows only the two underlay subnets. With a
+// CrossSubnet pool, h1 reaches h3's workloads through vxlan.calico and
+// h2's natively; every pair of workloads connects.
+func TestLabVXLANCrossSubnet(t *testing.T) {
+	l, hs := crossSubnetLab(t, nil)
 
 	h1 := hs[0]
 	vx, err := h1.nl.LinkByName(routes.VXLANDeviceName)

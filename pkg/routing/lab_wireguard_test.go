@@ -28,18 +28,7 @@ import (
 // without encryption; on again, encrypted. A connection opened before the
 // restarts stays open through all of them.
 func TestLabWireguard(t *testing.T) {
-	l := newLab(t, 2)
-	l.createPool("lab", labPool, func(p *v3.IPPoolSpec) { p.VXLANMode = v3.EncapCrossSubnet })
-	hs := []*host{l.addHost(1, 0), l.addHost(2, 0), l.addHost(3, 1)}
-	for _, h := range hs {
-		h.wireguard = "on"
-		l.addWorkload(h)
-	}
-	for _, h := range hs {
-		l.start(h)
-	}
-	eventually(t, 40*time.Second, "all sessions Established", func() (bool, string) { return establishedAll(hs, meshWant(hs)) })
-	eventually(t, 20*time.Second, "all routes programmed", func() (bool, string) { return l.routedAll(hs) })
+	l, hs := crossSubnetLab(t, func(h *host) { h.wireguard = "on" })
 	eventually(t, 20*time.Second, "every host has the others as WireGuard peers", func() (bool, string) { return wgPeered(hs, hs) })
 
 	pool := netip.MustParsePrefix(labPool)
