@@ -20,6 +20,7 @@ import (
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
 	"github.com/tortie/tortie/pkg/dataplane/routes"
+	"github.com/tortie/tortie/pkg/mtu"
 )
 
 // Calico's defaults; a Calico cluster's WireGuard peers interoperate with
@@ -83,7 +84,7 @@ func (c *Config) validate() error {
 	if c.MTU == 0 {
 		c.MTU = DefaultMTU
 	}
-	if c.MTU < 68 || c.MTU > 65535 {
+	if c.MTU < mtu.Min || c.MTU > mtu.Max {
 		return fmt.Errorf("wireguard %s: MTU %d out of range", c.Name, c.MTU)
 	}
 	if c.PrivateKey == (wgtypes.Key{}) {
