@@ -118,7 +118,7 @@ func (u *udpChannel) deliver(msg string, within time.Duration) bool {
 // the other side's traffic makes it start one at the same moment, the two
 // spoil each other and WireGuard retries after 5 s plus up to a third of a
 // second. With 5 s here the first marker failed 2 runs in 7 (always with
-// b's key the smaller); with 8 s, 2 runs in about 45. Why the retry does not
+// b's key the smaller); with 8 s, 2 runs in 35. Why the retry does not
 // always succeed is not found yet.
 const flowWithin = 8 * time.Second
 
