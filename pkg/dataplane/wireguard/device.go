@@ -213,7 +213,7 @@ func (d *Device) startUserspace() error {
 			f.Close()
 			return fmt.Errorf("wireguard %s: the TUN interface for the userspace device: %w", d.cfg.Name, err)
 		}
-		d.user = device.NewDevice(t, conn.NewDefaultBind(), logger) // owns t from here
+		d.user = device.NewDevice(newNSTUN(t, d.inNS), conn.NewDefaultBind(), logger) // owns t from here
 		if err := d.user.IpcSet(encodeConfig(d.deviceConfig())); err != nil {
 			d.user.Close()
 			d.user = nil

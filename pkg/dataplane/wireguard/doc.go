@@ -22,9 +22,12 @@
 // interface is persistent: when the process ends, the interface and the
 // routes through it stay, and the traffic they carry is dropped (never sent
 // unencrypted) until the next run attaches to the interface again. Remove
-// deletes it when encryption is turned off. Its UDP sockets are opened in the namespace of the thread that brings the
-// device up or changes its port, so with Config.NetnsPath those steps run on
-// a thread in that namespace. WireGuard's own watcher of the interface (MTU
-// changes) runs on any thread, so it is only right when the whole process is
-// in the device's namespace, as the agent is.
+// deletes it when encryption is turned off.
+//
+// A userspace device's UDP sockets are opened in the namespace of the thread
+// that brings the device up or changes its port, so with Config.NetnsPath
+// those steps run on a thread in that namespace. WireGuard's own watcher of
+// the interface runs on any thread: it is given a view of the interface
+// (nsTUN) that passes on MTU changes only, and reads the MTU in the device's
+// namespace.
 package wireguard
