@@ -857,11 +857,11 @@ func (c *Component) writeWorkloadMTU(m int, full bool) error {
 // pattern (Felix's mtuIfacePattern), or, when none does, the MTU of the
 // interface that has addr.
 func hostMTU(h *netlink.Handle, addr netip.Addr, pattern string) int {
-	links, err := h.LinkList()
-	if err != nil {
-		return 0
-	}
 	if pattern != "" {
+		links, err := h.LinkList()
+		if err != nil {
+			return 0
+		}
 		re := regexp.MustCompile(pattern) // checked by New
 		least := 0
 		for _, l := range links {
@@ -873,16 +873,9 @@ func hostMTU(h *netlink.Handle, addr netip.Addr, pattern string) int {
 			return least
 		}
 	}
-	for _, l := range links {
-		as, err := h.AddrList(l, netlink.FAMILY_V4)
-		if err != nil {
-			continue
-		}
-		for _, a := range as {
-			if ip, ok := netip.AddrFromSlice(a.IP); ok && ip.Unmap() == addr {
-				return l.Attrs().MTU
-			}
-		}
+	l, err := routes.LinkWithAddr(h, addr)
+	if err != nil {
+		return 0
 	}
-	return 0
+	return l.Attrs().MTU
 }

@@ -107,7 +107,7 @@ func ensureVXLAN(h *netlink.Handle, cfg VXLANConfig) ([]string, error) {
 		log.Info("vxlan device "+what, args...)
 	}
 
-	parent, err := linkWithAddr(h, cfg.ParentAddr)
+	parent, err := LinkWithAddr(h, cfg.ParentAddr)
 	if err != nil {
 		return nil, fmt.Errorf("vxlan %s: %w", cfg.Name, err)
 	}
@@ -180,8 +180,9 @@ func vxlanMismatch(want *netlink.Vxlan, link netlink.Link) string {
 	return strings.Join(diffs, "; ")
 }
 
-// linkWithAddr finds the interface that has addr.
-func linkWithAddr(h *netlink.Handle, addr netip.Addr) (netlink.Link, error) {
+// LinkWithAddr finds the interface that has addr, with one dump of the
+// addresses of its family.
+func LinkWithAddr(h *netlink.Handle, addr netip.Addr) (netlink.Link, error) {
 	family := netlink.FAMILY_V4
 	if addr.Is6() {
 		family = netlink.FAMILY_V6
