@@ -110,13 +110,14 @@ func TestLabWireguard(t *testing.T) {
 	for _, h := range c.Hosts() {
 		testenv.WatchFrames(t, h.NetNS().Path(), h.Uplink, testenv.IPv4Between(pool), func(f []byte) {
 			p, ok := testenv.ParseIPv4(f)
+			if !ok {
+				return
+			}
 			how := ""
 			if inner, isVXLAN := p.VXLANInner(); isVXLAN {
 				p, how = inner, " inside VXLAN"
 			}
-			if ok {
-				clear.LoadOrStore(h.Name, fmt.Sprintf("%s → %s (protocol %d)%s", netip.AddrFrom4(p.Src), netip.AddrFrom4(p.Dst), p.Proto, how))
-			}
+			clear.LoadOrStore(h.Name, fmt.Sprintf("%s → %s (protocol %d)%s", netip.AddrFrom4(p.Src), netip.AddrFrom4(p.Dst), p.Proto, how))
 		})
 	}
 	lc := c.(*LabCluster)
