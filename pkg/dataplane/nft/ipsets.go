@@ -20,17 +20,37 @@ func (d *Driver) updateIPSet(s *calc.IPSet, members []calc.Member) {
 	old := d.ipsets[s.ID]
 	d.ipsets[s.ID] = s
 	v4, v6 := d.kernelSets(s)
-	for i, name := range []string{v4, v6} {
-		typ := "ipv4_addr"
-		if i == 1 {
-			typ = "ipv6_addr"
+	n6 := 0
+	for _, m := range members {
+		if is6(m.Prefix) {
+			n6++
 		}
+	}
+	for i, name := range []string{v4, v6} {
+		typ, n := "ipv4_addr", len(members)-n6
+		if i == 1 {
+			typ, n = "ipv6_addr", n6
+		}
+		var set *setT
 		if s.Kind == calc.NamedPortSet {
-			d.ensureSet(name, setShape{typ: typ + " . inet_proto . inet_service"},
+			set = d.ensureSet(name, setShape{typ: typ + " . inet_proto . inet_service"},
 				fmt.Sprintf("named port %s/%s of %s", protoName(s.Protocol), s.PortName, s.Selector))
 		} else {
-			d.ensureSet(name, setShape{typ: typ, interval: true}, "selector "+s.Selector)
+			set = d.ensureSet(name, setShape{typ: typ, interval: true}, "selector "+s.Selector)
 		}
+		if old == nil && len(set.elems) == 0 && n > 0 {
+			// A new set: room for its members at once, not grown to them.
+			set.elems = make(map[string]elemT, n)
+			if s.Kind == calc.AddressSet {
+				d.cover.reserve(name, n)
+			}
+		}
+	}
+	if old == nil {
+		added := slices.Clone(members)
+		slices.SortFunc(added, calc.CompareMembers)
+		d.changeMembers(s, slices.Compact(added), nil)
+		return
 	}
 	// Replace the members by the difference from what the set has.
 	want := make(map[calc.Member]struct{}, len(members))
@@ -38,13 +58,11 @@ func (d *Driver) updateIPSet(s *calc.IPSet, members []calc.Member) {
 		want[m] = struct{}{}
 	}
 	var removed []calc.Member
-	if old != nil {
-		for _, m := range d.currentMembers(s) {
-			if _, ok := want[m]; !ok {
-				removed = append(removed, m)
-			} else {
-				delete(want, m)
-			}
+	for _, m := range d.currentMembers(s) {
+		if _, ok := want[m]; !ok {
+			removed = append(removed, m)
+		} else {
+			delete(want, m)
 		}
 	}
 	added := make([]calc.Member, 0, len(want))

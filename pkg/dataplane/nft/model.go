@@ -120,7 +120,13 @@ func (d *dirtySet) empty() bool {
 	return len(d.chains) == 0 && len(d.sets) == 0 && len(d.elems) == 0
 }
 
+// elem marks one element of set changed. A set dirty as a whole is
+// compared whole at the next sync, so its elements are not recorded one by
+// one: a new set's first members would otherwise be kept twice until then.
 func (d *dirtySet) elem(set, key string) {
+	if _, whole := d.sets[set]; whole {
+		return
+	}
 	m := d.elems[set]
 	if m == nil {
 		m = map[string]struct{}{}

@@ -46,12 +46,12 @@ func (d *Driver) sync(ctx context.Context, scope syncScope) error {
 		// they are deleted by the next sync.
 	}
 
-	tx := &txn{}
-	tx.add(op{kind: opAddTable})
-
 	chains := slices.Sorted(maps.Keys(d.dirty.chains))
 	sets := slices.Sorted(maps.Keys(d.dirty.sets))
 	elemSets := slices.Sorted(maps.Keys(d.dirty.elems))
+
+	tx := &txn{ops: make([]op, 0, d.opsEstimate(chains, sets, elemSets))}
+	tx.add(op{kind: opAddTable})
 
 	// 1. New sets and maps, 2. new chains (empty).
 	for _, n := range sets {
@@ -216,6 +216,29 @@ func (d *Driver) sync(ctx context.Context, scope syncScope) error {
 	d.dirty = newDirty()
 	d.synced = true
 	return nil
+}
+
+// opsEstimate is about how many operations a sync of these dirty objects
+// writes when it has to write them out: every element of a new set, the
+// rules of every chain, each changed element. A first sync writes 100,000
+// elements or more, and a slice grown one append at a time to that size
+// allocates about five times its final size on the way.
+func (d *Driver) opsEstimate(chains, sets, elemSets []string) int {
+	n := 1 + len(chains) + len(sets)
+	for _, c := range chains {
+		if w := d.want.chains[c]; w != nil {
+			n += len(w.rules)
+		}
+	}
+	for _, s := range sets {
+		if w := d.want.sets[s]; w != nil && d.have.sets[s] == nil {
+			n += len(w.elems)
+		}
+	}
+	for _, s := range elemSets {
+		n += len(d.dirty.elems[s])
+	}
+	return n
 }
 
 // syncScope says what a sync compares: the dirty objects with what the
