@@ -62,6 +62,64 @@ type setT struct {
 	// element by element; compare sizes.
 	opaque      bool
 	listedCount int
+
+	// of and was make a set of have a view of a set of want (shadow), not
+	// a copy: what the kernel holds is of's elements (the very map, elems)
+	// as they were at the last sync, and was keeps, for each element want
+	// changed since, what it was then. A first sync of 100,000 elements
+	// would otherwise keep them twice.
+	of  *setT
+	was map[string]wasT
+}
+
+// wasT is an element as the kernel has it, ok false if it has none.
+type wasT struct {
+	e  elemT
+	ok bool
+}
+
+// shadow is a set of have that is what w holds now.
+func (w *setT) shadow() *setT {
+	return &setT{setShape: w.setShape, comment: w.comment, elems: w.elems, of: w}
+}
+
+// elem is the element k as h (a set of have) holds it.
+func (h *setT) elem(k string) (elemT, bool) {
+	if x, ok := h.was[k]; ok {
+		return x.e, x.ok
+	}
+	e, ok := h.elems[k]
+	return e, ok
+}
+
+// keys calls f with each key h (a set of have) holds.
+func (h *setT) keys(f func(k string)) {
+	for k := range h.elems {
+		if x, ok := h.was[k]; !ok || x.ok {
+			f(k)
+		}
+	}
+	for k, x := range h.was {
+		if _, inElems := h.elems[k]; x.ok && !inElems {
+			f(k)
+		}
+	}
+}
+
+// changing records, in the have set h that shadows w, what element k is
+// before w changes it (once per sync: the first value is the kernel's).
+func (h *setT) changing(w *setT, k string) {
+	if h == nil || h.of != w {
+		return
+	}
+	if _, noted := h.was[k]; noted {
+		return
+	}
+	if h.was == nil {
+		h.was = map[string]wasT{}
+	}
+	e, ok := w.elems[k]
+	h.was[k] = wasT{e, ok}
 }
 
 type tableModel struct {
@@ -184,6 +242,7 @@ func (d *Driver) setElem(set string, key, value []string) {
 	if old, ok := s.elems[k]; ok && slices.Equal(old.value, value) {
 		return
 	}
+	d.have.sets[set].changing(s, k)
 	s.elems[k] = elemT{key: key, value: value}
 	d.dirty.elem(set, k)
 }
@@ -195,6 +254,7 @@ func (d *Driver) delElem(set string, key []string) {
 	}
 	k := elemKey(key)
 	if _, ok := s.elems[k]; ok {
+		d.have.sets[set].changing(s, k)
 		delete(s.elems, k)
 		d.dirty.elem(set, k)
 	}

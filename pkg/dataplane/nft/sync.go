@@ -100,9 +100,7 @@ func (d *Driver) sync(ctx context.Context, scope syncScope) error {
 			for k := range w.elems {
 				keys[k] = struct{}{}
 			}
-			for k := range h.elems {
-				keys[k] = struct{}{}
-			}
+			h.keys(func(k string) { keys[k] = struct{}{} })
 			diffElems(tx, n, w, h, slices.Sorted(maps.Keys(keys)))
 		}
 		for _, n := range elemSets {
@@ -194,7 +192,7 @@ func (d *Driver) sync(ctx context.Context, scope syncScope) error {
 	}
 	for _, n := range sets {
 		if w := d.want.sets[n]; w != nil {
-			d.have.sets[n] = w.clone()
+			d.have.sets[n] = w.shadow()
 			delete(d.pending, n)
 		} else if d.have.sets[n] != nil {
 			d.pending[n] = false
@@ -203,6 +201,10 @@ func (d *Driver) sync(ctx context.Context, scope syncScope) error {
 	for _, n := range elemSets {
 		w, h := d.want.sets[n], d.have.sets[n]
 		if _, whole := d.dirty.sets[n]; whole || w == nil || h == nil {
+			continue
+		}
+		if h.of == w {
+			h.was = nil // the kernel has w again
 			continue
 		}
 		for k := range d.dirty.elems[n] {
@@ -260,13 +262,6 @@ const (
 	mapElems elemPass = true
 )
 
-func (s *setT) clone() *setT {
-	c := *s
-	c.elems = maps.Clone(s.elems)
-	c.opaque = false
-	return &c
-}
-
 func addElem(tx *txn, set *setT, name string, e elemT) {
 	tx.add(op{kind: opAddElem, name: name, set: set, elem: e})
 }
@@ -283,14 +278,14 @@ func delElem(tx *txn, set *setT, name string, e elemT) {
 func diffElems(tx *txn, set string, w, h *setT, keys []string) {
 	for _, k := range keys {
 		we, inW := w.elems[k]
-		he, inH := h.elems[k]
+		he, inH := h.elem(k)
 		if inH && (!inW || !slices.Equal(we.value, he.value)) {
 			delElem(tx, w, set, he)
 		}
 	}
 	for _, k := range keys {
 		we, inW := w.elems[k]
-		he, inH := h.elems[k]
+		he, inH := h.elem(k)
 		if inW && (!inH || !slices.Equal(we.value, he.value)) {
 			addElem(tx, w, set, we)
 		}
