@@ -2,6 +2,7 @@ package main_test
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"net/http"
 	"os"
@@ -109,7 +110,13 @@ func TestFlowViewInBrowser(t *testing.T) {
 	err = rows(`rows.some(r => r.includes("ns1/a (10.65.0.2:") && r.includes("ns1/b (10.65.0.3:80)") && r.includes("allowed") && r.includes("tier default, policy ns1/web, rule 0"))
 		&& rows.some(r => r.includes("ns1/c (10.65.0.4:") && r.includes("denied") && r.includes("end of tier default"))`)
 	if err != nil {
-		t.Fatalf("the flows never showed in the page: %v", err)
+		// Where the records stopped: the agent's stream (the collector's
+		// count), the hub, or the page.
+		var held []string
+		for _, r := range hub.Last(20, flowlog.Filter{}) {
+			held = append(held, fmt.Sprintf("%s -> %s %v", r.Src, r.Dst, r.Action))
+		}
+		t.Fatalf("the flows never showed in the page: %v\ncollector: %+v\nthe hub's last records: %q", err, col.Agents(), held)
 	}
 	t.Logf("both flows in the page %v after the probes began", time.Since(t0).Round(time.Millisecond))
 
