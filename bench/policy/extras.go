@@ -9,6 +9,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/tortie/tortie/pkg/datastore"
@@ -110,18 +112,23 @@ func (p *profiler) agentEnv() []string {
 	return []string{"FELIX_DEBUGHOST=0.0.0.0", fmt.Sprintf("FELIX_DEBUGPORT=%d", p.port)}
 }
 
-// cpu starts a CPU profile of the agent; the returned func stops waiting
-// for it and writes DIR/NAME.cpu.pprof. It lasts at most max.
+// cpu starts a CPU profile and an execution trace of the agent; the
+// returned func waits for them and writes DIR/NAME.cpu.pprof and
+// DIR/NAME.trace. They last at most max.
 func (p *profiler) cpu(name string, maxDur time.Duration) func() {
 	if p == nil {
 		return func() {}
 	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
+	var wg sync.WaitGroup
+	wg.Go(func() {
 		p.save(name+".cpu.pprof", fmt.Sprintf("/debug/pprof/profile?seconds=%d", int(maxDur.Seconds())), maxDur+10*time.Second)
-	}()
-	return func() { <-done }
+	})
+	// An execution trace of the same time (go tool trace): where the
+	// agent waited, not only where it spent CPU.
+	wg.Go(func() {
+		p.save(name+".trace", fmt.Sprintf("/debug/pprof/trace?seconds=%d", int(maxDur.Seconds())), maxDur+10*time.Second)
+	})
+	return wg.Wait
 }
 
 // cpuFromStart is cpu for an agent just started: it waits (up to 5 s) for
@@ -172,5 +179,9 @@ func (p *profiler) save(file, path string, timeout time.Duration) {
 		logf("profile %s: %v", file, err)
 		return
 	}
-	logf("wrote %s (go tool pprof -top %s)", out, out)
+	how := "go tool pprof -top"
+	if strings.HasSuffix(file, ".trace") {
+		how = "go tool trace"
+	}
+	logf("wrote %s (%s %s)", out, how, out)
 }

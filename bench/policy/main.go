@@ -99,7 +99,18 @@ func main() {
 	quick := flag.Bool("quick", false, "a short run: 5,000 connections or 1 s, 20 changes, 1 cold start")
 	flag.Parse()
 	if *quick {
-		o.conns, o.connTime, o.changes, o.coldRuns = 5000, time.Second, 20, 1
+		// -quick sets only what was not given: `-quick -cold-runs 5` times
+		// five cold starts.
+		given := map[string]bool{}
+		flag.Visit(func(f *flag.Flag) { given[f.Name] = true })
+		for name, p := range map[string]*int{"conns": &o.conns, "changes": &o.changes, "cold-runs": &o.coldRuns} {
+			if !given[name] {
+				*p = map[string]int{"conns": 5000, "changes": 20, "cold-runs": 1}[name]
+			}
+		}
+		if !given["conn-time"] {
+			o.connTime = time.Second
+		}
 	}
 	if os.Geteuid() != 0 {
 		fmt.Fprintln(os.Stderr, "bench/policy: needs root (network namespaces, nftables)")
