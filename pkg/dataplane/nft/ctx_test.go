@@ -96,7 +96,7 @@ func TestKernelNetlinkCancelled(t *testing.T) {
 	nl, count := newNSNetlink(t, n)
 	d.SetNetlink(nl)
 	list := func() string {
-		return sortElements(testenv.Sh(t, "ip", "netns", "exec", name, "nft", "list", "table", "inet", "tortie"))
+		return sortBlocks(sortElements(testenv.Sh(t, "ip", "netns", "exec", name, "nft", "list", "table", "inet", "tortie")))
 	}
 	st := featureScenario().state
 	if err := d.Apply(t.Context(), changesOf(st)); err != nil {
@@ -137,7 +137,7 @@ func TestKernelNetlinkCancelled(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	want := sortElements(testenv.Sh(t, "ip", "netns", "exec", name2, "nft", "list", "table", "inet", "tortie"))
+	want := sortBlocks(sortElements(testenv.Sh(t, "ip", "netns", "exec", name2, "nft", "list", "table", "inet", "tortie")))
 	if got := list(); got != want {
 		t.Errorf("after the cancelled change was written:\n%s\nwant:\n%s", got, want)
 	}

@@ -60,9 +60,11 @@ func NewNetlink(opts ...nftables.ConnOption) (*Netlink, error) {
 
 // The kernel acknowledges every message of a batch at once; acks that do
 // not fit the socket's receive buffer are lost (ENOBUFS). The default
-// buffer (rmem_default, about 200 KiB) holds a few hundred; 4 MiB holds
-// more than maxDirectMessages with room to spare.
-const receiveBuffer = 4 << 20
+// buffer (rmem_default, about 200 KiB) holds a few hundred, 4 MiB about
+// 4,000 (an ack takes about 1 KiB of it); 24 MiB holds maxDirectMessages
+// with room to spare (TestKernelNetlinkMaxMessages). The kernel allocates
+// the acks a batch makes, not the bound.
+const receiveBuffer = 24 << 20
 
 // sendBuffer bounds one batch, which goes to the kernel in one sendmsg:
 // the default (wmem_default, about 200 KiB) is a few thousand elements;
@@ -143,20 +145,28 @@ type nlStep struct {
 	rule  *nlRule
 	udata []byte
 	set   *nftables.Set
-	elems []nftables.SetElement
+	// A step of elements: the operations (one set's, consecutive, of one
+	// kind), their set's parsed type, and how many netlink elements they
+	// make.
+	ops      []op
+	elemType setType
+	count    int
 }
 
 // encodeOps turns operations into netlink steps, touching nothing: an
 // error (wrapping errNotEncodable) means the transaction is nft's.
 // Consecutive element additions (or deletions) in one set become one step.
-func encodeOps(tbl *nftables.Table, ops []op) ([]nlStep, error) {
+// With baseWritten, the base chains ops creates are left out (written
+// before, by nft); without, they make the transaction nft's.
+func encodeOps(tbl *nftables.Table, ops []op, baseWritten bool) ([]nlStep, error) {
 	steps := make([]nlStep, 0, len(ops))
-	for i := range ops {
+	var scratch []nftables.SetElement
+	for i := 0; i < len(ops); i++ {
 		o := &ops[i]
 		s := nlStep{kind: o.kind, name: o.name}
 		switch o.kind {
 		case opAddTable:
-			continue // the table exists: the sync is incremental
+			continue // the table exists (run writes it with nft first when not)
 		case opAddSet:
 			ks, err := kernelSet(tbl, o.name, o.set.setShape)
 			if err != nil {
@@ -165,6 +175,9 @@ func encodeOps(tbl *nftables.Table, ops []op) ([]nlStep, error) {
 			ks.Comment = o.set.comment
 			s.set = ks
 		case opAddChain:
+			if o.chain.base != nil && baseWritten {
+				continue
+			}
 			if o.chain.base != nil {
 				return nil, fmt.Errorf("%w: creating base chain %s", errNotEncodable, o.name)
 			}
@@ -174,23 +187,32 @@ func encodeOps(tbl *nftables.Table, ops []op) ([]nlStep, error) {
 				return nil, notEncodableErr(err)
 			}
 			s.rule, s.udata = r, ruleUserData(o.rule.comment)
-		case opAddElem, opDelElem, opFlushSet, opDelSet:
+		case opAddElem, opDelElem:
+			// A run of elements of one set is one step, which refers to
+			// the run's operations: the elements are encoded here only to
+			// check and count them, and again by queue, a message's worth
+			// at a time (a cold start's 100,000 would otherwise be held
+			// twice, as operations and as netlink elements).
+			ks, err := kernelSet(tbl, o.name, o.set.setShape)
+			if err != nil {
+				return nil, notEncodableErr(err)
+			}
+			t, _ := parseSetType(o.set.typ, o.set.isMap) // kernelSet checked it
+			j := i
+			for ; j < len(ops) && ops[j].kind == o.kind && ops[j].name == o.name; j++ {
+				if scratch, err = appendElem(scratch[:0], t, o.set.setShape, ops[j].elem); err != nil {
+					return nil, notEncodableErr(err)
+				}
+				s.count += len(scratch)
+			}
+			s.set, s.elemType, s.ops = ks, t, ops[i:j]
+			i = j - 1
+		case opFlushSet, opDelSet:
 			ks, err := kernelSet(tbl, o.name, o.set.setShape)
 			if err != nil {
 				return nil, notEncodableErr(err)
 			}
 			s.set = ks
-			if o.kind == opAddElem || o.kind == opDelElem {
-				els, err := encodeElem(o.set.setShape, o.elem)
-				if err != nil {
-					return nil, notEncodableErr(err)
-				}
-				if n := len(steps); n > 0 && steps[n-1].kind == o.kind && steps[n-1].name == o.name {
-					steps[n-1].elems = append(steps[n-1].elems, els...)
-					continue
-				}
-				s.elems = els
-			}
 		}
 		steps = append(steps, s)
 	}
@@ -204,7 +226,8 @@ func notEncodableErr(err error) error {
 	return fmt.Errorf("%w: %v", errNotEncodable, err)
 }
 
-// run writes ops as one transaction. It returns an error wrapping
+// run writes ops as one transaction, but for the new sets of a big one
+// (splitNewSets). It returns an error wrapping
 // errNotEncodable, having sent nothing, when an operation has no netlink
 // form, and ctx.Err(), having sent nothing, when ctx is done first.
 //
@@ -214,7 +237,12 @@ func notEncodableErr(err error) error {
 // socket, so the batch is either not sent or sent whole, with its
 // acknowledgements perhaps unread (an error: the driver's next sync is a
 // full one and lists what the kernel has).
-func (n *Netlink) run(ctx context.Context, table string, ops []op) error {
+//
+// writeBase, when not nil, writes the table and the base chains ops
+// creates: they are left out of the batch, and writeBase is called once
+// the rest is known to be encodable, before anything is sent. Its error
+// is returned as is, with nothing sent.
+func (n *Netlink) run(ctx context.Context, table string, ops []op, writeBase func() error) error {
 	// Every operation but an element's is a message of its own: when
 	// those alone are too many, do not encode the transaction to find out
 	// (a cost in time and memory for the biggest ones).
@@ -228,12 +256,17 @@ func (n *Netlink) run(ctx context.Context, table string, ops []op) error {
 		return fmt.Errorf("%w: %d messages or more", errNotEncodable, own)
 	}
 	tbl := &nftables.Table{Name: table, Family: nftables.TableFamilyINet}
-	steps, err := encodeOps(tbl, ops)
+	steps, err := encodeOps(tbl, ops, writeBase != nil)
 	if err != nil {
 		return err
 	}
 	if m := messages(steps); m > maxDirectMessages {
 		return fmt.Errorf("%w: %d messages", errNotEncodable, m)
+	}
+	if writeBase != nil {
+		if err := writeBase(); err != nil {
+			return err
+		}
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -247,9 +280,14 @@ func (n *Netlink) run(ctx context.Context, table string, ops []op) error {
 		}
 		n.conn = c
 	}
-	err = n.queue(tbl, steps)
-	if err == nil {
-		err = n.flush(ctx)
+	pre, steps := splitNewSets(steps)
+	for _, batch := range append(pre, steps) {
+		if err = n.queue(tbl, batch); err == nil {
+			err = n.flush(ctx)
+		}
+		if err != nil {
+			break
+		}
 	}
 	if err != nil {
 		// The connection may hold queued messages, a sticky encoding error
@@ -258,6 +296,60 @@ func (n *Netlink) run(ctx context.Context, table string, ops []op) error {
 		n.conn, n.sock = nil, nil
 	}
 	return err
+}
+
+// preBatch is how many messages of new sets' elements make a transaction
+// of their own ahead of the rest (splitNewSets), about 16,000 elements.
+const preBatch = 64
+
+// splitNewSets takes the sets the steps create (not maps), with their
+// elements, out of the steps when those elements take preBatch messages or
+// more, and groups them, whole sets, into transactions of about preBatch
+// messages, to be written before the rest: no rule refers to a set before
+// the transaction that creates the rule, so a set filled ahead changes no
+// verdict. Each transaction is encoded and sent on its own, so a cold
+// start's 100,000 elements are never all in memory as netlink messages at
+// once (about 25 MB more at the agent's peak when they were, bench/policy). If one
+// fails, the sets already written stay, unreferenced; the next sync is a
+// full one, which lists them.
+func splitNewSets(steps []nlStep) (pre [][]nlStep, rest []nlStep) {
+	created := map[string]bool{}
+	msgs := 0
+	for _, s := range steps {
+		switch {
+		case s.kind == opAddSet && !s.set.IsMap:
+			created[s.name] = true
+		case s.kind == opAddElem && created[s.name]:
+			msgs += chunks(s.count)
+		}
+	}
+	if msgs < preBatch {
+		return nil, steps
+	}
+	bySet := map[string][]nlStep{}
+	var order []string
+	rest = make([]nlStep, 0, len(steps))
+	for _, s := range steps {
+		if (s.kind == opAddSet || s.kind == opAddElem) && created[s.name] {
+			if bySet[s.name] == nil {
+				order = append(order, s.name)
+			}
+			bySet[s.name] = append(bySet[s.name], s)
+			continue
+		}
+		rest = append(rest, s)
+	}
+	var batch []nlStep
+	for _, name := range order {
+		batch = append(batch, bySet[name]...)
+		if messages(batch) >= preBatch {
+			pre, batch = append(pre, batch), nil
+		}
+	}
+	if batch != nil {
+		pre = append(pre, batch)
+	}
+	return pre, rest
 }
 
 // flush sends the queued batch and reads its acknowledgements within
@@ -291,9 +383,10 @@ func (n *Netlink) flush(ctx context.Context) error {
 }
 
 // maxDirectMessages bounds the transactions that go over netlink (each
-// message is acknowledged: see receiveBuffer). Bigger ones (a cold start
-// of thousands of programs) are nft's, which is as fast for them.
-const maxDirectMessages = 4096
+// message is acknowledged: see receiveBuffer). Bigger ones are nft's. A
+// cold start at bench/policy's 100,000 endpoints makes about 4,800: its
+// rules and chains, and its set elements 256 to a message.
+const maxDirectMessages = 16384
 
 // elemsPerMessage is the most elements one message adds or deletes: the
 // list of elements is one netlink attribute, whose length is 16 bits, and
@@ -310,7 +403,7 @@ func messages(steps []nlStep) int {
 	for _, s := range steps {
 		switch {
 		case s.kind == opAddElem || s.kind == opDelElem:
-			n += chunks(len(s.elems))
+			n += chunks(s.count)
 		default:
 			n++
 		}
@@ -354,6 +447,28 @@ func inChunks(elems []nftables.SetElement, f func([]nftables.SetElement) error) 
 	return nil
 }
 
+// sendElems encodes the elements of step s (checked by encodeOps) and
+// hands them to send elemsPerMessage at a time, through one buffer.
+func sendElems(s nlStep, send func(*nftables.Set, []nftables.SetElement) error) error {
+	buf := make([]nftables.SetElement, 0, elemsPerMessage+1) // an op makes at most 2
+	for i := range s.ops {
+		var err error
+		if buf, err = appendElem(buf, s.elemType, s.ops[i].set.setShape, s.ops[i].elem); err != nil {
+			return err
+		}
+		if len(buf) >= elemsPerMessage {
+			if err := send(s.set, buf[:elemsPerMessage]); err != nil {
+				return err
+			}
+			buf = append(buf[:0], buf[elemsPerMessage:]...)
+		}
+	}
+	if len(buf) > 0 {
+		return send(s.set, buf)
+	}
+	return nil
+}
+
 func (n *Netlink) queue(tbl *nftables.Table, steps []nlStep) error {
 	c := n.conn
 	for _, s := range steps {
@@ -374,12 +489,12 @@ func (n *Netlink) queue(tbl *nftables.Table, steps []nlStep) error {
 			}
 			c.AddRule(&nftables.Rule{Table: tbl, Chain: &nftables.Chain{Name: s.name, Table: tbl},
 				Exprs: s.rule.exprs, UserData: s.udata})
-		case opAddElem:
-			if err := inChunks(s.elems, func(es []nftables.SetElement) error { return c.SetAddElements(s.set, es) }); err != nil {
-				return fmt.Errorf("elements of %s: %w", s.name, err)
+		case opAddElem, opDelElem:
+			send := c.SetAddElements
+			if s.kind == opDelElem {
+				send = c.SetDeleteElements
 			}
-		case opDelElem:
-			if err := inChunks(s.elems, func(es []nftables.SetElement) error { return c.SetDeleteElements(s.set, es) }); err != nil {
+			if err := sendElems(s, send); err != nil {
 				return fmt.Errorf("elements of %s: %w", s.name, err)
 			}
 		case opFlushSet:

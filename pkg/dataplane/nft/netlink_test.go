@@ -1,6 +1,7 @@
 package nft
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -128,13 +129,82 @@ func TestKernelBigCreateOverNetlink(t *testing.T) {
 			}
 		}
 	}
-	if count.runs != 1 || count.fallbacks != 0 {
-		t.Errorf("%d transactions over netlink, %d through nft (last: %v); want the whole creation over netlink", count.runs, count.fallbacks, count.last)
+	// The first is the empty cold start's (the table's base chains
+	// through nft first).
+	if count.runs != 2 || count.fallbacks != 0 {
+		t.Errorf("%d transactions over netlink, %d through nft (last: %v); want the cold start and the whole creation over netlink", count.runs, count.fallbacks, count.last)
 	}
 	if d := differ(); d != "" {
 		t.Error(d)
 	}
 	t.Logf("created over netlink in %v", count.took)
+}
+
+// TestKernelColdStartOverNetlink: a driver's first sync into an empty
+// namespace goes over netlink but for the table and its base chains, which
+// nft writes first, and a new driver's first sync over a table already
+// there (an agent restarted) goes over netlink whole. Both times the
+// kernel's table equals what nft alone writes.
+func TestKernelColdStartOverNetlink(t *testing.T) {
+	viaNft, viaNL, count, differ := nftAndNetlink(t)
+	s, _ := bigScenario()
+	c := changesOf(s.state)
+	for _, d := range []*Driver{viaNft, viaNL} {
+		if err := d.Apply(t.Context(), c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if count.runs != 1 || count.fallbacks != 0 {
+		t.Errorf("cold start: %d transactions over netlink, %d through nft (last: %v); want one over netlink", count.runs, count.fallbacks, count.last)
+	}
+	if d := differ(); d != "" {
+		t.Fatal(d)
+	}
+
+	// Restarts: new drivers, the same namespaces (and socket), one policy
+	// changed meanwhile.
+	nl := viaNL.nl
+	viaNft, viaNL = New(viaNft.nft, Config{}), New(viaNL.nft, Config{})
+	viaNL.SetNetlink(nl)
+	s.pol(gpol("allow-client", "default", []calc.Rule{allowClient(calc.Deny)}, nil))
+	for _, d := range []*Driver{viaNft, viaNL} {
+		if err := d.Apply(t.Context(), changesOf(s.state)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if count.runs != 2 || count.fallbacks != 0 {
+		t.Errorf("restart: %d transactions over netlink in all, %d through nft (last: %v); want the restart's over netlink", count.runs, count.fallbacks, count.last)
+	}
+	if d := differ(); d != "" {
+		t.Error(d)
+	}
+}
+
+// TestKernelNetlinkMaxMessages: a transaction of maxDirectMessages
+// messages goes over netlink, every acknowledgement read (receiveBuffer
+// holds them all), and one message more goes to nft.
+func TestKernelNetlinkMaxMessages(t *testing.T) {
+	testenv.RequireRoot(t)
+	n, name := testenv.NewNS(t)
+	testenv.Sh(t, "ip", "netns", "exec", name, "nft", "add", "table", "inet", "tortie")
+	nl, _ := newNSNetlink(t, n)
+	chains := func(from, count int) []op {
+		ops := make([]op, count)
+		for i := range ops {
+			ops[i] = op{kind: opAddChain, name: fmt.Sprintf("c%d", from+i), chain: &chainT{}}
+		}
+		return ops
+	}
+	if err := nl.run(t.Context(), "tortie", chains(0, maxDirectMessages), nil); err != nil {
+		t.Fatalf("%d messages: %v", maxDirectMessages, err)
+	}
+	out := testenv.Sh(t, "ip", "netns", "exec", name, "nft", "list", "chains", "inet")
+	if got := strings.Count(out, "chain c"); got != maxDirectMessages {
+		t.Errorf("%d chains in the kernel; want %d", got, maxDirectMessages)
+	}
+	if err := nl.run(t.Context(), "tortie", chains(maxDirectMessages, maxDirectMessages+1), nil); !errors.Is(err, errNotEncodable) {
+		t.Errorf("%d messages: %v; want errNotEncodable", maxDirectMessages+1, err)
+	}
 }
 
 // nftAndNetlink are two drivers in network namespaces of their own (root
@@ -150,7 +220,7 @@ func nftAndNetlink(t *testing.T) (viaNft, viaNL *Driver, count *nlCount, differ 
 	nl, count := newNSNetlink(t, n2)
 	viaNL.SetNetlink(nl)
 	list := func(name string) string {
-		return sortElements(testenv.Sh(t, "ip", "netns", "exec", name, "nft", "list", "table", "inet", "tortie"))
+		return sortBlocks(sortElements(testenv.Sh(t, "ip", "netns", "exec", name, "nft", "list", "table", "inet", "tortie")))
 	}
 	return viaNft, viaNL, count, func() string {
 		if got, want := list(name2), list(name1); got != want {
@@ -162,6 +232,20 @@ func nftAndNetlink(t *testing.T) (viaNft, viaNL *Driver, count *nlCount, differ 
 
 // sortElements sorts the elements of every set and map in an `nft list`
 // output: the kernel lists a hash set in its own order.
+// sortBlocks puts a table listing's sets and chains after the first in
+// order: nft lists each kind in the order they were created, and a cold
+// start over netlink creates the base chains first (nft, alone, in name
+// order with the rest).
+func sortBlocks(listing string) string {
+	body, ok := strings.CutSuffix(strings.TrimRight(listing, "\n"), "\n}")
+	if !ok {
+		return listing
+	}
+	blocks := strings.Split(body, "\n\n")
+	slices.Sort(blocks[1:])
+	return strings.Join(blocks, "\n\n") + "\n}"
+}
+
 func sortElements(listing string) string {
 	var out []string
 	lines := strings.Split(listing, "\n")

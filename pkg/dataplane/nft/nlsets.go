@@ -82,12 +82,23 @@ func kernelSet(tbl *nftables.Table, name string, shape setShape) (*nftables.Set,
 // interval set is a start element and an end element with IntervalEnd, except where nft sends no end;
 // concatenated interval maps use Key and KeyEnd). The same elements serve to delete it.
 func encodeElem(shape setShape, e elemT) ([]nftables.SetElement, error) {
+	t, ok := parseSetType(shape.typ, shape.isMap)
+	if !ok {
+		return nil, fmt.Errorf("%w: element %q : %q of %q", errNotEncodable, e.key, e.value, shape.typ)
+	}
+	return appendElem(nil, t, shape, e)
+}
+
+// appendElem is encodeElem for a set whose type is already parsed (t,
+// parseSetType's of shape): it appends e's elements to dst, allocating
+// nothing more for a set of one field but the key's bytes. On error dst
+// is returned as it was.
+func appendElem(dst []nftables.SetElement, t setType, shape setShape, e elemT) ([]nftables.SetElement, error) {
 	typ, interval, isMap := shape.typ, shape.interval, shape.isMap
 	fail := func() ([]nftables.SetElement, error) {
-		return nil, fmt.Errorf("%w: element %q : %q of %q", errNotEncodable, e.key, e.value, typ)
+		return dst, fmt.Errorf("%w: element %q : %q of %q", errNotEncodable, e.key, e.value, typ)
 	}
-	t, ok := parseSetType(typ, isMap)
-	if !ok || len(e.key) != len(t.fields) {
+	if len(e.key) != len(t.fields) {
 		return fail()
 	}
 	concat := len(t.fields) > 1
@@ -95,6 +106,7 @@ func encodeElem(shape setShape, e elemT) ([]nftables.SetElement, error) {
 	var vals []value
 	for i, f := range t.fields {
 		var v value
+		var ok bool
 		if f.kind == vIfname {
 			b, ok := ifnameBytes(e.key[i], wholeIfname)
 			if !ok {
@@ -108,12 +120,13 @@ func encodeElem(shape setShape, e elemT) ([]nftables.SetElement, error) {
 			return fail()
 		}
 		vals = append(vals, v)
-		pad := make([]byte, 0)
-		if concat {
-			pad = make([]byte, pad4(f.len)-f.len)
+		if !concat {
+			el.Key = v.lo
+			continue
 		}
+		pad := make([]byte, pad4(f.len)-f.len)
 		el.Key = append(append(el.Key, v.lo...), pad...)
-		if interval && concat {
+		if interval {
 			el.KeyEnd = append(append(el.KeyEnd, v.hi...), pad...)
 		}
 	}
@@ -138,7 +151,7 @@ func encodeElem(shape setShape, e elemT) ([]nftables.SetElement, error) {
 		return fail()
 	}
 	if !interval || concat {
-		return []nftables.SetElement{el}, nil
+		return append(dst, el), nil
 	}
 	if isMap {
 		return fail() // interval maps of one field: not used, not checked
@@ -150,5 +163,5 @@ func encodeElem(shape setShape, e elemT) ([]nftables.SetElement, error) {
 		// cannot send. nft writes those (0.0.0.0/0, 255.255.255.255).
 		return fail()
 	}
-	return []nftables.SetElement{el, {Key: end, IntervalEnd: true}}, nil
+	return append(dst, el, nftables.SetElement{Key: end, IntervalEnd: true}), nil
 }
