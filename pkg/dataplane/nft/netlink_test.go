@@ -180,6 +180,25 @@ func TestKernelColdStartOverNetlink(t *testing.T) {
 	}
 }
 
+// TestKernelColdStart100kOverNetlink: bench/policy's 100,000 elements,
+// as a first sync over netlink (the new sets ahead of the rules, in
+// transactions of their own), make the table nft alone writes.
+func TestKernelColdStart100kOverNetlink(t *testing.T) {
+	viaNft, viaNL, count, differ := nftAndNetlink(t)
+	c := changesOf(coldScenario().state)
+	for _, d := range []*Driver{viaNft, viaNL} {
+		if err := d.Apply(t.Context(), c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if count.runs != 1 || count.fallbacks != 0 {
+		t.Errorf("%d transactions over netlink, %d through nft (last: %v); want one over netlink", count.runs, count.fallbacks, count.last)
+	}
+	if d := differ(); d != "" {
+		t.Error(d)
+	}
+}
+
 // TestKernelNetlinkMaxMessages: a transaction of maxDirectMessages
 // messages goes over netlink, every acknowledgement read (receiveBuffer
 // holds them all), and one message more goes to nft.
@@ -272,4 +291,48 @@ func sortElements(listing string) string {
 		out = append(out, head+"elements = { "+strings.Join(els, ", ")+" }")
 	}
 	return strings.Join(out, "\n")
+}
+
+// TestSplitNewSets: the sets a transaction creates go ahead, whole, in
+// batches of about preBatch messages, when their elements take that many;
+// maps, existing sets' elements and everything else stay, in order.
+func TestSplitNewSets(t *testing.T) {
+	set := func(name string, isMap bool) nlStep {
+		return nlStep{kind: opAddSet, name: name, set: &nftables.Set{Name: name, IsMap: isMap}}
+	}
+	elems := func(name string, n int) nlStep { return nlStep{kind: opAddElem, name: name, count: n} }
+	chain := nlStep{kind: opAddChain, name: "c"}
+	rule := nlStep{kind: opAddRule, name: "c"}
+	names := func(batch []nlStep) string {
+		var out []string
+		for _, s := range batch {
+			out = append(out, fmt.Sprintf("%d:%s", s.kind, s.name))
+		}
+		return strings.Join(out, " ")
+	}
+	big := 40 * elemsPerMessage // 40 messages
+	for _, c := range []struct {
+		name  string
+		steps []nlStep
+		pre   []string
+		rest  string
+	}{
+		{"small: one transaction", []nlStep{set("a", false), chain, elems("a", 10), rule},
+			nil, names([]nlStep{set("a", false), chain, elems("a", 10), rule})},
+		{"big new sets ahead, two to a batch", []nlStep{set("a", false), set("b", false), set("m", true), set("c", false), chain,
+			elems("a", big), elems("b", big), elems("old", big), elems("m", big), elems("c", 1), rule},
+			[]string{names([]nlStep{set("a", false), elems("a", big), set("b", false), elems("b", big)}), names([]nlStep{set("c", false), elems("c", 1)})},
+			names([]nlStep{set("m", true), chain, elems("old", big), elems("m", big), rule})},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			pre, rest := splitNewSets(c.steps)
+			var got []string
+			for _, b := range pre {
+				got = append(got, names(b))
+			}
+			if !slices.Equal(got, c.pre) || names(rest) != c.rest {
+				t.Errorf("ahead %q, then %q; want %q, then %q", got, names(rest), c.pre, c.rest)
+			}
+		})
+	}
 }
