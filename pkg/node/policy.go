@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"runtime/debug"
 	"slices"
 	"time"
 
@@ -67,6 +68,8 @@ type Policy struct {
 	// new driver, or one whose last write failed), so a full apply need not
 	// list the table a second time.
 	driverFull bool
+	// applied: an Apply has succeeded (the first writes everything).
+	applied bool
 
 	// What has been handed to the driver, for the active-object gauges.
 	endpoints map[calc.EndpointID]struct{}
@@ -239,13 +242,22 @@ func (p *Policy) Apply(ctx context.Context, full bool) error {
 			ix.SetEndpoint(ep)
 		}
 	}
+	if !p.applied {
+		// The first write is the whole table: at 100,000 endpoints, over
+		// netlink, it allocates some 100 MB of short-lived messages in
+		// under a second. With the collector's usual headroom (GOGC) the
+		// heap grows to twice what is live meanwhile; with half of it,
+		// the agent's peak stays under 270 MB (bench/policy), for about
+		// 0.1 s more of collecting.
+		defer halveGC()()
+	}
 	err := p.drv.Apply(ctx, c)
 	p.record(ctx, c)
 	if err != nil {
 		p.driverFull = true
 		return err
 	}
-	p.driverFull = false
+	p.driverFull, p.applied = false, true
 	if full && !wasFull {
 		if err := p.drv.Resync(ctx); err != nil {
 			p.driverFull = true
@@ -253,6 +265,19 @@ func (p *Policy) Apply(ctx context.Context, full bool) error {
 		}
 	}
 	return nil
+}
+
+// halveGC halves the collector's target percentage (GOGC) until the
+// func it returns is called; with the collector off (GOGC=off) it does
+// nothing.
+func halveGC() (restore func()) {
+	old := debug.SetGCPercent(-1)
+	if old <= 0 {
+		debug.SetGCPercent(old)
+		return func() {}
+	}
+	debug.SetGCPercent(max(old/2, 1))
+	return func() { debug.SetGCPercent(old) }
 }
 
 func (p *Policy) sortedPools() []nft.Pool {
