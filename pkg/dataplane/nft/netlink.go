@@ -448,29 +448,36 @@ func inChunks(elems []nftables.SetElement, f func([]nftables.SetElement) error) 
 }
 
 // sendElems encodes the elements of step s (checked by encodeOps) and
-// hands them to send elemsPerMessage at a time, through one buffer.
-func sendElems(s nlStep, send func(*nftables.Set, []nftables.SetElement) error) error {
-	buf := make([]nftables.SetElement, 0, elemsPerMessage+1) // an op makes at most 2
+// hands them to send elemsPerMessage at a time, through buf, which it
+// returns for the next step's use. A SetElement is some 200 bytes: buf
+// grows to what the steps need, not to a message's worth for each (an
+// incremental sync changes a few elements in each of many sets).
+func sendElems(buf []nftables.SetElement, s nlStep, send func(*nftables.Set, []nftables.SetElement) error) ([]nftables.SetElement, error) {
+	buf = buf[:0]
+	if need := min(s.count, elemsPerMessage) + 1; cap(buf) < need { // an op makes at most 2
+		buf = make([]nftables.SetElement, 0, need)
+	}
 	for i := range s.ops {
 		var err error
 		if buf, err = appendElem(buf, s.elemType, s.ops[i].set.setShape, s.ops[i].elem); err != nil {
-			return err
+			return buf, err
 		}
 		if len(buf) >= elemsPerMessage {
 			if err := send(s.set, buf[:elemsPerMessage]); err != nil {
-				return err
+				return buf, err
 			}
 			buf = append(buf[:0], buf[elemsPerMessage:]...)
 		}
 	}
 	if len(buf) > 0 {
-		return send(s.set, buf)
+		return buf, send(s.set, buf)
 	}
-	return nil
+	return buf, nil
 }
 
 func (n *Netlink) queue(tbl *nftables.Table, steps []nlStep) error {
 	c := n.conn
+	var buf []nftables.SetElement
 	for _, s := range steps {
 		switch s.kind {
 		case opAddChain:
@@ -494,7 +501,8 @@ func (n *Netlink) queue(tbl *nftables.Table, steps []nlStep) error {
 			if s.kind == opDelElem {
 				send = c.SetDeleteElements
 			}
-			if err := sendElems(s, send); err != nil {
+			var err error
+			if buf, err = sendElems(buf, s, send); err != nil {
 				return fmt.Errorf("elements of %s: %w", s.name, err)
 			}
 		case opFlushSet:
