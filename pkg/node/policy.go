@@ -31,8 +31,9 @@ type PolicyConfig struct {
 	// Driver is the nftables driver's configuration (TableName defaults to
 	// "tortie").
 	Driver nft.Config
-	// Netlink, when set, writes incremental changes straight over netlink
-	// (in the same network namespace as NFT); nil: every change runs nft.
+	// Netlink, when set, writes changes straight over netlink (in the same
+	// network namespace as NFT; nft still writes what it cannot, such as
+	// the table's base chains); nil: every change runs nft.
 	Netlink *nft.Netlink
 	// Logger (default slog.Default()).
 	Logger *slog.Logger
@@ -130,7 +131,7 @@ func NewPolicy(cfg PolicyConfig) (*Policy, error) {
 		}),
 		txns: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: metricPrefix + "nft_transactions_total",
-			Help: "nftables transactions written, by path: nft (nft -f) or netlink (direct, incremental changes).",
+			Help: "nftables transactions written, by path: nft (nft -f) or netlink (direct; a cold start's table and base chains go through nft first).",
 		}, []string{"path"}),
 		txnFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: metricPrefix + "nft_transaction_failures_total", Help: "nftables transactions the kernel or nft refused, by path.",
@@ -141,7 +142,7 @@ func NewPolicy(cfg PolicyConfig) (*Policy, error) {
 		}, []string{"path"}),
 		nlFallbacks: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: metricPrefix + "nft_netlink_fallbacks_total",
-			Help: "Incremental transactions written through nft because an operation had no netlink form.",
+			Help: "Transactions written through nft because an operation had no netlink form or they were too big (over 16,384 messages).",
 		}),
 	}
 	for _, path := range []string{"nft", "netlink"} {
