@@ -11,6 +11,7 @@ import (
 
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/google/nftables"
+	"sigs.k8s.io/knftables"
 
 	"github.com/tortie/tortie/internal/testenv"
 	"github.com/tortie/tortie/pkg/calc"
@@ -174,6 +175,25 @@ func TestKernelColdStartOverNetlink(t *testing.T) {
 	}
 	if count.runs != 2 || count.fallbacks != 0 {
 		t.Errorf("restart: %d transactions over netlink in all, %d through nft (last: %v); want the restart's over netlink", count.runs, count.fallbacks, count.last)
+	}
+	if d := differ(); d != "" {
+		t.Fatal(d)
+	}
+
+	// The table deleted under both drivers: their resyncs write it again,
+	// the netlink one's base chains through nft first.
+	for _, d := range []*Driver{viaNft, viaNL} {
+		tx := d.nft.NewTransaction()
+		tx.Delete(&knftables.Table{})
+		if err := d.nft.Run(t.Context(), tx); err != nil {
+			t.Fatal(err)
+		}
+		if err := d.Resync(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if count.runs != 3 || count.fallbacks != 0 {
+		t.Errorf("table deleted: %d transactions over netlink in all, %d through nft (last: %v); want the resync's over netlink", count.runs, count.fallbacks, count.last)
 	}
 	if d := differ(); d != "" {
 		t.Error(d)
