@@ -147,20 +147,8 @@ func TestKernelBigCreateOverNetlink(t *testing.T) {
 // there (an agent restarted) goes over netlink whole. Both times the
 // kernel's table equals what nft alone writes.
 func TestKernelColdStartOverNetlink(t *testing.T) {
-	viaNft, viaNL, count, differ := nftAndNetlink(t)
 	s, _ := bigScenario()
-	c := changesOf(s.state)
-	for _, d := range []*Driver{viaNft, viaNL} {
-		if err := d.Apply(t.Context(), c); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if count.runs != 1 || count.fallbacks != 0 {
-		t.Errorf("cold start: %d transactions over netlink, %d through nft (last: %v); want one over netlink", count.runs, count.fallbacks, count.last)
-	}
-	if d := differ(); d != "" {
-		t.Fatal(d)
-	}
+	viaNft, viaNL, count, differ := coldStartBoth(t, changesOf(s.state))
 
 	// Restarts: new drivers, the same namespaces (and socket), one policy
 	// changed meanwhile.
@@ -204,19 +192,27 @@ func TestKernelColdStartOverNetlink(t *testing.T) {
 // as a first sync over netlink (the new sets ahead of the rules, in
 // transactions of their own), make the table nft alone writes.
 func TestKernelColdStart100kOverNetlink(t *testing.T) {
-	viaNft, viaNL, count, differ := nftAndNetlink(t)
-	c := changesOf(coldScenario().state)
+	coldStartBoth(t, changesOf(coldScenario().state))
+}
+
+// coldStartBoth is nftAndNetlink's two drivers after a first sync of c
+// each, which must have gone over netlink in one transaction (but for
+// the table and its base chains) and listed the same table.
+func coldStartBoth(t *testing.T, c *calc.Changes) (viaNft, viaNL *Driver, count *nlCount, differ func() string) {
+	t.Helper()
+	viaNft, viaNL, count, differ = nftAndNetlink(t)
 	for _, d := range []*Driver{viaNft, viaNL} {
 		if err := d.Apply(t.Context(), c); err != nil {
 			t.Fatal(err)
 		}
 	}
 	if count.runs != 1 || count.fallbacks != 0 {
-		t.Errorf("%d transactions over netlink, %d through nft (last: %v); want one over netlink", count.runs, count.fallbacks, count.last)
+		t.Errorf("cold start: %d transactions over netlink, %d through nft (last: %v); want one over netlink", count.runs, count.fallbacks, count.last)
 	}
 	if d := differ(); d != "" {
-		t.Error(d)
+		t.Fatal(d)
 	}
+	return viaNft, viaNL, count, differ
 }
 
 // TestKernelNetlinkMaxMessages: a transaction of maxDirectMessages
