@@ -103,13 +103,17 @@ func main() {
 		// five cold starts.
 		given := map[string]bool{}
 		flag.Visit(func(f *flag.Flag) { given[f.Name] = true })
-		for name, p := range map[string]*int{"conns": &o.conns, "changes": &o.changes, "cold-runs": &o.coldRuns} {
-			if !given[name] {
-				*p = map[string]int{"conns": 5000, "changes": 20, "cold-runs": 1}[name]
-			}
+		if !given["conns"] {
+			o.conns = 5000
 		}
 		if !given["conn-time"] {
 			o.connTime = time.Second
+		}
+		if !given["changes"] {
+			o.changes = 20
+		}
+		if !given["cold-runs"] {
+			o.coldRuns = 1
 		}
 	}
 	if os.Geteuid() != 0 {

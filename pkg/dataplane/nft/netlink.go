@@ -313,11 +313,14 @@ const preBatch = 64
 // fails, the sets already written stay, unreferenced; the next sync is a
 // full one, which lists them.
 func splitNewSets(steps []nlStep) (pre [][]nlStep, rest []nlStep) {
-	created := map[string]bool{}
+	var created map[string]bool // most transactions create no set
 	msgs := 0
 	for _, s := range steps {
 		switch {
 		case s.kind == opAddSet && !s.set.IsMap:
+			if created == nil {
+				created = map[string]bool{}
+			}
 			created[s.name] = true
 		case s.kind == opAddElem && created[s.name]:
 			msgs += chunks(s.count)

@@ -54,10 +54,14 @@ const tableComment = "tortie: network policy (owned by tortie-node)"
 // 0.3 s rather than 2 s here.
 const elemsPerStatement = 1000
 
-// skeleton is what netlink does not create here, the table and its base
-// chains, from a full sync's operations: nil when no base chain is
-// created (the table exists then, with its base chains).
-func skeleton(ops []op) []op {
+// fullSkeleton is what netlink does not create here, the table and its
+// base chains, from a full sync's operations: nil for any other sync, and
+// when no base chain is created (the table exists then, with its base
+// chains).
+func fullSkeleton(scope syncScope, ops []op) []op {
+	if scope != syncFull {
+		return nil
+	}
 	var sk []op
 	for i := range ops {
 		if ops[i].kind == opAddChain && ops[i].chain.base != nil {
@@ -173,7 +177,7 @@ func (d *Driver) run(ctx context.Context, tx *txn, scope syncScope) error {
 	}
 	if d.nl != nil {
 		var writeBase func() error
-		if sk := skeleton(tx.ops); scope == syncFull && sk != nil {
+		if sk := fullSkeleton(scope, tx.ops); sk != nil {
 			writeBase = func() error {
 				if err := d.nft.Run(ctx, (&txn{ops: sk}).knft(d.nft.NewTransaction(), false)); err != nil {
 					return fmt.Errorf("nft transaction creating the table's base chains (before the rest over netlink): %w", err)
